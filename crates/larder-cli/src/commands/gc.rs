@@ -1,0 +1,46 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use larder::size::{format_size, parse_size};
+use serde_json::json;
+
+use super::Context;
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Evict down to this size (default: the capacity)
+    #[arg(long, value_name = "SIZE")]
+    to: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+    let to = args.to.as_deref().map(parse_size).transpose()?;
+    let store = ctx.open_store()?;
+    let r = store.gc(to)?;
+    store.close()?;
+    if args.json {
+        output::print_json(&json!({
+            "evicted": r.evicted,
+            "freed": r.freed,
+            "swept": r.swept,
+            "bytes": r.bytes,
+            "target": r.target,
+        }))?;
+    } else {
+        println!(
+            "evicted {} entries ({}); {} in use, target {}",
+            r.evicted,
+            format_size(r.freed),
+            format_size(r.bytes),
+            format_size(r.target)
+        );
+        if r.bytes > r.target {
+            println!("the rest is pinned; unpin entries to go lower");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,80 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use larder::size::format_size;
+use serde_json::json;
+
+use super::Context;
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show exact sizes, times and every key
+    #[arg(short, long)]
+    long: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+    let store = ctx.open_store()?;
+    let entries = store.list()?;
+    store.close()?;
+    if args.json {
+        let rows = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "digest": e.digest.to_string(),
+                    "size": e.size,
+                    "pinned": e.pinned,
+                    "keys": e.keys,
+                    "created_at": e.created_at,
+                    "used_at": e.used_at,
+                })
+            })
+            .collect();
+        output::print_json(&serde_json::Value::Array(rows))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pin = |p: bool| if p { "pinned" } else { "" }.to_string();
+    if args.long {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|e| {
+                vec![
+                    e.digest.to_string(),
+                    e.size.to_string(),
+                    pin(e.pinned),
+                    output::format_time(e.created_at),
+                    output::format_time(e.used_at),
+                    e.keys.join(","),
+                ]
+            })
+            .collect();
+        output::print_table(
+            &["DIGEST", "BYTES", "PIN", "CREATED (UTC)", "USED (UTC)", "KEYS"],
+            &rows,
+        )?;
+    } else {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|e| {
+                let keys = match e.keys.len() {
+                    0 => String::new(),
+                    1 => e.keys[0].clone(),
+                    n => format!("{} (+{} more)", e.keys[0], n - 1),
+                };
+                vec![
+                    e.digest.to_string()[..19].to_string(),
+                    format_size(e.size),
+                    pin(e.pinned),
+                    keys,
+                ]
+            })
+            .collect();
+        output::print_table(&["DIGEST", "SIZE", "PIN", "KEY"], &rows)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,103 @@
+//! One file per subcommand: each defines its arguments and a `run` that calls
+//! the library and prints.
+
+mod config;
+mod gc;
+mod get;
+mod has;
+mod ls;
+mod pin;
+mod put;
+mod rm;
+mod stats;
+mod verify;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+use larder::{Config, Store, config::Sources};
+
+use crate::Cli;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store files and print their digests (`-` reads standard input)
+    Put(put::Args),
+    /// Write a stored blob to a file or standard output, verified
+    Get(get::Args),
+    /// Exit 0 if the store holds a digest or key, 1 if not
+    Has(has::Args),
+    /// Remove blobs or keys
+    Rm(rm::Args),
+    /// Pin blobs so eviction never removes them
+    Pin(pin::Args),
+    /// Unpin blobs
+    Unpin(pin::Args),
+    /// List what the store holds, most recently used first
+    Ls(ls::Args),
+    /// Show entries, bytes used, capacity, usage ratio, hits and misses
+    Stats(stats::Args),
+    /// Evict least-recently-used unpinned blobs down to a size
+    Gc(gc::Args),
+    /// Re-hash every blob; quarantine corrupt ones; with --repair, rebuild the index
+    Verify(verify::Args),
+    /// Print the effective configuration and where each value came from
+    Config(config::Args),
+}
+
+/// What every command gets: the effective configuration, and the store on demand.
+pub struct Context {
+    pub config: Config,
+}
+
+impl Context {
+    pub fn open_store(&self) -> Result<Store> {
+        Ok(Store::open(&self.config.home, self.config.capacity)?)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let mut sources = Sources::from_process()?;
+    if let Some(home) = cli.home {
+        sources = sources.flag("home", home, "--home");
+    }
+    if let Some(capacity) = cli.capacity {
+        sources = sources.flag("capacity", capacity, "--capacity");
+    }
+    if cli.verbose > 0 {
+        let level = match cli.verbose {
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        };
+        sources = sources.flag("log", level, "-v");
+    }
+    let config = Config::load(&sources)?;
+    init_logging(&config.log);
+    let ctx = Context { config };
+    match cli.command {
+        Command::Put(args) => put::run(&ctx, args),
+        Command::Get(args) => get::run(&ctx, args),
+        Command::Has(args) => has::run(&ctx, args),
+        Command::Rm(args) => rm::run(&ctx, args),
+        Command::Pin(args) => pin::run(&ctx, args, true),
+        Command::Unpin(args) => pin::run(&ctx, args, false),
+        Command::Ls(args) => ls::run(&ctx, args),
+        Command::Stats(args) => stats::run(&ctx, args),
+        Command::Gc(args) => gc::run(&ctx, args),
+        Command::Verify(args) => verify::run(&ctx, args),
+        Command::Config(args) => config::run(&ctx, args),
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,32 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use larder::Target;
+
+use super::Context;
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Digests (sha256:…) or keys
+    #[arg(required = true, value_name = "DIGEST|KEY")]
+    targets: Vec<String>,
+}
+
+pub fn run(ctx: &Context, args: Args, pinned: bool) -> Result<ExitCode> {
+    let targets = args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    let store = ctx.open_store()?;
+    let mut first_error = None;
+    for target in &targets {
+        match store.set_pinned(target, pinned) {
+            Ok(digest) => println!("{} {digest}", if pinned { "pinned" } else { "unpinned" }),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                output::print_error(&e);
+                first_error.get_or_insert(output::exit_code(&e));
+            }
+        }
+    }
+    store.close()?;
+    Ok(first_error.map_or(ExitCode::SUCCESS, ExitCode::from))
+}

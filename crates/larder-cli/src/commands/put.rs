@@ -1,0 +1,78 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use larder::PutOptions;
+use serde_json::json;
+
+use super::Context;
+use crate::output;
+use crate::progress::Bars;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files to store; `-` reads standard input
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Bind this key to the blob (one file only)
+    #[arg(long)]
+    key: Option<String>,
+    /// Pin the blob so eviction never removes it
+    #[arg(long)]
+    pin: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+    if args.key.is_some() && args.files.len() > 1 {
+        anyhow::bail!(larder::Error::new(
+            larder::ErrorKind::InvalidInput,
+            format!(
+                "--key names one entry but {} files were given; put them one at a time",
+                args.files.len()
+            )
+        ));
+    }
+    let store = ctx.open_store()?;
+    let opts = PutOptions { key: args.key, pin: args.pin };
+    let bars = Bars::new();
+    let stdin_count = args.files.iter().filter(|f| f.as_os_str() == "-").count();
+    if stdin_count > 0 && args.files.len() > 1 {
+        anyhow::bail!(larder::Error::new(
+            larder::ErrorKind::InvalidInput,
+            "`-` (standard input) must be the only file when given; put other files in another call"
+        ));
+    }
+    let results = if stdin_count == 1 {
+        vec![store.put_reader(&mut std::io::stdin().lock(), &opts, &bars)]
+    } else {
+        store.put_files(&args.files, &opts, &bars)
+    };
+    let mut first_error = None;
+    let mut rows = Vec::new();
+    for (file, result) in args.files.iter().zip(results) {
+        match result {
+            Ok(digest) => {
+                if args.json {
+                    rows.push(json!({ "file": file, "digest": digest.to_string() }));
+                } else if args.files.len() == 1 {
+                    println!("{digest}");
+                } else {
+                    println!("{digest}  {}", file.display());
+                }
+            }
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                output::print_error(&e);
+                first_error.get_or_insert(output::exit_code(&e));
+            }
+        }
+    }
+    if args.json {
+        output::print_json(&serde_json::Value::Array(rows))?;
+    }
+    store.close()?;
+    Ok(first_error.map_or(ExitCode::SUCCESS, ExitCode::from))
+}

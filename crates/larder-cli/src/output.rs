@@ -1,0 +1,107 @@
+//! How the command line prints: one-line errors with exit codes, tables, JSON
+//! and dates.
+
+use std::io::Write;
+
+use larder::ErrorKind;
+
+/// Prints `err` as one line, with the causes a non-larder error carries.
+pub fn print_error(err: &anyhow::Error) {
+    let mut line = String::new();
+    for (i, cause) in err.chain().enumerate() {
+        let text = cause.to_string();
+        // A larder error's message already names its cause.
+        if i > 0 && line.contains(&text) {
+            continue;
+        }
+        if i > 0 {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+        if cause.downcast_ref::<larder::Error>().is_some() {
+            break;
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "larder: error: {line}");
+}
+
+/// The documented exit code for an error (see `larder --help`).
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let kind = err.chain().find_map(|c| c.downcast_ref::<larder::Error>()).map(larder::Error::kind);
+    match kind {
+        Some(ErrorKind::NotFound) => 1,
+        Some(ErrorKind::InvalidInput | ErrorKind::Config) => 2,
+        Some(ErrorKind::Corrupt) => 3,
+        Some(ErrorKind::StoreFull | ErrorKind::DiskFull) => 4,
+        Some(ErrorKind::PermissionDenied) => 5,
+        Some(ErrorKind::Conflict) => 2,
+        Some(ErrorKind::Busy | ErrorKind::Io) | None => 6,
+    }
+}
+
+/// Prints a JSON value on stdout.
+pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Prints rows as left-aligned columns separated by two spaces.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let mut line = |cells: Vec<&str>| -> std::io::Result<()> {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(header.to_vec())?;
+    for row in rows {
+        line(row.iter().map(String::as_str).collect())?;
+    }
+    Ok(())
+}
+
+/// Formats seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times() {
+        assert_eq!(super::format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_time(1_795_000_000), "2026-11-18 08:26:40");
+        assert_eq!(super::format_time(951_782_400), "2000-02-29 00:00:00");
+    }
+}

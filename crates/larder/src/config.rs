@@ -1,0 +1,287 @@
+//! Layered configuration: built-in defaults < `~/.config/larder/config.toml` <
+//! `./.larder/config.toml` < `LARDER_*` environment variables < flags.
+//!
+//! Every effective value remembers where it came from, so `larder config` can
+//! say why a value is what it is.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind};
+use crate::size::{format_size, parse_size};
+
+/// The default capacity of the local tier, as cloud-manager's example used.
+pub const DEFAULT_CAPACITY: u64 = 20 << 30;
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the store and all state live.
+    pub home: PathBuf,
+    /// The local tier's capacity in bytes.
+    pub capacity: u64,
+    /// The log filter (`warn`, `info`, `larder=debug`, …).
+    pub log: String,
+    /// Every key with its effective value and origin, in a fixed order.
+    pub settings: Vec<Setting>,
+}
+
+/// One effective configuration value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The key as written in a config file.
+    pub key: &'static str,
+    /// The effective value, as text.
+    pub value: String,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built in.
+    Default,
+    /// A config file, at this line.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its 1-based line.
+        line: usize,
+    },
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Env(name) => write!(f, "env {name}"),
+            Origin::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+/// The keys larder knows, in the order `larder config` prints them.
+pub const KEYS: [&str; 3] = ["home", "capacity", "log"];
+
+/// Everything configuration is read from. [`Sources::from_process`] fills it from
+/// the real environment; tests build it by hand.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The user's config file (`~/.config/larder/config.toml`), if there is a home.
+    pub user_file: Option<PathBuf>,
+    /// The project's config file (`./.larder/config.toml`).
+    pub project_file: Option<PathBuf>,
+    /// The default home when nothing sets one (the XDG cache folder).
+    pub default_home: Option<PathBuf>,
+    /// The working directory, against which relative paths from the environment
+    /// and flags are resolved.
+    pub cwd: PathBuf,
+    /// `LARDER_*` environment variables.
+    pub env: Vec<(String, String)>,
+    /// Flags: key, value, and the flag's name for `larder config`.
+    pub flags: Vec<(&'static str, String, String)>,
+}
+
+impl Sources {
+    /// Reads the process's environment and working directory.
+    pub fn from_process() -> Result<Sources, Error> {
+        let cwd = std::env::current_dir().map_err(|e| {
+            Error::new(ErrorKind::Io, format!("cannot read the working directory: {e}"))
+        })?;
+        let strategy = etcetera::choose_base_strategy().ok();
+        use etcetera::BaseStrategy as _;
+        let user_file =
+            strategy.as_ref().map(|s| s.config_dir().join("larder").join("config.toml"));
+        let default_home = strategy.as_ref().map(|s| s.cache_dir().join("larder"));
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("LARDER_"))
+            .collect();
+        Ok(Sources {
+            user_file,
+            project_file: Some(cwd.join(".larder").join("config.toml")),
+            default_home,
+            cwd,
+            env,
+            flags: Vec::new(),
+        })
+    }
+
+    /// Adds a flag's value (flags win over everything else).
+    pub fn flag(mut self, key: &'static str, value: impl Into<String>, flag: &str) -> Sources {
+        self.flags.push((key, value.into(), flag.to_string()));
+        self
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    home: Option<toml::Spanned<String>>,
+    capacity: Option<toml::Spanned<SizeValue>>,
+    log: Option<toml::Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// A raw value before it is parsed, with where it came from and what relative
+/// paths in it are relative to.
+struct Raw {
+    value: String,
+    origin: Origin,
+    base: PathBuf,
+}
+
+impl Config {
+    /// Loads the layered configuration.
+    pub fn load(sources: &Sources) -> Result<Config, Error> {
+        let mut raw: [Option<Raw>; 3] = [None, None, None];
+        let slot = |key: &str| KEYS.iter().position(|k| *k == key);
+
+        for path in [&sources.user_file, &sources.project_file].into_iter().flatten() {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read config file", path, e)),
+            };
+            let base = config_base(path);
+            let file: FileConfig = toml::from_str(&text).map_err(|e| {
+                let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "{}:{line}: {}; known keys are {}",
+                        path.display(),
+                        e.message().trim_end_matches('\n'),
+                        KEYS.join(", ")
+                    ),
+                )
+            })?;
+            let at = |span: std::ops::Range<usize>| Origin::File {
+                path: path.clone(),
+                line: line_of(&text, span.start),
+            };
+            if let Some(v) = file.home {
+                raw[0] =
+                    Some(Raw { origin: at(v.span()), value: v.into_inner(), base: base.clone() });
+            }
+            if let Some(v) = file.capacity {
+                let origin = at(v.span());
+                let value = match v.into_inner() {
+                    SizeValue::Bytes(n) => n.to_string(),
+                    SizeValue::Text(t) => t,
+                };
+                raw[1] = Some(Raw { value, origin, base: base.clone() });
+            }
+            if let Some(v) = file.log {
+                raw[2] =
+                    Some(Raw { origin: at(v.span()), value: v.into_inner(), base: base.clone() });
+            }
+        }
+        for (name, value) in &sources.env {
+            let key = name.trim_start_matches("LARDER_").to_ascii_lowercase();
+            if let Some(i) = slot(&key) {
+                raw[i] = Some(Raw {
+                    value: value.clone(),
+                    origin: Origin::Env(name.clone()),
+                    base: sources.cwd.clone(),
+                });
+            }
+        }
+        for (key, value, flag) in &sources.flags {
+            if let Some(i) = slot(key) {
+                raw[i] = Some(Raw {
+                    value: value.clone(),
+                    origin: Origin::Flag(flag.clone()),
+                    base: sources.cwd.clone(),
+                });
+            }
+        }
+
+        let [home_raw, capacity_raw, log_raw] = raw;
+        let (home, home_origin) = match home_raw {
+            Some(r) if r.value.trim().is_empty() => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "home is empty ({}); set it to a folder, or unset it to use the default",
+                        r.origin
+                    ),
+                ));
+            }
+            Some(r) => (resolve_path(&r.value, &r.base), r.origin),
+            None => match &sources.default_home {
+                Some(h) => (h.clone(), Origin::Default),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "no home folder is known (HOME is unset); set LARDER_HOME to a folder for larder's data",
+                    ));
+                }
+            },
+        };
+        let (capacity, capacity_origin) = match capacity_raw {
+            Some(r) => {
+                let bytes = parse_size(&r.value).map_err(|e| {
+                    Error::new(ErrorKind::Config, format!("capacity ({}): {e}", r.origin))
+                })?;
+                (bytes, r.origin)
+            }
+            None => (DEFAULT_CAPACITY, Origin::Default),
+        };
+        let (log, log_origin) = match log_raw {
+            Some(r) => (r.value, r.origin),
+            None => ("warn".to_string(), Origin::Default),
+        };
+        let settings = vec![
+            Setting { key: "home", value: home.display().to_string(), origin: home_origin },
+            Setting {
+                key: "capacity",
+                value: format!("{} ({capacity} bytes)", format_size(capacity)),
+                origin: capacity_origin,
+            },
+            Setting { key: "log", value: log.clone(), origin: log_origin },
+        ];
+        Ok(Config { home, capacity, log, settings })
+    }
+}
+
+/// Relative paths in `~/.config/larder/config.toml` are relative to that folder;
+/// in `./.larder/config.toml`, to the project folder holding `.larder`.
+fn config_base(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if dir.file_name().is_some_and(|n| n == ".larder") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+fn resolve_path(value: &str, base: &Path) -> PathBuf {
+    if let Some(rest) = value.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    base.join(value)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests;

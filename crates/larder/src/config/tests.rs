@@ -1,0 +1,133 @@
+use super::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn sources(&self) -> Sources {
+        Sources {
+            user_file: Some(self.dir.path().join("user/larder/config.toml")),
+            project_file: Some(self.dir.path().join("proj/.larder/config.toml")),
+            default_home: Some(PathBuf::from("/default/home")),
+            cwd: self.dir.path().join("proj"),
+            env: Vec::new(),
+            flags: Vec::new(),
+        }
+    }
+}
+
+/// Renders the effective settings as `key=value <- origin` lines, with the
+/// fixture's folder shown as `$T`.
+fn render(fixture: &Fixture, result: Result<Config, Error>) -> String {
+    let root = fixture.dir.path().display().to_string();
+    match result {
+        Ok(config) => config
+            .settings
+            .iter()
+            .map(|s| format!("{}={} <- {}", s.key, s.value, s.origin))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace(&root, "$T"),
+        Err(e) => format!("error: {e}").replace(&root, "$T"),
+    }
+}
+
+fn check(fixture: &Fixture, sources: Sources, expected: &str) {
+    let got = render(fixture, Config::load(&sources));
+    assert_eq!(got.trim(), expected.trim(), "\n--- got ---\n{got}\n");
+}
+
+#[test]
+fn defaults_when_nothing_is_set() {
+    let f = Fixture::new();
+    check(
+        &f,
+        f.sources(),
+        "home=/default/home <- default\ncapacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default",
+    );
+}
+
+#[test]
+fn each_layer_overrides_the_one_below() {
+    let f = Fixture::new();
+    f.write("user/larder/config.toml", "capacity = \"1GiB\"\nlog = \"info\"\nhome = \"data\"\n");
+    f.write("proj/.larder/config.toml", "# project\n\ncapacity = 4096\n");
+    let mut s = f.sources();
+    check(
+        &f,
+        s.clone(),
+        "home=$T/user/larder/data <- $T/user/larder/config.toml:3\n\
+         capacity=4.0 KiB (4096 bytes) <- $T/proj/.larder/config.toml:3\n\
+         log=info <- $T/user/larder/config.toml:2",
+    );
+    s.env.push(("LARDER_CAPACITY".into(), "10GB".into()));
+    s.env.push(("LARDER_HOME".into(), "h".into()));
+    check(
+        &f,
+        s.clone(),
+        "home=$T/proj/h <- env LARDER_HOME\n\
+         capacity=9.3 GiB (10000000000 bytes) <- env LARDER_CAPACITY\n\
+         log=info <- $T/user/larder/config.toml:2",
+    );
+    let s = s.flag("capacity", "1MiB", "--capacity");
+    check(
+        &f,
+        s,
+        "home=$T/proj/h <- env LARDER_HOME\n\
+         capacity=1.0 MiB (1048576 bytes) <- flag --capacity\n\
+         log=info <- $T/user/larder/config.toml:2",
+    );
+}
+
+#[test]
+fn project_relative_home_is_relative_to_the_project() {
+    let f = Fixture::new();
+    f.write("proj/.larder/config.toml", "home = \"cache\"\n");
+    check(
+        &f,
+        f.sources(),
+        "home=$T/proj/cache <- $T/proj/.larder/config.toml:1\n\
+         capacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default",
+    );
+}
+
+#[test]
+fn unknown_key_names_file_and_line() {
+    let f = Fixture::new();
+    f.write("proj/.larder/config.toml", "capacity = \"1GiB\"\n\ncapasity = \"2GiB\"\n");
+    check(
+        &f,
+        f.sources(),
+        "error: $T/proj/.larder/config.toml:3: unknown field `capasity`, expected one of `home`, `capacity`, `log`; known keys are home, capacity, log",
+    );
+}
+
+#[test]
+fn malformed_values_name_their_origin() {
+    let f = Fixture::new();
+    let mut s = f.sources();
+    s.env.push(("LARDER_CAPACITY".into(), "lots".into()));
+    check(
+        &f,
+        s,
+        "error: capacity (env LARDER_CAPACITY): malformed size `lots`: write a number and a unit, like 20GiB, 10GB, 512MiB or 4096",
+    );
+    f.write("user/larder/config.toml", "capacity = [1]\n");
+    let got = render(&f, Config::load(&f.sources()));
+    assert!(got.starts_with("error: $T/user/larder/config.toml:1: "), "{got}");
+    f.write("user/larder/config.toml", "capacity = \n");
+    let got = render(&f, Config::load(&f.sources()));
+    assert!(got.starts_with("error: $T/user/larder/config.toml:1: "), "{got}");
+}

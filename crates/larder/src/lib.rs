@@ -1,0 +1,37 @@
+//! larder shares expensive things between processes and hosts: data sets,
+//! build artifacts, scratch directories and machines. It fetches each thing
+//! once, verifies it, shares it, and gives it back when nobody needs it.
+//!
+//! This crate holds all of larder's logic; the `larder` binary only parses
+//! arguments and prints. Start with [`Store`], the content store:
+//!
+//! ```no_run
+//! # fn main() -> larder::Result<()> {
+//! let store = larder::Store::open("/tmp/larder-home".as_ref(), 20 << 30)?;
+//! let digest = store.put("/etc/hostname".as_ref())?; // cloud-manager's upload
+//! assert!(store.on_cache(digest)?);
+//! store.warm_up(digest)?;
+//! println!("{digest} uses {:.1}%", store.usage_ratio()? * 100.0);
+//! store.close()?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod config;
+mod digest;
+mod error;
+mod fsutil;
+pub mod holder;
+mod progress;
+pub mod size;
+mod sqlite;
+mod store;
+
+pub use config::Config;
+pub use digest::{Digest, Hasher};
+pub use error::{Error, ErrorKind, Result};
+pub use progress::{NoProgress, Progress};
+pub use store::{
+    Delivery, Entry, GcReport, GetMode, PutOptions, Removed, Stats, Store, Target, VerifyReport,
+    validate_key,
+};

@@ -1,0 +1,263 @@
+//! The index: which blobs the local tier holds, their sizes, pins, recency and
+//! keys, plus running totals. Every SQL statement of the store lives here.
+//!
+//! Totals (`bytes`, `entries`, `pinned_bytes`) are kept by triggers in the same
+//! transaction as the change, so no path can count bytes twice or forget them.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::digest::Digest;
+
+/// The schema, one migration per entry. Append only.
+pub(crate) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE blobs (
+    digest     TEXT PRIMARY KEY,
+    size       INTEGER NOT NULL,
+    pinned     INTEGER NOT NULL DEFAULT 0,
+    last_use   INTEGER NOT NULL,
+    used_at    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX blobs_lru ON blobs(last_use) WHERE pinned = 0;
+
+CREATE TABLE keys (
+    key        TEXT PRIMARY KEY,
+    digest     TEXT NOT NULL REFERENCES blobs(digest) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX keys_digest ON keys(digest);
+
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counters(name, value) VALUES
+    ('bytes', 0), ('entries', 0), ('pinned_bytes', 0), ('clock', 0), ('hits', 0), ('misses', 0);
+
+CREATE TRIGGER blobs_insert AFTER INSERT ON blobs BEGIN
+    UPDATE counters SET value = value + NEW.size WHERE name = 'bytes';
+    UPDATE counters SET value = value + 1 WHERE name = 'entries';
+    UPDATE counters SET value = value + NEW.size * NEW.pinned WHERE name = 'pinned_bytes';
+END;
+CREATE TRIGGER blobs_delete AFTER DELETE ON blobs BEGIN
+    UPDATE counters SET value = value - OLD.size WHERE name = 'bytes';
+    UPDATE counters SET value = value - 1 WHERE name = 'entries';
+    UPDATE counters SET value = value - OLD.size * OLD.pinned WHERE name = 'pinned_bytes';
+END;
+CREATE TRIGGER blobs_pin AFTER UPDATE OF pinned ON blobs BEGIN
+    UPDATE counters SET value = value + NEW.size * (NEW.pinned - OLD.pinned)
+        WHERE name = 'pinned_bytes';
+END;
+"#];
+
+/// One blob's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlobRow {
+    pub(crate) size: u64,
+    pub(crate) pinned: bool,
+}
+
+/// Running totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) bytes: u64,
+    pub(crate) entries: u64,
+    pub(crate) pinned_bytes: u64,
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn totals(conn: &Connection) -> rusqlite::Result<Totals> {
+    let mut t = Totals::default();
+    let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        let value: i64 = row.get(1)?;
+        let value = value.max(0) as u64;
+        match name.as_str() {
+            "bytes" => t.bytes = value,
+            "entries" => t.entries = value,
+            "pinned_bytes" => t.pinned_bytes = value,
+            "hits" => t.hits = value,
+            "misses" => t.misses = value,
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+pub(crate) fn count(tx: &Connection, name: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = ?1")?.execute([name])?;
+    Ok(())
+}
+
+pub(crate) fn blob(conn: &Connection, digest: &Digest) -> rusqlite::Result<Option<BlobRow>> {
+    conn.prepare_cached("SELECT size, pinned FROM blobs WHERE digest = ?1")?
+        .query_row([digest.to_string()], |r| {
+            Ok(BlobRow { size: r.get::<_, i64>(0)? as u64, pinned: r.get(1)? })
+        })
+        .optional()
+}
+
+pub(crate) fn key(conn: &Connection, key: &str) -> rusqlite::Result<Option<Digest>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT digest FROM keys WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    Ok(text.and_then(|t| t.parse().ok()))
+}
+
+/// Marks `digest` as the most recently used blob.
+pub(crate) fn touch(tx: &Transaction<'_>, digest: &Digest) -> rusqlite::Result<()> {
+    let tick: i64 = tx
+        .prepare_cached(
+            "UPDATE counters SET value = value + 1 WHERE name = 'clock' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
+    tx.prepare_cached("UPDATE blobs SET last_use = ?2, used_at = ?3 WHERE digest = ?1")?
+        .execute(params![digest.to_string(), tick, now()])?;
+    Ok(())
+}
+
+pub(crate) fn insert(
+    tx: &Transaction<'_>,
+    digest: &Digest,
+    size: u64,
+    pinned: bool,
+) -> rusqlite::Result<()> {
+    let tick: i64 = tx
+        .prepare_cached(
+            "UPDATE counters SET value = value + 1 WHERE name = 'clock' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let now = now();
+    tx.prepare_cached(
+        "INSERT INTO blobs(digest, size, pinned, last_use, used_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+    )?
+    .execute(params![digest.to_string(), size as i64, pinned, tick, now])?;
+    Ok(())
+}
+
+pub(crate) fn set_pinned(tx: &Connection, digest: &Digest, pinned: bool) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE blobs SET pinned = ?2 WHERE digest = ?1 AND pinned != ?2")?
+        .execute(params![digest.to_string(), pinned])?;
+    Ok(())
+}
+
+pub(crate) fn bind_key(tx: &Connection, key: &str, digest: &Digest) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO keys(key, digest, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET digest = excluded.digest, created_at = excluded.created_at",
+    )?
+    .execute(params![key, digest.to_string(), now()])?;
+    Ok(())
+}
+
+pub(crate) fn unbind_key(tx: &Connection, key: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM keys WHERE key = ?1")?.execute([key])?;
+    Ok(())
+}
+
+pub(crate) fn keys_of(conn: &Connection, digest: &Digest) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT key FROM keys WHERE digest = ?1 ORDER BY key")?;
+    let rows = stmt.query_map([digest.to_string()], |r| r.get(0))?;
+    rows.collect()
+}
+
+pub(crate) fn delete(tx: &Connection, digest: &Digest) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM blobs WHERE digest = ?1")?.execute([digest.to_string()])?;
+    Ok(())
+}
+
+/// Unpinned blobs, least recently used first, for eviction: calls `visit` with
+/// each until it returns false.
+pub(crate) fn lru_unpinned(
+    conn: &Connection,
+    mut visit: impl FnMut(Digest, u64) -> bool,
+) -> rusqlite::Result<()> {
+    let mut stmt =
+        conn.prepare_cached("SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_use")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let text: String = row.get(0)?;
+        let size: i64 = row.get(1)?;
+        if let Ok(digest) = text.parse()
+            && !visit(digest, size as u64)
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One row of `larder ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListRow {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) pinned: bool,
+    pub(crate) last_use: u64,
+    pub(crate) used_at: i64,
+    pub(crate) created_at: i64,
+    pub(crate) keys: Vec<String>,
+}
+
+pub(crate) fn list(conn: &Connection) -> rusqlite::Result<Vec<ListRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT b.digest, b.size, b.pinned, b.last_use, b.used_at, b.created_at,
+                (SELECT group_concat(k.key, char(10)) FROM keys k WHERE k.digest = b.digest)
+         FROM blobs b ORDER BY b.last_use DESC",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let digest: String = r.get(0)?;
+        let keys: Option<String> = r.get(6)?;
+        let mut keys: Vec<String> =
+            keys.map(|k| k.split('\n').map(str::to_string).collect()).unwrap_or_default();
+        keys.sort();
+        Ok((
+            digest,
+            r.get::<_, i64>(1)?,
+            r.get(2)?,
+            r.get::<_, i64>(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            keys,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (digest, size, pinned, last_use, used_at, created_at, keys) = row?;
+        if let Ok(digest) = digest.parse() {
+            out.push(ListRow {
+                digest,
+                size: size as u64,
+                pinned,
+                last_use: last_use as u64,
+                used_at,
+                created_at,
+                keys,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every digest in the index with its size.
+pub(crate) fn all_blobs(conn: &Connection) -> rusqlite::Result<Vec<(Digest, u64)>> {
+    let mut stmt = conn.prepare("SELECT digest, size FROM blobs ORDER BY digest")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (digest, size) = row?;
+        if let Ok(digest) = digest.parse() {
+            out.push((digest, size as u64));
+        }
+    }
+    Ok(out)
+}
