@@ -14,7 +14,7 @@ use commands::Command;
 /// larder shares expensive things between processes and hosts: it fetches each
 /// thing once, verifies it, shares it, and gives it back when nobody needs it.
 #[derive(Debug, Parser)]
-#[command(name = "larder", version, about, long_about = None, after_help = EXIT_CODES)]
+#[command(name = "larder", version, after_help = EXIT_CODES)]
 struct Cli {
     /// Where larder keeps its data [env: LARDER_HOME; default: the XDG cache folder]
     #[arg(long, global = true, value_name = "DIR")]

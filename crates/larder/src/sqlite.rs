@@ -22,11 +22,37 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, Error> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| Error::index(path, e))?;
     // WAL lets readers go on while one process writes; NORMAL sync keeps a
     // process crash harmless and costs no fsync per commit.
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| Error::index(path, e))?;
+    set_wal(&conn).map_err(|e| Error::index(path, e))?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| Error::index(path, e))?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| Error::index(path, e))?;
     migrate(&conn, migrations).map_err(|e| Error::index(path, e))?;
     Ok(conn)
+}
+
+/// Switches to WAL. SQLite does not call the busy handler while another
+/// connection is creating or switching the same database, so wait here.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let attempt = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0))
+            .and_then(|mode| {
+                if mode.eq_ignore_ascii_case("wal") {
+                    Ok(())
+                } else {
+                    conn.pragma_update(None, "journal_mode", "WAL")
+                }
+            });
+        match attempt {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn migrate(conn: &Connection, migrations: &[&str]) -> rusqlite::Result<()> {

@@ -851,7 +851,7 @@ impl Store {
                 Err(e) => return Err(Error::io("quarantine", &from, e)),
             };
             index::delete(tx, digest).map_err(|e| self.idx_err(e))?;
-            tracing::warn!(%digest, "quarantined a corrupt blob");
+            tracing::info!(%digest, "quarantined a corrupt blob");
             Ok(moved)
         })
     }

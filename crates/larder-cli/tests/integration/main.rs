@@ -1,1 +1,9 @@
+//! End-to-end tests of the `larder` binary. Each module covers one area;
+//! `util` gives every test its own folder, home and command.
 
+mod bad_input;
+mod concurrency;
+mod config;
+mod crash;
+mod store;
+mod util;

@@ -1,0 +1,174 @@
+//! Bad input gets one clear line, the documented exit code, and loses nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::{TestDir, bytes, flip_byte};
+
+#[test]
+fn a_missing_file() {
+    let t = TestDir::new();
+    let kept = t.put("kept", "kept");
+    let err = t.run(&["put", "/no/such/file"]).fails(1);
+    assert_eq!(err, "larder: error: /no/such/file does not exist; check the path\n");
+    assert_eq!(t.run(&["has", &kept]).code, 0);
+}
+
+#[test]
+fn one_bad_file_among_many_does_not_stop_the_others() {
+    let t = TestDir::new();
+    let a = t.file("a", "a");
+    let run = t.run(&["put", a.to_str().expect("utf-8"), "/no/such/file"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("$T/a"), "{run:#?}");
+    assert_eq!(t.json(&["stats", "--json"])["entries"], 1);
+}
+
+#[test]
+fn a_folder_instead_of_a_file() {
+    let t = TestDir::new();
+    let err = t.run(&["put", t.path().to_str().expect("utf-8")]).fails(2);
+    assert!(err.contains("is a folder; put the files in it"), "{err}");
+}
+
+#[test]
+fn malformed_digests_and_keys() {
+    let t = TestDir::new();
+    for (args, code, text) in [
+        (vec!["get", "sha256:abc", "-o", "-"], 2, "malformed digest `sha256:abc`"),
+        (vec!["has", "sha256:zz"], 2, "malformed digest"),
+        (vec!["rm", "sha256:"], 2, "malformed digest"),
+        (vec!["get", "no/such/key", "-o", "-"], 1, "no entry has the key `no/such/key`"),
+        (vec!["pin", "no/such/key"], 1, "no entry has the key"),
+        (vec!["put", "-", "--key", ""], 2, "key `` is empty"),
+    ] {
+        let err = t.run(&args).fails(code);
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn get_refuses_to_print_binary_to_a_terminal_only() {
+    // In a pipe (as here), get without -o writes to standard output.
+    let t = TestDir::new();
+    let digest = t.put("p", "piped");
+    assert_eq!(t.run(&["get", &digest]).ok(), "piped");
+}
+
+#[test]
+fn a_flipped_byte_is_never_served() {
+    let t = TestDir::new();
+    let data = bytes(3, 200_000);
+    let digest = t.put("d", &data);
+    let other = t.put("o", "other");
+    flip_byte(&t.blob_path(&digest), 100_000);
+    let out = t.path().join("out");
+    let err = t.run(&["get", &digest, "-o", out.to_str().expect("utf-8")]).fails(3);
+    assert!(err.contains(&format!("{digest} is corrupt")), "{err}");
+    assert!(err.contains("put the original again"), "{err}");
+    assert!(!out.exists(), "no corrupt output may appear");
+    let leftovers: Vec<_> = std::fs::read_dir(t.path())
+        .expect("ls")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("larder-get"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Standard output gets nothing either.
+    t.put("d2", &data);
+    flip_byte(&t.blob_path(&digest), 5);
+    let run = t.run(&["get", &digest, "-o", "-"]);
+    assert_eq!(run.code, 3);
+    assert_eq!(run.stdout, "");
+    // Everything else is intact, and the store is consistent.
+    assert_eq!(t.run(&["get", &other]).ok(), "other");
+    assert_eq!(t.verify()["clean"], true);
+    t.put("d3", &data);
+    assert!(t.command().args(["get", &digest]).output().expect("get").stdout == data);
+}
+
+#[test]
+fn a_home_another_user_owns() {
+    let t = TestDir::new();
+    let digest = t.put("x", "x");
+    std::os::unix::fs::chown(&t.home, Some(65534), Some(65534)).expect("chown (tests run as root)");
+    let err = t.run(&["stats"]).fails(5);
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+    assert!(err.contains("set LARDER_HOME to a folder of your own"), "{err}");
+    std::os::unix::fs::chown(&t.home, Some(0), Some(0)).expect("chown back");
+    assert_eq!(t.run(&["has", &digest]).code, 0);
+}
+
+#[test]
+fn an_unreadable_file() {
+    // Root reads everything, so read as the unprivileged user `nobody`.
+    let t = TestDir::new();
+    let secret = t.file("secret", "secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let home = t.path().join("nobody-home");
+    std::fs::create_dir(&home).expect("mkdir");
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).expect("chown");
+    for dir in [t.path(), &t.work()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::util::LARDER, "put"])
+        .arg(&secret)
+        .env_clear()
+        .env("LARDER_HOME", &home)
+        .current_dir("/");
+    let err = t.run_with(&mut cmd).fails(5);
+    assert_eq!(
+        err,
+        "larder: error: cannot read $T/secret: Permission denied; check its permissions\n"
+    );
+}
+
+/// Mounts a small tmpfs; unmounts it on drop.
+struct Tmpfs<'a>(&'a Path);
+
+impl<'a> Tmpfs<'a> {
+    fn mount(at: &'a Path, size: &str) -> Tmpfs<'a> {
+        std::fs::create_dir_all(at).expect("mkdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root, as the test command runs");
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_one_write_and_keeps_the_store() {
+    let t = TestDir::new();
+    let mount = t.path().join("small");
+    let _fs = Tmpfs::mount(&mount, "2m");
+    let home = mount.join("home");
+    let with_home = |args: &[&str]| {
+        let mut cmd = t.command();
+        cmd.args(args).env("LARDER_HOME", &home);
+        t.run_with(&mut cmd)
+    };
+    let small = t.file("small.bin", bytes(1, 300_000));
+    let digest = with_home(&["put", small.to_str().expect("utf-8")]).ok().trim().to_string();
+    let big = t.file("big.bin", bytes(2, 3_000_000));
+    let err = with_home(&["put", big.to_str().expect("utf-8")]).fails(4);
+    assert!(err.contains("No space left on device; free space on that disk"), "{err}");
+    // Nothing half-written stays behind, and the old entry is whole.
+    assert_eq!(std::fs::read_dir(home.join("store-v1/tmp")).expect("ls").count(), 0);
+    let out = with_home(&["verify", "--json"]).ok();
+    assert!(out.contains("\"clean\": true"), "{out}");
+    let got = t.path().join("got");
+    with_home(&["get", &digest, "-o", got.to_str().expect("utf-8")]).ok();
+    assert!(std::fs::read(got).expect("read") == bytes(1, 300_000));
+    // And once there is room again, puts work.
+    with_home(&["put", t.file("more", "more").to_str().expect("utf-8")]).ok();
+}
