@@ -1,0 +1,238 @@
+//! Getting blobs out: lookups that count hits and misses, verified copies
+//! and links, and quarantine of blobs whose bytes no longer match.
+
+use super::*;
+
+impl Store {
+    /// Makes sure `target` is in the local tier and marks it used
+    /// (cloud-manager's `warm_up`).
+    pub fn warm_up(&self, target: impl Into<Target>) -> Result<Digest> {
+        let (digest, _, _) = self.open_blob(&target.into())?;
+        Ok(digest)
+    }
+
+    /// The same as [`Store::warm_up`] (cloud-manager's `download`).
+    pub fn download(&self, target: impl Into<Target>) -> Result<Digest> {
+        self.warm_up(target)
+    }
+
+    /// Looks `target` up, opens its file, and counts the hit or miss.
+    fn open_blob(&self, target: &Target) -> Result<(Digest, File, u64)> {
+        let mut missing_file = false;
+        let found = self.write(|tx| {
+            let idx = |e| self.idx_err(e);
+            let digest = match target {
+                Target::Digest(d) => *d,
+                Target::Key(k) => match index::key(tx, k).map_err(idx)? {
+                    Some(d) => d,
+                    None => {
+                        index::count(tx, "misses").map_err(idx)?;
+                        return Ok(None);
+                    }
+                },
+            };
+            let Some(row) = index::blob(tx, &digest).map_err(idx)? else {
+                index::count(tx, "misses").map_err(idx)?;
+                return Ok(Some((digest, None)));
+            };
+            let path = self.layout.blob(&digest);
+            match File::open(&path) {
+                Ok(file) => {
+                    index::touch(tx, &digest).map_err(idx)?;
+                    index::count(tx, "hits").map_err(idx)?;
+                    Ok(Some((digest, Some((file, row.size)))))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // The file went behind the index's back: heal the index.
+                    index::delete(tx, &digest).map_err(idx)?;
+                    index::count(tx, "misses").map_err(idx)?;
+                    missing_file = true;
+                    Ok(Some((digest, None)))
+                }
+                Err(e) => Err(Error::io("open", &path, e)),
+            }
+        })?;
+        match found {
+            None => Err(match target {
+                Target::Key(k) => unknown_key(k),
+                Target::Digest(d) => not_stored(d),
+            }),
+            Some((digest, None)) if missing_file => Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{digest} was in the index but its file is gone (deleted by hand?); it is dropped from the index, put it again"
+                ),
+            )),
+            Some((digest, None)) => Err(not_stored(&digest)),
+            Some((digest, Some((file, size)))) => Ok((digest, file, size)),
+        }
+    }
+
+    /// Writes the blob `target` names to `out`, only after checking that its
+    /// bytes still match its digest.
+    pub fn get_to_writer(
+        &self,
+        target: &Target,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+    ) -> Result<Digest> {
+        let (digest, mut file, size) = self.open_blob(target)?;
+        self.check_bytes(&digest, &mut file, size, progress)?;
+        file.rewind().map_err(|e| Error::io("read", &self.layout.blob(&digest), e))?;
+        io::copy(&mut file, out).map_err(|e| {
+            Error::new(ErrorKind::Io, format!("cannot write {digest} to the output: {e}"))
+                .with_source(e)
+        })?;
+        Ok(digest)
+    }
+
+    /// Reads a whole blob into memory, verified.
+    pub fn read(&self, target: &Target) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.get_to_writer(target, &mut out, &NoProgress)?;
+        Ok(out)
+    }
+
+    /// Writes the blob `target` names to `dest` (a file path, or a folder to
+    /// put it in). The file appears only complete and verified: bytes go to a
+    /// hidden temporary beside it, which is renamed into place.
+    pub fn get_to_path(
+        &self,
+        target: &Target,
+        dest: &Path,
+        mode: GetMode,
+        progress: &dyn Progress,
+    ) -> Result<(Digest, Delivery)> {
+        let (digest, mut file, size) = self.open_blob(target)?;
+        let dest = if dest.is_dir() {
+            let name = match target {
+                Target::Key(k) => k.rsplit('/').next().unwrap_or(k).to_string(),
+                Target::Digest(d) => d.hex(),
+            };
+            dest.join(name)
+        } else {
+            dest.to_path_buf()
+        };
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp = dir.join(format!(".{name}.larder-get.{}", self.me));
+        let _ = fs::remove_file(&temp);
+
+        if mode == GetMode::Link {
+            self.check_bytes(&digest, &mut file, size, progress)?;
+            if let Some(how) = self.link_out(&file, &digest, &temp) {
+                if let Err(e) = fs::rename(&temp, &dest) {
+                    let _ = fs::remove_file(&temp);
+                    return Err(Error::io("write", &dest, e));
+                }
+                return Ok((digest, how));
+            }
+            file.rewind().map_err(|e| Error::io("read", &self.layout.blob(&digest), e))?;
+        }
+
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io("write", &dest, e))?;
+        progress.start(&digest.to_string(), Some(size));
+        let copied = copy_hashing(&mut file, Some(&mut out), u64::MAX, progress);
+        progress.finish();
+        drop(out);
+        let actual = match copied {
+            Ok((actual, _)) => actual,
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(match e {
+                    CopyError::Write(e) => Error::io("write", &dest, e),
+                    CopyError::Read(e) => Error::io("read", &self.layout.blob(&digest), e),
+                    CopyError::TooLarge(_) => Error::new(ErrorKind::Io, "unexpected size limit"),
+                });
+            }
+        };
+        if actual != digest {
+            let _ = fs::remove_file(&temp);
+            return Err(self.corrupt(&digest, &actual));
+        }
+        fs::rename(&temp, &dest).map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            Error::io("write", &dest, e)
+        })?;
+        Ok((digest, Delivery::Copied))
+    }
+
+    /// Tries a reflink, then a hardlink, of the stored file to `temp`.
+    fn link_out(&self, file: &File, digest: &Digest, temp: &Path) -> Option<Delivery> {
+        if let Ok(out) = OpenOptions::new().write(true).create_new(true).open(temp) {
+            if fsutil::reflink(file, &out).is_ok() {
+                return Some(Delivery::Reflinked);
+            }
+            drop(out);
+            let _ = fs::remove_file(temp);
+        }
+        match fs::hard_link(self.layout.blob(digest), temp) {
+            Ok(()) => Some(Delivery::Hardlinked),
+            Err(e) => {
+                tracing::info!("cannot link {digest} out ({e}); copying instead");
+                None
+            }
+        }
+    }
+
+    /// Re-hashes an open blob; on a mismatch, quarantines it.
+    fn check_bytes(
+        &self,
+        digest: &Digest,
+        file: &mut File,
+        size: u64,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        progress.start(&format!("checking {digest}"), Some(size));
+        let hashed = copy_hashing(file, None, u64::MAX, progress);
+        progress.finish();
+        match hashed {
+            Ok((actual, _)) if actual == *digest => Ok(()),
+            Ok((actual, _)) => Err(self.corrupt(digest, &actual)),
+            Err(CopyError::Read(e)) => Err(Error::io("read", &self.layout.blob(digest), e)),
+            Err(_) => Err(Error::new(ErrorKind::Io, "unexpected copy failure")),
+        }
+    }
+
+    /// Quarantines a blob found corrupt and returns the error to report.
+    fn corrupt(&self, digest: &Digest, actual: &Digest) -> Error {
+        let place = match self.quarantine(digest) {
+            Ok(Some(path)) => format!("moved it to {}", path.display()),
+            Ok(None) => "it is already gone from the store".to_string(),
+            Err(e) => format!("could not move it aside ({e})"),
+        };
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{digest} is corrupt: its stored bytes hash to {actual}; {place} and dropped it from the index; put the original again to restore it"
+            ),
+        )
+    }
+
+    /// Moves a blob into `quarantine/` and drops its row.
+    pub(super) fn quarantine(&self, digest: &Digest) -> Result<Option<PathBuf>> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let to = self.layout.quarantine().join(format!("{}.{stamp}", digest.hex()));
+        self.write(|tx| {
+            let from = self.layout.blob(digest);
+            let moved = match fs::rename(&from, &to) {
+                Ok(()) => Some(to.clone()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io("quarantine", &from, e)),
+            };
+            index::delete(tx, digest).map_err(|e| self.idx_err(e))?;
+            tracing::info!(%digest, "quarantined a corrupt blob");
+            Ok(moved)
+        })
+    }
+}

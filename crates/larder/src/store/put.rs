@@ -1,0 +1,310 @@
+//! Putting blobs in: streaming into `tmp/` while hashing, flushing, and
+//! recording a batch in one transaction that also evicts to make room.
+
+use super::*;
+
+impl Store {
+    /// Stores the file at `path` and returns its digest (cloud-manager's `upload`).
+    pub fn put(&self, path: &Path) -> Result<Digest> {
+        self.put_file(path, &PutOptions::default(), &NoProgress)
+    }
+
+    /// Stores one file with options.
+    pub fn put_file(
+        &self,
+        path: &Path,
+        opts: &PutOptions,
+        progress: &dyn Progress,
+    ) -> Result<Digest> {
+        let mut results = self.put_files(&[path], opts, progress);
+        results.pop().unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put returned nothing")))
+    }
+
+    /// Stores many files, each result in the order given. Files are written and
+    /// flushed in batches with one filesystem sync and one index transaction
+    /// per batch, so thousands of small files cost a few disk round trips.
+    pub fn put_files<P: AsRef<Path>>(
+        &self,
+        paths: &[P],
+        opts: &PutOptions,
+        progress: &dyn Progress,
+    ) -> Vec<Result<Digest>> {
+        if let Some(key) = &opts.key {
+            if let Err(e) = validate_key(key) {
+                return paths.iter().map(|_| Err(clone_error(&e))).collect();
+            }
+            if paths.len() > 1 {
+                let e = Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "--key names one entry but {} files were given; put them one at a time",
+                        paths.len()
+                    ),
+                );
+                return paths.iter().map(|_| Err(clone_error(&e))).collect();
+            }
+        }
+        const BATCH_FILES: usize = 1024;
+        const BATCH_BYTES: u64 = 256 << 20;
+        let mut results: Vec<Result<Digest>> = Vec::with_capacity(paths.len());
+        let mut staged: Vec<(usize, Staged)> = Vec::new();
+        let mut staged_bytes = 0;
+        for (i, path) in paths.iter().enumerate() {
+            let path = path.as_ref();
+            results.push(Err(Error::new(ErrorKind::Io, "not stored")));
+            match self.stage_file(path, progress) {
+                Ok(s) => {
+                    staged_bytes += s.size;
+                    staged.push((i, s));
+                }
+                Err(e) => results[i] = Err(e),
+            }
+            if staged.len() >= BATCH_FILES || staged_bytes >= BATCH_BYTES {
+                self.commit_batch(std::mem::take(&mut staged), opts, &mut results);
+                staged_bytes = 0;
+            }
+        }
+        self.commit_batch(staged, opts, &mut results);
+        results
+    }
+
+    /// Stores everything `reader` yields.
+    pub fn put_reader(
+        &self,
+        reader: &mut dyn Read,
+        opts: &PutOptions,
+        progress: &dyn Progress,
+    ) -> Result<Digest> {
+        if let Some(key) = &opts.key {
+            validate_key(key)?;
+        }
+        let staged = self.stage(reader, "standard input", None, progress)?;
+        let mut results = vec![Err(Error::new(ErrorKind::Io, "not stored"))];
+        self.commit_batch(vec![(0, staged)], opts, &mut results);
+        results.pop().unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put returned nothing")))
+    }
+
+    /// Stores `bytes`.
+    pub fn put_bytes(&self, bytes: &[u8], opts: &PutOptions) -> Result<Digest> {
+        self.put_reader(&mut &bytes[..], opts, &NoProgress)
+    }
+
+    fn stage_file(&self, path: &Path, progress: &dyn Progress) -> Result<Staged> {
+        let mut file = File::open(path).map_err(|e| input_error(path, e))?;
+        let meta = file.metadata().map_err(|e| input_error(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is a folder; put the files in it (larder put {}/*)",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+        if meta.is_file() && meta.len() > self.capacity {
+            return Err(too_large(&path.display().to_string(), meta.len(), self.capacity));
+        }
+        let what = path.display().to_string();
+        let total = meta.is_file().then_some(meta.len());
+        self.stage(&mut file, &what, total, progress)
+    }
+
+    /// Streams `reader` into a new file in `tmp/`, hashing as it goes.
+    fn stage(
+        &self,
+        reader: &mut dyn Read,
+        what: &str,
+        total: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<Staged> {
+        let partial = self.layout.partial(self.me);
+        // Created read-only: the descriptor can write, nobody else can.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&partial)
+            .map_err(|e| Error::io("create", &partial, e))?;
+        progress.start(what, total);
+        let copied = copy_hashing(reader, Some(&mut file), self.capacity, progress);
+        progress.finish();
+        let (digest, size) = match copied {
+            Ok(done) => done,
+            Err(e) => {
+                drop(file);
+                let _ = fs::remove_file(&partial);
+                return Err(match e {
+                    CopyError::Read(e) => Error::io("read", Path::new(what), e),
+                    CopyError::Write(e) => Error::io("write", &partial, e),
+                    CopyError::TooLarge(limit) => too_large(what, limit + 1, limit),
+                });
+            }
+        };
+        let temp = self.layout.put_temp(self.me, &digest);
+        if let Err(e) = fs::rename(&partial, &temp) {
+            let _ = fs::remove_file(&partial);
+            return Err(Error::io("rename", &partial, e));
+        }
+        Ok(Staged { temp, file, digest, size, what: what.to_string() })
+    }
+
+    /// Makes the staged files durable, then records them in one transaction.
+    fn commit_batch(
+        &self,
+        staged: Vec<(usize, Staged)>,
+        opts: &PutOptions,
+        results: &mut [Result<Digest>],
+    ) {
+        if staged.is_empty() {
+            return;
+        }
+        let durable = if staged.len() == 1 {
+            staged[0].1.file.sync_data().map_err(|e| Error::io("flush", &staged[0].1.temp, e))
+        } else {
+            let tmp = self.layout.tmp();
+            fsutil::sync_filesystem(&tmp).map_err(|e| Error::io("flush", &tmp, e))
+        };
+        if let Err(e) = durable {
+            for (i, s) in staged {
+                let _ = fs::remove_file(&s.temp);
+                results[i] = Err(clone_error(&e));
+            }
+            return;
+        }
+        let mut linked: Vec<PathBuf> = Vec::new();
+        let mut evicted: Vec<PathBuf> = Vec::new();
+        let outcome = self.write(|tx| {
+            let exclude: HashSet<Digest> = staged.iter().map(|(_, s)| s.digest).collect();
+            for (i, s) in &staged {
+                results[*i] = self.record(tx, s, opts, &exclude, &mut linked, &mut evicted);
+            }
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            // Nothing was recorded: undo the links so no blob sits unindexed.
+            for (i, s) in &staged {
+                let dest = self.layout.blob(&s.digest);
+                if linked.contains(&dest) && same_file(&dest, &s.temp) {
+                    let _ = fs::remove_file(&dest);
+                }
+                results[*i] = Err(clone_error(&e));
+            }
+            evicted.clear();
+        }
+        for (_, s) in &staged {
+            let _ = fs::remove_file(&s.temp);
+        }
+        for path in evicted {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Records one staged blob inside the batch's transaction.
+    fn record(
+        &self,
+        tx: &Transaction<'_>,
+        s: &Staged,
+        opts: &PutOptions,
+        exclude: &HashSet<Digest>,
+        linked: &mut Vec<PathBuf>,
+        evicted: &mut Vec<PathBuf>,
+    ) -> Result<Digest> {
+        let dest = self.layout.blob(&s.digest);
+        let idx = |e| Error::index(&self.layout.index(), e);
+        match index::blob(tx, &s.digest).map_err(idx)? {
+            Some(_) => {
+                index::touch(tx, &s.digest).map_err(idx)?;
+                if !dest.exists() {
+                    link_into_place(&s.temp, &dest)?;
+                    linked.push(dest);
+                }
+            }
+            None => {
+                evicted.extend(self.make_room(tx, s.size, exclude, self.capacity, &s.what)?);
+                link_into_place(&s.temp, &dest)?;
+                linked.push(dest);
+                index::insert(tx, &s.digest, s.size, false).map_err(idx)?;
+            }
+        }
+        if opts.pin {
+            index::set_pinned(tx, &s.digest, true).map_err(idx)?;
+        }
+        if let Some(key) = &opts.key {
+            index::bind_key(tx, key, &s.digest).map_err(idx)?;
+        }
+        Ok(s.digest)
+    }
+
+    /// Evicts least-recently-used unpinned blobs (never those in `exclude`)
+    /// until `need` more bytes fit under `limit`. Returns the moved-out files,
+    /// to delete once the transaction commits.
+    fn make_room(
+        &self,
+        tx: &Transaction<'_>,
+        need: u64,
+        exclude: &HashSet<Digest>,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<PathBuf>> {
+        let idx = |e| Error::index(&self.layout.index(), e);
+        let totals = index::totals(tx).map_err(idx)?;
+        let excess = (totals.bytes + need).saturating_sub(limit);
+        if excess == 0 {
+            return Ok(Vec::new());
+        }
+        if need > limit {
+            return Err(too_large(what, need, limit));
+        }
+        let mut victims = Vec::new();
+        let mut freed = 0;
+        index::lru_unpinned(tx, |digest, size| {
+            if !exclude.contains(&digest) {
+                victims.push(digest);
+                freed += size;
+            }
+            freed < excess
+        })
+        .map_err(idx)?;
+        if freed < excess {
+            return Err(Error::new(
+                ErrorKind::StoreFull,
+                format!(
+                    "no room for {what} ({}): the store in {} holds {} of its {} capacity and {} of it is pinned; unpin entries (larder unpin) or raise the capacity",
+                    format_size(need),
+                    self.home.display(),
+                    format_size(totals.bytes),
+                    format_size(limit),
+                    format_size(totals.pinned_bytes),
+                ),
+            ));
+        }
+        self.evict(tx, &victims)
+    }
+
+    /// Moves each victim's file out of `content/` and drops its row.
+    pub(super) fn evict(&self, tx: &Transaction<'_>, victims: &[Digest]) -> Result<Vec<PathBuf>> {
+        let mut moved = Vec::new();
+        for digest in victims {
+            let from = self.layout.blob(digest);
+            let to = self.layout.evict_temp(self.me, digest);
+            match fs::rename(&from, &to) {
+                Ok(()) => moved.push(to),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("evict", &from, e)),
+            }
+            index::delete(tx, digest).map_err(|e| Error::index(&self.layout.index(), e))?;
+            tracing::debug!(%digest, "evicted");
+        }
+        Ok(moved)
+    }
+}
+
+/// A blob streamed into `tmp/`, hashed, not yet recorded.
+struct Staged {
+    temp: PathBuf,
+    file: File,
+    digest: Digest,
+    size: u64,
+    what: String,
+}
