@@ -26,6 +26,8 @@ pub struct Config {
     pub log: String,
     /// Every key with its effective value and origin, in a fixed order.
     pub settings: Vec<Setting>,
+    /// `LARDER_*` environment variables that name no setting (likely typos).
+    pub unknown_env: Vec<String>,
 }
 
 /// One effective configuration value and where it came from.
@@ -191,8 +193,12 @@ impl Config {
                     Some(Raw { origin: at(v.span()), value: v.into_inner(), base: base.clone() });
             }
         }
+        let mut unknown_env = Vec::new();
         for (name, value) in &sources.env {
             let key = name.trim_start_matches("LARDER_").to_ascii_lowercase();
+            if slot(&key).is_none() {
+                unknown_env.push(name.clone());
+            }
             if let Some(i) = slot(&key) {
                 raw[i] = Some(Raw {
                     value: value.clone(),
@@ -255,7 +261,7 @@ impl Config {
             },
             Setting { key: "log", value: log.clone(), origin: log_origin },
         ];
-        Ok(Config { home, capacity, log, settings })
+        Ok(Config { home, capacity, log, settings, unknown_env })
     }
 }
 

@@ -317,6 +317,11 @@ impl Store {
         self.on_cache(target)
     }
 
+    /// The same as [`Store::contains`] (cloud-manager's name for it).
+    pub fn exists(&self, target: impl Into<Target>) -> Result<bool> {
+        self.contains(target)
+    }
+
     /// Whether the local tier holds `target` (cloud-manager's `on_cache`).
     pub fn on_cache(&self, target: impl Into<Target>) -> Result<bool> {
         let target = target.into();

@@ -75,6 +75,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let config = Config::load(&sources)?;
     init_logging(&config.log);
+    for name in &config.unknown_env {
+        let known: Vec<String> =
+            larder::config::KEYS.iter().map(|k| format!("LARDER_{}", k.to_uppercase())).collect();
+        tracing::warn!(
+            "{name} is not a larder setting and is ignored (known: {})",
+            known.join(", ")
+        );
+    }
     let ctx = Context { config };
     match cli.command {
         Command::Put(args) => put::run(&ctx, args),

@@ -78,3 +78,14 @@ fn malformed_sizes_are_errors() {
     let err = t.run(&["gc", "--to", "12XB"]).fails(2);
     assert!(err.contains("malformed size `12XB`"), "{err}");
 }
+
+#[test]
+fn a_misspelt_environment_variable_is_warned_about() {
+    let t = TestDir::new();
+    let run = t.run_with(t.command().arg("stats").env("LARDER_CAPACTY", "1GiB"));
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stderr.contains("LARDER_CAPACTY is not a larder setting and is ignored (known: LARDER_HOME, LARDER_CAPACITY, LARDER_LOG)"),
+        "{run:#?}"
+    );
+}

@@ -118,7 +118,7 @@ impl Store {
             _ => PathBuf::from("."),
         };
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = dir.join(format!(".{name}.larder-get.{}", self.me));
+        let temp = dir.join(format!(".{name}.larder-get.{}", layout::unique_suffix(self.me)));
         let _ = fs::remove_file(&temp);
 
         if mode == GetMode::Link {

@@ -44,7 +44,7 @@ impl Store {
                 return paths.iter().map(|_| Err(clone_error(&e))).collect();
             }
         }
-        const BATCH_FILES: usize = 1024;
+        const BATCH_FILES: usize = 512;
         const BATCH_BYTES: u64 = 256 << 20;
         let mut results: Vec<Result<Digest>> = Vec::with_capacity(paths.len());
         let mut staged: Vec<(usize, Staged)> = Vec::new();
@@ -146,7 +146,10 @@ impl Store {
             let _ = fs::remove_file(&partial);
             return Err(Error::io("rename", &partial, e));
         }
-        Ok(Staged { temp, file, digest, size, what: what.to_string() })
+        // The descriptor closes here: a batch of thousands must not hold
+        // thousands of descriptors open.
+        drop(file);
+        Ok(Staged { temp, digest, size, what: what.to_string() })
     }
 
     /// Makes the staged files durable, then records them in one transaction.
@@ -160,7 +163,8 @@ impl Store {
             return;
         }
         let durable = if staged.len() == 1 {
-            staged[0].1.file.sync_data().map_err(|e| Error::io("flush", &staged[0].1.temp, e))
+            let temp = &staged[0].1.temp;
+            File::open(temp).and_then(|f| f.sync_data()).map_err(|e| Error::io("flush", temp, e))
         } else {
             let tmp = self.layout.tmp();
             fsutil::sync_filesystem(&tmp).map_err(|e| Error::io("flush", &tmp, e))
@@ -303,7 +307,6 @@ impl Store {
 /// A blob streamed into `tmp/`, hashed, not yet recorded.
 struct Staged {
     temp: PathBuf,
-    file: File,
     digest: Digest,
     size: u64,
     what: String,
