@@ -16,6 +16,7 @@
 mod copy;
 mod get;
 mod index;
+mod journal;
 mod layout;
 mod maintain;
 mod put;
@@ -36,6 +37,7 @@ use crate::holder::ProcessId;
 use crate::progress::{NoProgress, Progress};
 use crate::size::format_size;
 use copy::{CopyError, copy_hashing};
+use journal::Journal;
 use layout::{Layout, TempKind, parse_temp};
 
 /// What a command names: a blob by its digest, or a key bound to one.

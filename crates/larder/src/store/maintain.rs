@@ -7,7 +7,7 @@ impl Store {
     /// Removes a blob (with its keys), or a key (with its blob when nothing
     /// else names it and it is not pinned). Pinned blobs need `force`.
     pub fn remove(&self, target: &Target, force: bool) -> Result<Removed> {
-        let mut moved = Vec::new();
+        let mut journal = Journal::default();
         let removed = self.write(|tx| {
             let idx = |e| self.idx_err(e);
             let (digest, key) = match target {
@@ -23,7 +23,7 @@ impl Store {
                 let blob_removed =
                     others.is_empty() && row.as_ref().is_some_and(|r| force || !r.pinned);
                 if blob_removed {
-                    moved = self.evict(tx, &[digest])?;
+                    self.evict(tx, &[digest], &mut journal)?;
                 }
                 return Ok(Removed::Key { key: k.clone(), digest, blob_removed });
             }
@@ -37,13 +37,11 @@ impl Store {
                 ));
             }
             let keys = index::keys_of(tx, &digest).map_err(idx)?;
-            moved = self.evict(tx, &[digest])?;
+            self.evict(tx, &[digest], &mut journal)?;
             Ok(Removed::Blob { digest, keys })
-        })?;
-        for path in moved {
-            let _ = fs::remove_file(path);
-        }
-        Ok(removed)
+        });
+        journal.finish(removed.is_ok());
+        removed
     }
 
     /// Pins or unpins the blob `target` names.
@@ -67,8 +65,8 @@ impl Store {
     pub fn gc(&self, to: Option<u64>) -> Result<GcReport> {
         let swept = self.sweep()?;
         let target = to.unwrap_or(self.capacity);
-        let mut moved = Vec::new();
-        let (evicted, freed, bytes) = self.write(|tx| {
+        let mut journal = Journal::default();
+        let outcome = self.write(|tx| {
             let idx = |e| self.idx_err(e);
             let before = index::totals(tx).map_err(idx)?;
             let excess = before.bytes.saturating_sub(target);
@@ -82,12 +80,11 @@ impl Store {
                 })
                 .map_err(idx)?;
             }
-            moved = self.evict(tx, &victims)?;
+            self.evict(tx, &victims, &mut journal)?;
             Ok((victims.len() as u64, freed, before.bytes - freed))
-        })?;
-        for path in moved {
-            let _ = fs::remove_file(path);
-        }
+        });
+        journal.finish(outcome.is_ok());
+        let (evicted, freed, bytes) = outcome?;
         Ok(GcReport { evicted, freed, swept, bytes, target })
     }
 

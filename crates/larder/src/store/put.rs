@@ -176,43 +176,54 @@ impl Store {
             }
             return;
         }
-        let mut linked: Vec<PathBuf> = Vec::new();
-        let mut evicted: Vec<PathBuf> = Vec::new();
+        let mut journal = Journal::default();
         let outcome = self.write(|tx| {
             let exclude: HashSet<Digest> = staged.iter().map(|(_, s)| s.digest).collect();
             for (i, s) in &staged {
-                results[*i] = self.record(tx, s, opts, &exclude, &mut linked, &mut evicted);
+                results[*i] = self.record(tx, s, opts, &exclude, &mut journal);
             }
             Ok(())
         });
-        if let Err(e) = outcome {
-            // Nothing was recorded: undo the links so no blob sits unindexed.
-            for (i, s) in &staged {
-                let dest = self.layout.blob(&s.digest);
-                if linked.contains(&dest) && same_file(&dest, &s.temp) {
-                    let _ = fs::remove_file(&dest);
-                }
-                results[*i] = Err(clone_error(&e));
+        if let Err(e) = &outcome {
+            for (i, _) in &staged {
+                results[*i] = Err(clone_error(e));
             }
-            evicted.clear();
         }
+        journal.finish(outcome.is_ok());
         for (_, s) in &staged {
             let _ = fs::remove_file(&s.temp);
         }
-        for path in evicted {
-            let _ = fs::remove_file(path);
-        }
     }
 
-    /// Records one staged blob inside the batch's transaction.
+    /// Records one staged blob inside the batch's transaction. A failure undoes
+    /// this blob's changes (a savepoint and its file moves) and no other's.
     fn record(
         &self,
         tx: &Transaction<'_>,
         s: &Staged,
         opts: &PutOptions,
         exclude: &HashSet<Digest>,
-        linked: &mut Vec<PathBuf>,
-        evicted: &mut Vec<PathBuf>,
+        journal: &mut Journal,
+    ) -> Result<Digest> {
+        let idx = |e| Error::index(&self.layout.index(), e);
+        tx.execute_batch("SAVEPOINT record").map_err(idx)?;
+        let mark = journal.mark();
+        let result = self.record_in_savepoint(tx, s, opts, exclude, journal);
+        if result.is_err() {
+            journal.undo_to(mark);
+            tx.execute_batch("ROLLBACK TO record").map_err(idx)?;
+        }
+        tx.execute_batch("RELEASE record").map_err(idx)?;
+        result
+    }
+
+    fn record_in_savepoint(
+        &self,
+        tx: &Transaction<'_>,
+        s: &Staged,
+        opts: &PutOptions,
+        exclude: &HashSet<Digest>,
+        journal: &mut Journal,
     ) -> Result<Digest> {
         let dest = self.layout.blob(&s.digest);
         let idx = |e| Error::index(&self.layout.index(), e);
@@ -221,13 +232,13 @@ impl Store {
                 index::touch(tx, &s.digest).map_err(idx)?;
                 if !dest.exists() {
                     link_into_place(&s.temp, &dest)?;
-                    linked.push(dest);
+                    journal.linked(s.temp.clone(), dest);
                 }
             }
             None => {
-                evicted.extend(self.make_room(tx, s.size, exclude, self.capacity, &s.what)?);
+                self.make_room(tx, s.size, exclude, self.capacity, &s.what, journal)?;
                 link_into_place(&s.temp, &dest)?;
-                linked.push(dest);
+                journal.linked(s.temp.clone(), dest);
                 index::insert(tx, &s.digest, s.size, false).map_err(idx)?;
             }
         }
@@ -241,8 +252,7 @@ impl Store {
     }
 
     /// Evicts least-recently-used unpinned blobs (never those in `exclude`)
-    /// until `need` more bytes fit under `limit`. Returns the moved-out files,
-    /// to delete once the transaction commits.
+    /// until `need` more bytes fit under `limit`.
     fn make_room(
         &self,
         tx: &Transaction<'_>,
@@ -250,12 +260,13 @@ impl Store {
         exclude: &HashSet<Digest>,
         limit: u64,
         what: &str,
-    ) -> Result<Vec<PathBuf>> {
+        journal: &mut Journal,
+    ) -> Result<()> {
         let idx = |e| Error::index(&self.layout.index(), e);
         let totals = index::totals(tx).map_err(idx)?;
         let excess = (totals.bytes + need).saturating_sub(limit);
         if excess == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if need > limit {
             return Err(too_large(what, need, limit));
@@ -283,24 +294,28 @@ impl Store {
                 ),
             ));
         }
-        self.evict(tx, &victims)
+        self.evict(tx, &victims, journal)
     }
 
     /// Moves each victim's file out of `content/` and drops its row.
-    pub(super) fn evict(&self, tx: &Transaction<'_>, victims: &[Digest]) -> Result<Vec<PathBuf>> {
-        let mut moved = Vec::new();
+    pub(super) fn evict(
+        &self,
+        tx: &Transaction<'_>,
+        victims: &[Digest],
+        journal: &mut Journal,
+    ) -> Result<()> {
         for digest in victims {
             let from = self.layout.blob(digest);
             let to = self.layout.evict_temp(self.me, digest);
             match fs::rename(&from, &to) {
-                Ok(()) => moved.push(to),
+                Ok(()) => journal.evicted(from, to),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("evict", &from, e)),
             }
             index::delete(tx, digest).map_err(|e| Error::index(&self.layout.index(), e))?;
             tracing::debug!(%digest, "evicted");
         }
-        Ok(moved)
+        Ok(())
     }
 }
 
