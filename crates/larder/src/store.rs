@@ -36,7 +36,7 @@ use crate::fsutil;
 use crate::holder::ProcessId;
 use crate::progress::{NoProgress, Progress};
 use crate::size::format_size;
-use copy::{CopyError, copy_hashing};
+use copy::{CopyError, copy_file_to_file, copy_hashing};
 use journal::Journal;
 use layout::{Layout, TempKind, parse_temp};
 

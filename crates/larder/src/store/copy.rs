@@ -1,7 +1,10 @@
 //! Copying bytes while hashing them, with the hash on a second thread so that
 //! hashing overlaps the reads and writes instead of adding to them.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc::sync_channel;
 
 use crate::digest::{Digest, Hasher};
@@ -108,6 +111,123 @@ pub(crate) fn copy_hashing(
     })
 }
 
+/// Copies the regular file `src` (of `len` bytes, as far as its metadata
+/// said) into `dst`, hashing: inside the kernel when it is large enough and the
+/// filesystems allow, else through user space.
+pub(crate) fn copy_file_to_file(
+    src: &mut File,
+    len: u64,
+    dst: &mut File,
+    limit: u64,
+    progress: &dyn Progress,
+) -> Result<(Digest, u64), CopyError> {
+    if len >= KERNEL_COPY_MIN
+        && let Some(done) = copy_file_hashing(src, dst, limit, progress)?
+    {
+        return Ok(done);
+    }
+    copy_hashing(src, Some(dst), limit, progress)
+}
+
+/// Files at least this large are copied inside the kernel.
+pub(crate) const KERNEL_COPY_MIN: u64 = 1 << 20;
+/// How much one `copy_file_range` call moves.
+const KERNEL_STEP: usize = 8 << 20;
+
+/// Copies the regular file `src` into `dst` with `copy_file_range` (no bytes
+/// pass through user space; a reflink where the filesystem shares extents),
+/// while a second thread hashes what has landed in `dst`. Hashing the copy, not
+/// the source, makes the digest name exactly the stored bytes even if the
+/// source changes meanwhile. `dst` must be open for reading and writing.
+///
+/// Returns `Ok(None)`, having written nothing, when the kernel cannot copy
+/// between these files; the caller then falls back to [`copy_hashing`].
+pub(crate) fn copy_file_hashing(
+    src: &File,
+    dst: &File,
+    limit: u64,
+    progress: &dyn Progress,
+) -> Result<Option<(Digest, u64)>, CopyError> {
+    std::thread::scope(|scope| {
+        let (ranges, ranges_rx) = sync_channel::<(u64, usize)>(16);
+        let hasher = scope.spawn(move || -> io::Result<Digest> {
+            let mut hasher = Hasher::new();
+            let mut buf = vec![0u8; CHUNK];
+            for (offset, len) in ranges_rx {
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(buf.len());
+                    dst.read_exact_at(&mut buf[..n], offset + done as u64)?;
+                    hasher.update(&buf[..n]);
+                    done += n;
+                }
+            }
+            Ok(hasher.finish())
+        });
+        let mut total: u64 = 0;
+        let mut result = Ok(true);
+        loop {
+            // SAFETY: both descriptors are open for the call; null offsets use
+            // (and advance) the files' own positions.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    dst.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    KERNEL_STEP,
+                    0,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                let unsupported = matches!(
+                    err.raw_os_error(),
+                    Some(
+                        libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF
+                    )
+                );
+                result = if total == 0 && unsupported {
+                    Ok(false)
+                } else if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                } else {
+                    // The kernel does not say which side failed; a full disk
+                    // or quota is the destination's, anything else the source's.
+                    match err.kind() {
+                        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                            Err(CopyError::Write(err))
+                        }
+                        _ => Err(CopyError::Read(err)),
+                    }
+                };
+                break;
+            }
+            if n == 0 {
+                break;
+            }
+            let n = n as usize;
+            if ranges.send((total, n)).is_err() {
+                break;
+            }
+            total += n as u64;
+            progress.advance(n as u64);
+            if total > limit {
+                result = Err(CopyError::TooLarge(limit));
+                break;
+            }
+        }
+        drop(ranges);
+        let hashed = hasher.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (result, hashed) {
+            (Ok(false), _) => Ok(None),
+            (Ok(true), Ok(digest)) => Ok(Some((digest, total))),
+            (Ok(true), Err(e)) => Err(CopyError::Write(e)),
+            (Err(e), _) => Err(e),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +247,31 @@ mod tests {
     fn copies_and_hashes_every_size() {
         for len in [0, 1, SMALL - 1, SMALL, SMALL + 1, CHUNK, CHUNK + 1, 5 * CHUNK + 3, 9 * CHUNK] {
             check(len);
+        }
+    }
+
+    #[test]
+    fn kernel_copies_hash_what_they_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for len in [0usize, 1, KERNEL_STEP - 1, KERNEL_STEP + 5, 3 * KERNEL_STEP] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 + i / 997) as u8).collect();
+            let src_path = dir.path().join(format!("src-{len}"));
+            let dst_path = dir.path().join(format!("dst-{len}"));
+            std::fs::write(&src_path, &data).expect("write");
+            let src = File::open(&src_path).expect("open");
+            let dst = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&dst_path)
+                .expect("create");
+            let got = copy_file_hashing(&src, &dst, u64::MAX, &NoProgress).expect("copy");
+            let Some((digest, n)) = got else {
+                // This filesystem cannot copy in the kernel; the fallback is tested above.
+                return;
+            };
+            assert_eq!((digest, n), (Digest::of(&data), len as u64));
+            assert!(std::fs::read(&dst_path).expect("read") == data);
         }
     }
 

@@ -134,12 +134,15 @@ impl Store {
         }
 
         let mut out = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&temp)
             .map_err(|e| Error::io("write", &dest, e))?;
         progress.start(&digest.to_string(), Some(size));
-        let copied = copy_hashing(&mut file, Some(&mut out), u64::MAX, progress);
+        // The digest of the copy, not of the stored file, is what is checked:
+        // what lands at `dest` is exactly what was verified.
+        let copied = copy_file_to_file(&mut file, size, &mut out, u64::MAX, progress);
         progress.finish();
         drop(out);
         let actual = match copied {

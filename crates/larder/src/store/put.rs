@@ -78,7 +78,7 @@ impl Store {
         if let Some(key) = &opts.key {
             validate_key(key)?;
         }
-        let staged = self.stage(reader, "standard input", None, progress)?;
+        let staged = self.stage(Input::Stream(reader), "standard input", progress)?;
         let mut results = vec![Err(Error::new(ErrorKind::Io, "not stored"))];
         self.commit_batch(vec![(0, staged)], opts, &mut results);
         results.pop().unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put returned nothing")))
@@ -106,28 +106,35 @@ impl Store {
             return Err(too_large(&path.display().to_string(), meta.len(), self.capacity));
         }
         let what = path.display().to_string();
-        let total = meta.is_file().then_some(meta.len());
-        self.stage(&mut file, &what, total, progress)
+        let input = if meta.is_file() {
+            Input::File(&mut file, meta.len())
+        } else {
+            Input::Stream(&mut file)
+        };
+        self.stage(input, &what, progress)
     }
 
     /// Streams `reader` into a new file in `tmp/`, hashing as it goes.
-    fn stage(
-        &self,
-        reader: &mut dyn Read,
-        what: &str,
-        total: Option<u64>,
-        progress: &dyn Progress,
-    ) -> Result<Staged> {
+    fn stage(&self, input: Input<'_>, what: &str, progress: &dyn Progress) -> Result<Staged> {
         let partial = self.layout.partial(self.me);
-        // Created read-only: the descriptor can write, nobody else can.
+        // Created read-only: this descriptor can write, nobody else can.
         let mut file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o444)
             .open(&partial)
             .map_err(|e| Error::io("create", &partial, e))?;
-        progress.start(what, total);
-        let copied = copy_hashing(reader, Some(&mut file), self.capacity, progress);
+        let copied = match input {
+            Input::File(src, len) => {
+                progress.start(what, Some(len));
+                copy_file_to_file(src, len, &mut file, self.capacity, progress)
+            }
+            Input::Stream(reader) => {
+                progress.start(what, None);
+                copy_hashing(reader, Some(&mut file), self.capacity, progress)
+            }
+        };
         progress.finish();
         let (digest, size) = match copied {
             Ok(done) => done,
@@ -317,6 +324,14 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// What a put reads from.
+enum Input<'a> {
+    /// A regular file and its length when opened.
+    File(&'a mut File, u64),
+    /// Anything else: a pipe, a socket, bytes in memory.
+    Stream(&'a mut dyn Read),
 }
 
 /// A blob streamed into `tmp/`, hashed, not yet recorded.
