@@ -39,6 +39,23 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// Per-item failures of a command that goes on past them: each is printed
+/// when it happens; the exit code is the first one's.
+#[derive(Default)]
+pub struct Failures(Option<u8>);
+
+impl Failures {
+    pub fn report(&mut self, err: larder::Error) {
+        let err = anyhow::Error::from(err);
+        print_error(&err);
+        self.0.get_or_insert(exit_code(&err));
+    }
+
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        self.0.map_or(std::process::ExitCode::SUCCESS, std::process::ExitCode::from)
+    }
+}
+
 /// Prints a JSON value on stdout.
 pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

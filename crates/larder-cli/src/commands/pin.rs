@@ -16,17 +16,13 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args, pinned: bool) -> Result<ExitCode> {
     let targets = args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let store = ctx.open_store()?;
-    let mut first_error = None;
+    let mut failures = output::Failures::default();
     for target in &targets {
         match store.set_pinned(target, pinned) {
             Ok(digest) => println!("{} {digest}", if pinned { "pinned" } else { "unpinned" }),
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                output::print_error(&e);
-                first_error.get_or_insert(output::exit_code(&e));
-            }
+            Err(e) => failures.report(e),
         }
     }
     store.close()?;
-    Ok(first_error.map_or(ExitCode::SUCCESS, ExitCode::from))
+    Ok(failures.exit_code())
 }

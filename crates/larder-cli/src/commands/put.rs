@@ -50,7 +50,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     } else {
         store.put_files(&args.files, &opts, &bars)
     };
-    let mut first_error = None;
+    let mut failures = output::Failures::default();
     let mut rows = Vec::new();
     for (file, result) in args.files.iter().zip(results) {
         match result {
@@ -63,16 +63,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
                     println!("{digest}  {}", file.display());
                 }
             }
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                output::print_error(&e);
-                first_error.get_or_insert(output::exit_code(&e));
-            }
+            Err(e) => failures.report(e),
         }
     }
     if args.json {
         output::print_json(&serde_json::Value::Array(rows))?;
     }
     store.close()?;
-    Ok(first_error.map_or(ExitCode::SUCCESS, ExitCode::from))
+    Ok(failures.exit_code())
 }

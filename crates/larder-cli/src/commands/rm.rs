@@ -19,7 +19,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     let targets = args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let store = ctx.open_store()?;
-    let mut first_error = None;
+    let mut failures = output::Failures::default();
     for target in &targets {
         match store.remove(target, args.force) {
             Ok(Removed::Blob { digest, .. }) => println!("removed {digest}"),
@@ -30,13 +30,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
                     println!("removed {key}; {digest} stays (pinned or named by another key)");
                 }
             }
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                output::print_error(&e);
-                first_error.get_or_insert(output::exit_code(&e));
-            }
+            Err(e) => failures.report(e),
         }
     }
     store.close()?;
-    Ok(first_error.map_or(ExitCode::SUCCESS, ExitCode::from))
+    Ok(failures.exit_code())
 }

@@ -31,16 +31,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             "hits": s.hits,
             "misses": s.misses,
         });
-        output::print_json(&json!({
-            "entries": s.entries,
-            "bytes": s.bytes,
-            "pinned_bytes": s.pinned_bytes,
-            "capacity": s.capacity,
-            "usage_ratio": s.usage_ratio,
-            "hits": s.hits,
-            "misses": s.misses,
-            "tiers": [local],
-        }))?;
+        // The totals are the local tier's until there are other tiers.
+        let mut all = local.clone();
+        if let Some(fields) = all.as_object_mut() {
+            fields.remove("tier");
+            fields.remove("home");
+            fields.insert("tiers".into(), json!([local]));
+        }
+        output::print_json(&all)?;
         return Ok(ExitCode::SUCCESS);
     }
     let lookups = s.hits + s.misses;
