@@ -24,6 +24,8 @@ pub struct Config {
     pub capacity: u64,
     /// The log filter (`warn`, `info`, `larder=debug`, …).
     pub log: String,
+    /// Re-hash every blob on every read, not only those whose file changed.
+    pub verify_reads: bool,
     /// Every key with its effective value and origin, in a fixed order.
     pub settings: Vec<Setting>,
     /// `LARDER_*` environment variables that name no setting (likely typos).
@@ -71,7 +73,7 @@ impl fmt::Display for Origin {
 }
 
 /// The keys larder knows, in the order `larder config` prints them.
-pub const KEYS: [&str; 3] = ["home", "capacity", "log"];
+pub const KEYS: [&str; 4] = ["home", "capacity", "log", "verify_reads"];
 
 /// Everything configuration is read from. [`Sources::from_process`] fills it from
 /// the real environment; tests build it by hand.
@@ -130,6 +132,14 @@ struct FileConfig {
     home: Option<toml::Spanned<String>>,
     capacity: Option<toml::Spanned<SizeValue>>,
     log: Option<toml::Spanned<String>>,
+    verify_reads: Option<toml::Spanned<BoolValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BoolValue {
+    Bool(bool),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -150,7 +160,7 @@ struct Raw {
 impl Config {
     /// Loads the layered configuration.
     pub fn load(sources: &Sources) -> Result<Config, Error> {
-        let mut raw: [Option<Raw>; 3] = [None, None, None];
+        let mut raw: [Option<Raw>; 4] = [None, None, None, None];
         let slot = |key: &str| KEYS.iter().position(|k| *k == key);
 
         for path in [&sources.user_file, &sources.project_file].into_iter().flatten() {
@@ -192,6 +202,14 @@ impl Config {
                 raw[2] =
                     Some(Raw { origin: at(v.span()), value: v.into_inner(), base: base.clone() });
             }
+            if let Some(v) = file.verify_reads {
+                let origin = at(v.span());
+                let value = match v.into_inner() {
+                    BoolValue::Bool(b) => b.to_string(),
+                    BoolValue::Text(t) => t,
+                };
+                raw[3] = Some(Raw { value, origin, base: base.clone() });
+            }
         }
         let mut unknown_env = Vec::new();
         for (name, value) in &sources.env {
@@ -217,7 +235,7 @@ impl Config {
             }
         }
 
-        let [home_raw, capacity_raw, log_raw] = raw;
+        let [home_raw, capacity_raw, log_raw, verify_raw] = raw;
         let (home, home_origin) = match home_raw {
             Some(r) if r.value.trim().is_empty() => {
                 return Err(Error::new(
@@ -252,6 +270,18 @@ impl Config {
             Some(r) => (r.value, r.origin),
             None => ("warn".to_string(), Origin::Default),
         };
+        let (verify_reads, verify_origin) = match verify_raw {
+            Some(r) => (
+                parse_bool(&r.value).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("verify_reads ({}): `{}` is not true or false", r.origin, r.value),
+                    )
+                })?,
+                r.origin,
+            ),
+            None => (false, Origin::Default),
+        };
         let settings = vec![
             Setting { key: "home", value: home.display().to_string(), origin: home_origin },
             Setting {
@@ -260,8 +290,9 @@ impl Config {
                 origin: capacity_origin,
             },
             Setting { key: "log", value: log.clone(), origin: log_origin },
+            Setting { key: "verify_reads", value: verify_reads.to_string(), origin: verify_origin },
         ];
-        Ok(Config { home, capacity, log, settings, unknown_env })
+        Ok(Config { home, capacity, log, verify_reads, settings, unknown_env })
     }
 }
 
@@ -283,6 +314,14 @@ fn resolve_path(value: &str, base: &Path) -> PathBuf {
         return PathBuf::from(home).join(rest);
     }
     base.join(value)
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -22,6 +22,9 @@ pub struct Args {
     /// Only look in the local tier
     #[arg(long)]
     local: bool,
+    /// Re-hash the stored bytes even if their file is unchanged since they last hashed right
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
@@ -37,6 +40,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         ));
     }
     let store = ctx.open_store()?;
+    let store = if args.verify { store.with_verify_reads(true) } else { store };
     let bars = Bars::new();
     if to_stdout {
         if args.link {

@@ -53,7 +53,8 @@ pub struct Context {
 
 impl Context {
     pub fn open_store(&self) -> Result<Store> {
-        Ok(Store::open(&self.config.home, self.config.capacity)?)
+        let store = Store::open(&self.config.home, self.config.capacity)?;
+        Ok(store.with_verify_reads(self.config.verify_reads))
     }
 }
 

@@ -172,3 +172,34 @@ fn a_full_disk_fails_the_one_write_and_keeps_the_store() {
     // And once there is room again, puts work.
     with_home(&["put", t.file("more", "more").to_str().expect("utf-8")]).ok();
 }
+
+/// Sets a file's modification time back to what it was, as a careful tamperer
+/// (or a disk flipping bits under an unchanged inode) would leave it.
+fn keep_mtime_while(path: &Path, change: impl FnOnce()) {
+    let before = std::fs::metadata(path).expect("meta").modified().expect("mtime");
+    change();
+    let file = std::fs::File::options().write(true).open(path).expect("open");
+    file.set_modified(before).expect("set mtime");
+}
+
+#[test]
+fn reads_trust_an_unchanged_file_and_verify_reads_trusts_nothing() {
+    let t = TestDir::new();
+    let data = bytes(4, 50_000);
+    let digest = t.put("v", &data);
+    let blob = t.blob_path(&digest);
+    keep_mtime_while(&blob, || flip_byte(&blob, 10));
+    // A file that looks unchanged is served without re-hashing: the cost of
+    // not paying SHA-256 on every read, which `verify_reads` and `verify` cover.
+    assert_eq!(t.run(&["get", &digest, "-o", "/dev/null"]).code, 0);
+    let err = t.run(&["get", &digest, "-o", "/dev/null", "--verify"]).fails(3);
+    assert!(err.contains("is corrupt"), "{err}");
+    t.put("v2", &data);
+    keep_mtime_while(&blob, || flip_byte(&blob, 10));
+    let run = t.run_with(t.command().args(["get", &digest]).env("LARDER_VERIFY_READS", "true"));
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert_eq!(run.stdout, "");
+    t.put("v3", &data);
+    keep_mtime_while(&blob, || flip_byte(&blob, 10));
+    assert_eq!(t.verify()["corrupt"][0]["digest"], digest.as_str());
+}

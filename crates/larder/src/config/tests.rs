@@ -55,7 +55,7 @@ fn defaults_when_nothing_is_set() {
     check(
         &f,
         f.sources(),
-        "home=/default/home <- default\ncapacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default",
+        "home=/default/home <- default\ncapacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default",
     );
 }
 
@@ -70,7 +70,8 @@ fn each_layer_overrides_the_one_below() {
         s.clone(),
         "home=$T/user/larder/data <- $T/user/larder/config.toml:3\n\
          capacity=4.0 KiB (4096 bytes) <- $T/proj/.larder/config.toml:3\n\
-         log=info <- $T/user/larder/config.toml:2",
+         log=info <- $T/user/larder/config.toml:2\n\
+         verify_reads=false <- default",
     );
     s.env.push(("LARDER_CAPACITY".into(), "10GB".into()));
     s.env.push(("LARDER_HOME".into(), "h".into()));
@@ -79,7 +80,8 @@ fn each_layer_overrides_the_one_below() {
         s.clone(),
         "home=$T/proj/h <- env LARDER_HOME\n\
          capacity=9.3 GiB (10000000000 bytes) <- env LARDER_CAPACITY\n\
-         log=info <- $T/user/larder/config.toml:2",
+         log=info <- $T/user/larder/config.toml:2\n\
+         verify_reads=false <- default",
     );
     let s = s.flag("capacity", "1MiB", "--capacity");
     check(
@@ -87,7 +89,8 @@ fn each_layer_overrides_the_one_below() {
         s,
         "home=$T/proj/h <- env LARDER_HOME\n\
          capacity=1.0 MiB (1048576 bytes) <- flag --capacity\n\
-         log=info <- $T/user/larder/config.toml:2",
+         log=info <- $T/user/larder/config.toml:2\n\
+         verify_reads=false <- default",
     );
 }
 
@@ -99,7 +102,7 @@ fn project_relative_home_is_relative_to_the_project() {
         &f,
         f.sources(),
         "home=$T/proj/cache <- $T/proj/.larder/config.toml:1\n\
-         capacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default",
+         capacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default",
     );
 }
 
@@ -110,7 +113,7 @@ fn unknown_key_names_file_and_line() {
     check(
         &f,
         f.sources(),
-        "error: $T/proj/.larder/config.toml:3: unknown field `capasity`, expected one of `home`, `capacity`, `log`; known keys are home, capacity, log",
+        "error: $T/proj/.larder/config.toml:3: unknown field `capasity`, expected one of `home`, `capacity`, `log`, `verify_reads`; known keys are home, capacity, log, verify_reads",
     );
 }
 
@@ -127,6 +130,12 @@ fn malformed_values_name_their_origin() {
     f.write("user/larder/config.toml", "capacity = [1]\n");
     let got = render(&f, Config::load(&f.sources()));
     assert!(got.starts_with("error: $T/user/larder/config.toml:1: "), "{got}");
+    f.write("user/larder/config.toml", "verify_reads = \"sometimes\"\n");
+    let got = render(&f, Config::load(&f.sources()));
+    assert_eq!(
+        got,
+        "error: verify_reads ($T/user/larder/config.toml:1): `sometimes` is not true or false"
+    );
     f.write("user/larder/config.toml", "capacity = \n");
     let got = render(&f, Config::load(&f.sources()));
     assert!(got.starts_with("error: $T/user/larder/config.toml:1: "), "{got}");

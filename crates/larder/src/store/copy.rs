@@ -148,8 +148,45 @@ pub(crate) fn copy_file_hashing(
     limit: u64,
     progress: &dyn Progress,
 ) -> Result<Option<(Digest, u64)>, CopyError> {
+    match kernel_copy(src, dst, limit, progress, true)? {
+        Some((Some(digest), n)) => Ok(Some((digest, n))),
+        _ => Ok(None),
+    }
+}
+
+/// Copies `src` into `dst` without hashing, inside the kernel where possible.
+pub(crate) fn copy_file_plain(
+    src: &mut File,
+    dst: &mut File,
+    progress: &dyn Progress,
+) -> Result<u64, CopyError> {
+    if let Some((_, n)) = kernel_copy(src, dst, u64::MAX, progress, false)? {
+        return Ok(n);
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0;
+    loop {
+        let n = read_full(src, &mut buf).map_err(CopyError::Read)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        dst.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        progress.advance(n as u64);
+        total += n as u64;
+    }
+}
+
+/// The `copy_file_range` loop, hashing on a second thread if `hash`.
+fn kernel_copy(
+    src: &File,
+    dst: &File,
+    limit: u64,
+    progress: &dyn Progress,
+    hash: bool,
+) -> Result<Option<(Option<Digest>, u64)>, CopyError> {
     std::thread::scope(|scope| {
         let (ranges, ranges_rx) = sync_channel::<(u64, usize)>(16);
+        let ranges = hash.then_some(ranges);
         let hasher = scope.spawn(move || -> io::Result<Digest> {
             let mut hasher = Hasher::new();
             let mut buf = vec![0u8; CHUNK];
@@ -207,7 +244,9 @@ pub(crate) fn copy_file_hashing(
                 break;
             }
             let n = n as usize;
-            if ranges.send((total, n)).is_err() {
+            if let Some(ranges) = &ranges
+                && ranges.send((total, n)).is_err()
+            {
                 break;
             }
             total += n as u64;
@@ -221,7 +260,7 @@ pub(crate) fn copy_file_hashing(
         let hashed = hasher.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         match (result, hashed) {
             (Ok(false), _) => Ok(None),
-            (Ok(true), Ok(digest)) => Ok(Some((digest, total))),
+            (Ok(true), Ok(digest)) => Ok(Some((hash.then_some(digest), total))),
             (Ok(true), Err(e)) => Err(CopyError::Write(e)),
             (Err(e), _) => Err(e),
         }

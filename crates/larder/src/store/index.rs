@@ -16,7 +16,8 @@ CREATE TABLE blobs (
     pinned     INTEGER NOT NULL DEFAULT 0,
     last_use   INTEGER NOT NULL,
     used_at    INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    stamp      TEXT
 ) WITHOUT ROWID;
 CREATE INDEX blobs_lru ON blobs(last_use) WHERE pinned = 0;
 
@@ -52,6 +53,8 @@ END;
 pub(crate) struct BlobRow {
     pub(crate) size: u64,
     pub(crate) pinned: bool,
+    /// How the file looked when its bytes last hashed right (see `Stamp`).
+    pub(crate) stamp: Option<String>,
 }
 
 /// Running totals.
@@ -97,9 +100,9 @@ pub(crate) fn count(tx: &Connection, name: &str) -> rusqlite::Result<()> {
 }
 
 pub(crate) fn blob(conn: &Connection, digest: &Digest) -> rusqlite::Result<Option<BlobRow>> {
-    conn.prepare_cached("SELECT size, pinned FROM blobs WHERE digest = ?1")?
+    conn.prepare_cached("SELECT size, pinned, stamp FROM blobs WHERE digest = ?1")?
         .query_row([digest.to_string()], |r| {
-            Ok(BlobRow { size: r.get::<_, i64>(0)? as u64, pinned: r.get(1)? })
+            Ok(BlobRow { size: r.get::<_, i64>(0)? as u64, pinned: r.get(1)?, stamp: r.get(2)? })
         })
         .optional()
 }
@@ -129,6 +132,7 @@ pub(crate) fn insert(
     digest: &Digest,
     size: u64,
     pinned: bool,
+    stamp: Option<&str>,
 ) -> rusqlite::Result<()> {
     let tick: i64 = tx
         .prepare_cached(
@@ -137,10 +141,16 @@ pub(crate) fn insert(
         .query_row([], |r| r.get(0))?;
     let now = now();
     tx.prepare_cached(
-        "INSERT INTO blobs(digest, size, pinned, last_use, used_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        "INSERT INTO blobs(digest, size, pinned, last_use, used_at, created_at, stamp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
     )?
-    .execute(params![digest.to_string(), size as i64, pinned, tick, now])?;
+    .execute(params![digest.to_string(), size as i64, pinned, tick, now, stamp])?;
+    Ok(())
+}
+
+pub(crate) fn set_stamp(tx: &Connection, digest: &Digest, stamp: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE blobs SET stamp = ?2 WHERE digest = ?1")?
+        .execute(params![digest.to_string(), stamp])?;
     Ok(())
 }
 

@@ -97,6 +97,7 @@ impl Store {
         let total: u64 = rows.iter().map(|(_, s)| s).sum();
         progress.start("verifying", Some(total));
         let mut indexed = HashSet::new();
+        let mut good = Vec::new();
         for (digest, size) in rows {
             indexed.insert(digest);
             let path = self.layout.blob(&digest);
@@ -109,13 +110,14 @@ impl Store {
                 }
                 Err(e) => return Err(Error::io("open", &path, e)),
             };
+            let meta = file.metadata().map_err(|e| Error::io("read", &path, e))?;
             match copy_hashing(&mut file, None, u64::MAX, progress) {
                 Ok((actual, n)) => {
                     report.checked += 1;
                     report.bytes += n;
-                    if (actual != digest || n != size)
-                        && let Some(q) = self.quarantine(&digest)?
-                    {
+                    if actual == digest && n == size {
+                        good.push((digest, stamp(&meta)));
+                    } else if let Some(q) = self.quarantine(&digest)? {
                         report.corrupt.push((digest, q));
                     }
                 }
@@ -124,6 +126,13 @@ impl Store {
             }
         }
         progress.finish();
+        // Blobs that hashed right are trusted by later reads until they change.
+        self.write(|tx| {
+            for (digest, stamp) in &good {
+                index::set_stamp(tx, digest, stamp).map_err(|e| self.idx_err(e))?;
+            }
+            Ok(())
+        })?;
         for shard in read_dir_sorted(&self.layout.content_root())? {
             for path in read_dir_sorted(&shard)? {
                 let parsed = path
@@ -157,18 +166,21 @@ impl Store {
         for path in report.orphans.clone() {
             let named =
                 path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<Digest>().ok());
-            let hashed = File::open(&path)
-                .ok()
-                .and_then(|mut f| copy_hashing(&mut f, None, u64::MAX, &NoProgress).ok());
+            let hashed = File::open(&path).ok().and_then(|mut f| {
+                let meta = f.metadata().ok()?;
+                let (actual, size) = copy_hashing(&mut f, None, u64::MAX, &NoProgress).ok()?;
+                Some((actual, size, stamp(&meta)))
+            });
             match (named, hashed) {
-                (Some(name), Some((actual, size)))
+                (Some(name), Some((actual, size, stamp)))
                     if name == actual && path == self.layout.blob(&name) =>
                 {
                     let adopted = self.write(|tx| {
                         if index::blob(tx, &name).map_err(|e| self.idx_err(e))?.is_some() {
                             return Ok(false);
                         }
-                        index::insert(tx, &name, size, false).map_err(|e| self.idx_err(e))?;
+                        index::insert(tx, &name, size, false, Some(&stamp))
+                            .map_err(|e| self.idx_err(e))?;
                         Ok(true)
                     })?;
                     report.adopted += u64::from(adopted);
@@ -256,7 +268,7 @@ impl Store {
         self.write(|tx| {
             for i in 0..count {
                 let digest = Digest::of(format!("bench-{i}").as_bytes());
-                index::insert(tx, &digest, size, false).map_err(|e| self.idx_err(e))?;
+                index::insert(tx, &digest, size, false, None).map_err(|e| self.idx_err(e))?;
             }
             Ok(())
         })

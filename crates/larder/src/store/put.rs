@@ -239,14 +239,18 @@ impl Store {
                 index::touch(tx, &s.digest).map_err(idx)?;
                 if !dest.exists() {
                     link_into_place(&s.temp, &dest)?;
-                    journal.linked(s.temp.clone(), dest);
+                    journal.linked(s.temp.clone(), dest.clone());
+                    if let Ok(meta) = fs::metadata(&dest) {
+                        index::set_stamp(tx, &s.digest, &stamp(&meta)).map_err(idx)?;
+                    }
                 }
             }
             None => {
                 self.make_room(tx, s.size, exclude, self.capacity, &s.what, journal)?;
                 link_into_place(&s.temp, &dest)?;
-                journal.linked(s.temp.clone(), dest);
-                index::insert(tx, &s.digest, s.size, false).map_err(idx)?;
+                journal.linked(s.temp.clone(), dest.clone());
+                let stamp = fs::metadata(&dest).ok().map(|m| stamp(&m));
+                index::insert(tx, &s.digest, s.size, false, stamp.as_deref()).map_err(idx)?;
             }
         }
         if opts.pin {
