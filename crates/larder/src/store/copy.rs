@@ -113,94 +113,90 @@ pub(crate) fn copy_hashing(
 
 /// Copies the regular file `src` (of `len` bytes, as far as its metadata
 /// said) into `dst`, hashing: inside the kernel when it is large enough and the
-/// filesystems allow, else through user space.
+/// filesystems allow, else through user space. With `durable`, writeback of
+/// each copied range starts at once, so the caller's final flush overlaps the
+/// hashing instead of following it.
 pub(crate) fn copy_file_to_file(
     src: &mut File,
     len: u64,
     dst: &mut File,
     limit: u64,
+    durable: bool,
     progress: &dyn Progress,
 ) -> Result<(Digest, u64), CopyError> {
     if len >= KERNEL_COPY_MIN
-        && let Some(done) = copy_file_hashing(src, dst, limit, progress)?
+        && let Some((Some(digest), n)) = kernel_copy(src, dst, limit, true, durable, progress)?
     {
-        return Ok(done);
+        return Ok((digest, n));
     }
     copy_hashing(src, Some(dst), limit, progress)
 }
 
-/// Files at least this large are copied inside the kernel.
-pub(crate) const KERNEL_COPY_MIN: u64 = 1 << 20;
-/// How much one `copy_file_range` call moves.
-const KERNEL_STEP: usize = 8 << 20;
-
-/// Copies the regular file `src` into `dst` with `copy_file_range` (no bytes
-/// pass through user space; a reflink where the filesystem shares extents),
-/// while a second thread hashes what has landed in `dst`. Hashing the copy, not
-/// the source, makes the digest name exactly the stored bytes even if the
-/// source changes meanwhile. `dst` must be open for reading and writing.
-///
-/// Returns `Ok(None)`, having written nothing, when the kernel cannot copy
-/// between these files; the caller then falls back to [`copy_hashing`].
-pub(crate) fn copy_file_hashing(
-    src: &File,
-    dst: &File,
-    limit: u64,
-    progress: &dyn Progress,
-) -> Result<Option<(Digest, u64)>, CopyError> {
-    match kernel_copy(src, dst, limit, progress, true)? {
-        Some((Some(digest), n)) => Ok(Some((digest, n))),
-        _ => Ok(None),
-    }
-}
-
-/// Copies `src` into `dst` without hashing, inside the kernel where possible.
+/// Copies the regular file `src` (of `len` bytes) into `dst` without hashing,
+/// inside the kernel where possible.
 pub(crate) fn copy_file_plain(
     src: &mut File,
+    len: u64,
     dst: &mut File,
     progress: &dyn Progress,
 ) -> Result<u64, CopyError> {
-    if let Some((_, n)) = kernel_copy(src, dst, u64::MAX, progress, false)? {
+    if len < KERNEL_COPY_MIN {
+        // `io::copy` uses `copy_file_range` itself where it can.
+        let n = io::copy(src, dst).map_err(CopyError::Write)?;
+        progress.advance(n);
         return Ok(n);
     }
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0;
-    loop {
-        let n = read_full(src, &mut buf).map_err(CopyError::Read)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        dst.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        progress.advance(n as u64);
-        total += n as u64;
+    if let Some((_, n)) = kernel_copy(src, dst, u64::MAX, false, false, progress)? {
+        return Ok(n);
     }
+    let n = io::copy(src, dst).map_err(CopyError::Write)?;
+    progress.advance(n);
+    Ok(n)
 }
 
-/// The `copy_file_range` loop, hashing on a second thread if `hash`.
+/// Files at least this large are copied inside the kernel.
+const KERNEL_COPY_MIN: u64 = 1 << 20;
+/// How much one `copy_file_range` call moves.
+const KERNEL_STEP: usize = 8 << 20;
+
+/// Copies `src` into `dst` with `copy_file_range`: no bytes pass through user
+/// space, and filesystems that share extents make it a reflink. With `hash`, a
+/// second thread hashes what has landed in `dst`: hashing the copy, not the
+/// source, makes the digest name exactly the stored bytes even if the source
+/// changes meanwhile (`dst` must then be open for reading too). With
+/// `write_back`, each copied range is handed to the disk at once.
+///
+/// Returns `Ok(None)`, having written nothing, when the kernel cannot copy
+/// between these files; the caller then copies through user space.
 fn kernel_copy(
     src: &File,
     dst: &File,
     limit: u64,
-    progress: &dyn Progress,
     hash: bool,
+    write_back: bool,
+    progress: &dyn Progress,
 ) -> Result<Option<(Option<Digest>, u64)>, CopyError> {
     std::thread::scope(|scope| {
-        let (ranges, ranges_rx) = sync_channel::<(u64, usize)>(16);
-        let ranges = hash.then_some(ranges);
-        let hasher = scope.spawn(move || -> io::Result<Digest> {
-            let mut hasher = Hasher::new();
-            let mut buf = vec![0u8; CHUNK];
-            for (offset, len) in ranges_rx {
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(buf.len());
-                    dst.read_exact_at(&mut buf[..n], offset + done as u64)?;
-                    hasher.update(&buf[..n]);
-                    done += n;
+        let (ranges, hasher) = if hash {
+            let (ranges, ranges_rx) = sync_channel::<(u64, usize)>(16);
+            let hasher = scope.spawn(move || -> io::Result<Digest> {
+                let mut hasher = Hasher::new();
+                let mut buf = vec![0u8; CHUNK];
+                for (offset, len) in ranges_rx {
+                    let mut done = 0;
+                    while done < len {
+                        let n = (len - done).min(buf.len());
+                        dst.read_exact_at(&mut buf[..n], offset + done as u64)?;
+                        hasher.update(&buf[..n]);
+                        done += n;
+                    }
                 }
-            }
-            Ok(hasher.finish())
-        });
+                Ok(hasher.finish())
+            });
+            (Some(ranges), Some(hasher))
+        } else {
+            (None, None)
+        };
         let mut total: u64 = 0;
         let mut result = Ok(true);
         loop {
@@ -244,6 +240,18 @@ fn kernel_copy(
                 break;
             }
             let n = n as usize;
+            if write_back {
+                // SAFETY: a valid descriptor and a range within the file; this
+                // only starts writeback and touches no memory of ours.
+                unsafe {
+                    libc::sync_file_range(
+                        dst.as_raw_fd(),
+                        total as libc::off64_t,
+                        n as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
             if let Some(ranges) = &ranges
                 && ranges.send((total, n)).is_err()
             {
@@ -257,12 +265,18 @@ fn kernel_copy(
             }
         }
         drop(ranges);
-        let hashed = hasher.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        match (result, hashed) {
-            (Ok(false), _) => Ok(None),
-            (Ok(true), Ok(digest)) => Ok(Some((hash.then_some(digest), total))),
-            (Ok(true), Err(e)) => Err(CopyError::Write(e)),
-            (Err(e), _) => Err(e),
+        let digest = match hasher {
+            Some(h) => match h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
+                Ok(d) => Some(d),
+                Err(e) if result.is_ok() => return Err(CopyError::Write(e)),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        match result {
+            Ok(false) => Ok(None),
+            Ok(true) => Ok(Some((digest, total))),
+            Err(e) => Err(e),
         }
     })
 }
@@ -304,8 +318,8 @@ mod tests {
                 .create_new(true)
                 .open(&dst_path)
                 .expect("create");
-            let got = copy_file_hashing(&src, &dst, u64::MAX, &NoProgress).expect("copy");
-            let Some((digest, n)) = got else {
+            let got = kernel_copy(&src, &dst, u64::MAX, true, true, &NoProgress).expect("copy");
+            let Some((Some(digest), n)) = got else {
                 // This filesystem cannot copy in the kernel; the fallback is tested above.
                 return;
             };

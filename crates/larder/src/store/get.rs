@@ -161,9 +161,9 @@ impl Store {
         // The digest of the copy, not of the stored file, is what is checked:
         // what lands at `dest` is exactly what was verified.
         let copied = if trusted {
-            copy_file_plain(&mut file, &mut out, progress).map(|_| digest)
+            copy_file_plain(&mut file, size, &mut out, progress).map(|_| digest)
         } else {
-            copy_file_to_file(&mut file, size, &mut out, u64::MAX, progress).map(|(d, _)| d)
+            copy_file_to_file(&mut file, size, &mut out, u64::MAX, false, progress).map(|(d, _)| d)
         };
         progress.finish();
         drop(out);

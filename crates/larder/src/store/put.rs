@@ -128,7 +128,7 @@ impl Store {
         let copied = match input {
             Input::File(src, len) => {
                 progress.start(what, Some(len));
-                copy_file_to_file(src, len, &mut file, self.capacity, progress)
+                copy_file_to_file(src, len, &mut file, self.capacity, true, progress)
             }
             Input::Stream(reader) => {
                 progress.start(what, None);
