@@ -18,7 +18,9 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod coord;
 mod digest;
+mod dirs;
 mod error;
 mod fsutil;
 pub mod holder;
@@ -26,9 +28,11 @@ mod progress;
 pub mod size;
 mod sqlite;
 mod store;
+pub mod time;
 
 pub use config::Config;
 pub use digest::{Digest, Hasher};
+pub use dirs::{DirLease, Dirs};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{NoProgress, Progress};
 pub use store::{

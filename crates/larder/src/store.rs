@@ -416,7 +416,8 @@ pub(crate) fn stamp(meta: &fs::Metadata) -> String {
     format!("{}:{}:{}.{:09}", meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec())
 }
 
-fn check_home(home: &Path) -> Result<()> {
+/// Refuses a home another user owns; creates a missing one.
+pub(crate) fn check_home(home: &Path) -> Result<()> {
     match fsutil::owner(home) {
         Ok(owner) => {
             let me = fsutil::effective_uid();

@@ -47,8 +47,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
                     e.digest.to_string(),
                     e.size.to_string(),
                     pin(e.pinned),
-                    output::format_time(e.created_at),
-                    output::format_time(e.used_at),
+                    larder::time::format_utc(e.created_at),
+                    larder::time::format_utc(e.used_at),
                     e.keys.join(","),
                 ]
             })

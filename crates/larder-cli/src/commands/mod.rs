@@ -2,6 +2,7 @@
 //! the library and prints.
 
 mod config;
+mod dir;
 mod gc;
 mod get;
 mod has;
@@ -10,6 +11,8 @@ mod pin;
 mod put;
 mod rm;
 mod stats;
+mod unuse;
+mod use_dir;
 mod verify;
 
 use std::process::ExitCode;
@@ -42,6 +45,12 @@ pub enum Command {
     Gc(gc::Args),
     /// Re-hash every blob; quarantine corrupt ones; with --repair, rebuild the index
     Verify(verify::Args),
+    /// Hold a shared directory (a new scratch directory, or one by name) and print its path
+    Use(use_dir::Args),
+    /// Release a directory `larder use` gave this script; the last release deletes it
+    Unuse(unuse::Args),
+    /// Shared directories: ls, show, lock, unlock, meta, rm
+    Dir(dir::Args),
     /// Print the effective configuration and where each value came from
     Config(config::Args),
 }
@@ -55,6 +64,10 @@ impl Context {
     pub fn open_store(&self) -> Result<Store> {
         let store = Store::open(&self.config.home, self.config.capacity)?;
         Ok(store.with_verify_reads(self.config.verify_reads))
+    }
+
+    pub fn open_dirs(&self) -> Result<larder::Dirs> {
+        Ok(larder::Dirs::open(&self.config.home)?)
     }
 }
 
@@ -96,6 +109,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stats(args) => stats::run(&ctx, args),
         Command::Gc(args) => gc::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
+        Command::Use(args) => use_dir::run(&ctx, args),
+        Command::Unuse(args) => unuse::run(&ctx, args),
+        Command::Dir(args) => dir::run(&ctx, args),
         Command::Config(args) => config::run(&ctx, args),
     }
 }

@@ -5,5 +5,6 @@ mod bad_input;
 mod concurrency;
 mod config;
 mod crash;
+mod dirs;
 mod store;
 mod util;

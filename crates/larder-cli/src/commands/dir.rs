@@ -1,0 +1,158 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+use larder::coord::{DirRecord, DirState};
+use serde_json::json;
+
+use super::Context;
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: DirCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DirCommand {
+    /// List shared directories
+    Ls {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one directory: path, state, holders, metadata
+    Show {
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep a directory after its last holder
+    Lock { name: String },
+    /// Let a directory go with its last holder (at once if nobody holds it)
+    Unlock { name: String },
+    /// Print a directory's metadata, after adding KEY=VALUE entries
+    Meta {
+        name: String,
+        /// Entries to add or replace
+        #[arg(value_name = "KEY=VALUE")]
+        entries: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a directory nobody holds (or anyway, with --force)
+    Rm {
+        name: String,
+        /// Delete it even if held or locked
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+    let dirs = ctx.open_dirs()?;
+    match args.command {
+        DirCommand::Ls { json } => {
+            let records = dirs.list()?;
+            if json {
+                output::print_json(&records.iter().map(record_json).collect())?;
+            } else {
+                let rows: Vec<Vec<String>> = records
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.name.clone(),
+                            state(r).to_string(),
+                            r.holders.len().to_string(),
+                            if r.locked { "locked" } else { "" }.to_string(),
+                            r.path.clone(),
+                        ]
+                    })
+                    .collect();
+                output::print_table(&["NAME", "STATE", "HOLDERS", "LOCK", "PATH"], &rows)?;
+            }
+        }
+        DirCommand::Show { name, json } => {
+            let r = dirs.show(&name)?;
+            if json {
+                output::print_json(&record_json(&r))?;
+            } else {
+                println!("name:     {}", r.name);
+                println!("path:     {}", r.path);
+                println!("state:    {}", state(&r));
+                println!("locked:   {}", if r.locked { "yes" } else { "no" });
+                println!("created:  {}", larder::time::format_utc(r.created_at / 1000));
+                println!("holders:  {}", r.holders.len());
+                let now = larder::coord::now_ms();
+                for h in &r.holders {
+                    println!("  {} (for {}s)", h.holder, (now - h.since).max(0) / 1000);
+                }
+                println!("metadata:");
+                for (k, v) in &r.meta {
+                    println!("  {k} = {v}");
+                }
+            }
+        }
+        DirCommand::Lock { name } => {
+            dirs.set_locked(&name, true)?;
+            println!("locked {name}");
+        }
+        DirCommand::Unlock { name } => match dirs.set_locked(&name, false)? {
+            Some(_) => println!("unlocked {name}"),
+            None => println!("unlocked {name}; nobody held it, so it was deleted"),
+        },
+        DirCommand::Meta { name, entries, json } => {
+            let mut pairs = Vec::new();
+            for entry in &entries {
+                let Some((k, v)) = entry.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                    anyhow::bail!(larder::Error::new(
+                        larder::ErrorKind::InvalidInput,
+                        format!("`{entry}` is not KEY=VALUE; write entries like owner=alice"),
+                    ));
+                };
+                pairs.push((k.to_string(), v.to_string()));
+            }
+            let r =
+                if pairs.is_empty() { dirs.show(&name)? } else { dirs.insert_meta(&name, &pairs)? };
+            if json {
+                output::print_json(&json!(r.meta))?;
+            } else {
+                let rows: Vec<Vec<String>> =
+                    r.meta.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+                output::print_table(&["KEY", "VALUE"], &rows)?;
+            }
+        }
+        DirCommand::Rm { name, force } => {
+            dirs.remove(&name, force)?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state(r: &DirRecord) -> &'static str {
+    match r.state {
+        DirState::Ready => "ready",
+        DirState::Deleting { .. } => "deleting",
+    }
+}
+
+fn record_json(r: &DirRecord) -> serde_json::Value {
+    json!({
+        "name": r.name,
+        "path": r.path,
+        "state": state(r),
+        "generation": r.generation,
+        "locked": r.locked,
+        "recipe_hash": r.recipe_hash,
+        "created_at": r.created_at,
+        "meta": r.meta,
+        "holders": r.holders.iter().map(|h| json!({
+            "holder": serde_json::to_value(&h.holder).unwrap_or_default(),
+            "since": h.since,
+        })).collect::<Vec<_>>(),
+    })
+}

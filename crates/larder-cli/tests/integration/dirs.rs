@@ -1,0 +1,200 @@
+//! Shared scratch directories: use, unuse, dir ls/show/lock/unlock/meta/rm,
+//! and holders that die.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{LARDER, TestDir};
+
+impl TestDir {
+    /// Runs a bash script in the test's environment, with the binary as `$L`.
+    fn script(&self, body: &str) -> crate::util::Run {
+        let mut bash = Command::new("bash");
+        bash.arg("-c").arg(body).env_clear();
+        for (k, v) in self.command().get_envs() {
+            if let Some(v) = v {
+                bash.env(k, v);
+            }
+        }
+        bash.env("L", LARDER).current_dir(self.work()).stdin(Stdio::null());
+        self.run_with(&mut bash)
+    }
+
+    fn dirs(&self) -> serde_json::Value {
+        self.json(&["dir", "ls", "--json"])
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn a_script_uses_and_unuses_a_named_directory() {
+    let t = TestDir::new();
+    let out = t
+        .script(
+            r#"set -e
+            p=$($L use --name=scratch)
+            test -d "$p"
+            echo "$p"
+            $L dir ls
+            $L dir meta scratch owner=alice stage=train >/dev/null
+            $L dir meta scratch --json
+            $L unuse --name scratch
+            test ! -e "$p" && echo gone"#,
+        )
+        .ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "$T/home/dirs/scratch");
+    assert!(lines[1].starts_with("NAME") && lines[2].starts_with("scratch"), "{out}");
+    assert!(out.contains("\"owner\": \"alice\"") && out.contains("\"id\": \"scratch\""), "{out}");
+    assert!(out.contains("\"created_at\": \"20"), "{out}");
+    assert_eq!(lines.last(), Some(&"gone"));
+    assert_eq!(t.dirs(), serde_json::json!([]));
+}
+
+#[test]
+fn unnamed_directories_get_an_id_and_unuse_takes_the_path() {
+    let t = TestDir::new();
+    let out = t
+        .script(
+            r#"set -e
+            a=$($L use); b=$($L use)
+            test "$a" != "$b" && test -d "$a" && test -d "$b"
+            $L unuse "$a"; test ! -e "$a"; test -d "$b"; echo ok"#,
+        )
+        .ok();
+    assert_eq!(out, "ok\n");
+    // The script is gone, so its remaining directory is released by whoever looks.
+    assert_eq!(t.dirs(), serde_json::json!([]));
+}
+
+#[test]
+fn the_last_of_several_holders_deletes_it() {
+    let t = TestDir::new();
+    let dir = t.home.join("dirs/shared");
+    let mut first = Command::new("bash");
+    first
+        .args(["-c", "$L use --name shared >/dev/null && sleep 30"])
+        .env("L", LARDER)
+        .env("LARDER_HOME", &t.home)
+        .stdin(Stdio::null());
+    let mut first = first.spawn().expect("spawn");
+    wait_for("the first holder", || dir.is_dir());
+    t.script("$L use --name shared >/dev/null && $L unuse --name shared").ok();
+    assert!(dir.is_dir(), "the first holder still holds it");
+    let shown = t.json(&["dir", "show", "shared", "--json"]);
+    assert_eq!(shown["holders"].as_array().map(Vec::len), Some(1));
+    first.kill().expect("kill -9");
+    first.wait().expect("wait");
+    // A SIGKILLed holder is released by whoever looks next.
+    assert_eq!(t.dirs(), serde_json::json!([]));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_killed_use_command_releases_its_directory() {
+    let t = TestDir::new();
+    let mut child = t
+        .command()
+        .args(["use", "--name", "job", "--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let dir = t.home.join("dirs/job");
+    wait_for("the directory", || dir.is_dir());
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    assert_eq!(t.run(&["dir", "show", "job"]).code, 1);
+    assert!(!dir.exists());
+}
+
+#[test]
+fn use_with_a_command_sets_larder_dir_and_passes_the_exit_status() {
+    let t = TestDir::new();
+    let run = t.run(&[
+        "use",
+        "--name",
+        "c",
+        "--",
+        "sh",
+        "-c",
+        "test -d \"$LARDER_DIR\" && echo $LARDER_DIR && exit 7",
+    ]);
+    assert_eq!(run.code, 7, "{run:#?}");
+    assert_eq!(run.stdout, "$T/home/dirs/c\n");
+    assert!(!Path::new(&t.home.join("dirs/c")).exists());
+    let err = t.run(&["use", "--", "no-such-program-here"]).fails(2);
+    assert!(err.contains("cannot run `no-such-program-here`"), "{err}");
+}
+
+#[test]
+fn a_locked_directory_survives_its_holders_until_unlocked() {
+    let t = TestDir::new();
+    let out = t
+        .script(
+            r#"set -e
+            p=$($L use --name keep)
+            touch "$p/model.bin"
+            $L dir lock keep
+            $L unuse --name keep
+            test -f "$p/model.bin" && echo kept
+            $L dir unlock keep"#,
+        )
+        .ok();
+    assert_eq!(out, "locked keep\nkept\nunlocked keep; nobody held it, so it was deleted\n");
+    assert!(!t.home.join("dirs/keep").exists());
+}
+
+#[test]
+fn a_locked_directory_survives_a_killed_holder_and_use_attaches_to_it() {
+    let t = TestDir::new();
+    t.script("p=$($L use --name exp) && touch $p/data && $L dir lock exp").ok();
+    assert_eq!(t.dirs()[0]["locked"], true);
+    // Monolith's existing_cache: attach by name and find the data.
+    let out = t.script("p=$($L use --name exp) && ls $p && $L dir unlock exp && $L unuse $p").ok();
+    assert_eq!(out, "data\nunlocked exp\n");
+    assert_eq!(t.dirs(), serde_json::json!([]));
+}
+
+#[test]
+fn dir_rm_refuses_held_directories_unless_forced() {
+    let t = TestDir::new();
+    let mut holder = Command::new("bash");
+    holder
+        .args(["-c", "$L use --name busy >/dev/null && sleep 30"])
+        .env("L", LARDER)
+        .env("LARDER_HOME", &t.home)
+        .stdin(Stdio::null());
+    let mut holder = holder.spawn().expect("spawn");
+    wait_for("the holder", || t.home.join("dirs/busy").is_dir());
+    let err = t.run(&["dir", "rm", "busy"]).fails(2);
+    assert!(err.contains("directory busy stays: it is held by pid"), "{err}");
+    assert_eq!(t.run(&["dir", "rm", "busy", "--force"]).ok(), "deleted busy\n");
+    assert!(!t.home.join("dirs/busy").exists());
+    holder.kill().expect("kill");
+    holder.wait().expect("wait");
+}
+
+#[test]
+fn bad_names_and_unknown_directories() {
+    let t = TestDir::new();
+    let err = t.run(&["use", "--name", "../escape"]).fails(2);
+    assert!(err.contains("directory name `../escape` is not allowed"), "{err}");
+    let err = t.run(&["dir", "show", "nope"]).fails(1);
+    assert!(err.contains("there is no directory named nope"), "{err}");
+    t.run(&["unuse", "--name", "nope"]).fails(1);
+    let err = t.run(&["unuse", "/not/a/larder/dir"]).fails(1);
+    assert!(err.contains("is not a larder directory"), "{err}");
+    t.script("$L use --name m >/dev/null").ok();
+    let err = t.run(&["dir", "meta", "m", "novalue"]).fails(2);
+    assert!(err.contains("`novalue` is not KEY=VALUE"), "{err}");
+}

@@ -1,0 +1,226 @@
+//! Coordination: who holds which shared directory, and the directories'
+//! states, counters and metadata. One trait, [`Coordinator`], with an SQLite
+//! backend in the larder home for one host; a Redis backend for many hosts
+//! implements the same trait and passes the same [`conformance`] suite.
+//!
+//! Holders are released by whoever looks next once their process is gone or
+//! their lease expired, so no listing ever shows a dead holder, and a crash
+//! never leaks a count.
+
+pub mod conformance;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::holder::ProcessId;
+
+pub use sqlite::SqliteCoordinator;
+
+/// Who holds a directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Holder {
+    /// A process on a host, named by pid and start time (so a reused pid is
+    /// not the holder), on a host and boot (so a pid of another host or an
+    /// earlier boot is not mistaken for a local process).
+    Process {
+        /// The host's name.
+        host: String,
+        /// The kernel's boot id on that host.
+        boot_id: String,
+        /// The process id.
+        pid: u32,
+        /// Its start time in clock ticks since boot.
+        start: u64,
+    },
+    /// A named lease that ends at `expires_at` unless renewed.
+    Token {
+        /// The token's name.
+        id: String,
+        /// When the lease ends, in milliseconds since the Unix epoch.
+        expires_at: i64,
+    },
+}
+
+impl Holder {
+    /// The process `id` on this host.
+    pub fn process(id: ProcessId) -> Holder {
+        let this = Host::current();
+        Holder::Process { host: this.name, boot_id: this.boot_id, pid: id.pid, start: id.start }
+    }
+
+    /// The calling process.
+    pub fn current_process() -> Holder {
+        Holder::process(ProcessId::current())
+    }
+
+    /// A stable key naming this holder (a token's key does not change when
+    /// its lease is renewed).
+    pub fn key(&self) -> String {
+        match self {
+            Holder::Process { host, boot_id, pid, start } => {
+                format!("process:{host}:{boot_id}:{pid}:{start}")
+            }
+            Holder::Token { id, .. } => format!("token:{id}"),
+        }
+    }
+
+    /// Whether the holder still holds: its process runs, or its lease has
+    /// not expired at `now_ms`. A process on another host or boot cannot be
+    /// checked from here and counts as alive; hosts that share directories
+    /// use tokens.
+    pub fn is_alive(&self, now_ms: i64) -> bool {
+        match self {
+            Holder::Process { host, boot_id, pid, start } => {
+                let this = Host::current();
+                if *host != this.name || *boot_id != this.boot_id {
+                    return true;
+                }
+                ProcessId { pid: *pid, start: *start }.is_alive()
+            }
+            Holder::Token { expires_at, .. } => *expires_at > now_ms,
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Process { host, pid, .. } => write!(f, "pid {pid} on {host}"),
+            Holder::Token { id, .. } => write!(f, "token {id}"),
+        }
+    }
+}
+
+/// This host's name and boot id.
+#[derive(Debug, Clone)]
+struct Host {
+    name: String,
+    boot_id: String,
+}
+
+impl Host {
+    fn current() -> Host {
+        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+        Host {
+            name: read("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into()),
+            boot_id: read("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
+        }
+    }
+}
+
+/// A holder and since when it holds (milliseconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// Who.
+    pub holder: Holder,
+    /// Since when.
+    pub since: i64,
+}
+
+/// Where a directory is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirState {
+    /// In use, or waiting for users.
+    Ready,
+    /// Being deleted by `by`; attaching must wait until the record is gone.
+    Deleting {
+        /// Who deletes it.
+        by: Holder,
+    },
+}
+
+/// A shared directory as the coordinator knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirRecord {
+    /// Its name, unique in one home.
+    pub name: String,
+    /// Where it is on disk.
+    pub path: String,
+    /// A fencing token: it grows each time a directory of this name is
+    /// created, so work meant for an earlier one cannot touch a later one.
+    pub generation: u64,
+    /// Where it is in its life.
+    pub state: DirState,
+    /// Whether it stays after its last holder.
+    pub locked: bool,
+    /// The hash of the recipe that built it, if any.
+    pub recipe_hash: Option<String>,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Metadata: `id`, `created_at` and whatever users added.
+    pub meta: BTreeMap<String, String>,
+    /// Live holders, oldest first.
+    pub holders: Vec<Holding>,
+}
+
+/// What a new directory record starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDir {
+    /// Where it will be on disk.
+    pub path: String,
+    /// The hash of its recipe, if any.
+    pub recipe_hash: Option<String>,
+    /// Its first metadata.
+    pub meta: BTreeMap<String, String>,
+}
+
+/// The result of [`Coordinator::attach`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attached {
+    /// Now held; `created` if this call made the record.
+    Held {
+        /// The record after attaching.
+        record: DirRecord,
+        /// Whether this call created it.
+        created: bool,
+    },
+    /// The directory is being deleted; wait for it to go, then try again.
+    Deleting(DirRecord),
+}
+
+/// Where holders and shared directories' states live.
+///
+/// Every method first releases dead and expired holders of the records it
+/// touches. Implementations make each method atomic across every process and
+/// host that shares them.
+pub trait Coordinator: Send + Sync {
+    /// Adds `holder` to `name` (again is fine), creating the record from `new`
+    /// if there is none.
+    fn attach(&self, name: &str, holder: &Holder, new: &NewDir) -> Result<Attached>;
+
+    /// Removes `holder` from `name`; returns the record after, if there is one.
+    fn detach(&self, name: &str, holder: &Holder) -> Result<Option<DirRecord>>;
+
+    /// One record.
+    fn get(&self, name: &str) -> Result<Option<DirRecord>>;
+
+    /// Every record, by name.
+    fn list(&self) -> Result<Vec<DirRecord>>;
+
+    /// Sets whether `name` stays after its last holder.
+    fn set_locked(&self, name: &str, locked: bool) -> Result<Option<DirRecord>>;
+
+    /// Adds or replaces metadata entries.
+    fn insert_meta(&self, name: &str, entries: &[(String, String)]) -> Result<Option<DirRecord>>;
+
+    /// Marks `name` as being deleted by `deleter` if nobody holds it and it is
+    /// not locked (or `force`), or if its earlier deleter died; returns the
+    /// record to delete. `None`: leave it alone.
+    fn begin_delete(&self, name: &str, deleter: &Holder, force: bool) -> Result<Option<DirRecord>>;
+
+    /// Drops the record of `name` if it is still the generation `generation`.
+    fn finish_delete(&self, name: &str, generation: u64) -> Result<()>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,153 @@
+//! The behaviour every [`Coordinator`] backend must show. Backends' tests call
+//! [`run`] with a fresh, empty coordinator.
+
+use std::collections::BTreeMap;
+
+use super::{Attached, Coordinator, DirState, Holder, NewDir, now_ms};
+use crate::holder::ProcessId;
+
+fn new_dir(path: &str) -> NewDir {
+    let mut meta = BTreeMap::new();
+    meta.insert("id".to_string(), path.to_string());
+    NewDir { path: path.to_string(), recipe_hash: None, meta }
+}
+
+fn token(id: &str, ttl_ms: i64) -> Holder {
+    Holder::Token { id: id.to_string(), expires_at: now_ms() + ttl_ms }
+}
+
+/// A process holder whose process has exited.
+fn dead_process() -> Holder {
+    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let id = ProcessId::of_pid(child.id()).unwrap_or(ProcessId { pid: child.id(), start: 1 });
+    child.wait().expect("wait");
+    Holder::process(id)
+}
+
+fn held(a: Attached) -> (super::DirRecord, bool) {
+    match a {
+        Attached::Held { record, created } => (record, created),
+        Attached::Deleting(r) => panic!("unexpectedly deleting: {r:?}"),
+    }
+}
+
+/// Runs every check against `coord`, which must start empty.
+pub fn run(coord: &dyn Coordinator) {
+    first_attach_creates_and_later_ones_share(coord);
+    dead_and_expired_holders_are_released_by_whoever_looks(coord);
+    deletion_waits_for_holders_and_locks(coord);
+    attaching_during_deletion_waits_and_generations_fence(coord);
+    a_dead_deleter_is_taken_over(coord);
+    metadata_is_kept(coord);
+}
+
+fn first_attach_creates_and_later_ones_share(coord: &dyn Coordinator) {
+    let me = Holder::current_process();
+    let other = token("other", 60_000);
+    let (record, created) = held(coord.attach("a", &me, &new_dir("/x/a")).expect("attach"));
+    assert!(created);
+    assert_eq!(record.path, "/x/a");
+    assert_eq!(record.holders.len(), 1);
+    let (record, created) =
+        held(coord.attach("a", &other, &new_dir("/elsewhere")).expect("attach"));
+    assert!(!created, "the second attach shares");
+    assert_eq!(record.path, "/x/a", "the first definition's path stays");
+    assert_eq!(record.holders.len(), 2);
+    // Attaching twice is one holder.
+    let (record, _) = held(coord.attach("a", &me, &new_dir("/x/a")).expect("attach"));
+    assert_eq!(record.holders.len(), 2);
+    let after = coord.detach("a", &me).expect("detach").expect("record");
+    assert_eq!(after.holders.len(), 1);
+    let after = coord.detach("a", &other).expect("detach").expect("record");
+    assert!(after.holders.is_empty());
+    let gone = coord.begin_delete("a", &me, false).expect("begin").expect("free");
+    coord.finish_delete("a", gone.generation).expect("finish");
+    assert_eq!(coord.get("a").expect("get"), None);
+}
+
+fn dead_and_expired_holders_are_released_by_whoever_looks(coord: &dyn Coordinator) {
+    coord.attach("b", &dead_process(), &new_dir("/x/b")).expect("attach");
+    coord.attach("b", &token("expired", -1), &new_dir("/x/b")).expect("attach");
+    coord.attach("b", &token("live", 60_000), &new_dir("/x/b")).expect("attach");
+    let record = coord.get("b").expect("get").expect("record");
+    assert_eq!(record.holders.len(), 1, "{:?}", record.holders);
+    assert_eq!(record.holders[0].holder.key(), "token:live");
+    let listed = coord.list().expect("list");
+    assert!(listed.iter().all(|r| r.holders.iter().all(|h| h.holder.is_alive(now_ms()))));
+    coord.detach("b", &token("live", 0)).expect("detach");
+    let gone = coord.begin_delete("b", &Holder::current_process(), false).expect("begin");
+    coord.finish_delete("b", gone.expect("free").generation).expect("finish");
+}
+
+fn deletion_waits_for_holders_and_locks(coord: &dyn Coordinator) {
+    let me = Holder::current_process();
+    coord.attach("c", &me, &new_dir("/x/c")).expect("attach");
+    assert_eq!(coord.begin_delete("c", &me, false).expect("begin"), None, "held");
+    coord.set_locked("c", true).expect("lock");
+    coord.detach("c", &me).expect("detach");
+    assert_eq!(coord.begin_delete("c", &me, false).expect("begin"), None, "locked");
+    assert!(coord.get("c").expect("get").expect("record").locked);
+    coord.set_locked("c", false).expect("unlock");
+    let record = coord.begin_delete("c", &me, false).expect("begin").expect("free");
+    assert_eq!(record.state, DirState::Deleting { by: me.clone() });
+    coord.finish_delete("c", record.generation).expect("finish");
+    // Force deletes what is held.
+    coord.attach("c", &token("t", 60_000), &new_dir("/x/c")).expect("attach");
+    let record = coord.begin_delete("c", &me, true).expect("begin").expect("forced");
+    coord.finish_delete("c", record.generation).expect("finish");
+    assert_eq!(coord.get("c").expect("get"), None);
+}
+
+fn attaching_during_deletion_waits_and_generations_fence(coord: &dyn Coordinator) {
+    let me = Holder::current_process();
+    let (first, _) = held(coord.attach("d", &me, &new_dir("/x/d")).expect("attach"));
+    coord.detach("d", &me).expect("detach");
+    let deleting = coord.begin_delete("d", &me, false).expect("begin").expect("free");
+    match coord.attach("d", &token("late", 60_000), &new_dir("/x/d")).expect("attach") {
+        Attached::Deleting(r) => assert_eq!(r.generation, deleting.generation),
+        other => panic!("attach during deletion must wait: {other:?}"),
+    }
+    coord.finish_delete("d", deleting.generation).expect("finish");
+    let (second, created) = held(coord.attach("d", &me, &new_dir("/x/d")).expect("attach"));
+    assert!(created);
+    assert!(second.generation > first.generation, "generations grow");
+    // A late finish of the old generation leaves the new one alone.
+    coord.finish_delete("d", first.generation).expect("finish");
+    assert!(coord.get("d").expect("get").is_some());
+    coord.detach("d", &me).expect("detach");
+    let r = coord.begin_delete("d", &me, false).expect("begin").expect("free");
+    coord.finish_delete("d", r.generation).expect("finish");
+}
+
+fn a_dead_deleter_is_taken_over(coord: &dyn Coordinator) {
+    let me = Holder::current_process();
+    coord.attach("e", &me, &new_dir("/x/e")).expect("attach");
+    coord.detach("e", &me).expect("detach");
+    let ghost = dead_process();
+    coord.begin_delete("e", &ghost, false).expect("begin").expect("free");
+    let live_deleter = token("deleter", 60_000);
+    let taken = coord.begin_delete("e", &live_deleter, false).expect("begin");
+    let taken = taken.expect("a dead deleter's work is taken over");
+    assert_eq!(taken.state, DirState::Deleting { by: live_deleter.clone() });
+    assert_eq!(
+        coord.begin_delete("e", &me, false).expect("begin"),
+        None,
+        "a live deleter keeps it"
+    );
+    coord.finish_delete("e", taken.generation).expect("finish");
+}
+
+fn metadata_is_kept(coord: &dyn Coordinator) {
+    let me = Holder::current_process();
+    coord.attach("f", &me, &new_dir("/x/f")).expect("attach");
+    let entries = [("k".to_string(), "v".to_string()), ("id".to_string(), "changed".to_string())];
+    let record = coord.insert_meta("f", &entries).expect("meta").expect("record");
+    assert_eq!(record.meta.get("k").map(String::as_str), Some("v"));
+    assert_eq!(record.meta.get("id").map(String::as_str), Some("changed"));
+    assert_eq!(coord.insert_meta("nope", &entries).expect("meta"), None);
+    let names: Vec<String> = coord.list().expect("list").into_iter().map(|r| r.name).collect();
+    assert_eq!(names, vec!["f"]);
+    coord.detach("f", &me).expect("detach");
+    let r = coord.begin_delete("f", &me, false).expect("begin").expect("free");
+    coord.finish_delete("f", r.generation).expect("finish");
+}
