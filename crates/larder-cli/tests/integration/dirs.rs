@@ -24,6 +24,20 @@ impl TestDir {
     fn dirs(&self) -> serde_json::Value {
         self.json(&["dir", "ls", "--json"])
     }
+
+    /// A bash process that holds directory `name` until killed.
+    fn spawn_holder(&self, name: &str) -> std::process::Child {
+        let child = Command::new("bash")
+            .args(["-c", &format!("$L use --name {name} >/dev/null && sleep 30")])
+            .env("L", LARDER)
+            .env("LARDER_HOME", &self.home)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let dir = self.home.join("dirs").join(name);
+        wait_for("the holder", || dir.is_dir());
+        child
+    }
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -81,14 +95,7 @@ fn unnamed_directories_get_an_id_and_unuse_takes_the_path() {
 fn the_last_of_several_holders_deletes_it() {
     let t = TestDir::new();
     let dir = t.home.join("dirs/shared");
-    let mut first = Command::new("bash");
-    first
-        .args(["-c", "$L use --name shared >/dev/null && sleep 30"])
-        .env("L", LARDER)
-        .env("LARDER_HOME", &t.home)
-        .stdin(Stdio::null());
-    let mut first = first.spawn().expect("spawn");
-    wait_for("the first holder", || dir.is_dir());
+    let mut first = t.spawn_holder("shared");
     t.script("$L use --name shared >/dev/null && $L unuse --name shared").ok();
     assert!(dir.is_dir(), "the first holder still holds it");
     let shown = t.json(&["dir", "show", "shared", "--json"]);
@@ -168,14 +175,7 @@ fn a_locked_directory_survives_a_killed_holder_and_use_attaches_to_it() {
 #[test]
 fn dir_rm_refuses_held_directories_unless_forced() {
     let t = TestDir::new();
-    let mut holder = Command::new("bash");
-    holder
-        .args(["-c", "$L use --name busy >/dev/null && sleep 30"])
-        .env("L", LARDER)
-        .env("LARDER_HOME", &t.home)
-        .stdin(Stdio::null());
-    let mut holder = holder.spawn().expect("spawn");
-    wait_for("the holder", || t.home.join("dirs/busy").is_dir());
+    let mut holder = t.spawn_holder("busy");
     let err = t.run(&["dir", "rm", "busy"]).fails(2);
     assert!(err.contains("directory busy stays: it is held by pid"), "{err}");
     assert_eq!(t.run(&["dir", "rm", "busy", "--force"]).ok(), "deleted busy\n");
