@@ -26,6 +26,8 @@ pub struct Config {
     pub log: String,
     /// Re-hash every blob on every read, not only those whose file changed.
     pub verify_reads: bool,
+    /// Where new shared directories go: the first with enough free space.
+    pub dirs: Vec<PathBuf>,
     /// Every key with its effective value and origin, in a fixed order.
     pub settings: Vec<Setting>,
     /// `LARDER_*` environment variables that name no setting (likely typos).
@@ -73,7 +75,7 @@ impl fmt::Display for Origin {
 }
 
 /// The keys larder knows, in the order `larder config` prints them.
-pub const KEYS: [&str; 4] = ["home", "capacity", "log", "verify_reads"];
+pub const KEYS: [&str; 5] = ["home", "capacity", "log", "verify_reads", "dirs"];
 
 /// Everything configuration is read from. [`Sources::from_process`] fills it from
 /// the real environment; tests build it by hand.
@@ -133,6 +135,14 @@ struct FileConfig {
     capacity: Option<toml::Spanned<SizeValue>>,
     log: Option<toml::Spanned<String>>,
     verify_reads: Option<toml::Spanned<BoolValue>>,
+    dirs: Option<toml::Spanned<ListValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListValue {
+    List(Vec<String>),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -160,7 +170,7 @@ struct Raw {
 impl Config {
     /// Loads the layered configuration.
     pub fn load(sources: &Sources) -> Result<Config, Error> {
-        let mut raw: [Option<Raw>; 4] = [None, None, None, None];
+        let mut raw: [Option<Raw>; 5] = [None, None, None, None, None];
         let slot = |key: &str| KEYS.iter().position(|k| *k == key);
 
         for path in [&sources.user_file, &sources.project_file].into_iter().flatten() {
@@ -210,6 +220,14 @@ impl Config {
                 };
                 raw[3] = Some(Raw { value, origin, base: base.clone() });
             }
+            if let Some(v) = file.dirs {
+                let origin = at(v.span());
+                let value = match v.into_inner() {
+                    ListValue::List(items) => items.join(":"),
+                    ListValue::Text(t) => t,
+                };
+                raw[4] = Some(Raw { value, origin, base: base.clone() });
+            }
         }
         let mut unknown_env = Vec::new();
         for (name, value) in &sources.env {
@@ -235,7 +253,7 @@ impl Config {
             }
         }
 
-        let [home_raw, capacity_raw, log_raw, verify_raw] = raw;
+        let [home_raw, capacity_raw, log_raw, verify_raw, dirs_raw] = raw;
         let (home, home_origin) = match home_raw {
             Some(r) if r.value.trim().is_empty() => {
                 return Err(Error::new(
@@ -282,6 +300,27 @@ impl Config {
             ),
             None => (false, Origin::Default),
         };
+        let (dirs, dirs_origin) = match dirs_raw {
+            Some(r) => {
+                let dirs: Vec<PathBuf> = r
+                    .value
+                    .split(':')
+                    .filter(|d| !d.trim().is_empty())
+                    .map(|d| resolve_path(d.trim(), &r.base))
+                    .collect();
+                if dirs.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "dirs ({}) names no folder; give folders separated by `:`",
+                            r.origin
+                        ),
+                    ));
+                }
+                (dirs, r.origin)
+            }
+            None => (vec![home.join("dirs")], Origin::Default),
+        };
         let settings = vec![
             Setting { key: "home", value: home.display().to_string(), origin: home_origin },
             Setting {
@@ -291,8 +330,13 @@ impl Config {
             },
             Setting { key: "log", value: log.clone(), origin: log_origin },
             Setting { key: "verify_reads", value: verify_reads.to_string(), origin: verify_origin },
+            Setting {
+                key: "dirs",
+                value: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
+                origin: dirs_origin,
+            },
         ];
-        Ok(Config { home, capacity, log, verify_reads, settings, unknown_env })
+        Ok(Config { home, capacity, log, verify_reads, dirs, settings, unknown_env })
     }
 }
 

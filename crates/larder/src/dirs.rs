@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::coord::{Attached, Coordinator, DirRecord, Holder, NewDir, SqliteCoordinator};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::size::format_size;
 
 /// How long `use` waits for a directory of the same name to finish being deleted.
 const DELETE_WAIT: Duration = Duration::from_secs(60);
@@ -24,38 +25,44 @@ const DELETE_WAIT: Duration = Duration::from_secs(60);
 /// The shared directories of one larder home.
 #[derive(Clone)]
 pub struct Dirs {
-    root: PathBuf,
+    places: Vec<PathBuf>,
     coord: Arc<dyn Coordinator>,
     me: Holder,
 }
 
 impl std::fmt::Debug for Dirs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dirs").field("root", &self.root).finish()
+        f.debug_struct("Dirs").field("places", &self.places).finish()
     }
 }
 
 impl Dirs {
-    /// The shared directories of the larder home `home`, coordinated by SQLite.
+    /// The shared directories of the larder home `home`, coordinated by SQLite,
+    /// created in `home/dirs`.
     pub fn open(home: &Path) -> Result<Dirs> {
         crate::store::check_home(home)?;
         let coord = SqliteCoordinator::open(home)?;
-        Ok(Dirs::with_coordinator(&home.join("dirs"), Arc::new(coord)))
+        Ok(Dirs::with_coordinator(vec![home.join("dirs")], Arc::new(coord)))
     }
 
-    /// Shared directories under `root`, coordinated by `coord`.
-    pub fn with_coordinator(root: &Path, coord: Arc<dyn Coordinator>) -> Dirs {
-        Dirs { root: root.to_path_buf(), coord, me: Holder::current_process() }
+    /// Shared directories created in the first of `places` with room,
+    /// coordinated by `coord`.
+    pub fn with_coordinator(places: Vec<PathBuf>, coord: Arc<dyn Coordinator>) -> Dirs {
+        Dirs { places, coord, me: Holder::current_process() }
     }
 
-    /// Where directories are created.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Creates new directories in the first of `places` with enough free space.
+    pub fn with_places(mut self, places: Vec<PathBuf>) -> Dirs {
+        if !places.is_empty() {
+            self.places = places;
+        }
+        self
     }
 
     /// Holds the directory `name` (a new one with a fresh id if `None`) for
-    /// `holder`, creating it if nobody had it. Returns its record.
-    pub fn use_dir(&self, name: Option<&str>, holder: &Holder) -> Result<DirRecord> {
+    /// `holder`, creating it if nobody had it, in the first place with `size`
+    /// bytes free. Returns its record.
+    pub fn use_dir(&self, name: Option<&str>, size: u64, holder: &Holder) -> Result<DirRecord> {
         let name = match name {
             Some(n) => {
                 validate_name(n)?;
@@ -63,7 +70,11 @@ impl Dirs {
             }
             None => fresh_id(),
         };
-        let path = self.root.join(&name);
+        // A directory that exists stays where it is; only a new one is placed.
+        let path = match self.coord.get(&name)? {
+            Some(record) => PathBuf::from(record.path),
+            None => self.place(&name, size)?.join(&name),
+        };
         let mut meta = BTreeMap::new();
         meta.insert("id".to_string(), name.clone());
         meta.insert(
@@ -107,7 +118,7 @@ impl Dirs {
 
     /// Holds a directory for the calling process until the lease is dropped.
     pub fn lease(&self, name: Option<&str>) -> Result<DirLease> {
-        let record = self.use_dir(name, &self.me)?;
+        let record = self.use_dir(name, 0, &self.me)?;
         Ok(DirLease { dirs: self.clone(), record, holder: self.me.clone(), released: false })
     }
 
@@ -194,7 +205,8 @@ impl Dirs {
             return Ok(false);
         };
         let path = PathBuf::from(&record.path);
-        let trash = self.root.join(format!(".trash-{name}-{}", record.generation));
+        // Beside the directory, so the rename never crosses filesystems.
+        let trash = path.with_file_name(format!(".larder-trash-{name}-{}", record.generation));
         match fs::rename(&path, &trash) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -209,6 +221,49 @@ impl Dirs {
         tracing::info!(name, "deleted a shared directory");
         Ok(true)
     }
+}
+
+impl Dirs {
+    /// The first place with `size` bytes free, or an error that lists each.
+    fn place(&self, name: &str, size: u64) -> Result<PathBuf> {
+        let mut seen = Vec::new();
+        for place in &self.places {
+            match free_space(place) {
+                Ok(free) if free >= size => return Ok(place.clone()),
+                Ok(free) => {
+                    seen.push(format!("{} has {} free", place.display(), format_size(free)))
+                }
+                Err(e) => seen.push(format!("{}: {e}", place.display())),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::DiskFull,
+            format!(
+                "no folder has {} free for directory {name}: {}; free some space or give other folders with --dirs",
+                format_size(size),
+                seen.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Free bytes for unprivileged users on the filesystem that holds (or would
+/// hold) `path`.
+fn free_space(path: &Path) -> io::Result<u64> {
+    let mut probe = path;
+    while !probe.exists() {
+        probe = probe.parent().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    }
+    let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs is plain old data, for which all zeroes is a valid value.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statvfs we own.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(stat.f_bavail).saturating_mul(stat.f_frsize))
 }
 
 /// A hold on a shared directory by the calling process, released on drop.

@@ -2,8 +2,8 @@
 
 use crate::error::{Error, ErrorKind};
 
-/// Parses a size. Units are case-insensitive; `KB`/`MB`/`GB`/`TB` are powers of
-/// 1000, `KiB`/`MiB`/`GiB`/`TiB` and the bare `K`/`M`/`G`/`T` (as `du` and
+/// Parses a size. Units are case-insensitive; `KB`/`MB`/`GB`/`TB`/`PB` are
+/// powers of 1000, `KiB`…`PiB` and the bare `K`/`M`/`G`/`T`/`P` (as `du` and
 /// `ls -h` write them) are powers of 1024; no unit means bytes.
 pub fn parse_size(text: &str) -> Result<u64, Error> {
     let bad = || {
@@ -26,10 +26,12 @@ pub fn parse_size(text: &str) -> Result<u64, Error> {
         "mb" => 1000u64.pow(2),
         "gb" => 1000u64.pow(3),
         "tb" => 1000u64.pow(4),
+        "pb" => 1000u64.pow(5),
         "k" | "kib" => 1 << 10,
         "m" | "mib" => 1 << 20,
         "g" | "gib" => 1 << 30,
         "t" | "tib" => 1 << 40,
+        "p" | "pib" => 1 << 50,
         _ => return Err(bad()),
     };
     if let Ok(whole) = number.parse::<u64>() {
@@ -74,6 +76,8 @@ mod tests {
         check("1.5 GiB", Some(3 << 29));
         check("4096", Some(4096));
         check("0", Some(0));
+        check("1PB", Some(1_000_000_000_000_000));
+        check("2PiB", Some(2 << 50));
         check("7 B", Some(7));
         check("GiB", None);
         check("ten", None);

@@ -67,7 +67,7 @@ impl Context {
     }
 
     pub fn open_dirs(&self) -> Result<larder::Dirs> {
-        Ok(larder::Dirs::open(&self.config.home)?)
+        Ok(larder::Dirs::open(&self.config.home)?.with_places(self.config.dirs.clone()))
     }
 }
 

@@ -11,27 +11,43 @@ pub struct Args {
     /// The directory's name; without one, a new directory with a fresh id
     #[arg(long)]
     name: Option<String>,
+    /// Create a new directory only where at least this much is free, like 10GB
+    #[arg(long, value_name = "SIZE")]
+    size: Option<String>,
+    /// Folders to create a new directory in, the first with enough space [config: dirs]
+    #[arg(long, value_name = "DIR:DIR…")]
+    dirs: Option<String>,
     /// Run this command with LARDER_DIR set to the directory, holding it until the command ends
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
-    let dirs = ctx.open_dirs()?;
+    let size = args.size.as_deref().map(larder::size::parse_size).transpose()?.unwrap_or(0);
+    let mut dirs = ctx.open_dirs()?;
+    if let Some(list) = &args.dirs {
+        let cwd = std::env::current_dir()?;
+        let places = list.split(':').filter(|d| !d.is_empty()).map(|d| cwd.join(d)).collect();
+        dirs = dirs.with_places(places);
+    }
+    // Without a command, the holder is the calling process (the shell or job
+    // script), so its `larder unuse` releases the directory, and so does its
+    // death. With one, larder holds it while the command runs.
+    let holder = if args.command.is_empty() {
+        Holder::process(parent_process()?)
+    } else {
+        Holder::current_process()
+    };
+    let record = dirs.use_dir(args.name.as_deref(), size, &holder)?;
     if args.command.is_empty() {
-        // The holder is the calling process (the shell or job script), so its
-        // `larder unuse` releases the directory, and so does its death.
-        let holder = Holder::process(parent_process()?);
-        let record = dirs.use_dir(args.name.as_deref(), &holder)?;
         println!("{}", record.path);
         return Ok(ExitCode::SUCCESS);
     }
-    let lease = dirs.lease(args.name.as_deref())?;
     let status = Command::new(&args.command[0])
         .args(&args.command[1..])
-        .env("LARDER_DIR", lease.path())
+        .env("LARDER_DIR", &record.path)
         .status();
-    lease.release()?;
+    dirs.unuse(&record.name, &holder)?;
     let status = status.map_err(|e| {
         larder::Error::new(
             larder::ErrorKind::InvalidInput,

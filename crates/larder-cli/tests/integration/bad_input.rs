@@ -125,10 +125,10 @@ fn an_unreadable_file() {
 }
 
 /// Mounts a small tmpfs; unmounts it on drop.
-struct Tmpfs<'a>(&'a Path);
+pub struct Tmpfs<'a>(&'a Path);
 
 impl<'a> Tmpfs<'a> {
-    fn mount(at: &'a Path, size: &str) -> Tmpfs<'a> {
+    pub fn mount(at: &'a Path, size: &str) -> Tmpfs<'a> {
         std::fs::create_dir_all(at).expect("mkdir");
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

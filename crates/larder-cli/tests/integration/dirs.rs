@@ -198,3 +198,55 @@ fn bad_names_and_unknown_directories() {
     let err = t.run(&["dir", "meta", "m", "novalue"]).fails(2);
     assert!(err.contains("`novalue` is not KEY=VALUE"), "{err}");
 }
+
+#[test]
+fn a_new_directory_goes_to_the_first_folder_with_room() {
+    let t = TestDir::new();
+    let small = t.path().join("small");
+    let _fs = crate::bad_input::Tmpfs::mount(&small, "1m");
+    let big = t.path().join("big");
+    let dirs = format!("{}:{}", small.display(), big.display());
+    let out = t
+        .run(&[
+            "use",
+            "--name",
+            "fits",
+            "--size",
+            "100KiB",
+            "--dirs",
+            &dirs,
+            "--",
+            "sh",
+            "-c",
+            "echo $LARDER_DIR",
+        ])
+        .ok();
+    assert_eq!(out, "$T/small/fits\n");
+    let out = t
+        .run(&[
+            "use",
+            "--name",
+            "large",
+            "--size",
+            "10MB",
+            "--dirs",
+            &dirs,
+            "--",
+            "sh",
+            "-c",
+            "echo $LARDER_DIR",
+        ])
+        .ok();
+    assert_eq!(out, "$T/big/large\n");
+    // From the configuration too, and an existing directory stays where it is.
+    let held = t
+        .script(&format!(
+            "p=$(LARDER_DIRS={dirs} $L use --name cfg --size 5MB) && echo $p && $L use --name cfg --size 1PB && $L unuse $p"
+        ))
+        .ok();
+    assert_eq!(held, "$T/big/cfg\n$T/big/cfg\n");
+    let err = t.run(&["use", "--size", "1PB", "--dirs", &dirs]).fails(4);
+    assert!(err.contains("no folder has 909.5 TiB free for directory"), "{err}");
+    assert!(err.contains("$T/small has") && err.contains("$T/big has"), "{err}");
+    assert!(err.contains("give other folders with --dirs"), "{err}");
+}

@@ -55,7 +55,7 @@ fn defaults_when_nothing_is_set() {
     check(
         &f,
         f.sources(),
-        "home=/default/home <- default\ncapacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default",
+        "home=/default/home <- default\ncapacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default\ndirs=/default/home/dirs <- default",
     );
 }
 
@@ -71,7 +71,8 @@ fn each_layer_overrides_the_one_below() {
         "home=$T/user/larder/data <- $T/user/larder/config.toml:3\n\
          capacity=4.0 KiB (4096 bytes) <- $T/proj/.larder/config.toml:3\n\
          log=info <- $T/user/larder/config.toml:2\n\
-         verify_reads=false <- default",
+         verify_reads=false <- default\n\
+         dirs=$T/user/larder/data/dirs <- default",
     );
     s.env.push(("LARDER_CAPACITY".into(), "10GB".into()));
     s.env.push(("LARDER_HOME".into(), "h".into()));
@@ -81,7 +82,8 @@ fn each_layer_overrides_the_one_below() {
         "home=$T/proj/h <- env LARDER_HOME\n\
          capacity=9.3 GiB (10000000000 bytes) <- env LARDER_CAPACITY\n\
          log=info <- $T/user/larder/config.toml:2\n\
-         verify_reads=false <- default",
+         verify_reads=false <- default\n\
+         dirs=$T/proj/h/dirs <- default",
     );
     let s = s.flag("capacity", "1MiB", "--capacity");
     check(
@@ -90,7 +92,8 @@ fn each_layer_overrides_the_one_below() {
         "home=$T/proj/h <- env LARDER_HOME\n\
          capacity=1.0 MiB (1048576 bytes) <- flag --capacity\n\
          log=info <- $T/user/larder/config.toml:2\n\
-         verify_reads=false <- default",
+         verify_reads=false <- default\n\
+         dirs=$T/proj/h/dirs <- default",
     );
 }
 
@@ -102,7 +105,8 @@ fn project_relative_home_is_relative_to_the_project() {
         &f,
         f.sources(),
         "home=$T/proj/cache <- $T/proj/.larder/config.toml:1\n\
-         capacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default",
+         capacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default\n\
+         dirs=$T/proj/cache/dirs <- default",
     );
 }
 
@@ -113,7 +117,7 @@ fn unknown_key_names_file_and_line() {
     check(
         &f,
         f.sources(),
-        "error: $T/proj/.larder/config.toml:3: unknown field `capasity`, expected one of `home`, `capacity`, `log`, `verify_reads`; known keys are home, capacity, log, verify_reads",
+        "error: $T/proj/.larder/config.toml:3: unknown field `capasity`, expected one of `home`, `capacity`, `log`, `verify_reads`, `dirs`; known keys are home, capacity, log, verify_reads, dirs",
     );
 }
 
@@ -136,6 +140,12 @@ fn malformed_values_name_their_origin() {
         got,
         "error: verify_reads ($T/user/larder/config.toml:1): `sometimes` is not true or false"
     );
+    f.write("user/larder/config.toml", "dirs = [\"/a\", \"b\"]\n");
+    let got = render(&f, Config::load(&f.sources()));
+    assert!(got.ends_with("dirs=/a:$T/user/larder/b <- $T/user/larder/config.toml:1"), "{got}");
+    f.write("user/larder/config.toml", "dirs = \":\"\n");
+    let got = render(&f, Config::load(&f.sources()));
+    assert!(got.contains("names no folder"), "{got}");
     f.write("user/larder/config.toml", "capacity = \n");
     let got = render(&f, Config::load(&f.sources()));
     assert!(got.starts_with("error: $T/user/larder/config.toml:1: "), "{got}");
