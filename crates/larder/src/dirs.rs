@@ -263,7 +263,7 @@ fn free_space(path: &Path) -> io::Result<u64> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(u64::from(stat.f_bavail).saturating_mul(stat.f_frsize))
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// A hold on a shared directory by the calling process, released on drop.
