@@ -12,6 +12,30 @@ pub fn format_rfc3339(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// Parses a duration: `90s`, `10m`, `2h`, `1d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, crate::Error> {
+    let bad = || {
+        crate::Error::new(
+            crate::ErrorKind::InvalidInput,
+            format!(
+                "malformed duration `{text}`: write a number and s, m, h or d, like 90s or 10m"
+            ),
+        )
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n.checked_mul(60).ok_or_else(bad)?,
+        "h" => n.checked_mul(3600).ok_or_else(bad)?,
+        "d" => n.checked_mul(86_400).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -36,5 +60,20 @@ mod tests {
         assert_eq!(super::format_utc(1_795_000_000), "2026-11-18 11:06:40");
         assert_eq!(super::format_utc(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(super::format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn durations() {
+        let check = |text: &str, secs: Option<u64>| {
+            assert_eq!(super::parse_duration(text).ok().map(|d| d.as_secs()), secs, "{text}");
+        };
+        check("90s", Some(90));
+        check("10m", Some(600));
+        check("2h", Some(7200));
+        check("1d", Some(86_400));
+        check("45", Some(45));
+        check("1.5h", None);
+        check("h", None);
+        check("10y", None);
     }
 }

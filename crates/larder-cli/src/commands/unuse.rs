@@ -5,7 +5,7 @@ use anyhow::Result;
 use larder::coord::Holder;
 
 use super::Context;
-use super::use_dir::parent_process;
+use super::use_dir::{parent_process, token};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["name", "path"])))]
@@ -15,6 +15,9 @@ pub struct Args {
     name: Option<String>,
     /// The directory's path, as `larder use` printed it
     path: Option<PathBuf>,
+    /// Release the hold taken with `larder use --holder NAME`
+    #[arg(long, value_name = "NAME")]
+    holder: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
@@ -24,7 +27,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         (None, Some(path)) => dirs.name_of_path(&path)?,
         (None, None) => unreachable!("clap requires one"),
     };
-    let holder = Holder::process(parent_process()?);
+    let holder = match &args.holder {
+        Some(id) => token(id, std::time::Duration::ZERO)?,
+        None => Holder::process(parent_process()?),
+    };
     dirs.unuse(&name, &holder)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,13 @@ pub struct Args {
     /// Folders to create a new directory in, the first with enough space [config: dirs]
     #[arg(long, value_name = "DIR:DIR…")]
     dirs: Option<String>,
+    /// Hold it under this name, not as the calling process: for holders on other hosts or
+    /// scripts that outlive their shell. The hold lasts --ttl; using it again renews it
+    #[arg(long, value_name = "NAME", conflicts_with = "command")]
+    holder: Option<String>,
+    /// How long a --holder hold lasts unless renewed, like 90s, 10m or 2h
+    #[arg(long, value_name = "DURATION", requires = "holder", default_value = "1h")]
+    ttl: String,
     /// Run this command with LARDER_DIR set to the directory, holding it until the command ends
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -33,7 +40,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     // Without a command, the holder is the calling process (the shell or job
     // script), so its `larder unuse` releases the directory, and so does its
     // death. With one, larder holds it while the command runs.
-    let holder = if args.command.is_empty() {
+    let holder = if let Some(id) = &args.holder {
+        let ttl = larder::time::parse_duration(&args.ttl)?;
+        token(id, ttl)?
+    } else if args.command.is_empty() {
         Holder::process(parent_process()?)
     } else {
         Holder::current_process()
@@ -58,6 +68,21 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         // Killed by a signal: report it as a shell would.
         None => ExitCode::from(128u8.saturating_add(signal_of(&status))),
+    })
+}
+
+/// A named holder whose hold lasts `ttl` from now.
+pub fn token(id: &str, ttl: std::time::Duration) -> Result<Holder> {
+    if id.is_empty() || id.chars().any(char::is_control) {
+        anyhow::bail!(larder::Error::new(
+            larder::ErrorKind::InvalidInput,
+            format!("holder name `{}` is empty or has control characters", id.escape_debug()),
+        ));
+    }
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    Ok(Holder::Token {
+        id: id.to_string(),
+        expires_at: larder::coord::now_ms().saturating_add(ttl_ms),
     })
 }
 

@@ -250,3 +250,26 @@ fn a_new_directory_goes_to_the_first_folder_with_room() {
     assert!(err.contains("$T/small has") && err.contains("$T/big has"), "{err}");
     assert!(err.contains("give other folders with --dirs"), "{err}");
 }
+
+#[test]
+fn a_named_holder_lasts_its_ttl_and_renews_by_using_again() {
+    let t = TestDir::new();
+    let path = t.run(&["use", "--name", "tok", "--holder", "ci-job", "--ttl", "1s"]).ok();
+    assert_eq!(path, "$T/home/dirs/tok\n");
+    let shown = t.json(&["dir", "show", "tok", "--json"]);
+    assert_eq!(shown["holders"][0]["holder"]["kind"], "token");
+    assert_eq!(shown["holders"][0]["holder"]["id"], "ci-job");
+    // Renewed for an hour: it outlives the first second.
+    t.run(&["use", "--name", "tok", "--holder", "ci-job", "--ttl", "1h"]).ok();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(t.dirs()[0]["holders"].as_array().map(Vec::len), Some(1));
+    t.run(&["unuse", "--name", "tok", "--holder", "ci-job"]).ok();
+    assert_eq!(t.dirs(), serde_json::json!([]));
+    // Not renewed: the lease runs out and whoever looks next releases it.
+    t.run(&["use", "--name", "brief", "--holder", "ci-job", "--ttl", "1s"]).ok();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(t.dirs(), serde_json::json!([]));
+    assert!(!t.home.join("dirs/brief").exists());
+    let err = t.run(&["use", "--holder", "x", "--ttl", "10y"]).fails(2);
+    assert!(err.contains("malformed duration `10y`"), "{err}");
+}
