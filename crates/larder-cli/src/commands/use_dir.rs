@@ -1,4 +1,5 @@
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::Result;
 use larder::coord::Holder;
@@ -53,10 +54,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         println!("{}", record.path);
         return Ok(ExitCode::SUCCESS);
     }
-    let status = Command::new(&args.command[0])
-        .args(&args.command[1..])
-        .env("LARDER_DIR", &record.path)
-        .status();
+    let status = run_forwarding_signals(
+        Command::new(&args.command[0]).args(&args.command[1..]).env("LARDER_DIR", &record.path),
+    );
     dirs.unuse(&record.name, &holder)?;
     let status = status.map_err(|e| {
         larder::Error::new(
@@ -69,6 +69,46 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         // Killed by a signal: report it as a shell would.
         None => ExitCode::from(128u8.saturating_add(signal_of(&status))),
     })
+}
+
+/// The command's pid while it runs, for the signal handler.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(signal: libc::c_int) {
+    let child = CHILD.load(Ordering::SeqCst);
+    if child > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe {
+            libc::kill(child, signal);
+        }
+    }
+}
+
+/// Runs `cmd` to its end. Interrupts and terminations meant for larder go to
+/// the command instead, so that larder outlives it and releases the directory
+/// at once, rather than leaving that to whoever looks next.
+fn run_forwarding_signals(cmd: &mut Command) -> std::io::Result<std::process::ExitStatus> {
+    const SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+    // A handler (unlike an ignored signal) is reset by exec, so the command
+    // itself keeps the default behaviour.
+    let handler = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    let previous: Vec<libc::sighandler_t> = SIGNALS
+        .iter()
+        // SAFETY: installs a handler that only calls async-signal-safe kill.
+        .map(|&s| unsafe { libc::signal(s, handler) })
+        .collect();
+    let status = cmd.spawn().and_then(|mut child| {
+        CHILD.store(child.id() as i32, Ordering::SeqCst);
+        child.wait()
+    });
+    for (&s, &p) in SIGNALS.iter().zip(&previous) {
+        // SAFETY: restores what was there before.
+        unsafe {
+            libc::signal(s, p);
+        }
+    }
+    CHILD.store(0, Ordering::SeqCst);
+    status
 }
 
 /// A named holder whose hold lasts `ttl` from now.

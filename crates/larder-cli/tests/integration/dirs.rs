@@ -273,3 +273,23 @@ fn a_named_holder_lasts_its_ttl_and_renews_by_using_again() {
     let err = t.run(&["use", "--holder", "x", "--ttl", "10y"]).fails(2);
     assert!(err.contains("malformed duration `10y`"), "{err}");
 }
+
+#[test]
+fn a_terminated_use_command_stops_its_command_and_deletes_at_once() {
+    let t = TestDir::new();
+    let child = t
+        .command()
+        .args(["use", "--name", "term", "--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let dir = t.home.join("dirs/term");
+    wait_for("the directory", || dir.is_dir());
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(128 + 15), "the command's death is reported");
+    assert!(!dir.exists(), "released and deleted before larder exits");
+}
