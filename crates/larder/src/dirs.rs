@@ -101,7 +101,7 @@ impl Dirs {
                         return Err(Error::new(
                             ErrorKind::Busy,
                             format!(
-                                "directory {name} has been being deleted by {} for over {}s; try again later",
+                                "directory {name} is still being deleted by {} after {}s; try again later",
                                 match &record.state {
                                     crate::coord::DirState::Deleting { by } => by.to_string(),
                                     crate::coord::DirState::Ready => "someone".to_string(),
