@@ -25,6 +25,10 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, Error> {
     set_wal(&conn).map_err(|e| Error::index(path, e))?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| Error::index(path, e))?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| Error::index(path, e))?;
+    // Each larder command is a short process: checkpointing the WAL at every
+    // close would cost it two fsyncs. SQLite checkpoints as the WAL grows.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(|e| Error::index(path, e))?;
     migrate(&conn, migrations).map_err(|e| Error::index(path, e))?;
     Ok(conn)
 }

@@ -390,12 +390,11 @@ impl Store {
         Ok(self.stats()?.usage_ratio)
     }
 
-    /// Flushes and closes the store (cloud-manager's `close`). Dropping the
-    /// store does the same, without reporting errors.
+    /// Closes the store (cloud-manager's `close`). Dropping the store does the
+    /// same, without reporting errors. Every change is already committed.
     pub fn close(self) -> Result<()> {
         let conn = self.conn.into_inner().unwrap_or_else(|p| p.into_inner());
         let index = self.layout.index();
-        conn.execute_batch("PRAGMA optimize").map_err(|e| Error::index(&index, e))?;
         conn.close().map_err(|(_, e)| Error::index(&index, e))
     }
 }
