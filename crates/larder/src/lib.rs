@@ -25,6 +25,7 @@ mod error;
 mod fsutil;
 pub mod holder;
 mod progress;
+pub mod recipe;
 pub mod size;
 mod sqlite;
 mod store;
