@@ -293,3 +293,37 @@ fn a_terminated_use_command_stops_its_command_and_deletes_at_once() {
     assert_eq!(out.status.code(), Some(128 + 15), "the command's death is reported");
     assert!(!dir.exists(), "released and deleted before larder exits");
 }
+
+#[test]
+fn sixteen_scripts_sharing_one_name_never_see_a_half_deleted_directory() {
+    let t = TestDir::new();
+    std::thread::scope(|s| {
+        for worker in 0..16 {
+            let t = &t;
+            s.spawn(move || {
+                // Each round attaches, writes into the folder and releases;
+                // releases race with other workers' attaches and deletions.
+                let body = format!(
+                    r#"set -e
+                    for round in 1 2 3 4 5; do
+                        p=$($L use --name shared)
+                        test -d "$p"
+                        echo {worker} > "$p/w{worker}-$round"
+                        $L unuse --name shared
+                    done
+                    echo done"#
+                );
+                let run = t.script(&body);
+                assert_eq!(run.code, 0, "worker {worker}: {run:#?}");
+                assert_eq!(run.stdout, "done\n");
+            });
+        }
+    });
+    assert_eq!(t.dirs(), serde_json::json!([]));
+    let leftovers: Vec<_> = std::fs::read_dir(t.home.join("dirs"))
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
