@@ -125,6 +125,11 @@ pub struct Holding {
 /// Where a directory is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirState {
+    /// Being built by `by`; users wait for it, and take over if `by` dies.
+    Building {
+        /// Who builds it.
+        by: Holder,
+    },
     /// In use, or waiting for users.
     Ready,
     /// Being deleted by `by`; attaching must wait until the record is gone.
@@ -167,6 +172,8 @@ pub struct NewDir {
     pub recipe_hash: Option<String>,
     /// Its first metadata.
     pub meta: BTreeMap<String, String>,
+    /// Whether it must be built before use: the creator becomes its builder.
+    pub build: bool,
 }
 
 /// The result of [`Coordinator::attach`].
@@ -215,6 +222,15 @@ pub trait Coordinator: Send + Sync {
 
     /// Drops the record of `name` if it is still the generation `generation`.
     fn finish_delete(&self, name: &str, generation: u64) -> Result<()>;
+
+    /// Makes `builder` the builder of `name` if it is being built and its
+    /// builder is `builder` already or has died; returns the record to (re)build.
+    /// `None`: someone alive builds it, or it is not being built.
+    fn claim_build(&self, name: &str, builder: &Holder) -> Result<Option<DirRecord>>;
+
+    /// Marks `name` ready if `builder` still builds its generation
+    /// `generation`; false if someone took the build over (fencing).
+    fn finish_build(&self, name: &str, generation: u64, builder: &Holder) -> Result<bool>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -81,7 +81,8 @@ impl Dirs {
             "created_at".to_string(),
             crate::time::format_rfc3339(crate::coord::now_ms() / 1000),
         );
-        let new = NewDir { path: path.display().to_string(), recipe_hash: None, meta };
+        let new =
+            NewDir { path: path.display().to_string(), recipe_hash: None, meta, build: false };
         let deadline = Instant::now() + DELETE_WAIT;
         loop {
             match self.coord.attach(&name, holder, &new)? {
@@ -104,7 +105,7 @@ impl Dirs {
                                 "directory {name} is still being deleted by {} after {}s; try again later",
                                 match &record.state {
                                     crate::coord::DirState::Deleting { by } => by.to_string(),
-                                    crate::coord::DirState::Ready => "someone".to_string(),
+                                    _ => "someone".to_string(),
                                 },
                                 DELETE_WAIT.as_secs()
                             ),

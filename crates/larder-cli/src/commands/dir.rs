@@ -135,6 +135,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
 
 fn state(r: &DirRecord) -> &'static str {
     match r.state {
+        DirState::Building { .. } => "building",
         DirState::Ready => "ready",
         DirState::Deleting { .. } => "deleting",
     }

@@ -9,7 +9,7 @@ use crate::holder::ProcessId;
 fn new_dir(path: &str) -> NewDir {
     let mut meta = BTreeMap::new();
     meta.insert("id".to_string(), path.to_string());
-    NewDir { path: path.to_string(), recipe_hash: None, meta }
+    NewDir { path: path.to_string(), recipe_hash: None, meta, build: false }
 }
 
 fn token(id: &str, ttl_ms: i64) -> Holder {
@@ -39,6 +39,46 @@ pub fn run(coord: &dyn Coordinator) {
     attaching_during_deletion_waits_and_generations_fence(coord);
     a_dead_deleter_is_taken_over(coord);
     metadata_is_kept(coord);
+    one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord);
+}
+
+fn one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord: &dyn Coordinator) {
+    let building = NewDir { build: true, ..new_dir("/x/g") };
+    let a = token("builder-a", 60_000);
+    let b = token("builder-b", 60_000);
+    let (first, created) = held(coord.attach("g", &a, &building).expect("attach"));
+    assert!(created);
+    assert_eq!(first.state, DirState::Building { by: a.clone() });
+    let (second, created) = held(coord.attach("g", &b, &building).expect("attach"));
+    assert!(!created, "the second user waits for the first build");
+    assert_eq!(second.state, DirState::Building { by: a.clone() });
+    assert_eq!(coord.claim_build("g", &b).expect("claim"), None, "a live builder keeps it");
+    assert_eq!(coord.begin_delete("g", &b, false).expect("begin"), None, "never while building");
+    assert!(coord.finish_build("g", first.generation, &a).expect("finish"));
+    assert_eq!(coord.get("g").expect("get").expect("record").state, DirState::Ready);
+    assert_eq!(coord.claim_build("g", &b).expect("claim"), None, "ready: nothing to build");
+    coord.detach("g", &a).expect("detach");
+    coord.detach("g", &b).expect("detach");
+    let r = coord.begin_delete("g", &a, false).expect("begin").expect("free");
+    coord.finish_delete("g", r.generation).expect("finish");
+
+    // The builder dies: a waiter takes over, and the dead one's late finish is fenced off.
+    let ghost = dead_process();
+    let (rec, _) = held(
+        coord.attach("h", &ghost, &NewDir { build: true, ..new_dir("/x/h") }).expect("attach"),
+    );
+    coord.attach("h", &b, &building).expect("attach");
+    let claimed = coord.claim_build("h", &b).expect("claim").expect("taken over");
+    assert_eq!(claimed.state, DirState::Building { by: b.clone() });
+    assert!(!coord.finish_build("h", rec.generation, &ghost).expect("finish"), "fenced");
+    assert!(
+        !coord.finish_build("h", rec.generation + 1000, &b).expect("finish"),
+        "wrong generation"
+    );
+    assert!(coord.finish_build("h", rec.generation, &b).expect("finish"));
+    coord.detach("h", &b).expect("detach");
+    let r = coord.begin_delete("h", &b, false).expect("begin").expect("free");
+    coord.finish_delete("h", r.generation).expect("finish");
 }
 
 fn first_attach_creates_and_later_ones_share(coord: &dyn Coordinator) {

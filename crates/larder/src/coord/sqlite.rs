@@ -16,6 +16,7 @@ CREATE TABLE dirs (
     name        TEXT PRIMARY KEY,
     path        TEXT NOT NULL,
     generation  INTEGER NOT NULL,
+    builder     TEXT,
     deleter     TEXT,
     locked      INTEGER NOT NULL DEFAULT 0,
     recipe_hash TEXT,
@@ -92,7 +93,7 @@ fn reap(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<()> {
 fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
     let row = tx
         .prepare_cached(
-            "SELECT path, generation, deleter, locked, recipe_hash, created_at, meta
+            "SELECT path, generation, deleter, locked, recipe_hash, created_at, meta, builder
              FROM dirs WHERE name = ?1",
         )?
         .query_row([name], |r| {
@@ -104,10 +105,12 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })
         .optional()?;
-    let Some((path, generation, deleter, locked, recipe_hash, created_at, meta)) = row else {
+    let Some((path, generation, deleter, locked, recipe_hash, created_at, meta, builder)) = row
+    else {
         return Ok(None);
     };
     let mut holders = Vec::new();
@@ -123,9 +126,11 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
             }
         }
     }
-    let state = match deleter.and_then(|d| serde_json::from_str(&d).ok()) {
-        Some(by) => DirState::Deleting { by },
-        None => DirState::Ready,
+    let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str::<Holder>(&t).ok());
+    let state = match (parse(deleter), parse(builder)) {
+        (Some(by), _) => DirState::Deleting { by },
+        (None, Some(by)) => DirState::Building { by },
+        (None, None) => DirState::Ready,
     };
     Ok(Some(DirRecord {
         name: name.to_string(),
@@ -160,9 +165,10 @@ impl Coordinator for SqliteCoordinator {
                              RETURNING value",
                         )?
                         .query_row([], |r| r.get(0))?;
+                    let builder = new.build.then(|| json(holder));
                     tx.prepare_cached(
-                        "INSERT INTO dirs(name, path, generation, recipe_hash, created_at, meta)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO dirs(name, path, generation, recipe_hash, created_at, meta, builder)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?
                     .execute(params![
                         name,
@@ -170,7 +176,8 @@ impl Coordinator for SqliteCoordinator {
                         generation,
                         new.recipe_hash,
                         now_ms(),
-                        json(&new.meta)
+                        json(&new.meta),
+                        builder
                     ])?;
                     true
                 }
@@ -246,6 +253,9 @@ impl Coordinator for SqliteCoordinator {
             let now = now_ms();
             let free = match &record.state {
                 DirState::Deleting { by } => !by.is_alive(now) || by == deleter,
+                DirState::Building { by } => {
+                    force || (!by.is_alive(now) && record.holders.is_empty() && !record.locked)
+                }
                 DirState::Ready => force || (record.holders.is_empty() && !record.locked),
             };
             if !free {
@@ -262,6 +272,32 @@ impl Coordinator for SqliteCoordinator {
             tx.prepare_cached("DELETE FROM dirs WHERE name = ?1 AND generation = ?2")?
                 .execute(params![name, generation as i64])?;
             Ok(())
+        })
+    }
+
+    fn claim_build(&self, name: &str, builder: &Holder) -> Result<Option<DirRecord>> {
+        self.write(|tx| {
+            reap(tx, name)?;
+            let Some(record) = load(tx, name)? else { return Ok(None) };
+            let DirState::Building { by } = &record.state else { return Ok(None) };
+            if by != builder && by.is_alive(now_ms()) {
+                return Ok(None);
+            }
+            tx.prepare_cached("UPDATE dirs SET builder = ?2 WHERE name = ?1")?
+                .execute(params![name, json(builder)])?;
+            load(tx, name)
+        })
+    }
+
+    fn finish_build(&self, name: &str, generation: u64, builder: &Holder) -> Result<bool> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE dirs SET builder = NULL
+                     WHERE name = ?1 AND generation = ?2 AND builder = ?3 AND deleter IS NULL",
+                )?
+                .execute(params![name, generation as i64, json(builder)])?;
+            Ok(changed == 1)
         })
     }
 }
