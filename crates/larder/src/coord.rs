@@ -50,7 +50,12 @@ impl Holder {
     /// The process `id` on this host.
     pub fn process(id: ProcessId) -> Holder {
         let this = Host::current();
-        Holder::Process { host: this.name, boot_id: this.boot_id, pid: id.pid, start: id.start }
+        Holder::Process {
+            host: this.name.clone(),
+            boot_id: this.boot_id.clone(),
+            pid: id.pid,
+            start: id.start,
+        }
     }
 
     /// The calling process.
@@ -104,12 +109,16 @@ struct Host {
 }
 
 impl Host {
-    fn current() -> Host {
-        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
-        Host {
-            name: read("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into()),
-            boot_id: read("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
-        }
+    /// Read once per process: neither changes while it runs.
+    fn current() -> &'static Host {
+        static HOST: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
+        HOST.get_or_init(|| {
+            let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+            Host {
+                name: read("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into()),
+                boot_id: read("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
+            }
+        })
     }
 }
 
