@@ -206,38 +206,12 @@ fn a_new_directory_goes_to_the_first_folder_with_room() {
     let _fs = crate::bad_input::Tmpfs::mount(&small, "1m");
     let big = t.path().join("big");
     let dirs = format!("{}:{}", small.display(), big.display());
-    let out = t
-        .run(&[
-            "use",
-            "--name",
-            "fits",
-            "--size",
-            "100KiB",
-            "--dirs",
-            &dirs,
-            "--",
-            "sh",
-            "-c",
-            "echo $LARDER_DIR",
-        ])
-        .ok();
-    assert_eq!(out, "$T/small/fits\n");
-    let out = t
-        .run(&[
-            "use",
-            "--name",
-            "large",
-            "--size",
-            "10MB",
-            "--dirs",
-            &dirs,
-            "--",
-            "sh",
-            "-c",
-            "echo $LARDER_DIR",
-        ])
-        .ok();
-    assert_eq!(out, "$T/big/large\n");
+    let placed = |name: &str, size: &str| {
+        let args = ["use", "--name", name, "--size", size, "--dirs", &dirs];
+        t.run(&[&args[..], &["--", "sh", "-c", "echo $LARDER_DIR"]].concat()).ok()
+    };
+    assert_eq!(placed("fits", "100KiB"), "$T/small/fits\n");
+    assert_eq!(placed("large", "10MB"), "$T/big/large\n");
     // From the configuration too, and an existing directory stays where it is.
     let held = t
         .script(&format!(
