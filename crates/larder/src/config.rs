@@ -28,6 +28,8 @@ pub struct Config {
     pub verify_reads: bool,
     /// Where new shared directories go: the first with enough free space.
     pub dirs: Vec<PathBuf>,
+    /// How recipes download: timeout and retries.
+    pub fetch: crate::build::FetchOptions,
     /// Every key with its effective value and origin, in a fixed order.
     pub settings: Vec<Setting>,
     /// `LARDER_*` environment variables that name no setting (likely typos).
@@ -75,7 +77,8 @@ impl fmt::Display for Origin {
 }
 
 /// The keys larder knows, in the order `larder config` prints them.
-pub const KEYS: [&str; 5] = ["home", "capacity", "log", "verify_reads", "dirs"];
+pub const KEYS: [&str; 7] =
+    ["home", "capacity", "log", "verify_reads", "dirs", "http_timeout", "http_retries"];
 
 /// Everything configuration is read from. [`Sources::from_process`] fills it from
 /// the real environment; tests build it by hand.
@@ -136,6 +139,8 @@ struct FileConfig {
     log: Option<toml::Spanned<String>>,
     verify_reads: Option<toml::Spanned<BoolValue>>,
     dirs: Option<toml::Spanned<ListValue>>,
+    http_timeout: Option<toml::Spanned<SizeValue>>,
+    http_retries: Option<toml::Spanned<SizeValue>>,
 }
 
 #[derive(Deserialize)]
@@ -170,7 +175,7 @@ struct Raw {
 impl Config {
     /// Loads the layered configuration.
     pub fn load(sources: &Sources) -> Result<Config, Error> {
-        let mut raw: [Option<Raw>; 5] = [None, None, None, None, None];
+        let mut raw: [Option<Raw>; 7] = Default::default();
         let slot = |key: &str| KEYS.iter().position(|k| *k == key);
 
         for path in [&sources.user_file, &sources.project_file].into_iter().flatten() {
@@ -228,6 +233,16 @@ impl Config {
                 };
                 raw[4] = Some(Raw { value, origin, base: base.clone() });
             }
+            for (i, v) in [(5, file.http_timeout), (6, file.http_retries)] {
+                if let Some(v) = v {
+                    let origin = at(v.span());
+                    let value = match v.into_inner() {
+                        SizeValue::Bytes(n) => n.to_string(),
+                        SizeValue::Text(t) => t,
+                    };
+                    raw[i] = Some(Raw { value, origin, base: base.clone() });
+                }
+            }
         }
         let mut unknown_env = Vec::new();
         for (name, value) in &sources.env {
@@ -253,7 +268,7 @@ impl Config {
             }
         }
 
-        let [home_raw, capacity_raw, log_raw, verify_raw, dirs_raw] = raw;
+        let [home_raw, capacity_raw, log_raw, verify_raw, dirs_raw, timeout_raw, retries_raw] = raw;
         let (home, home_origin) = match home_raw {
             Some(r) if r.value.trim().is_empty() => {
                 return Err(Error::new(
@@ -321,6 +336,40 @@ impl Config {
             }
             None => (vec![home.join("dirs")], Origin::Default),
         };
+        let mut fetch = crate::build::FetchOptions::default();
+        let timeout_origin = match timeout_raw {
+            Some(r) => {
+                fetch.timeout = crate::time::parse_duration(&r.value)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Config,
+                            format!(
+                                "http_timeout ({}): `{}` is not a duration; write it like 30s or 2m",
+                                r.origin, r.value
+                            ),
+                        )
+                    })?;
+                r.origin
+            }
+            None => Origin::Default,
+        };
+        let retries_origin = match retries_raw {
+            Some(r) => {
+                fetch.retries = r.value.trim().parse().map_err(|_| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "http_retries ({}): `{}` is not a number of retries, like 4",
+                            r.origin, r.value
+                        ),
+                    )
+                })?;
+                r.origin
+            }
+            None => Origin::Default,
+        };
         let settings = vec![
             Setting { key: "home", value: home.display().to_string(), origin: home_origin },
             Setting {
@@ -335,8 +384,18 @@ impl Config {
                 value: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
                 origin: dirs_origin,
             },
+            Setting {
+                key: "http_timeout",
+                value: format!("{}s", fetch.timeout.as_secs_f64()),
+                origin: timeout_origin,
+            },
+            Setting {
+                key: "http_retries",
+                value: fetch.retries.to_string(),
+                origin: retries_origin,
+            },
         ];
-        Ok(Config { home, capacity, log, verify_reads, dirs, settings, unknown_env })
+        Ok(Config { home, capacity, log, verify_reads, dirs, fetch, settings, unknown_env })
     }
 }
 

@@ -141,6 +141,12 @@ pub enum DirState {
     },
     /// In use, or waiting for users.
     Ready,
+    /// Its last build failed with `error`; those who waited for it report the
+    /// error, and the next `use` builds it again.
+    Failed {
+        /// What went wrong, as the builder reported it.
+        error: String,
+    },
     /// Being deleted by `by`; attaching must wait until the record is gone.
     Deleting {
         /// Who deletes it.
@@ -164,6 +170,13 @@ pub struct DirRecord {
     pub locked: bool,
     /// The hash of the recipe that built it, if any.
     pub recipe_hash: Option<String>,
+    /// The recipe itself, in its canonical form.
+    pub recipe: Option<String>,
+    /// The space asked for when it was created (`use --size`), in bytes;
+    /// reserved in its folder while it is being built.
+    pub size: u64,
+    /// How far its build has come, as its builder last reported.
+    pub progress: Option<BuildProgress>,
     /// When it was created, in milliseconds since the Unix epoch.
     pub created_at: i64,
     /// Metadata: `id`, `created_at` and whatever users added.
@@ -172,17 +185,36 @@ pub struct DirRecord {
     pub holders: Vec<Holding>,
 }
 
+/// How far a build has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildProgress {
+    /// What the builder does now, like `downloading data.tar.gz`.
+    pub phase: String,
+    /// Bytes (or items) done in this phase.
+    pub done: u64,
+    /// The phase's total, if known.
+    pub total: Option<u64>,
+    /// Bytes written into the directory so far, all phases together.
+    #[serde(default)]
+    pub written: u64,
+}
+
 /// What a new directory record starts with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewDir {
     /// Where it will be on disk.
     pub path: String,
     /// The hash of its recipe, if any.
     pub recipe_hash: Option<String>,
+    /// The recipe in its canonical form, if any.
+    pub recipe: Option<String>,
     /// Its first metadata.
     pub meta: BTreeMap<String, String>,
-    /// Whether it must be built before use: the creator becomes its builder.
-    pub build: bool,
+    /// Who builds it, if it must be built before use. The builder need not be
+    /// a holder: a command builds what its calling shell holds.
+    pub builder: Option<Holder>,
+    /// The space it needs, reserved in its folder while it is built.
+    pub size: u64,
 }
 
 /// The result of [`Coordinator::attach`].
@@ -233,13 +265,34 @@ pub trait Coordinator: Send + Sync {
     fn finish_delete(&self, name: &str, generation: u64) -> Result<()>;
 
     /// Makes `builder` the builder of `name` if it is being built and its
-    /// builder is `builder` already or has died; returns the record to (re)build.
-    /// `None`: someone alive builds it, or it is not being built.
+    /// builder is `builder` already or has died, or if its last build failed;
+    /// returns the record to (re)build, with its progress cleared. `None`:
+    /// someone alive builds it, or it is ready or being deleted.
     fn claim_build(&self, name: &str, builder: &Holder) -> Result<Option<DirRecord>>;
 
     /// Marks `name` ready if `builder` still builds its generation
     /// `generation`; false if someone took the build over (fencing).
     fn finish_build(&self, name: &str, generation: u64, builder: &Holder) -> Result<bool>;
+
+    /// Marks the build of `name` failed with `error` if `builder` still builds
+    /// its generation `generation`; false if someone took the build over.
+    fn fail_build(
+        &self,
+        name: &str,
+        generation: u64,
+        builder: &Holder,
+        error: &str,
+    ) -> Result<bool>;
+
+    /// Records how far `builder`'s build of `name` has come, for those who
+    /// wait; false if `builder` no longer builds it.
+    fn report_progress(
+        &self,
+        name: &str,
+        generation: u64,
+        builder: &Holder,
+        progress: &BuildProgress,
+    ) -> Result<bool>;
 }
 
 /// Milliseconds since the Unix epoch.

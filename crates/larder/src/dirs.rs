@@ -1,26 +1,103 @@
 //! Shared directories: named folders with holders, metadata and a lock flag,
 //! deleted when their last holder is gone unless locked. Without a recipe, a
-//! directory is a scratch directory (Monolith's caches).
+//! directory is a scratch directory (Monolith's caches); with one, it is a
+//! repository (shared-cache's) that the first user builds while the others
+//! wait (see `building`).
 //!
 //! Deletion is fenced: a deleter first marks the record as being deleted (so
 //! newcomers wait), renames the folder aside, drops the record only if its
 //! generation is still the one it marked, and removes the folder last. A
 //! deleter that dies midway is taken over by whoever looks next.
 
+mod building;
+mod place;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::coord::{Attached, Coordinator, DirRecord, Holder, NewDir, SqliteCoordinator};
+use crate::build::FetchOptions;
+use crate::coord::{Attached, Coordinator, DirRecord, DirState, Holder, NewDir, SqliteCoordinator};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::size::format_size;
+use crate::progress::{NoProgress, Progress};
+use crate::recipe::Recipe;
+use crate::store::Store;
 
 /// How long `use` waits for a directory of the same name to finish being deleted.
 const DELETE_WAIT: Duration = Duration::from_secs(60);
+
+/// What `use` asks for: a name (or one made up), the space it needs, and the
+/// recipe that builds it (empty for a scratch directory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirSpec {
+    /// Its name; without one, a scratch directory gets a fresh id and a
+    /// recipe a name made from what it loads and its hash.
+    pub name: Option<String>,
+    /// The space it needs, in bytes: a new directory goes where this much is
+    /// free, and a build may not write more.
+    pub size: u64,
+    /// How it is built; empty for a scratch directory.
+    pub recipe: Recipe,
+}
+
+impl DirSpec {
+    /// A scratch directory named `name`, or a new one with a fresh id.
+    pub fn scratch(name: Option<&str>) -> DirSpec {
+        DirSpec { name: name.map(str::to_string), ..DirSpec::default() }
+    }
+
+    /// A directory built from `recipe`.
+    pub fn recipe(recipe: Recipe) -> DirSpec {
+        DirSpec { recipe, ..DirSpec::default() }
+    }
+
+    /// Names it `name`.
+    pub fn named(mut self, name: &str) -> DirSpec {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// Asks for `size` bytes.
+    pub fn with_size(mut self, size: u64) -> DirSpec {
+        self.size = size;
+        self
+    }
+
+    /// The name the directory goes by.
+    pub fn resolve_name(&self) -> Result<String> {
+        match &self.name {
+            Some(n) => {
+                validate_name(n)?;
+                Ok(n.clone())
+            }
+            None if self.recipe.is_empty() => Ok(fresh_id()),
+            None => Ok(recipe_name(&self.recipe)),
+        }
+    }
+
+    fn recipe_hash(&self) -> Option<String> {
+        (!self.recipe.is_empty()).then(|| self.recipe.hash())
+    }
+}
+
+/// A name for a recipe's directory without one: what its first source loads,
+/// and enough of the recipe's hash to tell recipes apart.
+fn recipe_name(recipe: &Recipe) -> String {
+    let label =
+        recipe.sources.first().map(|s| crate::build::file_label(&s.loader)).unwrap_or_default();
+    let clean: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .take(60)
+        .collect();
+    let hash = recipe.hash();
+    let hex = hash.strip_prefix("sha256:").unwrap_or(&hash);
+    format!("{}-{}", clean.trim_start_matches('.'), &hex[..12]).trim_start_matches('-').to_string()
+}
 
 /// The shared directories of one larder home.
 #[derive(Clone)]
@@ -28,6 +105,11 @@ pub struct Dirs {
     places: Vec<PathBuf>,
     coord: Arc<dyn Coordinator>,
     me: Holder,
+    home: Option<PathBuf>,
+    store: Arc<OnceLock<Arc<Store>>>,
+    /// The capacity and read checks of the store opened when a recipe needs it.
+    store_config: (u64, bool),
+    fetch: FetchOptions,
 }
 
 impl std::fmt::Debug for Dirs {
@@ -42,13 +124,58 @@ impl Dirs {
     pub fn open(home: &Path) -> Result<Dirs> {
         crate::store::check_home(home)?;
         let coord = SqliteCoordinator::open(home)?;
-        Ok(Dirs::with_coordinator(vec![home.join("dirs")], Arc::new(coord)))
+        let mut dirs = Dirs::with_coordinator(vec![home.join("dirs")], Arc::new(coord));
+        dirs.home = Some(home.to_path_buf());
+        Ok(dirs)
     }
 
     /// Shared directories created in the first of `places` with room,
     /// coordinated by `coord`.
     pub fn with_coordinator(places: Vec<PathBuf>, coord: Arc<dyn Coordinator>) -> Dirs {
-        Dirs { places, coord, me: Holder::current_process() }
+        Dirs {
+            places,
+            coord,
+            me: Holder::current_process(),
+            home: None,
+            store: Arc::new(OnceLock::new()),
+            store_config: (crate::config::DEFAULT_CAPACITY, false),
+            fetch: FetchOptions::default(),
+        }
+    }
+
+    /// The capacity and read checks of the store that recipes download into,
+    /// when it is opened on demand.
+    pub fn with_store_config(mut self, capacity: u64, verify_reads: bool) -> Dirs {
+        self.store_config = (capacity, verify_reads);
+        self
+    }
+
+    /// Downloads of recipes go through `store`. Without one, the store of the
+    /// home is opened with the default capacity when a recipe needs it.
+    pub fn with_store(self, store: Arc<Store>) -> Dirs {
+        let _ = self.store.set(store);
+        self
+    }
+
+    /// How recipes download.
+    pub fn with_fetch(mut self, fetch: FetchOptions) -> Dirs {
+        self.fetch = fetch;
+        self
+    }
+
+    fn store(&self) -> Result<&Store> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let home = self.home.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "building from a recipe needs a store; open the directories with Dirs::open or give one with with_store",
+            )
+        })?;
+        let (capacity, verify_reads) = self.store_config;
+        let store = Store::open(home, capacity)?.with_verify_reads(verify_reads);
+        Ok(self.store.get_or_init(|| Arc::new(store)))
     }
 
     /// Creates new directories in the first of `places` with enough free space.
@@ -59,21 +186,25 @@ impl Dirs {
         self
     }
 
-    /// Holds the directory `name` (a new one with a fresh id if `None`) for
-    /// `holder`, creating it if nobody had it, in the first place with `size`
-    /// bytes free. Returns its record.
-    pub fn use_dir(&self, name: Option<&str>, size: u64, holder: &Holder) -> Result<DirRecord> {
-        let name = match name {
-            Some(n) => {
-                validate_name(n)?;
-                n.to_string()
-            }
-            None => fresh_id(),
-        };
+    /// Holds the directory `spec` names for `holder`, creating it if nobody
+    /// had it (in the first place with `spec.size` free) and, for a recipe,
+    /// building it or waiting while another process builds it. Returns its
+    /// record once it is ready.
+    pub fn use_dir(
+        &self,
+        spec: &DirSpec,
+        holder: &Holder,
+        progress: &dyn Progress,
+    ) -> Result<DirRecord> {
+        let name = spec.resolve_name()?;
+        let recipe_hash = spec.recipe_hash();
         // A directory that exists stays where it is; only a new one is placed.
         let path = match self.coord.get(&name)? {
-            Some(record) => PathBuf::from(record.path),
-            None => self.place(&name, size)?.join(&name),
+            Some(record) => {
+                check_recipe(&record, spec)?;
+                PathBuf::from(record.path)
+            }
+            None => self.place(&name, spec.size)?.join(&name),
         };
         let mut meta = BTreeMap::new();
         meta.insert("id".to_string(), name.clone());
@@ -81,20 +212,18 @@ impl Dirs {
             "created_at".to_string(),
             crate::time::format_rfc3339(crate::coord::now_ms() / 1000),
         );
-        let new =
-            NewDir { path: path.display().to_string(), recipe_hash: None, meta, build: false };
+        let new = NewDir {
+            path: path.display().to_string(),
+            recipe: recipe_hash.as_ref().map(|_| spec.recipe.to_string()),
+            recipe_hash,
+            meta,
+            builder: (!spec.recipe.is_empty()).then(|| self.me.clone()),
+            size: spec.size,
+        };
         let deadline = Instant::now() + DELETE_WAIT;
-        loop {
+        let record = loop {
             match self.coord.attach(&name, holder, &new)? {
-                Attached::Held { record, .. } => {
-                    let path = PathBuf::from(&record.path);
-                    if let Err(e) = fs::create_dir_all(&path) {
-                        let _ = self.coord.detach(&name, holder);
-                        let _ = self.collect(&name);
-                        return Err(Error::io("create", &path, e));
-                    }
-                    return Ok(record);
-                }
+                Attached::Held { record, .. } => break record,
                 Attached::Deleting(record) => {
                     // Finish it ourselves if its deleter died; else wait for it.
                     self.collect(&name)?;
@@ -104,7 +233,7 @@ impl Dirs {
                             format!(
                                 "directory {name} is still being deleted by {} after {}s; try again later",
                                 match &record.state {
-                                    crate::coord::DirState::Deleting { by } => by.to_string(),
+                                    DirState::Deleting { by } => by.to_string(),
                                     _ => "someone".to_string(),
                                 },
                                 DELETE_WAIT.as_secs()
@@ -114,13 +243,52 @@ impl Dirs {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
+        };
+        if let Err(e) = check_recipe(&record, spec) {
+            self.release(&name, holder);
+            return Err(e);
+        }
+        let record = self.wait_or_build(record, spec, holder, progress)?;
+        if spec.recipe.is_empty() && record.recipe_hash.is_none() {
+            let path = PathBuf::from(&record.path);
+            if let Err(e) = fs::create_dir_all(&path) {
+                self.release(&name, holder);
+                return Err(Error::io("create", &path, e));
+            }
+        }
+        Ok(record)
+    }
+
+    /// Holds the directory `spec` names for the calling process until the
+    /// lease is dropped.
+    pub fn lease(&self, spec: &DirSpec) -> Result<DirLease> {
+        let record = self.use_dir(spec, &self.me, &NoProgress)?;
+        Ok(DirLease { dirs: self.clone(), record, holder: self.me.clone(), released: false })
+    }
+
+    /// Releases a hold after a failure, deleting what nobody holds any more;
+    /// errors are logged, the caller reports the failure.
+    fn release(&self, name: &str, holder: &Holder) {
+        if let Err(e) = self.coord.detach(name, holder).and_then(|_| self.collect(name)) {
+            tracing::warn!("releasing directory {name}: {e}");
         }
     }
 
-    /// Holds a directory for the calling process until the lease is dropped.
-    pub fn lease(&self, name: Option<&str>) -> Result<DirLease> {
-        let record = self.use_dir(name, 0, &self.me)?;
-        Ok(DirLease { dirs: self.clone(), record, holder: self.me.clone(), released: false })
+    /// Releases `holder`'s hold on the directory `spec` names (checking that
+    /// it was built from the same recipe, if one is given).
+    pub fn unuse_spec(&self, spec: &DirSpec, holder: &Holder) -> Result<Option<DirRecord>> {
+        let name = match (&spec.name, spec.recipe.is_empty()) {
+            (None, true) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "name the directory to release: --name NAME, its recipe, or its path",
+                ));
+            }
+            _ => spec.resolve_name()?,
+        };
+        let record = self.coord.get(&name)?.ok_or_else(|| unknown_dir(&name))?;
+        check_recipe(&record, spec)?;
+        self.unuse(&name, holder)
     }
 
     /// Releases `holder`'s hold on `name`, and deletes the directory if that
@@ -206,6 +374,9 @@ impl Dirs {
             return Ok(false);
         };
         let path = PathBuf::from(&record.path);
+        if let Some(parent) = path.parent() {
+            building::remove_stale_staging(parent, name);
+        }
         // Beside the directory, so the rename never crosses filesystems.
         let trash = path.with_file_name(format!(".larder-trash-{name}-{}", record.generation));
         match fs::rename(&path, &trash) {
@@ -222,49 +393,6 @@ impl Dirs {
         tracing::info!(name, "deleted a shared directory");
         Ok(true)
     }
-}
-
-impl Dirs {
-    /// The first place with `size` bytes free, or an error that lists each.
-    fn place(&self, name: &str, size: u64) -> Result<PathBuf> {
-        let mut seen = Vec::new();
-        for place in &self.places {
-            match free_space(place) {
-                Ok(free) if free >= size => return Ok(place.clone()),
-                Ok(free) => {
-                    seen.push(format!("{} has {} free", place.display(), format_size(free)))
-                }
-                Err(e) => seen.push(format!("{}: {e}", place.display())),
-            }
-        }
-        Err(Error::new(
-            ErrorKind::DiskFull,
-            format!(
-                "no folder has {} free for directory {name}: {}; free some space or give other folders with --dirs",
-                format_size(size),
-                seen.join(", ")
-            ),
-        ))
-    }
-}
-
-/// Free bytes for unprivileged users on the filesystem that holds (or would
-/// hold) `path`.
-fn free_space(path: &Path) -> io::Result<u64> {
-    let mut probe = path;
-    while !probe.exists() {
-        probe = probe.parent().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-    }
-    let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: statvfs is plain old data, for which all zeroes is a valid value.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a statvfs we own.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut stat) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// A hold on a shared directory by the calling process, released on drop.
@@ -352,6 +480,42 @@ fn fresh_id() -> String {
     Digest::of(format!("{me}-{nanos}-{n}").as_bytes()).hex()[..16].to_string()
 }
 
+/// The bytes of the files under `path`, links not followed.
+pub fn disk_usage(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => total += entry.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Refuses a recipe that is not the one the directory was made from.
+fn check_recipe(record: &DirRecord, spec: &DirSpec) -> Result<()> {
+    let Some(wanted) = spec.recipe_hash() else { return Ok(()) };
+    if record.recipe_hash.as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    let was = match &record.recipe {
+        Some(r) => format!("from the recipe `{r}`"),
+        None => "without a recipe".to_string(),
+    };
+    Err(Error::new(
+        ErrorKind::Conflict,
+        format!(
+            "directory {} was made {was}, not from `{}`; use another --name, or delete it first (larder dir rm {})",
+            record.name, spec.recipe, record.name
+        ),
+    ))
+}
+
 fn unknown_dir(name: &str) -> Error {
     Error::new(
         ErrorKind::NotFound,
@@ -367,7 +531,7 @@ mod tests {
     fn a_lease_holds_until_dropped_and_a_lock_keeps_the_folder() {
         let home = tempfile::tempdir().expect("tempdir");
         let dirs = Dirs::open(home.path()).expect("open");
-        let lease = dirs.lease(None).expect("lease");
+        let lease = dirs.lease(&DirSpec::scratch(None)).expect("lease");
         let path = lease.path().to_path_buf();
         assert!(path.is_dir());
         let meta = lease.meta().expect("meta");
@@ -378,12 +542,12 @@ mod tests {
         drop(lease);
         assert!(!path.exists(), "the last holder's drop deletes it");
 
-        let lease = dirs.lease(Some("kept")).expect("lease");
+        let lease = dirs.lease(&DirSpec::scratch(Some("kept"))).expect("lease");
         lease.lock().expect("lock");
         let path = lease.path().to_path_buf();
         drop(lease);
         assert!(path.is_dir(), "locked directories stay");
-        let again = dirs.lease(Some("kept")).expect("attach existing");
+        let again = dirs.lease(&DirSpec::scratch(Some("kept"))).expect("attach existing");
         again.unlock().expect("unlock");
         again.release().expect("release");
         assert!(!path.exists());
@@ -394,7 +558,7 @@ mod tests {
         let home = tempfile::tempdir().expect("tempdir");
         let dirs = Dirs::open(home.path()).expect("open");
         for bad in ["", "../x", ".hidden", "a/b", "sp ace"] {
-            let err = dirs.lease(Some(bad)).expect_err(bad);
+            let err = dirs.lease(&DirSpec::scratch(Some(bad))).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
         }
     }

@@ -17,6 +17,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod build;
 pub mod config;
 pub mod coord;
 mod digest;
@@ -31,9 +32,10 @@ mod sqlite;
 mod store;
 pub mod time;
 
+pub use build::FetchOptions;
 pub use config::Config;
 pub use digest::{Digest, Hasher};
-pub use dirs::{DirLease, Dirs};
+pub use dirs::{DirLease, DirSpec, Dirs, disk_usage};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{NoProgress, Progress};
 pub use store::{

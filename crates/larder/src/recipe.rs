@@ -16,7 +16,7 @@ use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A parsed recipe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recipe {
     /// One entry per loader, with the transforms that follow it.
     pub sources: Vec<Source>,
@@ -138,7 +138,10 @@ impl Recipe {
             match parse_step(step).map_err(bad)? {
                 Step::Loader(loader) => sources.push(Source { loader, transforms: Vec::new() }),
                 Step::Transform(t) => match sources.last_mut() {
-                    Some(source) => source.transforms.push(t),
+                    Some(source) => {
+                        check_order(source, &t).map_err(|why| bad(why.to_string()))?;
+                        source.transforms.push(t);
+                    }
                     None => {
                         return Err(bad(
                             "is a transform, but a recipe starts with a loader such as http:URL or file:PATH"
@@ -160,6 +163,22 @@ impl Recipe {
     pub fn hash(&self) -> String {
         Digest::of(self.to_string().as_bytes()).to_string()
     }
+}
+
+/// Whether `next` may follow the transforms `source` has so far.
+fn check_order(source: &Source, next: &Transform) -> std::result::Result<(), &'static str> {
+    if matches!(source.transforms.last(), Some(Transform::Tar | Transform::Unzip)) {
+        return Err(
+            "follows an unpacked archive, which is a folder: start another source with a loader, or move it before tar/unzip",
+        );
+    }
+    let only_checks = source.transforms.iter().all(|t| matches!(t, Transform::Check(_)));
+    if *next == Transform::Unzip && !only_checks {
+        return Err(
+            "unzip reads the loaded file itself (zip needs the whole file), so it comes right after the loader and its checksums",
+        );
+    }
+    Ok(())
 }
 
 enum Step {
@@ -250,27 +269,39 @@ impl fmt::Display for Recipe {
         };
         for source in &self.sources {
             sep(f)?;
-            match &source.loader {
-                Loader::Http(url) => write!(f, "http:{url}")?,
-                Loader::File(path) => write!(f, "file:{}", path.display())?,
-                Loader::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}")?,
-                Loader::Larder(d) => write!(f, "larder:{d}")?,
-                Loader::Dirac(lfn) => write!(f, "dirac:{lfn}")?,
-                Loader::Exec(cmd) => write!(f, "exec:{cmd}")?,
-            }
+            write!(f, "{}", source.loader)?;
             for t in &source.transforms {
                 sep(f)?;
-                match t {
-                    Transform::Check(c) => write!(f, "{}:{}", c.algorithm.name(), c.hex)?,
-                    Transform::Tar => f.write_str("tar")?,
-                    Transform::Unzip => f.write_str("unzip")?,
-                    Transform::Gunzip => f.write_str("gunzip")?,
-                    Transform::Unxz => f.write_str("unxz")?,
-                    Transform::Unzstd => f.write_str("unzstd")?,
-                }
+                write!(f, "{t}")?;
             }
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Loader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loader::Http(url) => write!(f, "http:{url}"),
+            Loader::File(path) => write!(f, "file:{}", path.display()),
+            Loader::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+            Loader::Larder(d) => write!(f, "larder:{d}"),
+            Loader::Dirac(lfn) => write!(f, "dirac:{lfn}"),
+            Loader::Exec(cmd) => write!(f, "exec:{cmd}"),
+        }
+    }
+}
+
+impl fmt::Display for Transform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transform::Check(c) => write!(f, "{}:{}", c.algorithm.name(), c.hex),
+            Transform::Tar => f.write_str("tar"),
+            Transform::Unzip => f.write_str("unzip"),
+            Transform::Gunzip => f.write_str("gunzip"),
+            Transform::Unxz => f.write_str("unxz"),
+            Transform::Unzstd => f.write_str("unzstd"),
+        }
     }
 }
 
@@ -352,6 +383,18 @@ mod tests {
         check("file:/a sha256:zz", "error: recipe step 2 `sha256:zz`: sha256 needs 64 hex digits");
         check("s3://bucket", "error: recipe step 1 `s3://bucket`: an S3 object is s3://BUCKET/KEY");
         check("file:", "error: recipe step 1 `file:`: file: needs a path after the colon");
+        check(
+            "file:/a.tgz tar md5:7b9d54095bd53e27615c96e7b7318af7",
+            "error: recipe step 3 `md5:7b9d54095bd53e27615c96e7b7318af7`: follows an unpacked archive, which is a folder: start another source with a loader, or move it before tar/unzip",
+        );
+        check(
+            "file:/a.zip.gz gunzip unzip",
+            "error: recipe step 3 `unzip`: unzip reads the loaded file itself (zip needs the whole file), so it comes right after the loader and its checksums",
+        );
+        check(
+            "file:/a.tar.xz unxz tar file:/b.zip unzip",
+            "file:/a.tar.xz unxz tar file:/b.zip unzip",
+        );
         check(
             "larder:sha256:12",
             "error: recipe step 1 `larder:sha256:12`: malformed digest `sha256:12`: expected `sha256:` followed by 64 hex digits, as `larder put` prints",

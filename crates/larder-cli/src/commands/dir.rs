@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -68,11 +69,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
                             state(r).to_string(),
                             r.holders.len().to_string(),
                             if r.locked { "locked" } else { "" }.to_string(),
+                            larder::size::format_size(larder::disk_usage(Path::new(&r.path))),
                             r.path.clone(),
                         ]
                     })
                     .collect();
-                output::print_table(&["NAME", "STATE", "HOLDERS", "LOCK", "PATH"], &rows)?;
+                output::print_table(&["NAME", "STATE", "HOLDERS", "LOCK", "SIZE", "PATH"], &rows)?;
             }
         }
         DirCommand::Show { name, json } => {
@@ -82,13 +84,21 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             } else {
                 println!("name:     {}", r.name);
                 println!("path:     {}", r.path);
-                println!("state:    {}", state(&r));
+                println!("state:    {}", state_detail(&r));
+                println!(
+                    "size:     {}",
+                    larder::size::format_size(larder::disk_usage(Path::new(&r.path)))
+                );
+                println!(
+                    "recipe:   {}",
+                    r.recipe.as_deref().unwrap_or("none (a scratch directory)")
+                );
                 println!("locked:   {}", if r.locked { "yes" } else { "no" });
                 println!("created:  {}", larder::time::format_utc(r.created_at / 1000));
                 println!("holders:  {}", r.holders.len());
                 let now = larder::coord::now_ms();
                 for h in &r.holders {
-                    println!("  {} (for {}s)", h.holder, (now - h.since).max(0) / 1000);
+                    println!("  {} (for {})", h.holder, age((now - h.since).max(0) / 1000));
                 }
                 println!("metadata:");
                 for (k, v) in &r.meta {
@@ -137,7 +147,48 @@ fn state(r: &DirRecord) -> &'static str {
     match r.state {
         DirState::Building { .. } => "building",
         DirState::Ready => "ready",
+        DirState::Failed { .. } => "failed",
         DirState::Deleting { .. } => "deleting",
+    }
+}
+
+/// The state with who builds or deletes it, how far a build has come, or why
+/// it failed.
+fn state_detail(r: &DirRecord) -> String {
+    match &r.state {
+        DirState::Building { by } => {
+            let alive = by.is_alive(larder::coord::now_ms());
+            let how_far = match &r.progress {
+                Some(p) => match p.total {
+                    Some(t) if t > 0 => format!(
+                        ": {} ({} of {})",
+                        p.phase,
+                        larder::size::format_size(p.done),
+                        larder::size::format_size(t)
+                    ),
+                    _ => format!(": {} ({})", p.phase, larder::size::format_size(p.done)),
+                },
+                None => String::new(),
+            };
+            if alive {
+                format!("building by {by}{how_far}")
+            } else {
+                format!("building, but its builder ({by}) died; the next use builds it again")
+            }
+        }
+        DirState::Ready => "ready".to_string(),
+        DirState::Failed { error } => format!("failed: {error}"),
+        DirState::Deleting { by } => format!("being deleted by {by}"),
+    }
+}
+
+/// Seconds as people say them: 42s, 5m, 3h, 2d.
+fn age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
     }
 }
 
@@ -146,9 +197,16 @@ fn record_json(r: &DirRecord) -> serde_json::Value {
         "name": r.name,
         "path": r.path,
         "state": state(r),
+        "detail": state_detail(r),
         "generation": r.generation,
         "locked": r.locked,
+        "size": larder::disk_usage(Path::new(&r.path)),
+        "reserved": r.size,
+        "recipe": r.recipe,
         "recipe_hash": r.recipe_hash,
+        "progress": r.progress.as_ref().map(|p| json!({
+            "phase": p.phase, "done": p.done, "total": p.total, "written": p.written,
+        })),
         "created_at": r.created_at,
         "meta": r.meta,
         "holders": r.holders.iter().map(|h| json!({

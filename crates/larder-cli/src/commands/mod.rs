@@ -45,7 +45,7 @@ pub enum Command {
     Gc(gc::Args),
     /// Re-hash every blob; quarantine corrupt ones; with --repair, rebuild the index
     Verify(verify::Args),
-    /// Hold a shared directory (a new scratch directory, or one by name) and print its path
+    /// Hold a shared directory (built from a recipe, or a scratch directory) and print its path
     Use(use_dir::Args),
     /// Release a directory `larder use` gave this script; the last release deletes it
     Unuse(unuse::Args),
@@ -67,7 +67,10 @@ impl Context {
     }
 
     pub fn open_dirs(&self) -> Result<larder::Dirs> {
-        Ok(larder::Dirs::open(&self.config.home)?.with_places(self.config.dirs.clone()))
+        Ok(larder::Dirs::open(&self.config.home)?
+            .with_places(self.config.dirs.clone())
+            .with_store_config(self.config.capacity, self.config.verify_reads)
+            .with_fetch(self.config.fetch.clone()))
     }
 }
 

@@ -4,15 +4,19 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use anyhow::Result;
 use larder::coord::Holder;
 use larder::holder::ProcessId;
+use larder::recipe::Recipe;
 
 use super::Context;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = RECIPES)]
 pub struct Args {
-    /// The directory's name; without one, a new directory with a fresh id
+    /// The directory's name; without one, a new scratch directory gets a fresh id and a
+    /// recipe a name made from what it loads
     #[arg(long)]
     name: Option<String>,
-    /// Create a new directory only where at least this much is free, like 10GB
+    /// The space it needs, like 10GB: a new directory goes where this much is free, and
+    /// a recipe may not unpack more
     #[arg(long, value_name = "SIZE")]
     size: Option<String>,
     /// Folders to create a new directory in, the first with enough space [config: dirs]
@@ -25,10 +29,26 @@ pub struct Args {
     /// How long a --holder hold lasts unless renewed, like 90s, 10m or 2h
     #[arg(long, value_name = "DURATION", requires = "holder", default_value = "1h")]
     ttl: String,
+    /// How to build it: loaders, each followed by its transforms (see below); none for a
+    /// scratch directory
+    #[arg(value_name = "RECIPE")]
+    recipe: Vec<String>,
     /// Run this command with LARDER_DIR set to the directory, holding it until the command ends
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
+
+const RECIPES: &str = "\
+Recipes (shared-cache's loader stacks): each loader makes a file, and the transforms after it
+apply to that file:
+  loaders:    http:URL (or the URL alone)  file:PATH  larder:DIGEST  dirac:LFN  exec:COMMAND
+  transforms: md5:HEX sha1:HEX sha256:HEX sha512:HEX blake3:HEX (checked while streaming)
+              tar (gzip, bzip2, xz, zstd detected)  unzip  gunzip  unxz  unzstd
+The first user builds the directory; the others wait and share it. Downloads are kept in the
+store, so the same URL and checksum is downloaded once.
+
+Example:
+  larder use --name=test-repo --size=10GB http:https://example.org/a.tar.gz md5:7b9d… tar";
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     let size = args.size.as_deref().map(larder::size::parse_size).transpose()?.unwrap_or(0);
@@ -49,7 +69,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     } else {
         Holder::current_process()
     };
-    let record = dirs.use_dir(args.name.as_deref(), size, &holder)?;
+    let recipe = Recipe::parse(&args.recipe)?;
+    let spec = larder::DirSpec { name: args.name.clone(), size, recipe };
+    let record = dirs.use_dir(&spec, &holder, &crate::progress::Bars::new())?;
     if args.command.is_empty() {
         println!("{}", record.path);
         return Ok(ExitCode::SUCCESS);

@@ -5,22 +5,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{LARDER, TestDir};
+use crate::util::{LARDER, TestDir, wait_for};
 
 impl TestDir {
-    /// Runs a bash script in the test's environment, with the binary as `$L`.
-    fn script(&self, body: &str) -> crate::util::Run {
-        let mut bash = Command::new("bash");
-        bash.arg("-c").arg(body).env_clear();
-        for (k, v) in self.command().get_envs() {
-            if let Some(v) = v {
-                bash.env(k, v);
-            }
-        }
-        bash.env("L", LARDER).current_dir(self.work()).stdin(Stdio::null());
-        self.run_with(&mut bash)
-    }
-
     fn dirs(&self) -> serde_json::Value {
         self.json(&["dir", "ls", "--json"])
     }
@@ -38,16 +25,6 @@ impl TestDir {
         wait_for("the holder", || dir.is_dir());
         child
     }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

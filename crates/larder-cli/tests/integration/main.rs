@@ -1,10 +1,13 @@
 //! End-to-end tests of the `larder` binary. Each module covers one area;
 //! `util` gives every test its own folder, home and command.
 
+mod archives;
 mod bad_input;
 mod concurrency;
 mod config;
 mod crash;
 mod dirs;
+mod http_server;
+mod recipes;
 mod store;
 mod util;

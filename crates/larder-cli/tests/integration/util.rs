@@ -51,6 +51,11 @@ impl TestDir {
         self.dir.path()
     }
 
+    /// The real path of a path the binary printed (`$T/…`).
+    pub fn real(&self, printed: &str) -> PathBuf {
+        PathBuf::from(printed.trim().replace("$T", &self.path().display().to_string()))
+    }
+
     pub fn work(&self) -> PathBuf {
         self.path().join("work")
     }
@@ -108,6 +113,25 @@ impl TestDir {
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
     }
 
+    /// Runs a bash script in the test's environment, with the binary as `$L`.
+    pub fn script(&self, body: &str) -> Run {
+        self.run_with(&mut self.bash(body))
+    }
+
+    /// A bash command for `body` in the test's environment, with the binary
+    /// as `$L`, not yet started.
+    pub fn bash(&self, body: &str) -> Command {
+        let mut bash = Command::new("bash");
+        bash.arg("-c").arg(body).env_clear();
+        for (k, v) in self.command().get_envs() {
+            if let Some(v) = v {
+                bash.env(k, v);
+            }
+        }
+        bash.env("L", LARDER).current_dir(self.work()).stdin(Stdio::null());
+        bash
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.run(args).ok();
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -141,4 +165,16 @@ pub fn flip_byte(path: &Path, at: usize) {
     let mut data = std::fs::read(path).expect("read blob");
     data[at] ^= 0x20;
     std::fs::write(path, data).expect("write blob");
+}
+
+/// Waits up to ten seconds for `done`.
+#[track_caller]
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
 }

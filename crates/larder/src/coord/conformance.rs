@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{Attached, Coordinator, DirState, Holder, NewDir, now_ms};
+use super::{Attached, BuildProgress, Coordinator, DirState, Holder, NewDir, now_ms};
 use crate::holder::ProcessId;
 
 fn new_dir(path: &str) -> NewDir {
     let mut meta = BTreeMap::new();
     meta.insert("id".to_string(), path.to_string());
-    NewDir { path: path.to_string(), recipe_hash: None, meta, build: false }
+    NewDir { path: path.to_string(), meta, ..NewDir::default() }
 }
 
 fn token(id: &str, ttl_ms: i64) -> Holder {
@@ -40,11 +40,50 @@ pub fn run(coord: &dyn Coordinator) {
     a_dead_deleter_is_taken_over(coord);
     metadata_is_kept(coord);
     one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord);
+    a_failed_build_is_reported_and_built_again(coord);
+}
+
+fn a_failed_build_is_reported_and_built_again(coord: &dyn Coordinator) {
+    let a = token("builder-a", 60_000);
+    let b = token("builder-b", 60_000);
+    let new = NewDir {
+        builder: Some(a.clone()),
+        recipe: Some("file:/x".into()),
+        recipe_hash: Some("sha256:1".into()),
+        size: 1234,
+        ..new_dir("/x/i")
+    };
+    let (rec, _) = held(coord.attach("i", &a, &new).expect("attach"));
+    assert_eq!((rec.size, rec.recipe.as_deref()), (1234, Some("file:/x")));
+    coord.attach("i", &b, &new).expect("attach");
+    let progress =
+        BuildProgress { phase: "downloading x".into(), done: 10, total: Some(100), written: 5 };
+    assert!(coord.report_progress("i", rec.generation, &a, &progress).expect("report"));
+    assert!(!coord.report_progress("i", rec.generation, &b, &progress).expect("report"));
+    let seen = coord.get("i").expect("get").expect("record");
+    assert_eq!(seen.progress, Some(progress));
+    assert!(!coord.fail_build("i", rec.generation, &b, "not mine").expect("fail"));
+    assert!(coord.fail_build("i", rec.generation, &a, "checksum mismatch").expect("fail"));
+    let failed = coord.get("i").expect("get").expect("record");
+    assert_eq!(failed.state, DirState::Failed { error: "checksum mismatch".into() });
+    assert_eq!(failed.progress, None);
+    assert_eq!(coord.begin_delete("i", &a, false).expect("begin"), None, "still held");
+    // Whoever comes next builds it again.
+    let again = coord.claim_build("i", &b).expect("claim").expect("failed builds are claimable");
+    assert_eq!(again.state, DirState::Building { by: b.clone() });
+    assert!(coord.fail_build("i", rec.generation, &b, "again").expect("fail"));
+    // Nobody holds a failed directory: it goes, lock or not.
+    coord.set_locked("i", true).expect("lock");
+    coord.detach("i", &a).expect("detach");
+    coord.detach("i", &b).expect("detach");
+    let r = coord.begin_delete("i", &a, false).expect("begin").expect("free");
+    coord.finish_delete("i", r.generation).expect("finish");
+    assert_eq!(coord.get("i").expect("get"), None);
 }
 
 fn one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord: &dyn Coordinator) {
-    let building = NewDir { build: true, ..new_dir("/x/g") };
-    let a = token("builder-a", 60_000);
+    let building = NewDir { builder: Some(a_builder()), ..new_dir("/x/g") };
+    let a = a_builder();
     let b = token("builder-b", 60_000);
     let (first, created) = held(coord.attach("g", &a, &building).expect("attach"));
     assert!(created);
@@ -65,7 +104,9 @@ fn one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord: &dyn Coord
     // The builder dies: a waiter takes over, and the dead one's late finish is fenced off.
     let ghost = dead_process();
     let (rec, _) = held(
-        coord.attach("h", &ghost, &NewDir { build: true, ..new_dir("/x/h") }).expect("attach"),
+        coord
+            .attach("h", &ghost, &NewDir { builder: Some(ghost.clone()), ..new_dir("/x/h") })
+            .expect("attach"),
     );
     coord.attach("h", &b, &building).expect("attach");
     let claimed = coord.claim_build("h", &b).expect("claim").expect("taken over");
@@ -79,6 +120,11 @@ fn one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord: &dyn Coord
     coord.detach("h", &b).expect("detach");
     let r = coord.begin_delete("h", &b, false).expect("begin").expect("free");
     coord.finish_delete("h", r.generation).expect("finish");
+}
+
+/// The builder of the first build checks: it also holds what it builds.
+fn a_builder() -> Holder {
+    Holder::Token { id: "builder-a".to_string(), expires_at: i64::MAX }
 }
 
 fn first_attach_creates_and_later_ones_share(coord: &dyn Coordinator) {

@@ -8,10 +8,13 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{Attached, Coordinator, DirRecord, DirState, Holder, Holding, NewDir, now_ms};
+use super::{
+    Attached, BuildProgress, Coordinator, DirRecord, DirState, Holder, Holding, NewDir, now_ms,
+};
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE dirs (
     name        TEXT PRIMARY KEY,
     path        TEXT NOT NULL,
@@ -32,7 +35,14 @@ CREATE TABLE holders (
 ) WITHOUT ROWID;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO counters(name, value) VALUES ('generation', 0);
-"#];
+"#,
+    r#"
+ALTER TABLE dirs ADD COLUMN failure TEXT;
+ALTER TABLE dirs ADD COLUMN progress TEXT;
+ALTER TABLE dirs ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE dirs ADD COLUMN recipe TEXT;
+"#,
+];
 
 /// Coordination in `state-v1.sqlite` in the larder home.
 pub struct SqliteCoordinator {
@@ -93,24 +103,28 @@ fn reap(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<()> {
 fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
     let row = tx
         .prepare_cached(
-            "SELECT path, generation, deleter, locked, recipe_hash, created_at, meta, builder
+            "SELECT path, generation, deleter, locked, recipe_hash, created_at, meta, builder,
+                    failure, progress, size, recipe
              FROM dirs WHERE name = ?1",
         )?
         .query_row([name], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
+            Ok(Row {
+                path: r.get(0)?,
+                generation: r.get(1)?,
+                deleter: r.get(2)?,
+                locked: r.get(3)?,
+                recipe_hash: r.get(4)?,
+                created_at: r.get(5)?,
+                meta: r.get(6)?,
+                builder: r.get(7)?,
+                failure: r.get(8)?,
+                progress: r.get(9)?,
+                size: r.get(10)?,
+                recipe: r.get(11)?,
+            })
         })
         .optional()?;
-    let Some((path, generation, deleter, locked, recipe_hash, created_at, meta, builder)) = row
-    else {
+    let Some(row) = row else {
         return Ok(None);
     };
     let mut holders = Vec::new();
@@ -127,22 +141,42 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
         }
     }
     let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str::<Holder>(&t).ok());
-    let state = match (parse(deleter), parse(builder)) {
-        (Some(by), _) => DirState::Deleting { by },
-        (None, Some(by)) => DirState::Building { by },
-        (None, None) => DirState::Ready,
+    let state = match (parse(row.deleter), parse(row.builder), row.failure) {
+        (Some(by), _, _) => DirState::Deleting { by },
+        (None, Some(by), _) => DirState::Building { by },
+        (None, None, Some(error)) => DirState::Failed { error },
+        (None, None, None) => DirState::Ready,
     };
     Ok(Some(DirRecord {
         name: name.to_string(),
-        path,
-        generation: generation as u64,
+        path: row.path,
+        generation: row.generation as u64,
         state,
-        locked,
-        recipe_hash,
-        created_at,
-        meta: serde_json::from_str::<BTreeMap<String, String>>(&meta).unwrap_or_default(),
+        locked: row.locked,
+        recipe_hash: row.recipe_hash,
+        recipe: row.recipe,
+        size: row.size.max(0) as u64,
+        progress: row.progress.and_then(|p| serde_json::from_str::<BuildProgress>(&p).ok()),
+        created_at: row.created_at,
+        meta: serde_json::from_str::<BTreeMap<String, String>>(&row.meta).unwrap_or_default(),
         holders,
     }))
+}
+
+/// One row of `dirs`, as stored.
+struct Row {
+    path: String,
+    generation: i64,
+    deleter: Option<String>,
+    locked: bool,
+    recipe_hash: Option<String>,
+    created_at: i64,
+    meta: String,
+    builder: Option<String>,
+    failure: Option<String>,
+    progress: Option<String>,
+    size: i64,
+    recipe: Option<String>,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -165,10 +199,11 @@ impl Coordinator for SqliteCoordinator {
                              RETURNING value",
                         )?
                         .query_row([], |r| r.get(0))?;
-                    let builder = new.build.then(|| json(holder));
+                    let builder = new.builder.as_ref().map(json);
                     tx.prepare_cached(
-                        "INSERT INTO dirs(name, path, generation, recipe_hash, created_at, meta, builder)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO dirs(name, path, generation, recipe_hash, created_at, meta,
+                                          builder, size, recipe)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     )?
                     .execute(params![
                         name,
@@ -177,7 +212,9 @@ impl Coordinator for SqliteCoordinator {
                         new.recipe_hash,
                         now_ms(),
                         json(&new.meta),
-                        builder
+                        builder,
+                        i64::try_from(new.size).unwrap_or(i64::MAX),
+                        new.recipe,
                     ])?;
                     true
                 }
@@ -257,6 +294,8 @@ impl Coordinator for SqliteCoordinator {
                     force || (!by.is_alive(now) && record.holders.is_empty() && !record.locked)
                 }
                 DirState::Ready => force || (record.holders.is_empty() && !record.locked),
+                // A failed build left nothing worth keeping, locked or not.
+                DirState::Failed { .. } => force || record.holders.is_empty(),
             };
             if !free {
                 return Ok(None);
@@ -279,12 +318,15 @@ impl Coordinator for SqliteCoordinator {
         self.write(|tx| {
             reap(tx, name)?;
             let Some(record) = load(tx, name)? else { return Ok(None) };
-            let DirState::Building { by } = &record.state else { return Ok(None) };
-            if by != builder && by.is_alive(now_ms()) {
-                return Ok(None);
+            match &record.state {
+                DirState::Building { by } if by == builder || !by.is_alive(now_ms()) => {}
+                DirState::Failed { .. } => {}
+                _ => return Ok(None),
             }
-            tx.prepare_cached("UPDATE dirs SET builder = ?2 WHERE name = ?1")?
-                .execute(params![name, json(builder)])?;
+            tx.prepare_cached(
+                "UPDATE dirs SET builder = ?2, failure = NULL, progress = NULL WHERE name = ?1",
+            )?
+            .execute(params![name, json(builder)])?;
             load(tx, name)
         })
     }
@@ -293,10 +335,46 @@ impl Coordinator for SqliteCoordinator {
         self.write(|tx| {
             let changed = tx
                 .prepare_cached(
-                    "UPDATE dirs SET builder = NULL
+                    "UPDATE dirs SET builder = NULL, progress = NULL
                      WHERE name = ?1 AND generation = ?2 AND builder = ?3 AND deleter IS NULL",
                 )?
                 .execute(params![name, generation as i64, json(builder)])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn fail_build(
+        &self,
+        name: &str,
+        generation: u64,
+        builder: &Holder,
+        error: &str,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE dirs SET builder = NULL, progress = NULL, failure = ?4
+                     WHERE name = ?1 AND generation = ?2 AND builder = ?3 AND deleter IS NULL",
+                )?
+                .execute(params![name, generation as i64, json(builder), error])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn report_progress(
+        &self,
+        name: &str,
+        generation: u64,
+        builder: &Holder,
+        progress: &BuildProgress,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE dirs SET progress = ?4
+                     WHERE name = ?1 AND generation = ?2 AND builder = ?3",
+                )?
+                .execute(params![name, generation as i64, json(builder), json(progress)])?;
             Ok(changed == 1)
         })
     }

@@ -102,6 +102,22 @@ impl Store {
         Ok(digest)
     }
 
+    /// Opens the blob `target` names for reading, after checking its bytes if
+    /// its file changed since they last hashed right. Returns its digest, the
+    /// file (at its start) and its size.
+    pub(crate) fn open_verified(
+        &self,
+        target: &Target,
+        progress: &dyn Progress,
+    ) -> Result<(Digest, File, u64)> {
+        let Opened { digest, mut file, size, trusted } = self.open_blob(target)?;
+        if !trusted {
+            self.check_bytes(&digest, &mut file, size, progress)?;
+        }
+        file.rewind().map_err(|e| Error::io("read", &self.layout.blob(&digest), e))?;
+        Ok((digest, file, size))
+    }
+
     /// Reads a whole blob into memory, verified.
     pub fn read(&self, target: &Target) -> Result<Vec<u8>> {
         let mut out = Vec::new();

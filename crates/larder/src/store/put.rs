@@ -78,10 +78,25 @@ impl Store {
         if let Some(key) = &opts.key {
             validate_key(key)?;
         }
-        let staged = self.stage(Input::Stream(reader), "standard input", progress)?;
+        let staged = self.stage(Input::Stream(reader, None), "standard input", progress)?;
         let mut results = vec![Err(Error::new(ErrorKind::Io, "not stored"))];
         self.commit_batch(vec![(0, staged)], opts, &mut results);
         results.pop().unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put returned nothing")))
+    }
+
+    /// Streams `reader` into the store without recording it yet: the caller
+    /// checks what it needs to, then commits the blob, or drops it and nothing
+    /// is kept. `what` names the stream in progress and errors; `total` is its
+    /// length if known.
+    pub(crate) fn stage_stream(
+        &self,
+        reader: &mut dyn Read,
+        what: &str,
+        total: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<Pending<'_>> {
+        let staged = self.stage(Input::Stream(reader, total), what, progress)?;
+        Ok(Pending { store: self, staged: Some(staged) })
     }
 
     /// Stores `bytes`.
@@ -109,7 +124,7 @@ impl Store {
         let input = if meta.is_file() {
             Input::File(&mut file, meta.len())
         } else {
-            Input::Stream(&mut file)
+            Input::Stream(&mut file, None)
         };
         self.stage(input, &what, progress)
     }
@@ -130,8 +145,8 @@ impl Store {
                 progress.start(what, Some(len));
                 copy_file_to_file(src, len, &mut file, self.capacity, true, progress)
             }
-            Input::Stream(reader) => {
-                progress.start(what, None);
+            Input::Stream(reader, total) => {
+                progress.start(what, total);
                 copy_hashing(reader, Some(&mut file), self.capacity, progress)
             }
         };
@@ -334,8 +349,41 @@ impl Store {
 enum Input<'a> {
     /// A regular file and its length when opened.
     File(&'a mut File, u64),
-    /// Anything else: a pipe, a socket, bytes in memory.
-    Stream(&'a mut dyn Read),
+    /// Anything else: a pipe, a socket, bytes in memory; and its length if known.
+    Stream(&'a mut dyn Read, Option<u64>),
+}
+
+/// A blob streamed into `tmp/` and hashed, waiting for its caller to commit
+/// it; dropped uncommitted, it leaves nothing behind.
+pub(crate) struct Pending<'s> {
+    store: &'s Store,
+    staged: Option<Staged>,
+}
+
+impl Pending<'_> {
+    /// Opens the staged bytes for reading, before they are committed.
+    pub(crate) fn open(&self) -> Result<File> {
+        let staged =
+            self.staged.as_ref().ok_or_else(|| Error::new(ErrorKind::Io, "nothing staged"))?;
+        File::open(&staged.temp).map_err(|e| Error::io("read", &staged.temp, e))
+    }
+
+    /// Records the blob (binding `opts.key` to it), evicting to make room.
+    pub(crate) fn commit(mut self, opts: &PutOptions) -> Result<Digest> {
+        let staged =
+            self.staged.take().ok_or_else(|| Error::new(ErrorKind::Io, "nothing staged"))?;
+        let mut results = vec![Err(Error::new(ErrorKind::Io, "not stored"))];
+        self.store.commit_batch(vec![(0, staged)], opts, &mut results);
+        results.pop().unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put returned nothing")))
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.staged.take() {
+            let _ = fs::remove_file(&s.temp);
+        }
+    }
 }
 
 /// A blob streamed into `tmp/`, hashed, not yet recorded.

@@ -1,0 +1,256 @@
+//! A small HTTP/1.1 file server for tests, on 127.0.0.1: it counts requests
+//! per path, honours `Range`, and can be told to fail, stall, drop the
+//! connection, redirect or send slowly.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the server does with the next request for a path, before it serves
+/// normally again.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answers with this status and no body.
+    Status(u16),
+    /// Sends the headers and this many bytes of the body, then goes silent.
+    Stall(usize),
+    /// Sends the headers and this many bytes of the body, then closes.
+    Drop(usize),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Resource {
+    body: Arc<Vec<u8>>,
+    faults: VecDeque<Fault>,
+    /// Bytes per second, if throttled.
+    rate: Option<usize>,
+    /// Serve Range requests (a server that ignores them sends everything).
+    ranges: bool,
+    /// Answer every request with this status.
+    always: Option<u16>,
+    /// Redirect here.
+    redirect: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    resources: HashMap<String, Resource>,
+    requests: HashMap<String, Vec<String>>,
+}
+
+/// The server; it runs until the test process ends.
+#[derive(Clone)]
+pub struct Server {
+    port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = Server { port, state: Arc::default() };
+        let handle = server.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    let _ = handle.serve(stream);
+                });
+            }
+        });
+        server
+    }
+
+    /// The URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves `body` at `path`, with Range support.
+    pub fn add(&self, path: &str, body: Vec<u8>) {
+        let resource = Resource { body: Arc::new(body), ranges: true, ..Resource::default() };
+        self.lock().resources.insert(path.to_string(), resource);
+    }
+
+    fn with(&self, path: &str, f: impl FnOnce(&mut Resource)) {
+        let mut state = self.lock();
+        let resource = state.resources.entry(path.to_string()).or_default();
+        f(resource);
+    }
+
+    /// The next requests for `path` meet these faults, one each.
+    pub fn faults(&self, path: &str, faults: &[Fault]) {
+        self.with(path, |r| r.faults.extend(faults.iter().cloned()));
+    }
+
+    /// Sends `path` at `bytes_per_sec`.
+    pub fn throttle(&self, path: &str, bytes_per_sec: usize) {
+        self.with(path, |r| r.rate = Some(bytes_per_sec));
+    }
+
+    /// Answers every request for `path` with `status`.
+    pub fn always(&self, path: &str, status: u16) {
+        self.with(path, |r| r.always = Some(status));
+    }
+
+    /// Ignores Range on `path`.
+    pub fn no_ranges(&self, path: &str) {
+        self.with(path, |r| r.ranges = false);
+    }
+
+    /// Redirects `path` to `to`.
+    pub fn redirect(&self, path: &str, to: &str) {
+        self.with(path, |r| r.redirect = Some(to.to_string()));
+    }
+
+    /// How many requests `path` got.
+    pub fn count(&self, path: &str) -> usize {
+        self.lock().requests.get(path).map_or(0, Vec::len)
+    }
+
+    /// The Range header of each request for `path` (empty if none).
+    pub fn ranges(&self, path: &str) -> Vec<String> {
+        self.lock().requests.get(path).cloned().unwrap_or_default()
+    }
+
+    fn serve(&self, stream: TcpStream) -> std::io::Result<()> {
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut range = String::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':')
+                && k.eq_ignore_ascii_case("range")
+            {
+                range = v.trim().to_string();
+            }
+        }
+        let resource = {
+            let mut state = self.lock();
+            state.requests.entry(path.clone()).or_default().push(range.clone());
+            let Some(r) = state.resources.get_mut(&path) else {
+                drop(state);
+                return respond(&stream, 404, &[], b"");
+            };
+            let fault = r.faults.pop_front();
+            (r.clone(), fault)
+        };
+        let (resource, fault) = resource;
+        let mut out = stream;
+        if let Some(to) = &resource.redirect {
+            return respond(&out, 302, &[("Location", to.clone())], b"");
+        }
+        if let Some(status) = resource.always {
+            return respond(&out, status, &[], b"");
+        }
+        if let Some(Fault::Status(status)) = fault {
+            return respond(&out, status, &[], b"");
+        }
+        let body = &resource.body;
+        let start = range
+            .strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|_| resource.ranges)
+            .unwrap_or(0)
+            .min(body.len());
+        let etag = format!("\"{}\"", body.len());
+        let mut headers = vec![
+            ("Content-Length", (body.len() - start).to_string()),
+            ("ETag", etag),
+            ("Accept-Ranges", "bytes".to_string()),
+        ];
+        let status = if start > 0 {
+            headers.push((
+                "Content-Range",
+                format!("bytes {start}-{}/{}", body.len() - 1, body.len()),
+            ));
+            206
+        } else {
+            200
+        };
+        write_head(&mut out, status, &headers)?;
+        if method == "HEAD" {
+            return Ok(());
+        }
+        let rest = &body[start..];
+        let (limit, then) = match fault {
+            Some(Fault::Stall(n)) => (n.min(rest.len()), Some(true)),
+            Some(Fault::Drop(n)) => (n.min(rest.len()), Some(false)),
+            _ => (rest.len(), None),
+        };
+        send(&mut out, &rest[..limit], resource.rate)?;
+        match then {
+            Some(true) => {
+                out.flush()?;
+                std::thread::sleep(Duration::from_secs(30));
+            }
+            Some(false) => {
+                let _ = out.shutdown(std::net::Shutdown::Both);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+fn send(out: &mut TcpStream, bytes: &[u8], rate: Option<usize>) -> std::io::Result<()> {
+    match rate {
+        None => out.write_all(bytes),
+        Some(rate) => {
+            // Ten slices a second.
+            let slice = (rate / 10).max(1);
+            for chunk in bytes.chunks(slice) {
+                out.write_all(chunk)?;
+                out.flush()?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_head(out: &mut TcpStream, status: u16, headers: &[(&str, String)]) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        206 => "Partial Content",
+        302 => "Found",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())
+}
+
+fn respond(
+    mut out: &TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut all = headers.to_vec();
+    all.push(("Content-Length", body.len().to_string()));
+    let mut stream = out.try_clone()?;
+    write_head(&mut stream, status, &all)?;
+    out.write_all(body)
+}

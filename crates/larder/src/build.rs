@@ -1,0 +1,620 @@
+//! Building a shared directory from its recipe, into a staging folder that the
+//! caller renames into place once everything succeeded.
+//!
+//! Each source is one loader and its transforms. Downloads (`http:`, `dirac:`)
+//! go through the store under a key named after the loader and its checksums,
+//! so the same download for another directory, or for a rebuild, costs
+//! nothing. A fresh download is streamed three ways at once: into the store,
+//! through the checksums, and into the unpacker on a second thread; the blob is
+//! committed only if the checksums match and the unpacking succeeded, so a bad
+//! download leaves nothing behind.
+
+mod checksum;
+mod extract;
+mod http;
+mod source;
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Progress;
+use crate::recipe::{Checksum, Loader, Recipe, Source, Transform};
+use crate::store::{GetMode, PutOptions, Store, Target};
+use checksum::Checker;
+pub(crate) use extract::Budget;
+use extract::Compression;
+
+/// How downloads behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// How long to wait for a connection, a response, or the next bytes.
+    pub timeout: Duration,
+    /// How many times to try again after a failure that may pass (a timeout, a
+    /// dropped connection, a 5xx answer) before giving up.
+    pub retries: u32,
+    /// The wait before the first retry; each later wait doubles.
+    pub backoff: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> FetchOptions {
+        FetchOptions {
+            timeout: Duration::from_secs(30),
+            retries: 4,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What a build needs.
+pub(crate) struct Build<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) fetch: &'a FetchOptions,
+    pub(crate) progress: &'a dyn Progress,
+    pub(crate) budget: &'a Budget,
+}
+
+/// Builds every source of `recipe` into `staging`.
+pub(crate) fn build(b: &Build<'_>, recipe: &Recipe, staging: &Path) -> Result<()> {
+    for (i, source) in recipe.sources.iter().enumerate() {
+        b.budget.next_source();
+        let plan = Plan::new(i + 1, source);
+        build_source(b, &plan, staging)?;
+    }
+    Ok(())
+}
+
+/// The key under which a download is kept in the store: the same loader with
+/// the same checksums is the same file.
+pub(crate) fn download_key(source: &Source) -> String {
+    let mut text = source.loader.to_string();
+    for sum in raw_checks(source) {
+        text.push(' ');
+        text.push_str(&format!("{}:{}", sum.algorithm.name(), sum.hex));
+    }
+    format!("larder/downloads/{}", Digest::of(text.as_bytes()).hex())
+}
+
+/// The checksums that apply to the loaded bytes themselves: those right after
+/// the loader, before any decompression.
+fn raw_checks(source: &Source) -> impl Iterator<Item = &Checksum> {
+    source.transforms.iter().map_while(|t| match t {
+        Transform::Check(c) => Some(c),
+        _ => None,
+    })
+}
+
+/// How one source is built.
+struct Plan<'a> {
+    source: &'a Source,
+    /// The checksums of the loaded bytes.
+    raw_checks: Vec<&'a Checksum>,
+    /// The transforms after those.
+    rest: &'a [Transform],
+    /// The file it makes when it is not unpacked.
+    name: String,
+    /// The name people know it by, for messages: the file's name as loaded.
+    label: String,
+}
+
+impl<'a> Plan<'a> {
+    fn new(number: usize, source: &'a Source) -> Plan<'a> {
+        let raw_checks: Vec<&Checksum> = raw_checks(source).collect();
+        let rest = &source.transforms[raw_checks.len()..];
+        let label = source::file_name(&source.loader, number);
+        let mut name = label.clone();
+        for t in rest {
+            name = match t {
+                Transform::Gunzip => strip_suffix(&name, &[(".tgz", ".tar"), (".gz", "")]),
+                Transform::Unxz => strip_suffix(&name, &[(".txz", ".tar"), (".xz", "")]),
+                Transform::Unzstd => {
+                    strip_suffix(&name, &[(".tzst", ".tar"), (".zst", ""), (".zstd", "")])
+                }
+                _ => name,
+            };
+        }
+        Plan { source, raw_checks, rest, name, label }
+    }
+
+    /// Whether the source ends in `unzip`, which needs the whole file at hand.
+    fn unzips(&self) -> bool {
+        self.rest.last() == Some(&Transform::Unzip)
+    }
+
+    /// Whether the loaded bytes land as they are, as one file.
+    fn is_plain(&self) -> bool {
+        self.rest.iter().all(|t| matches!(t, Transform::Check(_)))
+    }
+}
+
+fn strip_suffix(name: &str, suffixes: &[(&str, &str)]) -> String {
+    for (suffix, replacement) in suffixes {
+        if let Some(stem) = name.strip_suffix(suffix)
+            && !stem.is_empty()
+        {
+            return format!("{stem}{replacement}");
+        }
+    }
+    format!("{name}.out")
+}
+
+fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<()> {
+    match &plan.source.loader {
+        Loader::Http(_) | Loader::Dirac(_) => {
+            let key = download_key(plan.source);
+            match b.store.open_verified(&Target::Key(key.clone()), b.progress) {
+                Ok((digest, file, size)) => {
+                    tracing::info!(key, "{} is in the store already", plan.label);
+                    let input = Input::Blob { digest, file, size };
+                    return unpack_input(b, plan, input, &[], staging);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {}
+                Err(e) => return Err(e),
+            }
+            let scratch = staging.join(format!(".larder-fetch-{}", plan.label));
+            let fetched = source::open_remote(&plan.source.loader, b.fetch, &scratch)
+                .and_then(|(reader, total)| through_store(b, plan, reader, total, &key, staging));
+            let _ = fs::remove_dir_all(&scratch);
+            fetched
+        }
+        Loader::Larder(digest) => {
+            let (digest, file, size) =
+                b.store.open_verified(&Target::Digest(*digest), b.progress)?;
+            unpack_input(b, plan, Input::Blob { digest, file, size }, &plan.raw_checks, staging)
+        }
+        Loader::File(path) => {
+            let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
+            let size = file.metadata().map_err(|e| Error::io("read", path, e))?.len();
+            unpack_input(b, plan, Input::File { file, size }, &plan.raw_checks, staging)
+        }
+        Loader::Exec(command) => {
+            let reader = source::run_command(command)?;
+            unpack_input(b, plan, Input::Stream(Box::new(reader)), &plan.raw_checks, staging)
+        }
+        Loader::S3 { bucket, key } => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "s3://{bucket}/{key}: S3 loaders need an S3 remote, which this larder has not got; load it with exec:'aws s3 cp s3://{bucket}/{key} -' or an http: URL instead"
+            ),
+        )),
+    }
+}
+
+/// What a source's bytes come from, once loaded.
+enum Input {
+    /// A blob of the store, verified.
+    Blob { digest: Digest, file: File, size: u64 },
+    /// A local file.
+    File { file: File, size: u64 },
+    /// Anything else: a command's output.
+    Stream(Box<dyn Read>),
+}
+
+/// Streams a fresh download into the store and, at the same time, into the
+/// unpacker; keeps the blob only if everything checks out.
+fn through_store(
+    b: &Build<'_>,
+    plan: &Plan<'_>,
+    reader: Box<dyn Read>,
+    total: Option<u64>,
+    key: &str,
+    staging: &Path,
+) -> Result<()> {
+    let what = format!("downloading {}", plan.label);
+    let failure = Arc::new(Mutex::new(None));
+    let mut tee = Tee {
+        inner: reader,
+        checker: Checker::new(plan.raw_checks.iter().copied()),
+        to_unpacker: None,
+        budget: b.budget,
+        failure: failure.clone(),
+    };
+    let keep = PutOptions { key: Some(key.to_string()), pin: false };
+    if plan.is_plain() {
+        // Nothing to overlap: store it, then link it out of the store.
+        let pending = b.store.stage_stream(&mut tee, &what, total, b.progress);
+        let pending = pending.map_err(|e| take(&failure).unwrap_or(e))?;
+        check_sums(tee.checker, &plan.label)?;
+        let digest = pending.commit(&keep)?;
+        let (digest, file, size) = b.store.open_verified(&Target::Digest(digest), b.progress)?;
+        return unpack_input(b, plan, Input::Blob { digest, file, size }, &[], staging);
+    }
+    if plan.unzips() {
+        // Zip needs the whole file: unpack the staged bytes, then keep them.
+        let pending = b.store.stage_stream(&mut tee, &what, total, b.progress);
+        let pending = pending.map_err(|e| take(&failure).unwrap_or(e))?;
+        check_sums(tee.checker, &plan.label)?;
+        extract::unzip(pending.open()?, staging, b.budget, &step("unzip", plan))?;
+        return pending.commit(&keep).map(drop);
+    }
+    let (unpacked, staged) = std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<Vec<u8>>(8);
+        let unpacker = scope.spawn(move || {
+            let mut input = ChannelReader { rx, buf: Vec::new(), pos: 0 };
+            let result = unpack_stream(&mut input, plan, b.budget, staging);
+            if result.is_ok() {
+                // Let the download finish whatever follows the archive's end.
+                let _ = io::copy(&mut input, &mut io::sink());
+            }
+            result
+        });
+        tee.to_unpacker = Some(tx);
+        let staged = b.store.stage_stream(&mut tee, &what, total, b.progress);
+        // Closing the channel ends the unpacker's input.
+        tee.to_unpacker = None;
+        let unpacked = unpacker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (unpacked, staged)
+    });
+    let staged = staged.map_err(|e| take(&failure).unwrap_or(e));
+    match (staged, unpacked) {
+        (Err(e), Ok(())) => Err(e),
+        // The unpacker stopping is why the download stopped.
+        (Err(_), Err(e)) => Err(e),
+        (Ok(pending), unpacked) => {
+            // A wrong checksum explains anything the unpacker made of the bytes.
+            check_sums(tee.checker, &plan.label)?;
+            unpacked?;
+            pending.commit(&keep).map(drop)
+        }
+    }
+}
+
+/// Unpacks a loaded source, checking `checks` on the loaded bytes.
+fn unpack_input(
+    b: &Build<'_>,
+    plan: &Plan<'_>,
+    input: Input,
+    checks: &[&Checksum],
+    staging: &Path,
+) -> Result<()> {
+    let failure = Arc::new(Mutex::new(None));
+    let mut checker = Checker::new(checks.iter().copied());
+    match input {
+        Input::Blob { digest, file, .. } if plan.is_plain() && checker.is_empty() => {
+            let dest = staging.join(&plan.name);
+            if dest.symlink_metadata().is_ok() {
+                return Err(two_make(&plan.name));
+            }
+            b.store.get_to_path(&Target::Digest(digest), &dest, GetMode::Link, b.progress)?;
+            drop(file);
+            Ok(())
+        }
+        Input::Blob { file, size, .. } | Input::File { file, size } if plan.unzips() => {
+            if !checker.is_empty() {
+                let mut reading = Metered::new(&file, b.budget, b.progress, &failure);
+                b.progress.start(&format!("checking {}", plan.label), Some(size));
+                copy_checking(&mut reading, &mut checker).map_err(|e| {
+                    take(&failure).unwrap_or_else(|| Error::io("read", Path::new(&plan.label), e))
+                })?;
+                b.progress.finish();
+                check_sums(checker, &plan.label)?;
+            }
+            let mut file = file;
+            std::io::Seek::rewind(&mut file)
+                .map_err(|e| Error::io("read", Path::new(&plan.label), e))?;
+            b.budget.raw_in.store(size, std::sync::atomic::Ordering::Relaxed);
+            extract::unzip(file, staging, b.budget, &step("unzip", plan))
+        }
+        Input::Stream(reader) if plan.unzips() => {
+            // Zip needs the whole file at hand: keep it beside the build.
+            let temp = staging.join(format!(".larder-unzip-{}", plan.name));
+            let mut reading = Checking { inner: reader, checker: &mut checker };
+            let mut metered = Metered::new(&mut reading, b.budget, b.progress, &failure);
+            b.progress.start(&format!("loading {}", plan.label), None);
+            let budget = Budget::new(Some(u64::MAX));
+            let written = extract::write_stream(
+                &mut metered,
+                staging,
+                &file_name(&temp),
+                &budget,
+                &plan.label,
+            );
+            b.progress.finish();
+            let written = written.map_err(|e| take(&failure).unwrap_or(e));
+            let result = written.and_then(|()| {
+                check_sums(checker, &plan.label)?;
+                let file = File::open(&temp).map_err(|e| Error::io("read", &temp, e))?;
+                extract::unzip(file, staging, b.budget, &step("unzip", plan))
+            });
+            let _ = fs::remove_file(&temp);
+            result
+        }
+        input => {
+            let (reader, size): (Box<dyn Read + '_>, Option<u64>) = match input {
+                Input::Blob { file, size, .. } | Input::File { file, size } => {
+                    (Box::new(file), Some(size))
+                }
+                Input::Stream(reader) => (reader, None),
+            };
+            let mut checking = Checking { inner: reader, checker: &mut checker };
+            let mut metered = Metered::new(&mut checking, b.budget, b.progress, &failure);
+            b.progress.start(&format!("unpacking {}", plan.label), size);
+            let result = unpack_stream(&mut metered, plan, b.budget, staging);
+            let result = result.and_then(|()| {
+                // Whatever follows an archive's end still counts for its checksum.
+                io::copy(&mut metered, &mut io::sink())
+                    .map(drop)
+                    .map_err(|e| Error::io("read", Path::new(&plan.label), e))
+            });
+            b.progress.finish();
+            result.map_err(|e| take(&failure).unwrap_or(e))?;
+            check_sums(checker, &plan.label)
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Runs the transforms after the raw checksums on a stream: decompressions,
+/// further checksums, and the final unpacking or writing.
+fn unpack_stream(
+    input: &mut dyn Read,
+    plan: &Plan<'_>,
+    budget: &Budget,
+    staging: &Path,
+) -> Result<()> {
+    let mut checkers = Vec::new();
+    let mut chain: Box<dyn Read + '_> = Box::new(input);
+    let mut words = Vec::new();
+    for t in plan.rest {
+        let kind = match t {
+            Transform::Gunzip => Some(Compression::Gzip),
+            Transform::Unxz => Some(Compression::Xz),
+            Transform::Unzstd => Some(Compression::Zstd),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            words.push(t.to_string());
+            let step = format!("{} of {}", words.join(" "), plan.label);
+            chain = extract::decoder(kind, io::BufReader::with_capacity(256 << 10, chain))
+                .map_err(|e| extract::unpack_error(&step, staging, e))?;
+            continue;
+        }
+        match t {
+            Transform::Check(sum) => {
+                let slot = Arc::new(Mutex::new(None));
+                checkers.push((sum.clone(), slot.clone()));
+                chain =
+                    Box::new(Checked { inner: chain, checker: Some(Checker::new([sum])), slot });
+            }
+            Transform::Tar => {
+                extract::untar(chain, staging, budget, &step("tar", plan))?;
+                return finish_checks(checkers, &plan.label);
+            }
+            Transform::Unzip => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{}: unzip needs the whole file; put it right after the loader",
+                        plan.label
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if staging.join(&plan.name).symlink_metadata().is_ok() {
+        return Err(two_make(&plan.name));
+    }
+    extract::write_stream(&mut chain, staging, &plan.name, budget, &step("writing", plan))?;
+    drop(chain);
+    finish_checks(checkers, &plan.label)
+}
+
+fn step(word: &str, plan: &Plan<'_>) -> String {
+    format!("{word} {}", plan.label)
+}
+
+fn two_make(name: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!(
+            "two sources of the recipe make the file {name}; give one of them another name or unpack it"
+        ),
+    )
+}
+
+fn finish_checks(checkers: Vec<(Checksum, Verdict)>, label: &str) -> Result<()> {
+    for (sum, slot) in checkers {
+        match take(&slot) {
+            Some(None) => {}
+            Some(Some(m)) => return Err(mismatch(&m, label)),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{label}: the {} checksum could not be checked, the data did not end where expected",
+                        sum.algorithm.name()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_sums(checker: Checker, label: &str) -> Result<()> {
+    match checker.finish() {
+        None => Ok(()),
+        Some(m) => Err(mismatch(&m, label)),
+    }
+}
+
+fn mismatch(m: &checksum::Mismatch, label: &str) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!(
+            "{label} has {} {}, but the recipe expects {}; the file is not the one the recipe names (check the URL and the checksum); nothing was kept",
+            m.expected.algorithm.name(),
+            m.actual,
+            m.expected.hex
+        ),
+    )
+}
+
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// Reads `reader` to its end through `checker`.
+fn copy_checking(reader: &mut dyn Read, checker: &mut Checker) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => checker.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads a loaded source once for three readers: the store (which pulls), the
+/// checksums, and the unpacker (sent a copy of every chunk).
+struct Tee<'a> {
+    inner: Box<dyn Read>,
+    checker: Checker,
+    to_unpacker: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    budget: &'a Budget,
+    /// The source's own failure, reported instead of what the store makes of it.
+    failure: Arc<Mutex<Option<Error>>>,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let error = source::read_error(e);
+                let message = error.to_string();
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                return Err(io::Error::other(message));
+            }
+        };
+        self.checker.update(&buf[..n]);
+        self.budget.raw_in.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        if n > 0
+            && let Some(tx) = &self.to_unpacker
+            && tx.send(buf[..n].to_vec()).is_err()
+        {
+            return Err(io::Error::other("the unpacking stopped"));
+        }
+        Ok(n)
+    }
+}
+
+/// The unpacker's end of the tee.
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Hashes what passes through it.
+struct Checking<'c, R> {
+    inner: R,
+    checker: &'c mut Checker,
+}
+
+impl<R: Read> Read for Checking<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.checker.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Where a checksum's verdict lands once its data ended: `Some(None)` if it
+/// matched, `Some(Some(mismatch))` if not; `None` while the data has not ended.
+type Verdict = Arc<Mutex<Option<Option<checksum::Mismatch>>>>;
+
+/// Hashes what passes through it and, at the end of the data, leaves the
+/// verdict in `slot`.
+struct Checked<R> {
+    inner: R,
+    checker: Option<Checker>,
+    slot: Verdict,
+}
+
+impl<R: Read> Read for Checked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(checker) = self.checker.as_mut() {
+            checker.update(&buf[..n]);
+            if n == 0 && !buf.is_empty() {
+                let verdict = self.checker.take().and_then(Checker::finish);
+                *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Counts loaded bytes for the budget and the progress bar, and keeps the
+/// source's own error.
+struct Metered<'a, R> {
+    inner: R,
+    budget: &'a Budget,
+    progress: &'a dyn Progress,
+    failure: &'a Mutex<Option<Error>>,
+}
+
+impl<'a, R: Read> Metered<'a, R> {
+    fn new(
+        inner: R,
+        budget: &'a Budget,
+        progress: &'a dyn Progress,
+        failure: &'a Mutex<Option<Error>>,
+    ) -> Metered<'a, R> {
+        Metered { inner, budget, progress, failure }
+    }
+}
+
+impl<R: Read> Read for Metered<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.budget.raw_in.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                self.progress.advance(n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                let error = source::read_error(e);
+                let message = error.to_string();
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                Err(io::Error::other(message))
+            }
+        }
+    }
+}
+
+/// The name of the file a loader makes, for messages and made-up names.
+pub(crate) fn file_label(loader: &Loader) -> String {
+    source::file_name(loader, 1)
+}

@@ -1,0 +1,618 @@
+//! Unpacking archives and decompressing streams into a folder, safely: no
+//! entry lands outside the folder or writes through a link, links may not
+//! point outside it, device files and fifos are refused, and the bytes written
+//! are counted against a budget so that a decompression bomb stops early.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::size::format_size;
+
+/// How far archives may expand beyond the bytes that came in, when no size was
+/// given: more than this is taken for a decompression bomb.
+pub(crate) const MAX_RATIO: u64 = 1000;
+/// Slack on top of the ratio, so that small archives of sparse data pass.
+const RATIO_SLACK: u64 = 64 << 20;
+
+/// Counts the bytes a build writes and stops it past a limit: the size the
+/// user gave (`use --size`), or else [`MAX_RATIO`] times what came in.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    /// The user's limit on everything the build writes, if any.
+    pub(crate) size: Option<u64>,
+    /// Bytes written so far, by every source.
+    written: AtomicU64,
+    /// Bytes that came in so far for the current source.
+    pub(crate) raw_in: AtomicU64,
+    /// Bytes written so far for the current source.
+    source_written: AtomicU64,
+}
+
+impl Budget {
+    pub(crate) fn new(size: Option<u64>) -> Budget {
+        Budget { size, ..Budget::default() }
+    }
+
+    /// Starts counting a new source.
+    pub(crate) fn next_source(&self) {
+        self.raw_in.store(0, Ordering::Relaxed);
+        self.source_written.store(0, Ordering::Relaxed);
+    }
+
+    /// Total bytes written.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Records `n` more bytes written; fails once past the limit.
+    fn charge(&self, n: u64) -> io::Result<()> {
+        let total = self.written.fetch_add(n, Ordering::Relaxed) + n;
+        let mine = self.source_written.fetch_add(n, Ordering::Relaxed) + n;
+        let over = match self.size {
+            Some(limit) => total > limit,
+            None => {
+                let raw = self.raw_in.load(Ordering::Relaxed);
+                mine > raw.saturating_mul(MAX_RATIO).saturating_add(RATIO_SLACK)
+            }
+        };
+        if over {
+            return Err(io::Error::other(BudgetExceeded {
+                size: self.size,
+                written: total,
+                raw_in: self.raw_in.load(Ordering::Relaxed),
+            }));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct BudgetExceeded {
+    size: Option<u64>,
+    written: u64,
+    raw_in: u64,
+}
+
+impl std::fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.size {
+            Some(limit) => write!(
+                f,
+                "it unpacks to more than the {} given with --size; give a larger --size if that is expected",
+                format_size(limit)
+            ),
+            None => write!(
+                f,
+                "it unpacked to {} from {}, more than {MAX_RATIO} times its size (a decompression bomb?); give its real size with --size if that is expected",
+                format_size(self.written),
+                format_size(self.raw_in)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BudgetExceeded {}
+
+/// Compression formats told apart by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+impl Compression {
+    pub(crate) fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Compression::Xz
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// A reader that decompresses `input` as `kind`.
+pub(crate) fn decoder<'a>(
+    kind: Compression,
+    input: impl BufRead + 'a,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match kind {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+    })
+}
+
+/// A reader that decompresses whatever `input` turns out to be.
+pub(crate) fn auto_decoder<'a>(input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut input = BufReader::with_capacity(256 << 10, input);
+    let head = input.fill_buf()?;
+    let kind = Compression::detect(head);
+    decoder(kind, input)
+}
+
+/// Why an archive was refused, or failed to unpack.
+fn refused(step: &str, why: String) -> Error {
+    Error::new(ErrorKind::InvalidInput, format!("{step}: {why}; larder refused the archive"))
+}
+
+/// Turns an I/O error while unpacking into a larder error for `step`.
+pub(crate) fn unpack_error(step: &str, root: &Path, e: io::Error) -> Error {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<BudgetExceeded>()) {
+        return Error::new(ErrorKind::InvalidInput, format!("{step}: {inner}"));
+    }
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::new(
+            ErrorKind::DiskFull,
+            format!(
+                "{step}: the disk holding {} is full; free space or choose another folder with --dirs",
+                root.display()
+            ),
+        ),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => Error::new(
+            ErrorKind::InvalidInput,
+            format!("{step}: the archive is damaged or not in this format ({e})"),
+        ),
+        _ => Error::new(ErrorKind::Io, format!("{step}: {e}")).with_source(e),
+    }
+}
+
+/// The path of an entry, made relative and checked: `None` if it is absolute
+/// or has a `..` in it.
+fn safe_relative(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Whether a link at `at` (relative to the root) pointing to `target` stays
+/// inside the root, reading the names alone.
+fn target_stays_inside(at: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth = at.components().count().saturating_sub(1);
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Follows the link at `link` (relative to `root`) the way the kernel would,
+/// reading links on disk, and says whether every step stays inside `root`.
+/// Names that do not exist are followed by name alone.
+fn resolves_inside(root: &Path, link: &Path) -> bool {
+    let mut stack: Vec<std::ffi::OsString> =
+        link.parent().map(|p| p.iter().map(|c| c.to_os_string()).collect()).unwrap_or_default();
+    let Ok(first) = fs::read_link(root.join(link)) else { return false };
+    let mut queue: std::collections::VecDeque<std::ffi::OsString> =
+        first.iter().map(|c| c.to_os_string()).collect();
+    if first.is_absolute() {
+        return false;
+    }
+    let mut hops = 0;
+    while let Some(part) = queue.pop_front() {
+        match part.to_str() {
+            Some(".") => continue,
+            Some("..") => {
+                if stack.pop().is_none() {
+                    return false;
+                }
+                continue;
+            }
+            Some("/") => return false,
+            _ => {}
+        }
+        stack.push(part);
+        let here: PathBuf = stack.iter().collect();
+        if let Ok(target) = fs::read_link(root.join(&here)) {
+            hops += 1;
+            if hops > 40 || target.is_absolute() {
+                return false;
+            }
+            stack.pop();
+            for c in target.iter().rev() {
+                queue.push_front(c.to_os_string());
+            }
+        }
+    }
+    true
+}
+
+/// Makes the folders above `rel` inside `root`, refusing to pass through a
+/// link or anything but a folder.
+fn make_parents(root: &Path, rel: &Path, step: &str) -> Result<()> {
+    let mut here = root.to_path_buf();
+    let Some(parent) = rel.parent() else { return Ok(()) };
+    for part in parent.iter() {
+        here.push(part);
+        match fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refused(
+                    step,
+                    format!("entry `{}` would be written through the link `{}`", rel.display(), {
+                        here.strip_prefix(root).unwrap_or(&here).display()
+                    }),
+                ));
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(refused(
+                    step,
+                    format!(
+                        "entry `{}` needs `{}` to be a folder, but it is a file",
+                        rel.display(),
+                        here.strip_prefix(root).unwrap_or(&here).display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&here).map_err(|e| unpack_error(step, root, e))?;
+            }
+            Err(e) => return Err(unpack_error(step, root, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes whatever is at `path` unless it is a folder (later entries win,
+/// as in tar), so nothing is written through an old link.
+fn clear(path: &Path, root: &Path, step: &str) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => fs::remove_file(path).map_err(|e| unpack_error(step, root, e)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Permissions for extracted files: the archive's, without setuid, setgid or
+/// sticky bits, and always readable and writable by the owner.
+fn file_mode(mode: u32) -> u32 {
+    (mode & 0o777) | 0o600
+}
+
+/// Writes `data` to a new file at `rel` in `root`, charging the budget.
+fn write_file(
+    root: &Path,
+    rel: &Path,
+    data: &mut dyn Read,
+    mode: u32,
+    budget: &Budget,
+    step: &str,
+) -> Result<File> {
+    make_parents(root, rel, step)?;
+    let dest = root.join(rel);
+    clear(&dest, root, step)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(file_mode(mode))
+        .open(&dest)
+        .map_err(|e| unpack_error(step, root, e))?;
+    let mut out = Charged { inner: &mut file, budget };
+    io::copy(data, &mut out).map_err(|e| unpack_error(step, root, e))?;
+    Ok(file)
+}
+
+/// A writer that charges a budget for every byte.
+struct Charged<'a, W> {
+    inner: W,
+    budget: &'a Budget,
+}
+
+impl<W: Write> Write for Charged<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.budget.charge(buf.len() as u64)?;
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Decompresses (or copies) `input` into the file `name` in `root`.
+pub(crate) fn write_stream(
+    input: &mut dyn Read,
+    root: &Path,
+    name: &str,
+    budget: &Budget,
+    step: &str,
+) -> Result<()> {
+    write_file(root, Path::new(name), input, 0o644, budget, step).map(drop)
+}
+
+/// Unpacks the tar archive `input` (compressed or not) into `root`.
+pub(crate) fn untar(input: impl Read, root: &Path, budget: &Budget, step: &str) -> Result<()> {
+    let decoded = auto_decoder(input).map_err(|e| unpack_error(step, root, e))?;
+    let mut archive = tar::Archive::new(decoded);
+    let mut links = Vec::new();
+    let entries = archive.entries().map_err(|e| unpack_error(step, root, e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| unpack_error(step, root, e))?;
+        let kind = entry.header().entry_type();
+        let raw = entry.path().map_err(|e| unpack_error(step, root, e))?.into_owned();
+        let Some(rel) = safe_relative(&raw) else {
+            return Err(refused(
+                step,
+                format!("entry `{}` has an absolute path or `..`", raw.display()),
+            ));
+        };
+        use tar::EntryType as T;
+        if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+            continue;
+        }
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let dest = root.join(&rel);
+        match kind {
+            T::Directory => {
+                make_parents(root, &rel, step)?;
+                match fs::symlink_metadata(&dest) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        clear(&dest, root, step)?;
+                        fs::create_dir(&dest).map_err(|e| unpack_error(step, root, e))?;
+                    }
+                    Err(_) => fs::create_dir(&dest).map_err(|e| unpack_error(step, root, e))?,
+                }
+                let mode = entry.header().mode().unwrap_or(0o755);
+                let perms = fs::Permissions::from_mode((mode & 0o777) | 0o700);
+                fs::set_permissions(&dest, perms).map_err(|e| unpack_error(step, root, e))?;
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let mode = entry.header().mode().unwrap_or(0o644);
+                let mtime = entry.header().mtime().ok();
+                let file = write_file(root, &rel, &mut entry, mode, budget, step)?;
+                if let Some(secs) = mtime {
+                    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                    let _ = file.set_modified(when);
+                }
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| unpack_error(step, root, e))?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                if !target_stays_inside(&rel, &target) {
+                    return Err(refused(
+                        step,
+                        format!(
+                            "entry `{}` is a link to `{}`, outside the directory",
+                            rel.display(),
+                            target.display()
+                        ),
+                    ));
+                }
+                make_parents(root, &rel, step)?;
+                clear(&dest, root, step)?;
+                std::os::unix::fs::symlink(&target, &dest)
+                    .map_err(|e| unpack_error(step, root, e))?;
+                links.push(rel);
+            }
+            T::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| unpack_error(step, root, e))?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let source = safe_relative(&target).filter(|t| !t.as_os_str().is_empty());
+                let Some(source) = source else {
+                    return Err(refused(
+                        step,
+                        format!(
+                            "entry `{}` is a hard link to `{}`, outside the directory",
+                            rel.display(),
+                            target.display()
+                        ),
+                    ));
+                };
+                // The source must be a file this archive already made, reached
+                // without passing through a link.
+                make_parents(root, &source, step)?;
+                let is_file =
+                    fs::symlink_metadata(root.join(&source)).is_ok_and(|m| m.file_type().is_file());
+                if !is_file {
+                    return Err(refused(
+                        step,
+                        format!(
+                            "entry `{}` is a hard link to `{}`, which is not a file of the archive",
+                            rel.display(),
+                            source.display()
+                        ),
+                    ));
+                }
+                make_parents(root, &rel, step)?;
+                clear(&dest, root, step)?;
+                fs::hard_link(root.join(&source), &dest)
+                    .map_err(|e| unpack_error(step, root, e))?;
+            }
+            T::Char | T::Block | T::Fifo => {
+                return Err(refused(
+                    step,
+                    format!("entry `{}` is a device file or a fifo", rel.display()),
+                ));
+            }
+            other => {
+                return Err(refused(
+                    step,
+                    format!("entry `{}` has an unknown type ({other:?})", rel.display()),
+                ));
+            }
+        }
+    }
+    check_links(root, &links, step)
+}
+
+/// Checks, once everything is unpacked, that every link resolves inside the
+/// root: links to links can escape where each alone looked harmless.
+fn check_links(root: &Path, links: &[PathBuf], step: &str) -> Result<()> {
+    for link in links {
+        if !resolves_inside(root, link) {
+            let _ = fs::remove_file(root.join(link));
+            return Err(refused(
+                step,
+                format!("the link `{}` leads outside the directory", link.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks the zip archive in `file` into `root`.
+pub(crate) fn unzip(file: File, root: &Path, budget: &Budget, step: &str) -> Result<()> {
+    let zip_error = |e: zip::result::ZipError| match e {
+        zip::result::ZipError::Io(e) => unpack_error(step, root, e),
+        other => Error::new(
+            ErrorKind::InvalidInput,
+            format!("{step}: the archive is damaged or not a zip file ({other})"),
+        ),
+    };
+    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(zip_error)?;
+    let mut links = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(zip_error)?;
+        let raw = PathBuf::from(entry.name().map_err(zip_error)?.into_owned());
+        let Some(rel) = safe_relative(&raw) else {
+            return Err(refused(
+                step,
+                format!("entry `{}` has an absolute path or `..`", raw.display()),
+            ));
+        };
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let mode = entry.unix_mode().unwrap_or(0o644);
+        let dest = root.join(&rel);
+        if entry.is_dir() {
+            make_parents(root, &rel, step)?;
+            if !dest.is_dir() {
+                clear(&dest, root, step)?;
+                fs::create_dir(&dest).map_err(|e| unpack_error(step, root, e))?;
+            }
+        } else if entry.is_symlink() {
+            let mut target = String::new();
+            (&mut entry).take(4096).read_to_string(&mut target).map_err(|e| {
+                refused(
+                    step,
+                    format!("entry `{}` is a link with a bad target ({e})", rel.display()),
+                )
+            })?;
+            let target = PathBuf::from(target);
+            if !target_stays_inside(&rel, &target) {
+                return Err(refused(
+                    step,
+                    format!(
+                        "entry `{}` is a link to `{}`, outside the directory",
+                        rel.display(),
+                        target.display()
+                    ),
+                ));
+            }
+            make_parents(root, &rel, step)?;
+            clear(&dest, root, step)?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(|e| unpack_error(step, root, e))?;
+            links.push(rel);
+        } else {
+            const S_IFMT: u32 = 0o170000;
+            const S_IFREG: u32 = 0o100000;
+            if mode & S_IFMT != 0 && mode & S_IFMT != S_IFREG {
+                return Err(refused(
+                    step,
+                    format!("entry `{}` is a device file or a fifo", rel.display()),
+                ));
+            }
+            write_file(root, &rel, &mut entry, mode, budget, step)?;
+        }
+    }
+    check_links(root, &links, step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths() {
+        let check = |input: &str, expected: Option<&str>| {
+            assert_eq!(safe_relative(Path::new(input)), expected.map(PathBuf::from), "{input}");
+        };
+        check("a/b", Some("a/b"));
+        check("./a/./b", Some("a/b"));
+        check("/etc/passwd", None);
+        check("a/../../b", None);
+        check("a/..", None);
+        check("./", Some(""));
+    }
+
+    #[test]
+    fn link_targets_by_name() {
+        let check = |at: &str, target: &str, inside: bool| {
+            assert_eq!(target_stays_inside(Path::new(at), Path::new(target)), inside, "{at}");
+        };
+        check("a", "b", true);
+        check("a", ".", true);
+        check("a", "..", false);
+        check("d/a", "..", true);
+        check("d/a", "../..", false);
+        check("d/a", "../x/../y", true);
+        check("a", "/etc", false);
+    }
+
+    #[test]
+    fn links_through_links_are_followed_on_disk() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let r = root.path();
+        std::os::unix::fs::symlink(".", r.join("y")).expect("link");
+        std::os::unix::fs::symlink("y/..", r.join("x")).expect("link");
+        std::os::unix::fs::symlink("y/y/y", r.join("z")).expect("link");
+        fs::create_dir(r.join("d")).expect("dir");
+        std::os::unix::fs::symlink("../d/../missing", r.join("d/ok")).expect("link");
+        assert!(resolves_inside(r, Path::new("y")));
+        assert!(!resolves_inside(r, Path::new("x")), "y/.. is the root's parent");
+        assert!(resolves_inside(r, Path::new("z")));
+        assert!(resolves_inside(r, Path::new("d/ok")));
+        std::os::unix::fs::symlink("a", r.join("b")).expect("link");
+        std::os::unix::fs::symlink("b", r.join("a")).expect("link");
+        assert!(!resolves_inside(r, Path::new("a")), "a loop never resolves");
+    }
+
+    #[test]
+    fn compression_is_detected() {
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(Compression::detect(b"BZh91AY"), Compression::Bzip2);
+        assert_eq!(Compression::detect(&[0xfd, b'7', b'z', b'X', b'Z', 0]), Compression::Xz);
+        assert_eq!(Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(Compression::detect(b"ustar"), Compression::None);
+    }
+}

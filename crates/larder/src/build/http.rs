@@ -1,0 +1,327 @@
+//! Downloads over http(s) as a plain `Read`: redirects are followed, failures
+//! that may pass (timeouts, dropped connections, 5xx, 429) are retried with
+//! backoff, and a transfer that breaks off resumes where it stopped with a
+//! `Range` request, guarded by the first response's validator so that bytes of
+//! two different versions of a file are never joined.
+
+use std::io::{self, Read};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{
+    ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
+};
+
+use super::FetchOptions;
+use super::source::LoadError;
+use crate::size::format_size;
+
+/// A download in progress.
+pub(crate) struct HttpReader {
+    client: Client,
+    url: String,
+    opts: FetchOptions,
+    response: Option<Response>,
+    /// Bytes handed out so far.
+    pos: u64,
+    /// The file's full length, once a response said.
+    total: Option<u64>,
+    /// The first response's ETag or Last-Modified, sent back in If-Range.
+    validator: Option<String>,
+    /// Failures in a row without a byte of progress.
+    failures: u32,
+    /// Bytes still to drop from a response that restarted from 0.
+    skip: u64,
+}
+
+/// One client per process: it keeps connections and TLS sessions.
+fn client(opts: &FetchOptions) -> io::Result<Client> {
+    Client::builder()
+        .timeout(opts.timeout)
+        .connect_timeout(opts.timeout)
+        .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| io::Error::other(format!("cannot start an http client: {e}")))
+}
+
+impl HttpReader {
+    /// Starts downloading `url`: the first response is awaited here, so that a
+    /// URL that does not exist fails at once.
+    pub(crate) fn open(url: &str, opts: &FetchOptions) -> io::Result<HttpReader> {
+        let mut reader = HttpReader {
+            client: client(opts)?,
+            url: url.to_string(),
+            opts: opts.clone(),
+            response: None,
+            pos: 0,
+            total: None,
+            validator: None,
+            failures: 0,
+            skip: 0,
+        };
+        reader.connect()?;
+        Ok(reader)
+    }
+
+    /// The file's length, if the server said.
+    pub(crate) fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// Sends a request for what is still missing, retrying until a response
+    /// with bytes arrives or the retries run out.
+    fn connect(&mut self) -> io::Result<()> {
+        loop {
+            match self.try_connect() {
+                Ok(response) => {
+                    self.response = response;
+                    return Ok(());
+                }
+                Err(Failure::Permanent(e)) => return Err(e),
+                Err(Failure::Transient(why)) => self.wait_or_give_up(&why)?,
+            }
+        }
+    }
+
+    /// Counts a failure, and sleeps before the next try or gives up.
+    fn wait_or_give_up(&mut self, why: &str) -> io::Result<()> {
+        self.failures += 1;
+        if self.failures > self.opts.retries {
+            let so_far = match (self.pos, self.total) {
+                (0, _) => String::new(),
+                (n, Some(t)) => format!(" after {} of {}", format_size(n), format_size(t)),
+                (n, None) => format!(" after {}", format_size(n)),
+            };
+            return Err(permanent(format!(
+                "cannot download {}: {why}{so_far}, {} tries in all; check that the server is up, or try again later",
+                self.url, self.failures
+            )));
+        }
+        // Exponential backoff, capped, so a brief outage is ridden out and a
+        // long one gives up in reasonable time.
+        let delay = self.opts.backoff.saturating_mul(1 << (self.failures - 1).min(6));
+        let delay = delay.min(Duration::from_secs(30));
+        tracing::info!(url = %self.url, "{why}; trying again in {delay:?}");
+        std::thread::sleep(delay);
+        Ok(())
+    }
+
+    fn try_connect(&mut self) -> Result<Option<Response>, Failure> {
+        if self.total == Some(self.pos) && self.pos > 0 {
+            return Ok(None);
+        }
+        let mut request = self.client.get(&self.url).header(ACCEPT_ENCODING, "identity");
+        if self.pos > 0 {
+            request = request.header(RANGE, format!("bytes={}-", self.pos));
+            if let Some(v) = &self.validator {
+                request = request.header(IF_RANGE, v);
+            }
+        }
+        let response = request.send().map_err(|e| Failure::Transient(describe(&e)))?;
+        let status = response.status();
+        match status {
+            StatusCode::OK => {
+                let validator = validator_of(&response);
+                if self.pos > 0 {
+                    // The server sent the whole file again: either it ignores
+                    // ranges (drop what we have), or the file changed.
+                    let changed = (self.validator.is_some() && validator != self.validator)
+                        || content_length(&response) != self.total;
+                    if changed {
+                        return Err(Failure::Permanent(permanent(format!(
+                            "{} changed on the server during the download; try again",
+                            self.url
+                        ))));
+                    }
+                    self.skip = self.pos;
+                } else {
+                    self.validator = validator;
+                    self.total = content_length(&response);
+                }
+                Ok(Some(response))
+            }
+            StatusCode::PARTIAL_CONTENT => {
+                let range = response
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range);
+                match range {
+                    Some((start, total)) if start == self.pos => {
+                        if self.total.is_none() {
+                            self.total = total;
+                        }
+                        Ok(Some(response))
+                    }
+                    _ => Err(Failure::Transient(format!(
+                        "the server answered a resume at byte {} with a wrong range",
+                        self.pos
+                    ))),
+                }
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if self.pos > 0 && self.total.is_none() => {
+                // Resuming exactly at the end of a file of unknown length.
+                self.total = Some(self.pos);
+                Ok(None)
+            }
+            s if s.is_server_error()
+                || s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::REQUEST_TIMEOUT =>
+            {
+                Err(Failure::Transient(format!("the server answered {}", status_text(s))))
+            }
+            s => {
+                let fix = match s {
+                    StatusCode::NOT_FOUND | StatusCode::GONE => "check the URL",
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                        "the server refuses access; check the URL and its permissions"
+                    }
+                    _ => "check the URL",
+                };
+                Err(Failure::Permanent(io::Error::other(LoadError {
+                    message: format!("cannot download {}: {}; {fix}", self.url, status_text(s)),
+                    not_found: matches!(s, StatusCode::NOT_FOUND | StatusCode::GONE),
+                })))
+            }
+        }
+    }
+}
+
+impl Read for HttpReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(response) = self.response.as_mut() else {
+                return Ok(0);
+            };
+            match response.read(buf) {
+                Ok(0) => {
+                    self.response = None;
+                    match self.total {
+                        Some(total) if self.pos < total => {
+                            let why =
+                                format!("the connection closed at byte {} of {total}", self.pos);
+                            self.wait_or_give_up(&why)?;
+                            self.connect()?;
+                        }
+                        _ => return Ok(0),
+                    }
+                }
+                Ok(n) if self.skip > 0 => {
+                    // Bytes we already had, from a server that ignored Range.
+                    let dropped = (n as u64).min(self.skip);
+                    self.skip -= dropped;
+                    let kept = n - dropped as usize;
+                    if kept > 0 {
+                        buf.copy_within(dropped as usize..n, 0);
+                        self.pos += kept as u64;
+                        self.failures = 0;
+                        return Ok(kept);
+                    }
+                }
+                Ok(n) => {
+                    self.pos += n as u64;
+                    self.failures = 0;
+                    if let Some(total) = self.total
+                        && self.pos > total
+                    {
+                        return Err(permanent(format!(
+                            "{} sent more bytes than its length ({total}); try again",
+                            self.url
+                        )));
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.response = None;
+                    let why = if e.kind() == io::ErrorKind::TimedOut
+                        || e.to_string().contains("timed out")
+                    {
+                        format!(
+                            "no data for {}s at byte {}",
+                            self.opts.timeout.as_secs_f64(),
+                            self.pos
+                        )
+                    } else {
+                        format!("the transfer broke off at byte {} ({e})", self.pos)
+                    };
+                    self.wait_or_give_up(&why)?;
+                    self.connect()?;
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// Worth another try: a timeout, a refused connection, a 5xx.
+    Transient(String),
+    /// Another try would fail the same way.
+    Permanent(io::Error),
+}
+
+fn permanent(message: String) -> io::Error {
+    io::Error::other(LoadError { message, not_found: false })
+}
+
+fn status_text(s: StatusCode) -> String {
+    match s.canonical_reason() {
+        Some(reason) => format!("{} {reason}", s.as_u16()),
+        None => s.as_u16().to_string(),
+    }
+}
+
+/// A reqwest error as a short phrase, without the URL (the caller names it).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "the server did not answer in time".to_string();
+    }
+    if e.is_connect() {
+        return "cannot connect to the server".to_string();
+    }
+    if e.is_redirect() {
+        return "too many redirects".to_string();
+    }
+    let mut text = String::from("the request failed");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+fn validator_of(response: &Response) -> Option<String> {
+    let headers = response.headers();
+    let etag = headers.get(ETAG).and_then(|v| v.to_str().ok());
+    // Weak ETags may not be used in If-Range.
+    let strong = etag.filter(|e| !e.starts_with("W/"));
+    strong.or_else(|| headers.get(LAST_MODIFIED).and_then(|v| v.to_str().ok())).map(String::from)
+}
+
+fn content_length(response: &Response) -> Option<u64> {
+    response.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`).
+fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    let total = if total == "*" { None } else { Some(total.parse().ok()?) };
+    Some((start.parse().ok()?, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+        assert_eq!(parse_content_range("bytes x-1/2"), None);
+    }
+}

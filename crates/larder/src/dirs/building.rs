@@ -1,0 +1,339 @@
+//! Building a recipe's directory once for everyone who asks.
+//!
+//! The first to attach is the builder: the process that runs `use`, not the
+//! holder (which may be the calling shell), so a builder killed while its
+//! shell lives is seen dead and taken over. Everyone else waits, showing who
+//! builds and how far along, and polls the coordinator. A build goes into a
+//! staging folder beside the directory, named after its builder and the
+//! record's generation, and is renamed into place only when complete, before
+//! the record turns ready: nobody ever sees a half-built directory. The
+//! staging folder of a dead builder is thrown away by whoever builds next.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{DirSpec, Dirs};
+use crate::build::{self, Budget, Build};
+use crate::coord::{BuildProgress, Coordinator, DirRecord, DirState, Holder, now_ms};
+use crate::error::{Error, ErrorKind, Result};
+use crate::holder::ProcessId;
+use crate::progress::Progress;
+
+/// How often a builder tells waiters how far it has come.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
+/// The longest pause between two looks of a waiter.
+const POLL_MAX: Duration = Duration::from_millis(200);
+
+impl Dirs {
+    /// Returns `record` once it is ready: at once if it is, after building it
+    /// if nobody alive builds it, or after waiting for whoever does.
+    pub(super) fn wait_or_build(
+        &self,
+        mut record: DirRecord,
+        spec: &DirSpec,
+        holder: &Holder,
+        progress: &dyn Progress,
+    ) -> Result<DirRecord> {
+        let name = record.name.clone();
+        // Right after attaching, a failed build is built again; later, it
+        // is the build this process waited for, and its failure is ours.
+        let mut fresh = true;
+        let mut waiting = Waiting::default();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match &record.state {
+                DirState::Ready => {
+                    waiting.end(progress);
+                    return Ok(record);
+                }
+                DirState::Deleting { .. } => {
+                    waiting.end(progress);
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "directory {name} was deleted (larder dir rm --force) while this waited for it; try again"
+                        ),
+                    ));
+                }
+                DirState::Failed { error } if !fresh => {
+                    waiting.end(progress);
+                    self.release(&name, holder);
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!("building directory {name} failed: {error}"),
+                    ));
+                }
+                DirState::Building { by } if *by != self.me && by.is_alive(now_ms()) => {
+                    waiting.show(progress, &record, by);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(POLL_MAX);
+                }
+                _ if spec.recipe.is_empty() => {
+                    waiting.end(progress);
+                    self.release(&name, holder);
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "directory {name} is built from a recipe and is not built yet; give its recipe to build it (larder dir show {name} shows it)"
+                        ),
+                    ));
+                }
+                _ => {
+                    if let Some(claimed) = self.coord.claim_build(&name, &self.me)? {
+                        waiting.end(progress);
+                        if let DirState::Building { .. } = record.state
+                            && !fresh
+                        {
+                            tracing::warn!("the builder of {name} died; building it here");
+                        }
+                        self.run_build(&claimed, spec, holder, progress)?;
+                    }
+                }
+            }
+            fresh = false;
+            record = self.coord.get(&name)?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Conflict,
+                    format!("directory {name} was deleted while this waited for it; try again"),
+                )
+            })?;
+        }
+    }
+
+    /// Builds `record` as its claimed builder, and marks it ready or failed.
+    /// On failure this holder's hold is released too: a failed build leaves
+    /// nothing behind for it.
+    fn run_build(
+        &self,
+        record: &DirRecord,
+        spec: &DirSpec,
+        holder: &Holder,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let name = &record.name;
+        tracing::info!("building directory {name} from `{}`", spec.recipe);
+        match self.build_into_place(record, spec, progress) {
+            Ok(()) => {
+                if self.coord.finish_build(name, record.generation, &self.me)? {
+                    Ok(())
+                } else {
+                    Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("the build of directory {name} was taken over by another process"),
+                    ))
+                }
+            }
+            Err(e) => {
+                if let Err(e) =
+                    self.coord.fail_build(name, record.generation, &self.me, &e.to_string())
+                {
+                    tracing::warn!("recording the failed build of {name}: {e}");
+                }
+                self.release(name, holder);
+                Err(e)
+            }
+        }
+    }
+
+    fn build_into_place(
+        &self,
+        record: &DirRecord,
+        spec: &DirSpec,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let name = &record.name;
+        let path = PathBuf::from(&record.path);
+        let parent = path.parent().ok_or_else(|| {
+            Error::new(ErrorKind::InvalidInput, format!("directory {name} has no parent folder"))
+        })?;
+        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        remove_stale_staging(parent, name);
+        // A folder already at the path was renamed there by a builder that
+        // died before it marked the record ready: nobody vouches for it.
+        if path.symlink_metadata().is_ok() {
+            let aside = parent.join(format!(".larder-trash-{name}-{}", record.generation));
+            fs::rename(&path, &aside).map_err(|e| Error::io("move aside", &path, e))?;
+            let _ = fs::remove_dir_all(&aside);
+        }
+        let staging = parent.join(staging_name(name, ProcessId::current(), record.generation));
+        fs::create_dir(&staging).map_err(|e| Error::io("create", &staging, e))?;
+        let result = (|| {
+            let store = self.store()?;
+            let budget = Budget::new((spec.size > 0).then_some(spec.size));
+            let reporter = Reporter {
+                inner: progress,
+                coord: &*self.coord,
+                name,
+                generation: record.generation,
+                me: &self.me,
+                budget: &budget,
+                state: Mutex::new(ReportState::default()),
+            };
+            let b = Build { store, fetch: &self.fetch, progress: &reporter, budget: &budget };
+            build::build(&b, &spec.recipe, &staging)?;
+            // Durable before it is published: a power cut must not leave a
+            // ready record over files that never reached the disk.
+            crate::fsutil::sync_filesystem(&staging)
+                .map_err(|e| Error::io("flush", &staging, e))?;
+            fs::rename(&staging, &path).map_err(|e| Error::io("move into place", &path, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+}
+
+/// The staging folder of `owner`'s build of generation `generation` of `name`.
+fn staging_name(name: &str, owner: ProcessId, generation: u64) -> String {
+    format!(".larder-build-{name}.{owner}.{generation}")
+}
+
+/// Removes the staging folders of `name` in `parent` whose builders died.
+pub(super) fn remove_stale_staging(parent: &Path, name: &str) {
+    let prefix = format!(".larder-build-{name}.");
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let mut parts = rest.split('.');
+        let (Some(owner), Some(_generation), None) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(owner) = owner.parse::<ProcessId>() else { continue };
+        if !owner.is_alive() {
+            tracing::info!("removing {}, left by a builder that died", entry.path().display());
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Passes a builder's progress on to its own display, and to the coordinator
+/// for those who wait.
+struct Reporter<'a> {
+    inner: &'a dyn Progress,
+    coord: &'a dyn Coordinator,
+    name: &'a str,
+    generation: u64,
+    me: &'a Holder,
+    budget: &'a Budget,
+    state: Mutex<ReportState>,
+}
+
+#[derive(Default)]
+struct ReportState {
+    phase: String,
+    done: u64,
+    total: Option<u64>,
+    last: Option<Instant>,
+}
+
+impl Reporter<'_> {
+    fn send(&self, state: &mut ReportState) {
+        state.last = Some(Instant::now());
+        let progress = BuildProgress {
+            phase: state.phase.clone(),
+            done: state.done,
+            total: state.total,
+            written: self.budget.written(),
+        };
+        if let Err(e) = self.coord.report_progress(self.name, self.generation, self.me, &progress) {
+            tracing::debug!("reporting progress: {e}");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReportState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Progress for Reporter<'_> {
+    fn start(&self, label: &str, total: Option<u64>) {
+        self.inner.start(label, total);
+        let mut state = self.lock();
+        *state = ReportState { phase: label.to_string(), done: 0, total, last: None };
+        self.send(&mut state);
+    }
+
+    fn advance(&self, amount: u64) {
+        self.inner.advance(amount);
+        let mut state = self.lock();
+        state.done += amount;
+        if state.last.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+            self.send(&mut state);
+        }
+    }
+
+    fn finish(&self) {
+        self.inner.finish();
+    }
+}
+
+/// What a waiter shows of the build it waits for.
+#[derive(Default)]
+struct Waiting {
+    label: Option<String>,
+    done: u64,
+}
+
+impl Waiting {
+    fn show(&mut self, progress: &dyn Progress, record: &DirRecord, by: &Holder) {
+        let phase = record.progress.as_ref();
+        let label = match phase {
+            Some(p) => format!("waiting for {by} to build {}: {}", record.name, p.phase),
+            None => format!("waiting for {by} to build {}", record.name),
+        };
+        if self.label.as_deref() != Some(label.as_str()) {
+            if self.label.is_some() {
+                progress.finish();
+            } else {
+                tracing::info!("{label}");
+            }
+            progress.start(&label, phase.and_then(|p| p.total));
+            self.label = Some(label);
+            self.done = 0;
+        }
+        let done = phase.map_or(0, |p| p.done);
+        if done > self.done {
+            progress.advance(done - self.done);
+            self.done = done;
+        }
+    }
+
+    fn end(&mut self, progress: &dyn Progress) {
+        if self.label.take().is_some() {
+            progress.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_staging_of_dead_builders_goes() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = ProcessId::of_pid(child.id()).unwrap_or(ProcessId { pid: child.id(), start: 1 });
+        child.wait().expect("wait");
+        let live = ProcessId::current();
+        for (name, owner) in [("a", dead), ("a", live), ("a.b", dead)] {
+            fs::create_dir(parent.path().join(staging_name(name, owner, 7))).expect("mkdir");
+        }
+        remove_stale_staging(parent.path(), "a");
+        let mut left: Vec<String> = fs::read_dir(parent.path())
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected = vec![staging_name("a", live, 7), staging_name("a.b", dead, 7)];
+        expected.sort();
+        assert_eq!(left, expected, "only a's dead builder's folder goes");
+    }
+}
