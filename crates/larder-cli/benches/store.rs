@@ -38,17 +38,19 @@
 use std::env;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use larder::{PutOptions, Store};
+
+mod common;
+use common::*;
 
 const LARDER: &str = env!("CARGO_BIN_EXE_larder");
 const TIME_TOOL: &str = "/usr/bin/time";
 const REPS: usize = 5;
-const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy)]
 struct Scale {
@@ -84,18 +86,7 @@ const TINY: Scale = Scale {
 const ENTRY_SIZE: u64 = 100;
 
 fn scale() -> Scale {
-    match env::var("LARDER_BENCH_SCALE").ok().as_deref().map(str::trim) {
-        Some("full") => FULL,
-        Some("tiny") => TINY,
-        None | Some("") => {
-            if env::args().skip(1).any(|a| a == "--bench") {
-                FULL
-            } else {
-                TINY
-            }
-        }
-        Some(other) => panic!("LARDER_BENCH_SCALE must be `full` or `tiny`, not `{other}`"),
-    }
+    if common::full_scale() { FULL } else { TINY }
 }
 
 fn main() {
@@ -650,192 +641,4 @@ fn wait_with_rusage(child: std::process::Child) -> (ExitStatus, u64) {
         assert!(e.kind() == io::ErrorKind::Interrupted, "wait4({pid}): {e}");
     }
     (ExitStatus::from_raw(status), usage.ru_maxrss.max(0) as u64)
-}
-
-// ---------------------------------------------------------------------------
-// Helpers
-
-/// Flushes all dirty data, so a timed step does not pay for an earlier one.
-fn settle() {
-    let status = Command::new("sync").status().expect("run sync");
-    assert!(status.success(), "sync failed");
-}
-
-fn remove(path: &Path) {
-    let result = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(_) => return,
-    };
-    result.unwrap_or_else(|e| panic!("cannot remove {}: {e}", path.display()));
-}
-
-fn blob_path(home: &Path, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
-    home.join("store-v1").join("content").join("sha256").join(&hex[..2]).join(hex)
-}
-
-/// Reads a file once so it starts warm in the page cache.
-fn read_through(path: &Path) {
-    let mut f = File::open(path).expect("open for reading");
-    io::copy(&mut f, &mut io::sink()).expect("read through");
-}
-
-fn same_contents(a: &Path, b: &Path) -> bool {
-    let (Ok(mut fa), Ok(mut fb)) = (File::open(a), File::open(b)) else { return false };
-    let (Ok(ma), Ok(mb)) = (fa.metadata(), fb.metadata()) else { return false };
-    if ma.len() != mb.len() {
-        return false;
-    }
-    let mut ba = vec![0u8; 4 << 20];
-    let mut bb = vec![0u8; 4 << 20];
-    loop {
-        let na = read_full(&mut fa, &mut ba);
-        let nb = read_full(&mut fb, &mut bb);
-        if na != nb || ba[..na] != bb[..nb] {
-            return false;
-        }
-        if na < ba.len() {
-            return true;
-        }
-    }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> usize {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    filled
-}
-
-/// xorshift64*: fast, and plenty random for incompressible test data.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        XorShift(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        let mut chunks = buf.chunks_exact_mut(8);
-        for c in &mut chunks {
-            c.copy_from_slice(&self.next().to_le_bytes());
-        }
-        let rest = chunks.into_remainder();
-        let last = self.next().to_le_bytes();
-        rest.copy_from_slice(&last[..rest.len()]);
-    }
-}
-
-fn write_random(path: &Path, len: u64, seed: u64) {
-    let mut rng = XorShift::new(seed);
-    let mut f = File::create(path).expect("create source file");
-    let mut buf = vec![0u8; 8 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rng.fill(&mut buf[..n]);
-        f.write_all(&buf[..n]).expect("write source file");
-        left -= n as u64;
-    }
-    f.sync_all().expect("sync source file");
-}
-
-/// Prints every repetition, so noise shows.
-fn show_reps(label: &str, values: &[f64]) {
-    let all: Vec<String> = values.iter().map(|v| format!("{v:.3}")).collect();
-    println!("    {label}: {} s", all.join(" / "));
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Nearest-rank percentile of sorted durations, in seconds.
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64()
-}
-
-fn size(bytes: u64) -> String {
-    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
-        format!("{} GiB", bytes >> 30)
-    } else if bytes >= MIB {
-        format!("{:.1} MiB", bytes as f64 / MIB as f64)
-    } else if bytes >= 1024 {
-        format!("{} KiB", bytes >> 10)
-    } else {
-        format!("{bytes} B")
-    }
-}
-
-fn secs(s: f64) -> String {
-    format!("{s:.3} s")
-}
-
-fn ms(s: f64) -> String {
-    format!("{:.3} ms", s * 1e3)
-}
-
-fn rate(bytes: u64, s: f64) -> String {
-    format!("{:.0} MiB/s", bytes as f64 / MIB as f64 / s)
-}
-
-fn ratio(larder: f64, reference: f64) -> String {
-    format!("{:.2}x", larder / reference)
-}
-
-#[derive(Default)]
-struct Table {
-    rows: Vec<[String; 4]>,
-}
-
-impl Table {
-    fn row(&mut self, case: String, larder: String, reference: String, ratio: String) {
-        println!("  {case}: larder {larder}, reference {reference}, ratio {ratio}");
-        self.rows.push([case, larder, reference, ratio]);
-    }
-
-    fn print(&self) {
-        let header = ["case", "larder", "reference", "ratio"].map(String::from);
-        let mut widths = [0; 4];
-        for row in std::iter::once(&header).chain(&self.rows) {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |row: &[String; 4]| {
-            println!(
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            );
-        };
-        line(&header);
-        println!("{}", "-".repeat(widths.iter().sum::<usize>() + 6));
-        for row in &self.rows {
-            line(row);
-        }
-    }
 }

@@ -29,8 +29,31 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, Error> {
     // close would cost it two fsyncs. SQLite checkpoints as the WAL grows.
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(|e| Error::index(path, e))?;
+
     migrate(&conn, migrations).map_err(|e| Error::index(path, e))?;
+    trim_wal(&conn, path);
     Ok(conn)
+}
+
+/// Past this size, whoever opens the database checkpoints and empties the WAL.
+const WAL_TRIM_BYTES: u64 = 512 << 10;
+
+/// Empties a WAL that has grown long. A process that opens the database alone
+/// rebuilds the WAL's index from the whole file and forgets what was already
+/// checkpointed, so a WAL is only ever restarted by a second write in the same
+/// process: for short processes that write once (most larder commands), it
+/// would grow without end, and every open and automatic checkpoint with it.
+/// Nobody waits for this: if another process is busy, the next opener tries.
+fn trim_wal(conn: &Connection, path: &Path) {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).map_or(0, |m| m.len()) < WAL_TRIM_BYTES {
+        return;
+    }
+    let _ = conn.busy_timeout(Duration::ZERO);
+    let trimmed = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+    tracing::debug!(?trimmed, "trimmed the WAL of {}", path.display());
+    let _ = conn.busy_timeout(BUSY_TIMEOUT);
 }
 
 /// Switches to WAL. SQLite does not call the busy handler while another
@@ -81,5 +104,27 @@ fn migrate(conn: &Connection, migrations: &[&str]) -> rusqlite::Result<()> {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Regression: processes that each write once grew the WAL without end.
+    #[test]
+    fn the_wal_of_one_write_processes_stays_short() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.sqlite");
+        let migrations = ["CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT);"];
+        let wal = dir.path().join("x.sqlite-wal");
+        let mut largest = 0;
+        // A connection opened and closed alone is, for SQLite, a new process.
+        for i in 0..600 {
+            let conn = super::open(&path, &migrations).expect("open");
+            conn.execute("INSERT OR REPLACE INTO t(k, v) VALUES (1, ?1)", [i.to_string()])
+                .expect("write");
+            drop(conn);
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        assert!(largest < super::WAL_TRIM_BYTES + (64 << 10), "the WAL grew to {largest} bytes");
     }
 }

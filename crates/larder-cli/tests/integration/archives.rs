@@ -49,6 +49,12 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().expect("gzip")
 }
 
+pub fn bzip2(data: &[u8]) -> Vec<u8> {
+    let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    enc.write_all(data).expect("bzip2");
+    enc.finish().expect("bzip2")
+}
+
 pub fn xz(data: &[u8]) -> Vec<u8> {
     let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
     enc.write_all(data).expect("xz");
@@ -78,13 +84,18 @@ pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// The md5 of `data` in hex, with the system's md5sum.
 pub fn md5_hex(data: &[u8]) -> String {
-    let mut child = std::process::Command::new("md5sum")
+    sum_hex("md5sum", data)
+}
+
+/// The digest of `data` in hex by a coreutils tool (`sha1sum`, `sha512sum`).
+pub fn sum_hex(tool: &str, data: &[u8]) -> String {
+    let mut child = std::process::Command::new(tool)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("md5sum");
+        .expect(tool);
     child.stdin.take().expect("stdin").write_all(data).expect("write");
-    let out = child.wait_with_output().expect("md5sum");
+    let out = child.wait_with_output().expect(tool);
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::archives::{Entry, gzip, md5_hex, sha256_hex, tar, xz, zip, zstd};
+use crate::archives::{Entry, bzip2, gzip, md5_hex, sha256_hex, sum_hex, tar, xz, zip, zstd};
 use crate::http_server::{Fault, Server};
 use crate::util::{Run, TestDir, bytes, wait_for};
 
@@ -500,6 +500,9 @@ fn every_loader_and_transform() {
     server.add("/data.bin.gz", gzip(&data));
     server.add("/other.bin.zst", zstd(&data));
     server.add("/tree.tar.zst", zstd(&project_tar()));
+    let other_tree = tar(&[Entry::File("bz/in.txt", b"bzip2"), Entry::File("bz/more.txt", b"x")]);
+    server.add("/tree.tar.bz2", bzip2(&other_tree));
+    server.add("/tree.tar.xz", xz(&tar(&[Entry::File("xz/in.txt", b"xz")])));
     server.add(
         "/files.zip",
         zip(&[("z/one.txt", b"one"), ("z/two.txt", b"two"), ("z/l->one.txt", b"")]),
@@ -510,14 +513,21 @@ fn every_loader_and_transform() {
     let recipe = vec![
         format!("file:{}", local.display()),
         format!("sha256:{}", sha256_hex(b"from a file\n")),
+        format!("sha1:{}", sum_hex("sha1sum", b"from a file\n")),
         format!("larder:{stored}"),
         "exec:printf 'made by a command'".to_string(),
         server.url("/data.bin.gz"),
+        format!("sha512:{}", sum_hex("sha512sum", &gzip(&data))),
+        format!("blake3:{}", blake3::hash(&gzip(&data)).to_hex()),
         "gunzip".to_string(),
         format!("sha256:{}", sha256_hex(&data)),
         format!("http:{}", server.url("/other.bin.zst")),
         "unzstd".to_string(),
         server.url("/tree.tar.zst"),
+        "tar".to_string(),
+        server.url("/tree.tar.bz2"),
+        "tar".to_string(),
+        server.url("/tree.tar.xz"),
         "tar".to_string(),
         server.url("/files.zip"),
         "unzip".to_string(),
@@ -530,12 +540,14 @@ fn every_loader_and_transform() {
     with_command.extend(["--", "sh", "-c", "ls -A \"$LARDER_DIR\""]);
     let listing = t.run(&with_command).ok();
     let mut expected = vec![
+        "bz",
         "data",
         "data.bin",
         "exec-3",
         "local.txt",
         "other.bin",
         "payload",
+        "xz",
         "z",
         stored.trim_start_matches("sha256:"),
     ];
@@ -554,6 +566,8 @@ fn every_loader_and_transform() {
     assert_eq!(std::fs::read_link(dir.join("z/l")).expect("zip link"), Path::new("one.txt"));
     assert_project(dir);
     assert_eq!(std::fs::read(dir.join("data")).expect("xz"), data);
+    assert_eq!(std::fs::read(dir.join("bz/in.txt")).expect("bz"), b"bzip2");
+    assert_eq!(std::fs::read(dir.join("xz/in.txt")).expect("xz tar"), b"xz");
     for path in ["/data.bin.gz", "/other.bin.zst", "/tree.tar.zst", "/files.zip"] {
         assert_eq!(server.count(path), 1, "{path} downloaded once for both builds");
     }
@@ -728,4 +742,30 @@ fn placement_counts_the_space_builds_in_progress_reserved() {
     for name in ["a", "b", "d"] {
         t.run(&["dir", "rm", "--force", name]).ok();
     }
+}
+
+#[test]
+fn a_killed_holder_releases_its_repository() {
+    let t = TestDir::new();
+    let server = Server::start();
+    server.add("/p.tar.gz", gzip(&project_tar()));
+    let url = server.url("/p.tar.gz");
+    let mut holder = t
+        .bash(&format!("$L use --name r {url} tar >/dev/null && sleep 30"))
+        .spawn()
+        .expect("spawn");
+    let dir = t.home.join("dirs/r");
+    wait_for("the repository", || dir.join("payload/a.txt").exists());
+    let mut other = t
+        .bash(&format!("$L use --name r {url} tar >/dev/null && sleep 30"))
+        .spawn()
+        .expect("spawn");
+    wait_for("two holders", || t.dir_json("r")["holders"].as_array().is_some_and(|h| h.len() == 2));
+    kill9(&mut holder);
+    assert_eq!(t.dir_json("r")["holders"].as_array().expect("holders").len(), 1, "one left");
+    assert!(dir.exists());
+    kill9(&mut other);
+    assert!(t.dir_names().is_empty(), "the last holder's death released it");
+    assert!(!dir.exists());
+    assert_eq!(server.count("/p.tar.gz"), 1);
 }
