@@ -41,7 +41,7 @@ impl larder::Progress for Bars {
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
-        let label: String = label.chars().take(40).collect();
+        let label: String = label.chars().take(64).collect();
         bar.set_message(label);
         *self.slot() = Some(bar);
     }

@@ -58,6 +58,11 @@ pub(crate) struct Build<'a> {
     pub(crate) fetch: &'a FetchOptions,
     pub(crate) progress: &'a dyn Progress,
     pub(crate) budget: &'a Budget,
+    /// A folder beside the staging folder for files a build needs for a while
+    /// (a zip to unpack, what a loader's tool writes); created on demand, and
+    /// removed by the caller. Never inside the staging folder, where an
+    /// archive's entries could collide with it.
+    pub(crate) scratch: &'a Path,
 }
 
 /// Builds every source of `recipe` into `staging`.
@@ -67,7 +72,7 @@ pub(crate) fn build(b: &Build<'_>, recipe: &Recipe, staging: &Path) -> Result<()
         let plan = Plan::new(i + 1, source);
         build_source(b, &plan, staging)?;
     }
-    Ok(())
+    extract::check_all_links(staging)
 }
 
 /// The key under which a download is kept in the store: the same loader with
@@ -92,6 +97,8 @@ fn raw_checks(source: &Source) -> impl Iterator<Item = &Checksum> {
 
 /// How one source is built.
 struct Plan<'a> {
+    /// Its place in the recipe, from 1.
+    number: usize,
     source: &'a Source,
     /// The checksums of the loaded bytes.
     raw_checks: Vec<&'a Checksum>,
@@ -119,7 +126,10 @@ impl<'a> Plan<'a> {
                 _ => name,
             };
         }
-        Plan { source, raw_checks, rest, name, label }
+        if name.len() > 255 {
+            name = format!("source-{number}");
+        }
+        Plan { number, source, raw_checks, rest, name, label }
     }
 
     /// Whether the source ends in `unzip`, which needs the whole file at hand.
@@ -157,9 +167,21 @@ fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<()> {
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {}
                 Err(e) => return Err(e),
             }
-            let scratch = staging.join(format!(".larder-fetch-{}", plan.label));
-            let fetched = source::open_remote(&plan.source.loader, b.fetch, &scratch)
-                .and_then(|(reader, total)| through_store(b, plan, reader, total, &key, staging));
+            let scratch = b.scratch.join(format!("fetch-{}", plan.number));
+            let fetched = source::open_remote(&plan.source.loader, b.fetch, &scratch).and_then(
+                |(reader, total)| match total {
+                    // Too large for the store: unpack it without keeping it.
+                    Some(t) if t > b.store.capacity() => {
+                        tracing::info!(
+                            "{} ({t} bytes) is larger than the store; it is not kept",
+                            plan.label
+                        );
+                        let input = Input::Stream(reader);
+                        unpack_input(b, plan, input, &plan.raw_checks, staging)
+                    }
+                    _ => through_store(b, plan, reader, total, &key, staging),
+                },
+            );
             let _ = fs::remove_dir_all(&scratch);
             fetched
         }
@@ -208,16 +230,18 @@ fn through_store(
 ) -> Result<()> {
     let what = format!("downloading {}", plan.label);
     let failure = Arc::new(Mutex::new(None));
-    let mut tee = Tee {
+    let keep = PutOptions { key: Some(key.to_string()), pin: false };
+    let tee = |to_unpacker| Tee {
         inner: reader,
         checker: Checker::new(plan.raw_checks.iter().copied()),
-        to_unpacker: None,
+        to_unpacker,
+        unpacker_stopped: false,
         budget: b.budget,
         failure: failure.clone(),
     };
-    let keep = PutOptions { key: Some(key.to_string()), pin: false };
     if plan.is_plain() {
         // Nothing to overlap: store it, then link it out of the store.
+        let mut tee = tee(None);
         let pending = b.store.stage_stream(&mut tee, &what, total, b.progress);
         let pending = pending.map_err(|e| take(&failure).unwrap_or(e))?;
         check_sums(tee.checker, &plan.label)?;
@@ -227,13 +251,15 @@ fn through_store(
     }
     if plan.unzips() {
         // Zip needs the whole file: unpack the staged bytes, then keep them.
+        let mut tee = tee(None);
         let pending = b.store.stage_stream(&mut tee, &what, total, b.progress);
         let pending = pending.map_err(|e| take(&failure).unwrap_or(e))?;
         check_sums(tee.checker, &plan.label)?;
         extract::unzip(pending.open()?, staging, b.budget, &step("unzip", plan))?;
-        return pending.commit(&keep).map(drop);
+        keep_download(pending, &keep, &plan.label);
+        return Ok(());
     }
-    let (unpacked, staged) = std::thread::scope(|scope| {
+    let (unpacked, staged, checker, unpacker_stopped) = std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<Vec<u8>>(8);
         let unpacker = scope.spawn(move || {
             let mut input = ChannelReader { rx, buf: Vec::new(), pos: 0 };
@@ -244,24 +270,38 @@ fn through_store(
             }
             result
         });
-        tee.to_unpacker = Some(tx);
+        // The tee (and with it the channel's only sender) lives in this scope,
+        // so that a panic while downloading closes the channel and the
+        // unpacker ends, rather than the scope waiting for it for ever.
+        let mut tee = tee(Some(tx));
         let staged = b.store.stage_stream(&mut tee, &what, total, b.progress);
+        let Tee { checker, unpacker_stopped, to_unpacker, .. } = tee;
         // Closing the channel ends the unpacker's input.
-        tee.to_unpacker = None;
+        drop(to_unpacker);
         let unpacked = unpacker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (unpacked, staged)
+        (unpacked, staged, checker, unpacker_stopped)
     });
     let staged = staged.map_err(|e| take(&failure).unwrap_or(e));
     match (staged, unpacked) {
         (Err(e), Ok(())) => Err(e),
-        // The unpacker stopping is why the download stopped.
-        (Err(_), Err(e)) => Err(e),
+        // The unpacker stopping is why the download stopped; otherwise the
+        // download's failure is why the unpacker saw its input end early.
+        (Err(e), Err(u)) => Err(if unpacker_stopped { u } else { e }),
         (Ok(pending), unpacked) => {
             // A wrong checksum explains anything the unpacker made of the bytes.
-            check_sums(tee.checker, &plan.label)?;
+            check_sums(checker, &plan.label)?;
             unpacked?;
-            pending.commit(&keep).map(drop)
+            keep_download(pending, &keep, &plan.label);
+            Ok(())
         }
+    }
+}
+
+/// Keeps a download whose directory is built: if the store cannot take it
+/// (all pinned, say), the build still stands; only the next one downloads again.
+fn keep_download(pending: crate::store::Pending<'_>, keep: &PutOptions, label: &str) {
+    if let Err(e) = pending.commit(keep) {
+        tracing::warn!("{label} is unpacked but not kept in the store: {e}");
     }
 }
 
@@ -281,6 +321,12 @@ fn unpack_input(
             if dest.symlink_metadata().is_ok() {
                 return Err(two_make(&plan.name));
             }
+            // A link takes no room of its own, but the store may evict its
+            // blob: the file counts against --size like any other.
+            let size = file.metadata().map_err(|e| Error::io("read", &dest, e))?.len();
+            b.budget
+                .charge_file(size)
+                .map_err(|e| extract::unpack_error(&step("writing", plan), staging, e))?;
             b.store.get_to_path(&Target::Digest(digest), &dest, GetMode::Link, b.progress)?;
             drop(file);
             Ok(())
@@ -303,7 +349,8 @@ fn unpack_input(
         }
         Input::Stream(reader) if plan.unzips() => {
             // Zip needs the whole file at hand: keep it beside the build.
-            let temp = staging.join(format!(".larder-unzip-{}", plan.name));
+            fs::create_dir_all(b.scratch).map_err(|e| Error::io("create", b.scratch, e))?;
+            let temp = b.scratch.join(format!("unzip-{}", plan.number));
             let mut reading = Checking { inner: reader, checker: &mut checker };
             let mut metered = Metered::new(&mut reading, b.budget, b.progress, &failure);
             b.progress.start(&format!("loading {}", plan.label), None);
@@ -386,7 +433,8 @@ fn unpack_stream(
                     Box::new(Checked { inner: chain, checker: Some(Checker::new([sum])), slot });
             }
             Transform::Tar => {
-                extract::untar(chain, staging, budget, &step("tar", plan))?;
+                extract::untar(&mut chain, staging, budget, &step("tar", plan))?;
+                drop(chain);
                 return finish_checks(checkers, &plan.label);
             }
             Transform::Unzip => {
@@ -483,6 +531,8 @@ struct Tee<'a> {
     inner: Box<dyn Read>,
     checker: Checker,
     to_unpacker: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Whether the unpacker stopped reading first.
+    unpacker_stopped: bool,
     budget: &'a Budget,
     /// The source's own failure, reported instead of what the store makes of it.
     failure: Arc<Mutex<Option<Error>>>,
@@ -505,6 +555,7 @@ impl Read for Tee<'_> {
             && let Some(tx) = &self.to_unpacker
             && tx.send(buf[..n].to_vec()).is_err()
         {
+            self.unpacker_stopped = true;
             return Err(io::Error::other("the unpacking stopped"));
         }
         Ok(n)

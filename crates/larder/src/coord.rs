@@ -75,15 +75,18 @@ impl Holder {
     }
 
     /// Whether the holder still holds: its process runs, or its lease has
-    /// not expired at `now_ms`. A process on another host or boot cannot be
-    /// checked from here and counts as alive; hosts that share directories
-    /// use tokens.
+    /// not expired at `now_ms`. A process of this host's earlier boot is gone;
+    /// a process on another host cannot be checked from here and counts as
+    /// alive (hosts that share directories use tokens).
     pub fn is_alive(&self, now_ms: i64) -> bool {
         match self {
             Holder::Process { host, boot_id, pid, start } => {
                 let this = Host::current();
-                if *host != this.name || *boot_id != this.boot_id {
+                if *host != this.name {
                     return true;
+                }
+                if *boot_id != this.boot_id {
+                    return false;
                 }
                 ProcessId { pid: *pid, start: *start }.is_alive()
             }

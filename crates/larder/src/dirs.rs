@@ -248,7 +248,13 @@ impl Dirs {
             self.release(&name, holder);
             return Err(e);
         }
-        let record = self.wait_or_build(record, spec, holder, progress)?;
+        let record = match self.wait_or_build(record, spec, holder, progress) {
+            Ok(record) => record,
+            Err(e) => {
+                self.release(&name, holder);
+                return Err(e);
+            }
+        };
         if spec.recipe.is_empty() && record.recipe_hash.is_none() {
             let path = PathBuf::from(&record.path);
             if let Err(e) = fs::create_dir_all(&path) {
@@ -378,7 +384,7 @@ impl Dirs {
             building::remove_stale_staging(parent, name);
         }
         // Beside the directory, so the rename never crosses filesystems.
-        let trash = path.with_file_name(format!(".larder-trash-{name}-{}", record.generation));
+        let trash = building::trash_path(&path, name);
         match fs::rename(&path, &trash) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -551,6 +557,43 @@ mod tests {
         again.unlock().expect("unlock");
         again.release().expect("release");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn two_threads_asking_for_one_recipe_build_it_once() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let work = tempfile::tempdir().expect("tempdir");
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        archive.append_data(&mut header, "f", &b"hello"[..]).expect("append");
+        let tar_path = work.path().join("a.tar");
+        std::fs::write(&tar_path, archive.into_inner().expect("tar")).expect("write");
+        let count = work.path().join("count");
+        let command = format!(
+            "exec:echo built >> {}; sleep 0.2; cat {}",
+            count.display(),
+            tar_path.display()
+        );
+        let recipe = Recipe::parse(&[command.as_str(), "tar"]).expect("recipe");
+        let dirs = Dirs::open(home.path()).expect("open");
+        let spec = DirSpec::recipe(recipe).named("r");
+        let paths: Vec<PathBuf> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let (dirs, spec) = (dirs.clone(), spec.clone());
+                    scope.spawn(move || {
+                        let record = dirs.use_dir(&spec, &dirs.me, &NoProgress).expect("use");
+                        PathBuf::from(record.path)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().expect("thread")).collect()
+        });
+        assert_eq!(paths[0], paths[1]);
+        assert_eq!(std::fs::read(paths[0].join("f")).expect("f"), b"hello");
+        assert_eq!(std::fs::read_to_string(&count).expect("count"), "built\n");
     }
 
     #[test]

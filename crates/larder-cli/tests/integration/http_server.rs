@@ -18,6 +18,9 @@ pub enum Fault {
     Stall(usize),
     /// Sends the headers and this many bytes of the body, then closes.
     Drop(usize),
+    /// Ignores Range, sends the whole body from its start, and closes after
+    /// this many bytes (a cache that does not have the file yet).
+    WholeThenDrop(usize),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -161,11 +164,12 @@ impl Server {
             return respond(&out, status, &[], b"");
         }
         let body = &resource.body;
+        let ignore_range = matches!(fault, Some(Fault::WholeThenDrop(_)));
         let start = range
             .strip_prefix("bytes=")
             .and_then(|r| r.strip_suffix('-'))
             .and_then(|s| s.parse::<usize>().ok())
-            .filter(|_| resource.ranges)
+            .filter(|_| resource.ranges && !ignore_range)
             .unwrap_or(0)
             .min(body.len());
         let etag = format!("\"{}\"", body.len());
@@ -190,7 +194,7 @@ impl Server {
         let rest = &body[start..];
         let (limit, then) = match fault {
             Some(Fault::Stall(n)) => (n.min(rest.len()), Some(true)),
-            Some(Fault::Drop(n)) => (n.min(rest.len()), Some(false)),
+            Some(Fault::Drop(n) | Fault::WholeThenDrop(n)) => (n.min(rest.len()), Some(false)),
             _ => (rest.len(), None),
         };
         send(&mut out, &rest[..limit], resource.rate)?;

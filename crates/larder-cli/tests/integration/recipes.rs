@@ -69,12 +69,15 @@ impl TestDir {
         )
     }
 
-    /// Starts `larder ARGS` in the background; its holder is this test process.
+    /// Starts `larder ARGS` in the background, in a process group of its own
+    /// (so [`kill9`] takes its children too); its holder is this test process.
     fn spawn(&self, args: &[&str]) -> Child {
+        use std::os::unix::process::CommandExt;
         self.command()
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .expect("spawn larder")
     }
@@ -89,9 +92,11 @@ fn finish(child: Child) -> Run {
     }
 }
 
+/// Kills `child` and, if it leads a process group, everything in it.
 fn kill9(child: &mut Child) {
-    // SAFETY: kill with a pid we own and a valid signal.
+    // SAFETY: kill with a pid we own (or its group) and a valid signal.
     unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
         libc::kill(child.id() as i32, libc::SIGKILL);
     }
     let _ = child.wait();
@@ -374,6 +379,20 @@ fn servers_that_fail_are_retried_then_reported() {
     server.redirect("/old", &server.url("/new"));
     use_ok("/old");
 
+    // Broken at 30,000; the retry is sent everything and breaks again while
+    // the first 20,000 of the 30,000 already had are being skipped; the third
+    // resumes from 30,000 properly. Nothing may be lost or doubled.
+    server.add("/mixed", body.clone());
+    server.faults("/mixed", &[Fault::Drop(30_000), Fault::WholeThenDrop(20_000)]);
+    use_ok("/mixed");
+    assert_eq!(server.ranges("/mixed")[2], "bytes=30000-");
+
+    // A download that keeps breaking is reported as such, not as a damaged archive.
+    server.add("/breaks", body.clone());
+    server.faults("/breaks", &[Fault::Drop(10_000), Fault::Drop(0), Fault::Drop(0)]);
+    let err = t.run_impatient(&["use", &server.url("/breaks"), "tar"]).fails(6);
+    assert!(err.contains("cannot download") && err.contains("/breaks"), "{err}");
+
     let err = t.run_impatient(&["use", &server.url("/missing"), "tar"]).fails(1);
     assert!(err.contains("/missing: 404 Not Found; check the URL"), "{err}");
     assert_eq!(server.count("/missing"), 1, "a 404 is not retried");
@@ -390,7 +409,7 @@ fn servers_that_fail_are_retried_then_reported() {
     assert!(err.contains("cannot connect to the server"), "{err}");
     // Nothing of the failures is left.
     assert!(staging_folders(&t.home.join("dirs")).is_empty());
-    assert_eq!(t.dir_names().len(), 5, "the five that worked");
+    assert_eq!(t.dir_names().len(), 6, "the six that worked");
 }
 
 /// Serves `archive` and expects `use … URL STEPS` to refuse it with a message
@@ -746,18 +765,21 @@ fn placement_counts_the_space_builds_in_progress_reserved() {
 
 #[test]
 fn a_killed_holder_releases_its_repository() {
+    use std::os::unix::process::CommandExt;
     let t = TestDir::new();
     let server = Server::start();
     server.add("/p.tar.gz", gzip(&project_tar()));
     let url = server.url("/p.tar.gz");
     let mut holder = t
         .bash(&format!("$L use --name r {url} tar >/dev/null && sleep 30"))
+        .process_group(0)
         .spawn()
         .expect("spawn");
     let dir = t.home.join("dirs/r");
     wait_for("the repository", || dir.join("payload/a.txt").exists());
     let mut other = t
         .bash(&format!("$L use --name r {url} tar >/dev/null && sleep 30"))
+        .process_group(0)
         .spawn()
         .expect("spawn");
     wait_for("two holders", || t.dir_json("r")["holders"].as_array().is_some_and(|h| h.len() == 2));
@@ -768,4 +790,88 @@ fn a_killed_holder_releases_its_repository() {
     assert!(t.dir_names().is_empty(), "the last holder's death released it");
     assert!(!dir.exists());
     assert_eq!(server.count("/p.tar.gz"), 1);
+}
+
+#[test]
+fn links_of_two_archives_cannot_lead_outside_together() {
+    let t = TestDir::new();
+    let server = Server::start();
+    // Each link alone stays inside; together, d/e/l leads to the root's parent.
+    server.add(
+        "/a.tar",
+        tar(&[Entry::Dir("d"), Entry::Dir("d/e"), Entry::Symlink("d/e/l", "a/../../..")]),
+    );
+    server.add(
+        "/b.tar",
+        tar(&[Entry::Dir("d"), Entry::Dir("d/e"), Entry::Symlink("d/e/a", "../..")]),
+    );
+    let err = t
+        .run(&["use", "--name", "x", &server.url("/a.tar"), "tar", &server.url("/b.tar"), "tar"])
+        .fails(2);
+    assert!(err.contains("the link `d/e/l` leads outside the directory"), "{err}");
+    assert!(t.dir_names().is_empty());
+    assert!(staging_folders(&t.home.join("dirs")).is_empty());
+}
+
+#[test]
+fn modes_and_times_from_archives_are_tamed() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let server = Server::start();
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode, mtime) in [
+        ("open", tar::EntryType::Directory, 0o777, 1_700_000_000),
+        ("open/run", tar::EntryType::Regular, 0o4777, u64::MAX),
+        ("open/data", tar::EntryType::Regular, 0o666, 1_600_000_000),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(path).expect("path");
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_mtime(mtime);
+        header.set_size(if kind == tar::EntryType::Regular { 2 } else { 0 });
+        header.set_cksum();
+        let data: &[u8] = if kind == tar::EntryType::Regular { b"hi" } else { b"" };
+        b.append(&header, data).expect("append");
+    }
+    server.add("/modes.tar", b.into_inner().expect("tar"));
+    let dir = t.run(&["use", &server.url("/modes.tar"), "tar"]).ok();
+    let dir = t.real(&dir);
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).expect(p).permissions().mode() & 0o7777;
+    assert_eq!(mode("open"), 0o755, "a shared folder is never writable by others");
+    assert_eq!(mode("open/run"), 0o755, "no setuid, no write for others");
+    assert_eq!(mode("open/data"), 0o644);
+    let mtime = std::fs::metadata(dir.join("open/data")).expect("data").modified().expect("mtime");
+    assert_eq!(mtime, std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000));
+}
+
+#[test]
+fn a_checksum_after_a_decompression_checks_what_tar_reads() {
+    let t = TestDir::new();
+    let server = Server::start();
+    let inner = project_tar();
+    server.add("/p.tar.gz", gzip(&inner));
+    let url = server.url("/p.tar.gz");
+    let good = format!("sha256:{}", sha256_hex(&inner));
+    let dir = t.run(&["use", "--name", "good", &url, "gunzip", &good, "tar"]).ok();
+    assert_project(&t.real(&dir));
+    let bad = format!("sha256:{}", "1".repeat(64));
+    let err = t.run(&["use", "--name", "bad", &url, "gunzip", &bad, "tar"]).fails(3);
+    assert!(err.contains("but the recipe expects 1111"), "{err}");
+    assert_eq!(t.dir_names(), vec!["good".to_string()]);
+}
+
+#[test]
+fn downloads_larger_than_the_store_are_unpacked_without_being_kept() {
+    let t = TestDir::new();
+    let server = Server::start();
+    let big = gzip(&tar(&[Entry::File("big.bin", &bytes(9, 3_000_000))]));
+    server.add("/big.tar.gz", big);
+    let dir = t.run(&["--capacity", "1MB", "use", &server.url("/big.tar.gz"), "tar"]).ok();
+    assert_eq!(std::fs::read(t.real(&dir).join("big.bin")).expect("big"), bytes(9, 3_000_000));
+    assert_eq!(t.json(&["ls", "--json"]), serde_json::json!([]));
+    // A plain file counts against --size though it is a link to the store.
+    server.add("/plain.bin", bytes(1, 3_000_000));
+    let err = t.run(&["use", "--size", "1MB", &server.url("/plain.bin")]).fails(2);
+    assert!(err.contains("given with --size"), "{err}");
 }

@@ -17,6 +17,8 @@ use crate::size::format_size;
 pub(crate) const MAX_RATIO: u64 = 1000;
 /// Slack on top of the ratio, so that small archives of sparse data pass.
 const RATIO_SLACK: u64 = 64 << 20;
+/// What each entry is counted as on top of its bytes: an inode and a block.
+const ENTRY_COST: u64 = 4096;
 
 /// Counts the bytes a build writes and stops it past a limit: the size the
 /// user gave (`use --size`), or else [`MAX_RATIO`] times what came in.
@@ -46,6 +48,18 @@ impl Budget {
     /// Total bytes written.
     pub(crate) fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// Records a file of `n` bytes that was not written here (a link to a
+    /// stored blob) but still counts against `--size`.
+    pub(crate) fn charge_file(&self, n: u64) -> io::Result<()> {
+        self.charge(n.saturating_add(ENTRY_COST))
+    }
+
+    /// Records one more entry (a file, folder or link), which costs an inode
+    /// and a block whatever its size: millions of empty entries are a bomb too.
+    fn charge_entry(&self) -> io::Result<()> {
+        self.charge(ENTRY_COST)
     }
 
     /// Records `n` more bytes written; fails once past the limit.
@@ -294,9 +308,16 @@ fn clear(path: &Path, root: &Path, step: &str) -> Result<()> {
 }
 
 /// Permissions for extracted files: the archive's, without setuid, setgid or
-/// sticky bits, and always readable and writable by the owner.
+/// sticky bits, never writable by others (the directory is shared), and always
+/// readable and writable by the owner.
 fn file_mode(mode: u32) -> u32 {
-    (mode & 0o777) | 0o600
+    (mode & 0o755) | 0o600
+}
+
+/// Permissions for extracted folders: as for files, and always searchable by
+/// the owner, so that the build can go on and the folder can be deleted.
+fn dir_mode(mode: u32) -> u32 {
+    (mode & 0o755) | 0o700
 }
 
 /// Writes `data` to a new file at `rel` in `root`, charging the budget.
@@ -350,15 +371,30 @@ pub(crate) fn write_stream(
     write_file(root, Path::new(name), input, 0o644, budget, step).map(drop)
 }
 
-/// Unpacks the tar archive `input` (compressed or not) into `root`.
-pub(crate) fn untar(input: impl Read, root: &Path, budget: &Budget, step: &str) -> Result<()> {
-    let decoded = auto_decoder(input).map_err(|e| unpack_error(step, root, e))?;
-    let mut archive = tar::Archive::new(decoded);
+/// Unpacks the tar archive `input` (compressed or not) into `root`, then
+/// reads `input` to its end (charged to the budget), so that whatever checks
+/// the stream sees all of it.
+pub(crate) fn untar(input: &mut dyn Read, root: &Path, budget: &Budget, step: &str) -> Result<()> {
+    let mut decoded = auto_decoder(&mut *input).map_err(|e| unpack_error(step, root, e))?;
+    untar_entries(&mut decoded, root, budget, step)?;
+    drop(decoded);
+    let mut rest = Charged { inner: io::sink(), budget };
+    io::copy(input, &mut rest).map_err(|e| unpack_error(step, root, e))?;
+    Ok(())
+}
+
+fn untar_entries(input: &mut dyn Read, root: &Path, budget: &Budget, step: &str) -> Result<()> {
+    let mut archive = tar::Archive::new(input);
     let mut links = Vec::new();
     let entries = archive.entries().map_err(|e| unpack_error(step, root, e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| unpack_error(step, root, e))?;
         let kind = entry.header().entry_type();
+        use tar::EntryType as T;
+        // Headers for the entries after them, whatever name they carry.
+        if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+            continue;
+        }
         let raw = entry.path().map_err(|e| unpack_error(step, root, e))?.into_owned();
         let Some(rel) = safe_relative(&raw) else {
             return Err(refused(
@@ -366,10 +402,7 @@ pub(crate) fn untar(input: impl Read, root: &Path, budget: &Budget, step: &str) 
                 format!("entry `{}` has an absolute path or `..`", raw.display()),
             ));
         };
-        use tar::EntryType as T;
-        if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
-            continue;
-        }
+        budget.charge_entry().map_err(|e| unpack_error(step, root, e))?;
         if rel.as_os_str().is_empty() {
             continue;
         }
@@ -386,15 +419,17 @@ pub(crate) fn untar(input: impl Read, root: &Path, budget: &Budget, step: &str) 
                     Err(_) => fs::create_dir(&dest).map_err(|e| unpack_error(step, root, e))?,
                 }
                 let mode = entry.header().mode().unwrap_or(0o755);
-                let perms = fs::Permissions::from_mode((mode & 0o777) | 0o700);
+                let perms = fs::Permissions::from_mode(dir_mode(mode));
                 fs::set_permissions(&dest, perms).map_err(|e| unpack_error(step, root, e))?;
             }
             T::Regular | T::Continuous | T::GNUSparse => {
                 let mode = entry.header().mode().unwrap_or(0o644);
                 let mtime = entry.header().mtime().ok();
                 let file = write_file(root, &rel, &mut entry, mode, budget, step)?;
-                if let Some(secs) = mtime {
-                    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                let when = mtime.and_then(|secs| {
+                    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
+                });
+                if let Some(when) = when {
                     let _ = file.set_modified(when);
                 }
             }
@@ -489,6 +524,26 @@ fn check_links(root: &Path, links: &[PathBuf], step: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks every link under `root` (the whole build, whichever source made
+/// it): links made by different archives can lead outside together.
+pub(crate) fn check_all_links(root: &Path) -> Result<()> {
+    let mut links = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let entries = fs::read_dir(root.join(&rel)).map_err(|e| Error::io("read", root, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read", root, e))?;
+            let path = rel.join(entry.file_name());
+            match entry.file_type() {
+                Ok(t) if t.is_symlink() => links.push(path),
+                Ok(t) if t.is_dir() => stack.push(path),
+                _ => {}
+            }
+        }
+    }
+    check_links(root, &links, "the recipe's files")
+}
+
 /// Unpacks the zip archive in `file` into `root`.
 pub(crate) fn unzip(file: File, root: &Path, budget: &Budget, step: &str) -> Result<()> {
     let zip_error = |e: zip::result::ZipError| match e {
@@ -509,6 +564,7 @@ pub(crate) fn unzip(file: File, root: &Path, budget: &Budget, step: &str) -> Res
                 format!("entry `{}` has an absolute path or `..`", raw.display()),
             ));
         };
+        budget.charge_entry().map_err(|e| unpack_error(step, root, e))?;
         if rel.as_os_str().is_empty() {
             continue;
         }
@@ -520,6 +576,8 @@ pub(crate) fn unzip(file: File, root: &Path, budget: &Budget, step: &str) -> Res
                 clear(&dest, root, step)?;
                 fs::create_dir(&dest).map_err(|e| unpack_error(step, root, e))?;
             }
+            let perms = fs::Permissions::from_mode(dir_mode(mode));
+            fs::set_permissions(&dest, perms).map_err(|e| unpack_error(step, root, e))?;
         } else if entry.is_symlink() {
             let mut target = String::new();
             (&mut entry).take(4096).read_to_string(&mut target).map_err(|e| {

@@ -33,6 +33,9 @@ pub(crate) struct HttpReader {
     failures: u32,
     /// Bytes still to drop from a response that restarted from 0.
     skip: u64,
+    /// Where the first response came from, after redirects: resumes go there,
+    /// so a redirector that picks another mirror each time cannot mix files.
+    resume_url: Option<String>,
 }
 
 /// One client per process: it keeps connections and TLS sessions.
@@ -59,6 +62,7 @@ impl HttpReader {
             validator: None,
             failures: 0,
             skip: 0,
+            resume_url: None,
         };
         reader.connect()?;
         Ok(reader)
@@ -111,7 +115,10 @@ impl HttpReader {
         if self.total == Some(self.pos) && self.pos > 0 {
             return Ok(None);
         }
-        let mut request = self.client.get(&self.url).header(ACCEPT_ENCODING, "identity");
+        // Whatever was still to be skipped belonged to the response that broke.
+        self.skip = 0;
+        let url = self.resume_url.as_deref().unwrap_or(&self.url);
+        let mut request = self.client.get(url).header(ACCEPT_ENCODING, "identity");
         if self.pos > 0 {
             request = request.header(RANGE, format!("bytes={}-", self.pos));
             if let Some(v) = &self.validator {
@@ -138,6 +145,7 @@ impl HttpReader {
                 } else {
                     self.validator = validator;
                     self.total = content_length(&response);
+                    self.resume_url = Some(response.url().to_string());
                 }
                 Ok(Some(response))
             }
@@ -148,11 +156,22 @@ impl HttpReader {
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_content_range);
                 match range {
-                    Some((start, total)) if start == self.pos => {
+                    // The rest of the same file: the same length as before.
+                    Some((start, total))
+                        if start == self.pos && (self.total.is_none() || total == self.total) =>
+                    {
                         if self.total.is_none() {
                             self.total = total;
                         }
                         Ok(Some(response))
+                    }
+                    Some((start, total)) if start == self.pos => {
+                        Err(Failure::Permanent(permanent(format!(
+                            "{} changed on the server during the download (its length went from {} to {}); try again",
+                            self.url,
+                            self.total.map_or("unknown".to_string(), |t| t.to_string()),
+                            total.map_or("unknown".to_string(), |t| t.to_string())
+                        ))))
                     }
                     _ => Err(Failure::Transient(format!(
                         "the server answered a resume at byte {} with a wrong range",

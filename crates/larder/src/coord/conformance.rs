@@ -155,6 +155,10 @@ fn dead_and_expired_holders_are_released_by_whoever_looks(coord: &dyn Coordinato
     coord.attach("b", &dead_process(), &new_dir("/x/b")).expect("attach");
     coord.attach("b", &token("expired", -1), &new_dir("/x/b")).expect("attach");
     coord.attach("b", &token("live", 60_000), &new_dir("/x/b")).expect("attach");
+    // A process of this host before it rebooted.
+    let Holder::Process { host, .. } = Holder::current_process() else { unreachable!() };
+    let earlier = Holder::Process { host, boot_id: "an-earlier-boot".into(), pid: 1, start: 1 };
+    coord.attach("b", &earlier, &new_dir("/x/b")).expect("attach");
     let record = coord.get("b").expect("get").expect("record");
     assert_eq!(record.holders.len(), 1, "{:?}", record.holders);
     assert_eq!(record.holders[0].holder.key(), "token:live");

@@ -9,9 +9,11 @@
 //! the record turns ready: nobody ever sees a half-built directory. The
 //! staging folder of a dead builder is thrown away by whoever builds next.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{DirSpec, Dirs};
@@ -37,6 +39,7 @@ impl Dirs {
         progress: &dyn Progress,
     ) -> Result<DirRecord> {
         let name = record.name.clone();
+        let generation = record.generation;
         // Right after attaching, a failed build is built again; later, it
         // is the build this process waited for, and its failure is ours.
         let mut fresh = true;
@@ -65,7 +68,10 @@ impl Dirs {
                         format!("building directory {name} failed: {error}"),
                     ));
                 }
-                DirState::Building { by } if *by != self.me && by.is_alive(now_ms()) => {
+                DirState::Building { by }
+                    if (*by != self.me && by.is_alive(now_ms()))
+                        || (*by == self.me && BuildingHere::is_held(&record.path)) =>
+                {
                     waiting.show(progress, &record, by);
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(POLL_MAX);
@@ -81,7 +87,10 @@ impl Dirs {
                     ));
                 }
                 _ => {
-                    if let Some(claimed) = self.coord.claim_build(&name, &self.me)? {
+                    // One build per directory in this process, whichever thread asks.
+                    if let Some(here) = BuildingHere::enter(&record.path)
+                        && let Some(claimed) = self.coord.claim_build(&name, &self.me)?
+                    {
                         waiting.end(progress);
                         if let DirState::Building { .. } = record.state
                             && !fresh
@@ -89,16 +98,22 @@ impl Dirs {
                             tracing::warn!("the builder of {name} died; building it here");
                         }
                         self.run_build(&claimed, spec, holder, progress)?;
+                        drop(here);
                     }
                 }
             }
             fresh = false;
-            record = self.coord.get(&name)?.ok_or_else(|| {
+            let gone = || {
                 Error::new(
                     ErrorKind::Conflict,
                     format!("directory {name} was deleted while this waited for it; try again"),
                 )
-            })?;
+            };
+            record = self.coord.get(&name)?.ok_or_else(gone)?;
+            // Another generation is another directory, which this does not hold.
+            if record.generation != generation {
+                return Err(gone());
+            }
         }
     }
 
@@ -152,12 +167,12 @@ impl Dirs {
         remove_stale_staging(parent, name);
         // A folder already at the path was renamed there by a builder that
         // died before it marked the record ready: nobody vouches for it.
-        if path.symlink_metadata().is_ok() {
-            let aside = parent.join(format!(".larder-trash-{name}-{}", record.generation));
-            fs::rename(&path, &aside).map_err(|e| Error::io("move aside", &path, e))?;
-            let _ = fs::remove_dir_all(&aside);
-        }
+        move_aside(&path, name)?;
         let staging = parent.join(staging_name(name, ProcessId::current(), record.generation));
+        let mut scratch = staging.clone().into_os_string();
+        scratch.push(".tmp");
+        let scratch = PathBuf::from(scratch);
+        let _ = fs::remove_dir_all(&staging);
         fs::create_dir(&staging).map_err(|e| Error::io("create", &staging, e))?;
         let result = (|| {
             let store = self.store()?;
@@ -171,18 +186,85 @@ impl Dirs {
                 budget: &budget,
                 state: Mutex::new(ReportState::default()),
             };
-            let b = Build { store, fetch: &self.fetch, progress: &reporter, budget: &budget };
+            let b = Build {
+                store,
+                fetch: &self.fetch,
+                progress: &reporter,
+                budget: &budget,
+                scratch: &scratch,
+            };
             build::build(&b, &spec.recipe, &staging)?;
             // Durable before it is published: a power cut must not leave a
             // ready record over files that never reached the disk.
             crate::fsutil::sync_filesystem(&staging)
                 .map_err(|e| Error::io("flush", &staging, e))?;
-            fs::rename(&staging, &path).map_err(|e| Error::io("move into place", &path, e))
+            if let Err(e) = fs::rename(&staging, &path) {
+                // Something appeared at the path meanwhile (a builder of a
+                // deleted record finishing late): not ours to keep.
+                move_aside(&path, name)?;
+                fs::rename(&staging, &path).map_err(|_| Error::io("move into place", &path, e))?;
+            }
+            fs::File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| Error::io("flush", parent, e))
         })();
+        let _ = fs::remove_dir_all(&scratch);
         if result.is_err() {
             let _ = fs::remove_dir_all(&staging);
         }
         result
+    }
+}
+
+/// Renames whatever is at `path` to a trash name beside it and deletes it.
+pub(super) fn move_aside(path: &Path, name: &str) -> Result<()> {
+    if path.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    let aside = trash_path(path, name);
+    fs::rename(path, &aside).map_err(|e| Error::io("move aside", path, e))?;
+    if let Err(e) = fs::remove_dir_all(&aside) {
+        tracing::warn!("cannot delete {}: {e}", aside.display());
+    }
+    Ok(())
+}
+
+/// A fresh name beside `path` for a folder on its way out, naming its owner,
+/// so a folder whose deleter died is found and finished later.
+pub(super) fn trash_path(path: &Path, name: &str) -> PathBuf {
+    static NONCE: AtomicU64 = AtomicU64::new(0);
+    let nonce = NONCE.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".larder-trash-{name}.{}.{nonce}", ProcessId::current()))
+}
+
+/// The directories this process is building now, by path: one build per
+/// directory, even when several threads ask for it at once.
+struct BuildingHere(String);
+
+static BUILDING_HERE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+impl BuildingHere {
+    fn set() -> std::sync::MutexGuard<'static, Option<HashSet<String>>> {
+        BUILDING_HERE.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `path` as built here, unless another thread already builds it.
+    fn enter(path: &str) -> Option<BuildingHere> {
+        let mut set = BuildingHere::set();
+        let new = set.get_or_insert_with(HashSet::new).insert(path.to_string());
+        new.then(|| BuildingHere(path.to_string()))
+    }
+
+    fn is_held(path: &str) -> bool {
+        BuildingHere::set().as_ref().is_some_and(|s| s.contains(path))
+    }
+}
+
+impl Drop for BuildingHere {
+    fn drop(&mut self) {
+        if let Some(set) = BuildingHere::set().as_mut() {
+            set.remove(&self.0);
+        }
     }
 }
 
@@ -191,23 +273,28 @@ fn staging_name(name: &str, owner: ProcessId, generation: u64) -> String {
     format!(".larder-build-{name}.{owner}.{generation}")
 }
 
-/// Removes the staging folders of `name` in `parent` whose builders died.
+/// Removes the staging, scratch and trash folders of `name` in `parent` whose
+/// owners died: `.larder-build-NAME.OWNER.GENERATION[.tmp]` and
+/// `.larder-trash-NAME.OWNER.NONCE`.
 pub(super) fn remove_stale_staging(parent: &Path, name: &str) {
-    let prefix = format!(".larder-build-{name}.");
+    let build = format!(".larder-build-{name}.");
+    let trash = format!(".larder-trash-{name}.");
     let Ok(entries) = fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let mut parts = rest.split('.');
-        let (Some(owner), Some(_generation), None) = (parts.next(), parts.next(), parts.next())
+        let Some(file_name) = file_name.to_str() else { continue };
+        let Some(rest) = file_name.strip_prefix(&build).or_else(|| file_name.strip_prefix(&trash))
         else {
             continue;
         };
+        let parts: Vec<&str> = rest.split('.').collect();
+        let owner = match parts.as_slice() {
+            [owner, _] | [owner, _, "tmp"] => owner,
+            _ => continue,
+        };
         let Ok(owner) = owner.parse::<ProcessId>() else { continue };
         if !owner.is_alive() {
-            tracing::info!("removing {}, left by a builder that died", entry.path().display());
+            tracing::info!("removing {}, left by a process that died", entry.path().display());
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -285,7 +372,7 @@ impl Waiting {
     fn show(&mut self, progress: &dyn Progress, record: &DirRecord, by: &Holder) {
         let phase = record.progress.as_ref();
         let label = match phase {
-            Some(p) => format!("waiting for {by} to build {}: {}", record.name, p.phase),
+            Some(p) => format!("waiting for {by}: {}", p.phase),
             None => format!("waiting for {by} to build {}", record.name),
         };
         if self.label.as_deref() != Some(label.as_str()) {
