@@ -89,8 +89,8 @@ fn main() {
     let bench = Bench { root, url, sha, probe, server };
 
     let mut table = Table::default();
-    let alone = bench.one_use(bytes, &mut table);
-    bench.crowd(alone, &mut table);
+    bench.one_use(bytes, &mut table);
+    bench.crowd(&mut table);
     bench.round_trips(scale.round_trips, &mut table);
     println!();
     table.print();
@@ -146,7 +146,7 @@ impl Bench {
     }
 
     /// Case 1: one `larder use` on a cold store against the shell pipeline.
-    fn one_use(&self, bytes: u64, table: &mut Table) -> f64 {
+    fn one_use(&self, bytes: u64, table: &mut Table) {
         let (mut larder, mut shell, mut shell_sync) = (Vec::new(), Vec::new(), Vec::new());
         let work = self.root.join("shell");
         for _ in 0..REPS {
@@ -197,50 +197,53 @@ impl Bench {
             let r = median(times);
             table.row(name.clone(), secs(l), format!("{label}: {}", secs(r)), ratio(l, r));
         }
-        l
     }
 
-    /// Case 2: 32 processes using the repository at once, on a cold store.
-    fn crowd(&self, alone: f64, table: &mut Table) {
-        let mut times = Vec::new();
+    /// Case 2: 32 processes using the repository at once, on a cold store,
+    /// beside one alone, measured in turn.
+    fn crowd(&self, table: &mut Table) {
+        let (mut crowd, mut alone) = (Vec::new(), Vec::new());
         for _ in 0..REPS {
-            let home = self.root.join("home");
-            let places = self.root.join("dirs");
-            remove(&home);
-            remove(&places);
-            settle();
-            let before = self.server.count("/data.tar.gz");
-            let start = Instant::now();
-            let children: Vec<_> = (0..CROWD)
-                .map(|_| {
-                    self.larder(&home)
-                        .args(self.use_args(&places))
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .expect("spawn")
-                })
-                .collect();
-            let outputs: Vec<_> =
-                children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect();
-            times.push(start.elapsed().as_secs_f64());
-            for out in &outputs {
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            for (count, times) in [(1, &mut alone), (CROWD, &mut crowd)] {
+                let home = self.root.join("home");
+                let places = self.root.join("dirs");
+                remove(&home);
+                remove(&places);
+                settle();
+                let before = self.server.count("/data.tar.gz");
+                let start = Instant::now();
+                let children: Vec<_> = (0..count)
+                    .map(|_| {
+                        self.larder(&home)
+                            .args(self.use_args(&places))
+                            .stdout(Stdio::piped())
+                            .stderr(Stdio::piped())
+                            .spawn()
+                            .expect("spawn")
+                    })
+                    .collect();
+                let outputs: Vec<_> =
+                    children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect();
+                times.push(start.elapsed().as_secs_f64());
+                for out in &outputs {
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                }
+                let dir = String::from_utf8_lossy(&outputs[0].stdout).trim().to_string();
+                assert!(outputs.iter().all(|o| String::from_utf8_lossy(&o.stdout).trim() == dir));
+                self.check_unpacked(Path::new(&dir));
+                assert_eq!(self.server.count("/data.tar.gz") - before, 1, "one download for all");
+                remove(&home);
+                remove(&places);
             }
-            let dir = String::from_utf8_lossy(&outputs[0].stdout).trim().to_string();
-            assert!(outputs.iter().all(|o| String::from_utf8_lossy(&o.stdout).trim() == dir));
-            self.check_unpacked(Path::new(&dir));
-            assert_eq!(self.server.count("/data.tar.gz") - before, 1, "one download for all");
-            remove(&home);
-            remove(&places);
         }
-        show_reps(&format!("{CROWD} at once"), &times);
-        let t = median(&times);
+        show_reps("1 alone", &alone);
+        show_reps(&format!("{CROWD} at once"), &crowd);
+        let (c, a) = (median(&crowd), median(&alone));
         table.row(
             format!("{CROWD} processes use it at once (1 download)"),
-            secs(t),
-            format!("one alone: {}", secs(alone)),
-            ratio(t, alone),
+            secs(c),
+            format!("one alone: {}", secs(a)),
+            ratio(c, a),
         );
     }
 

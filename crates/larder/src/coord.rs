@@ -250,6 +250,10 @@ pub trait Coordinator: Send + Sync {
     /// One record.
     fn get(&self, name: &str) -> Result<Option<DirRecord>>;
 
+    /// One record as it is, without releasing anyone: cheap enough to poll.
+    /// Its holders may include dead ones.
+    fn peek(&self, name: &str) -> Result<Option<DirRecord>>;
+
     /// Every record, by name.
     fn list(&self) -> Result<Vec<DirRecord>>;
 

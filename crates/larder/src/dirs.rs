@@ -391,6 +391,7 @@ impl Dirs {
             Err(e) => return Err(Error::io("delete", &path, e)),
         }
         self.coord.finish_delete(name, record.generation)?;
+        let _ = fs::remove_file(building::build_lock_path(&path, name));
         match fs::remove_dir_all(&trash) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -32,14 +32,15 @@ fn assert_project(dir: &Path) {
     assert_eq!(std::fs::read(p.join("hard")).expect("hard"), b"hello\n");
 }
 
-/// The leftovers of builds in a folder of directories.
+/// The leftovers of builds in a folder of directories (not the lock files
+/// that wake waiters, which live as long as their directories).
 fn staging_folders(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".larder-"))
+                .filter(|n| n.starts_with(".larder-") && !n.ends_with(".lock"))
                 .collect()
         })
         .unwrap_or_default()

@@ -61,7 +61,10 @@ fn a_failed_build_is_reported_and_built_again(coord: &dyn Coordinator) {
     assert!(coord.report_progress("i", rec.generation, &a, &progress).expect("report"));
     assert!(!coord.report_progress("i", rec.generation, &b, &progress).expect("report"));
     let seen = coord.get("i").expect("get").expect("record");
-    assert_eq!(seen.progress, Some(progress));
+    assert_eq!(seen.progress, Some(progress.clone()));
+    let peeked = coord.peek("i").expect("peek").expect("record");
+    assert_eq!((peeked.progress, peeked.generation), (Some(progress), seen.generation));
+    assert_eq!(coord.peek("nope").expect("peek"), None);
     assert!(!coord.fail_build("i", rec.generation, &b, "not mine").expect("fail"));
     assert!(coord.fail_build("i", rec.generation, &a, "checksum mismatch").expect("fail"));
     let failed = coord.get("i").expect("get").expect("record");

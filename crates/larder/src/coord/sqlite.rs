@@ -75,6 +75,11 @@ impl SqliteCoordinator {
         };
         run().map_err(|e| Error::index(&self.path, e))
     }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn).map_err(|e| Error::index(&self.path, e))
+    }
 }
 
 /// Drops the dead and expired holders of `name`.
@@ -243,6 +248,12 @@ impl Coordinator for SqliteCoordinator {
             reap(tx, name)?;
             load(tx, name)
         })
+    }
+
+    fn peek(&self, name: &str) -> Result<Option<DirRecord>> {
+        // One statement after another outside a transaction may see two
+        // commits; the record and its holders are only a hint here.
+        self.read(|conn| load(conn, name))
     }
 
     fn list(&self) -> Result<Vec<DirRecord>> {

@@ -44,6 +44,7 @@ impl Dirs {
         // is the build this process waited for, and its failure is ours.
         let mut fresh = true;
         let mut waiting = Waiting::default();
+        let mut watch = Watch { lock: build_lock_path(Path::new(&record.path), &name), rx: None };
         let mut pause = Duration::from_millis(10);
         loop {
             match &record.state {
@@ -73,7 +74,13 @@ impl Dirs {
                         || (*by == self.me && BuildingHere::is_held(&record.path)) =>
                 {
                     waiting.show(progress, &record, by);
-                    std::thread::sleep(pause);
+                    let started = Instant::now();
+                    // Woken at once if the builder's lock is free: it has
+                    // finished or died, or not taken its lock yet; in the
+                    // last case, pause rather than spin.
+                    if watch.wait(pause) && started.elapsed() < Duration::from_millis(2) {
+                        std::thread::sleep(pause);
+                    }
                     pause = (pause * 2).min(POLL_MAX);
                 }
                 _ if spec.recipe.is_empty() => {
@@ -109,7 +116,11 @@ impl Dirs {
                     format!("directory {name} was deleted while this waited for it; try again"),
                 )
             };
-            record = self.coord.get(&name)?.ok_or_else(gone)?;
+            record = self.coord.peek(&name)?.ok_or_else(gone)?;
+            if record.state == DirState::Ready {
+                // Its live holders, for the caller.
+                record = self.coord.get(&name)?.ok_or_else(gone)?;
+            }
             // Another generation is another directory, which this does not hold.
             if record.generation != generation {
                 return Err(gone());
@@ -129,7 +140,11 @@ impl Dirs {
     ) -> Result<()> {
         let name = &record.name;
         tracing::info!("building directory {name} from `{}`", spec.recipe);
-        match self.build_into_place(record, spec, progress) {
+        // Held until the record says how the build ended: its release wakes
+        // those who wait, and so does the kernel's if this process dies.
+        let lock = lock_for_build(&build_lock_path(Path::new(&record.path), name));
+        let built = self.build_into_place(record, spec, progress);
+        let result = match built {
             Ok(()) => {
                 if self.coord.finish_build(name, record.generation, &self.me)? {
                     Ok(())
@@ -149,7 +164,9 @@ impl Dirs {
                 self.release(name, holder);
                 Err(e)
             }
-        }
+        };
+        drop(lock);
+        result
     }
 
     fn build_into_place(
@@ -264,6 +281,56 @@ impl Drop for BuildingHere {
     fn drop(&mut self) {
         if let Some(set) = BuildingHere::set().as_mut() {
             set.remove(&self.0);
+        }
+    }
+}
+
+/// The file a builder of the directory at `path` holds locked while it builds.
+/// It is only a way to wake those who wait; the coordinator decides who builds.
+pub(super) fn build_lock_path(path: &Path, name: &str) -> PathBuf {
+    path.with_file_name(format!(".larder-build-{name}.lock"))
+}
+
+/// Locks `path` for a build. Without it (a folder that refuses the file), those
+/// who wait still poll, only less promptly.
+fn lock_for_build(path: &Path) -> Option<fs::File> {
+    if let Some(parent) = path.parent() {
+        let _ = fs::create_dir_all(parent);
+    }
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).ok()?;
+    file.lock().ok()?;
+    Some(file)
+}
+
+/// Waits for a builder's lock to be free, on a thread of its own, so that a
+/// waiter can also wake every so often to show the builder's progress.
+struct Watch {
+    lock: PathBuf,
+    rx: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Watch {
+    /// Waits up to `pause`; true if the lock was free (or cannot be had).
+    fn wait(&mut self, pause: Duration) -> bool {
+        let rx = self.rx.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let lock = self.lock.clone();
+            std::thread::spawn(move || {
+                if let Ok(file) = fs::File::open(&lock)
+                    && file.lock_shared().is_ok()
+                {
+                    let _ = file.unlock();
+                }
+                let _ = tx.send(());
+            });
+            rx
+        });
+        match rx.recv_timeout(pause) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+            _ => {
+                self.rx = None;
+                true
+            }
         }
     }
 }
