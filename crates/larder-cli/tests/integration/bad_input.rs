@@ -194,6 +194,7 @@ fn reads_trust_an_unchanged_file_and_verify_reads_trusts_nothing() {
     assert_eq!(t.run(&["get", &digest, "-o", "/dev/null"]).code, 0);
     let err = t.run(&["get", &digest, "-o", "/dev/null", "--verify"]).fails(3);
     assert!(err.contains("is corrupt"), "{err}");
+    assert_dev_null_is_a_device();
     t.put("v2", &data);
     keep_mtime_while(&blob, || flip_byte(&blob, 10));
     let run = t.run_with(t.command().args(["get", &digest]).env("LARDER_VERIFY_READS", "true"));
@@ -202,4 +203,36 @@ fn reads_trust_an_unchanged_file_and_verify_reads_trusts_nothing() {
     t.put("v3", &data);
     keep_mtime_while(&blob, || flip_byte(&blob, 10));
     assert_eq!(t.verify()["corrupt"][0]["digest"], digest.as_str());
+}
+
+#[track_caller]
+fn assert_dev_null_is_a_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata("/dev/null").expect("/dev/null");
+    assert!(
+        meta.file_type().is_char_device(),
+        "/dev/null was replaced by a {:?}",
+        meta.file_type()
+    );
+}
+
+/// Regression: `get -o /dev/null` renamed its output over /dev/null.
+#[test]
+fn get_into_a_device_writes_to_it_and_leaves_it_a_device() {
+    let t = TestDir::new();
+    let digest = t.put("d", bytes(8, 300_000));
+    assert_eq!(t.run(&["get", &digest, "-o", "/dev/null"]).code, 0);
+    assert_dev_null_is_a_device();
+    assert_eq!(t.run(&["get", &digest, "-o", "/dev/null", "--link"]).code, 0);
+    assert_dev_null_is_a_device();
+    // A fifo gets the bytes too.
+    let fifo = t.path().join("fifo");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::read(fifo).expect("read fifo")
+    });
+    assert_eq!(t.run(&["get", &digest, "-o", fifo.to_str().expect("utf-8")]).code, 0);
+    assert_eq!(reader.join().expect("reader"), bytes(8, 300_000));
 }

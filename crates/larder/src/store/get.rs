@@ -136,6 +136,29 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<(Digest, Delivery)> {
         let Opened { digest, mut file, size, trusted } = self.open_blob(target)?;
+        // A device or a fifo (`-o /dev/null`) is written to, never replaced.
+        if let Ok(meta) = fs::metadata(dest)
+            && !meta.is_file()
+            && !meta.is_dir()
+        {
+            if !trusted {
+                self.check_bytes(&digest, &mut file, size, progress)?;
+            }
+            file.rewind().map_err(|e| Error::io("read", &self.layout.blob(&digest), e))?;
+            let mut out = OpenOptions::new()
+                .write(true)
+                .open(dest)
+                .map_err(|e| Error::io("write", dest, e))?;
+            progress.start(&digest.to_string(), Some(size));
+            let copied = copy_file_plain(&mut file, size, &mut out, progress);
+            progress.finish();
+            copied.map_err(|e| match e {
+                CopyError::Write(e) => Error::io("write", dest, e),
+                CopyError::Read(e) => Error::io("read", &self.layout.blob(&digest), e),
+                CopyError::TooLarge(_) => Error::new(ErrorKind::Io, "unexpected size limit"),
+            })?;
+            return Ok((digest, Delivery::Copied));
+        }
         let dest = if dest.is_dir() {
             let name = match target {
                 Target::Key(k) => k.rsplit('/').next().unwrap_or(k).to_string(),
@@ -227,7 +250,7 @@ impl Store {
     }
 
     /// Re-hashes an open blob; on a mismatch, quarantines it.
-    fn check_bytes(
+    pub(super) fn check_bytes(
         &self,
         digest: &Digest,
         file: &mut File,
