@@ -39,6 +39,6 @@ pub use dirs::{DirLease, DirSpec, Dirs, disk_usage};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{NoProgress, Progress};
 pub use store::{
-    Delivery, Entry, GcReport, GetMode, PutOptions, Removed, Stats, Store, Target, VerifyReport,
-    validate_key,
+    Delivery, Entry, Found, GcReport, GetMode, KeyEntry, PutOptions, Removed, Stats, Store, Target,
+    VerifyReport, validate_key,
 };

@@ -20,6 +20,7 @@ mod journal;
 mod layout;
 mod maintain;
 mod put;
+mod shared;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +41,7 @@ use copy::{CopyError, copy_file_plain, copy_file_to_file, copy_hashing};
 use journal::Journal;
 use layout::{Layout, TempKind, parse_temp};
 pub(crate) use put::Pending;
+pub use shared::{Found, KeyEntry};
 
 /// What a command names: a blob by its digest, or a key bound to one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ mod ls;
 mod pin;
 mod put;
 mod rm;
+mod serve;
 mod stats;
 mod unuse;
 mod use_dir;
@@ -51,6 +52,8 @@ pub enum Command {
     Unuse(unuse::Args),
     /// Shared directories: ls, show, lock, unlock, meta, rm
     Dir(dir::Args),
+    /// Serve the store over HTTP: Bazel, ccache, Gradle, sccache (WebDAV) and larder clients
+    Serve(serve::Args),
     /// Print the effective configuration and where each value came from
     Config(config::Args),
 }
@@ -81,6 +84,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Some(capacity) = cli.capacity {
         sources = sources.flag("capacity", capacity, "--capacity");
+    }
+    if let Command::Serve(args) = &cli.command
+        && args.debug()
+    {
+        sources = sources.flag("log", "debug", "serve -d");
     }
     if cli.verbose > 0 {
         let level = match cli.verbose {
@@ -115,6 +123,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Use(args) => use_dir::run(&ctx, args),
         Command::Unuse(args) => unuse::run(&ctx, args),
         Command::Dir(args) => dir::run(&ctx, args),
+        Command::Serve(args) => serve::run(&ctx, args),
         Command::Config(args) => config::run(&ctx, args),
     }
 }

@@ -9,5 +9,6 @@ mod crash;
 mod dirs;
 mod http_server;
 mod recipes;
+mod serve;
 mod store;
 mod util;

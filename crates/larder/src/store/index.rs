@@ -115,6 +115,66 @@ pub(crate) fn key(conn: &Connection, key: &str) -> rusqlite::Result<Option<Diges
     Ok(text.and_then(|t| t.parse().ok()))
 }
 
+pub(crate) fn key_with_time(
+    conn: &Connection,
+    key: &str,
+) -> rusqlite::Result<Option<(Digest, i64)>> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT digest, created_at FROM keys WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(d, t)| Some((d.parse().ok()?, t))))
+}
+
+pub(crate) fn blob_with_time(
+    conn: &Connection,
+    digest: &Digest,
+) -> rusqlite::Result<Option<(BlobRow, i64)>> {
+    conn.prepare_cached("SELECT size, pinned, stamp, created_at FROM blobs WHERE digest = ?1")?
+        .query_row([digest.to_string()], |r| {
+            Ok((
+                BlobRow { size: r.get::<_, i64>(0)? as u64, pinned: r.get(1)?, stamp: r.get(2)? },
+                r.get(3)?,
+            ))
+        })
+        .optional()
+}
+
+/// Adds `amount` to the counter `name`.
+pub(crate) fn add(tx: &Connection, name: &str, amount: u64) -> rusqlite::Result<()> {
+    if amount > 0 {
+        tx.prepare_cached("UPDATE counters SET value = value + ?2 WHERE name = ?1")?
+            .execute(params![name, i64::try_from(amount).unwrap_or(i64::MAX)])?;
+    }
+    Ok(())
+}
+
+/// Keys from `prefix` on, in order, while they start with it: key, digest,
+/// size, bound at.
+pub(crate) fn keys_with_prefix(
+    conn: &Connection,
+    prefix: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, Digest, u64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT k.key, k.digest, b.size, k.created_at FROM keys k JOIN blobs b ON b.digest = k.digest
+         WHERE k.key >= ?1 ORDER BY k.key LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![prefix, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let key: String = row.get(0)?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        let digest: String = row.get(1)?;
+        if let Ok(digest) = digest.parse() {
+            out.push((key, digest, row.get::<_, i64>(2)? as u64, row.get(3)?));
+        }
+    }
+    Ok(out)
+}
+
 /// Marks `digest` as the most recently used blob.
 pub(crate) fn touch(tx: &Transaction<'_>, digest: &Digest) -> rusqlite::Result<()> {
     let tick: i64 = tx

@@ -361,6 +361,11 @@ pub(crate) struct Pending<'s> {
 }
 
 impl Pending<'_> {
+    /// The digest of the staged bytes.
+    pub(crate) fn digest(&self) -> Option<Digest> {
+        self.staged.as_ref().map(|s| s.digest)
+    }
+
     /// Opens the staged bytes for reading, before they are committed.
     pub(crate) fn open(&self) -> Result<File> {
         let staged =

@@ -1,0 +1,83 @@
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The larder home to serve [default: the configured home]
+    #[arg(value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The interface to listen on
+    #[arg(short = 'H', long, default_value = "0.0.0.0")]
+    host: IpAddr,
+    /// The port to listen on (0: any free port)
+    #[arg(short, long, default_value_t = 8000)]
+    port: u16,
+    /// An htpasswd file (bcrypt, {SHA} or $apr1$ hashes); without one, anyone may read and write
+    #[arg(short, long = "user-db", value_name = "USER_DB")]
+    user_db: Option<PathBuf>,
+    /// Log every request (debug logs)
+    #[arg(short, long)]
+    debug: bool,
+    /// Let requests without credentials read
+    #[arg(long)]
+    anonymous_read: bool,
+    /// Users of the htpasswd file who may only read, comma separated
+    #[arg(long, value_name = "USER,…", value_delimiter = ',')]
+    read_only_users: Vec<String>,
+    /// The largest upload accepted, like 100MiB [default: the store's capacity]
+    #[arg(long, value_name = "SIZE")]
+    max_blob_size: Option<String>,
+    /// A PEM certificate chain, to serve HTTPS (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How long a client may stay silent mid-request or idle between requests
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    timeout: String,
+    /// Connections served at once; more are answered 503
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+}
+
+impl Args {
+    /// Whether to log every request.
+    pub fn debug(&self) -> bool {
+        self.debug
+    }
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+    let home = match &args.dir {
+        Some(dir) => std::env::current_dir()?.join(dir),
+        None => ctx.config.home.clone(),
+    };
+    let mut options = larder_server::ServeOptions::new(
+        home.clone(),
+        ctx.config.capacity,
+        SocketAddr::new(args.host, args.port),
+    );
+    options.user_db = args.user_db;
+    options.anonymous_read = args.anonymous_read;
+    options.read_only_users = args.read_only_users;
+    options.max_blob_size =
+        args.max_blob_size.as_deref().map(larder::size::parse_size).transpose()?;
+    options.tls = args.tls_cert.zip(args.tls_key);
+    options.timeout = larder::time::parse_duration(&args.timeout)?;
+    options.max_connections = args.max_connections.max(1);
+    let scheme = if options.tls.is_some() { "https" } else { "http" };
+    larder_server::run(options, |addr| {
+        // The address goes to standard output, so a script can read the port.
+        println!("{scheme}://{addr}");
+        eprintln!("larder: serving {} on {scheme}://{addr}", home.display());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

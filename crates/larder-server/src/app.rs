@@ -1,0 +1,502 @@
+//! The routes: every front door of the one store.
+//!
+//! - `[/<instance>]/ac/<sha256>` and `[/<instance>]/cas/<sha256>`: Bazel's
+//!   HTTP cache; CAS bodies are checked against their digest.
+//! - Any other path is a key: GET, HEAD, PUT, DELETE (ccache, Gradle, curl).
+//! - PROPFIND and MKCOL on the same key space, for WebDAV clients (sccache).
+//! - `/status`, `/metrics`, `/healthz`, and `/`, a page for people.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use larder::{Digest, Error, ErrorKind, Found, PutOptions, Target};
+
+use crate::auth::{Access, Auth, Decision};
+use crate::metrics::Metrics;
+use crate::paths::{Resource, classify};
+use crate::pool::StorePool;
+
+/// Blobs up to this size are read in one go; larger ones are streamed.
+const SMALL: u64 = 256 << 10;
+/// The chunks large blobs are streamed in.
+const CHUNK: usize = 256 << 10;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub pool: Arc<StorePool>,
+    pub auth: Option<Arc<Auth>>,
+    pub metrics: Arc<Metrics>,
+    /// The largest body accepted.
+    pub max_blob: u64,
+    /// How long a client may leave an upload without sending a byte.
+    pub body_timeout: Duration,
+    pub started: Instant,
+    /// When the server started, in seconds since the epoch.
+    pub started_at: i64,
+}
+
+/// The whole application.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/status", axum::routing::get(crate::status::status))
+        .route("/metrics", axum::routing::get(crate::status::metrics))
+        .fallback(handle)
+        .with_state(state)
+}
+
+/// An error answer: a status and one line of text, as curl and twine show it.
+pub fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut line = message.into();
+    line.push('\n');
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], line).into_response()
+}
+
+/// The HTTP status for a library error.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::InvalidInput | ErrorKind::Corrupt => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::StoreFull | ErrorKind::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Config | ErrorKind::Io => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(e: &Error) -> Response {
+    text(status_of(e), e.to_string())
+}
+
+/// Checks the request's credentials for `access`; `Err` is the answer.
+pub async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    access: Access,
+) -> Result<(), Response> {
+    let Some(auth) = &state.auth else { return Ok(()) };
+    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match auth.check(header, access).await {
+        Decision::Allow => Ok(()),
+        Decision::Unauthorized => {
+            Metrics::add(&state.metrics.auth_failures, 1);
+            let mut response = text(StatusCode::UNAUTHORIZED, "credentials needed or wrong");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"larder\""),
+            );
+            Err(response)
+        }
+        Decision::Forbidden(why) => Err(text(StatusCode::FORBIDDEN, why)),
+    }
+}
+
+async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    state.metrics.request(method.as_str());
+    let response = route(&state, request).await;
+    state.metrics.response(response.status().as_u16());
+    tracing::debug!("{method} {path} {}", response.status().as_u16());
+    response
+}
+
+async fn route(state: &Arc<AppState>, request: Request) -> Response {
+    // Parts only: a body cannot be shared across the awaits below.
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let access = match method.as_str() {
+        "GET" | "HEAD" | "PROPFIND" | "OPTIONS" => Access::Read,
+        "PUT" | "DELETE" | "MKCOL" | "POST" => Access::Write,
+        other => {
+            return text(StatusCode::METHOD_NOT_ALLOWED, format!("{other} is not served here"));
+        }
+    };
+    if let Err(refused) = authorize(state, &parts.headers, access).await {
+        return refused;
+    }
+    let resource = match classify(parts.uri.path()) {
+        Ok(r) => r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    match (method.as_str(), resource) {
+        ("OPTIONS", _) => options(),
+        ("PROPFIND", resource) => crate::webdav::propfind(state, &parts, body, resource).await,
+        ("MKCOL", resource) => crate::webdav::mkcol(state, resource).await,
+        ("GET" | "HEAD", Resource::Root) => {
+            crate::status::page(state, method == Method::HEAD).await
+        }
+        ("GET" | "HEAD", Resource::Folder(_)) => {
+            text(StatusCode::NOT_FOUND, "a folder of keys has no content; PROPFIND lists it")
+        }
+        ("GET" | "HEAD", Resource::Blob(d)) => get(state, &parts, Target::Digest(d)).await,
+        ("GET" | "HEAD", Resource::Key(k)) => get(state, &parts, Target::Key(k)).await,
+        ("PUT", Resource::Blob(d)) => put(state, &parts, body, None, Some(d)).await,
+        ("PUT", Resource::Key(k)) => put(state, &parts, body, Some(k), None).await,
+        ("DELETE", Resource::Blob(d)) => delete(state, Target::Digest(d)).await,
+        ("DELETE", Resource::Key(k)) => delete(state, Target::Key(k)).await,
+        (m, _) => text(StatusCode::METHOD_NOT_ALLOWED, format!("{m} is not allowed on this path")),
+    }
+}
+
+fn options() -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, PUT, DELETE, PROPFIND, MKCOL, OPTIONS"),
+    );
+    headers.insert("DAV", HeaderValue::from_static("1"));
+    response
+}
+
+/// The ETag of a blob: its digest, which never names other bytes.
+fn etag(digest: &Digest) -> String {
+    format!("\"{digest}\"")
+}
+
+/// A single byte range asked for, as (start, end inclusive), or `Err` if it
+/// cannot be satisfied.
+fn range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?;
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: send it all
+    }
+    let (start, end) = spec.split_once('-')?;
+    let parsed = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 || size == 0 {
+                return Some(Err(()));
+            }
+            Ok((size.saturating_sub(n), size - 1))
+        }
+        (start, "") => {
+            let start: u64 = start.parse().ok()?;
+            if start >= size { Err(()) } else { Ok((start, size - 1)) }
+        }
+        (start, end) => {
+            let (start, end): (u64, u64) = (start.parse().ok()?, end.parse().ok()?);
+            if start > end || start >= size { Err(()) } else { Ok((start, end.min(size - 1))) }
+        }
+    };
+    Some(parsed)
+}
+
+async fn get(state: &Arc<AppState>, request: &Parts, target: Target) -> Response {
+    let head = request.method == Method::HEAD;
+    let what = target_name(&target);
+    let lookup = state
+        .pool
+        .run(move |store| {
+            let Some(mut found) = store.lookup(&target)? else { return Ok(None) };
+            // Bytes are served only once they hashed right since their file
+            // last changed; a corrupt blob is quarantined and is a miss.
+            match store.check_found(&mut found) {
+                Ok(()) => Ok(Some(found)),
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    tracing::warn!("{e}");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+    let found = match lookup {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            state.pool.note(None);
+            Metrics::add(&state.metrics.misses, 1);
+            return text(StatusCode::NOT_FOUND, format!("{what} is not in the cache"));
+        }
+        Err(e) => return error_response(&e),
+    };
+    state.pool.note(Some(found.digest));
+    Metrics::add(&state.metrics.hits, 1);
+    let tag = etag(&found.digest);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&found.digest.to_string()) {
+        headers.insert("x-larder-digest", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&http_date(found.modified)) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    let not_modified = request
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    if not_modified {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    let size = found.size;
+    let (status, start, len) = match range(&request.headers, size) {
+        None => (StatusCode::OK, 0, size),
+        Some(Ok((start, end))) => {
+            let value = format!("bytes {start}-{end}/{size}");
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Some(Err(())) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            return (StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response();
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if head {
+        return (status, headers).into_response();
+    }
+    Metrics::add(&state.metrics.bytes_out, len);
+    (status, headers, body_of(found, start, len)).into_response()
+}
+
+/// The bytes `start..start+len` of a found blob, read on a blocking thread
+/// and sent in chunks: memory stays at a few chunks whatever the size.
+fn body_of(found: Found, start: u64, len: u64) -> Body {
+    use std::os::unix::fs::FileExt;
+    if len <= SMALL {
+        let mut buf = vec![0u8; len as usize];
+        return match found.file.read_exact_at(&mut buf, start) {
+            Ok(()) => Body::from(buf),
+            Err(e) => Body::from_stream(futures_util::stream::once(async move {
+                Err::<Bytes, std::io::Error>(e)
+            })),
+        };
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut offset = start;
+        let end = start + len;
+        while offset < end {
+            let n = (end - offset).min(CHUNK as u64) as usize;
+            let mut buf = vec![0u8; n];
+            let read = found.file.read_exact_at(&mut buf, offset).map(|()| Bytes::from(buf));
+            let failed = read.is_err();
+            if tx.blocking_send(read).is_err() || failed {
+                return;
+            }
+            offset += n as u64;
+        }
+    });
+    Body::from_stream(tokio_stream(rx))
+}
+
+/// A stream over a tokio receiver.
+fn tokio_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+/// Why an upload stopped early.
+#[derive(Debug)]
+enum Upload {
+    TooLarge(u64),
+    TimedOut,
+    Broken(String),
+}
+
+async fn put(
+    state: &Arc<AppState>,
+    request: &Parts,
+    body: Body,
+    key: Option<String>,
+    expect: Option<Digest>,
+) -> Response {
+    let limit = state.max_blob.min(state.pool.capacity());
+    let declared = request
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > limit
+    {
+        return too_large(n, limit);
+    }
+    // larder's own client binds a key to a blob the server has by digest,
+    // without sending the bytes again.
+    let bind_to = request
+        .headers
+        .get("x-larder-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok());
+    if let (Some(key), Some(digest), Some(0)) = (&key, bind_to, declared) {
+        let key = key.clone();
+        return match state.pool.run(move |store| store.bind(&key, &digest)).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => error_response(&e),
+        };
+    }
+    let what = match (&key, &expect) {
+        (Some(k), _) => format!("the upload of {k}"),
+        (None, Some(d)) => format!("the upload of {d}"),
+        (None, None) => "the upload".to_string(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Upload>>(4);
+    let timeout = state.body_timeout;
+    let metrics = state.metrics.clone();
+    // Reads the body here, hands it to the store on a blocking thread.
+    let reader = tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        loop {
+            let next = match tokio::time::timeout(timeout, stream.next()).await {
+                Err(_) => Some(Err(Upload::TimedOut)),
+                Ok(None) => None,
+                Ok(Some(Ok(chunk))) => {
+                    total += chunk.len() as u64;
+                    Metrics::add(&metrics.bytes_in, chunk.len() as u64);
+                    if total > limit { Some(Err(Upload::TooLarge(total))) } else { Some(Ok(chunk)) }
+                }
+                Ok(Some(Err(e))) => Some(Err(Upload::Broken(e.to_string()))),
+            };
+            let Some(item) = next else { break };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    let failure = Arc::new(std::sync::Mutex::new(None::<Upload>));
+    let seen = failure.clone();
+    let stored = state
+        .pool
+        .run(move |store| {
+            let mut input = BodyReader { rx, buf: Bytes::new(), failure: seen };
+            let opts = PutOptions { key, pin: false };
+            store.put_checked(&mut input, &what, expect, &opts)
+        })
+        .await;
+    let _ = reader.await;
+    let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (stored, failure) {
+        (_, Some(Upload::TooLarge(n))) => too_large(n, limit),
+        (_, Some(Upload::TimedOut)) => text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("no bytes of the body for {}s; nothing was stored", timeout.as_secs()),
+        ),
+        (_, Some(Upload::Broken(why))) => {
+            text(StatusCode::BAD_REQUEST, format!("the body broke off ({why}); nothing was stored"))
+        }
+        (Ok(_), None) => {
+            Metrics::add(&state.metrics.uploads, 1);
+            StatusCode::CREATED.into_response()
+        }
+        (Err(e), None) => error_response(&e),
+    }
+}
+
+fn too_large(size: u64, limit: u64) -> Response {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the body ({size} bytes or more) is larger than this server takes ({limit} bytes); nothing was stored"
+        ),
+    )
+}
+
+/// The request body as a `Read` for the store, on its blocking thread.
+struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, Upload>>,
+    buf: Bytes,
+    failure: Arc<std::sync::Mutex<Option<Upload>>>,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.buf = chunk,
+                Some(Err(why)) => {
+                    let message = format!("{why:?}");
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                    return Err(std::io::Error::other(message));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        let _ = self.buf.split_to(n);
+        Ok(n)
+    }
+}
+
+async fn delete(state: &Arc<AppState>, target: Target) -> Response {
+    let what = target_name(&target);
+    match state.pool.run(move |store| store.remove(&target, false)).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            text(StatusCode::NOT_FOUND, format!("{what} is not in the cache"))
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+fn target_name(target: &Target) -> String {
+    match target {
+        Target::Digest(d) => d.to_string(),
+        Target::Key(k) => k.clone(),
+    }
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate) for seconds since the epoch.
+pub fn http_date(secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let iso = larder::time::format_rfc3339(secs);
+    // 2026-11-23T10:00:00Z
+    let (y, m, d) = (&iso[0..4], &iso[5..7], &iso[8..10]);
+    let month =
+        m.parse::<usize>().ok().and_then(|m| MONTHS.get(m.wrapping_sub(1))).unwrap_or(&"Jan");
+    let day = DAYS[secs.div_euclid(86_400).rem_euclid(7) as usize];
+    format!("{day}, {d} {month} {y} {} GMT", &iso[11..19])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+    }
+
+    #[test]
+    fn ranges() {
+        let check = |value: &str, size: u64, expected: Option<Result<(u64, u64), ()>>| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RANGE, HeaderValue::from_str(value).expect("header"));
+            assert_eq!(range(&headers, size), expected, "{value}");
+        };
+        check("bytes=0-9", 100, Some(Ok((0, 9))));
+        check("bytes=90-", 100, Some(Ok((90, 99))));
+        check("bytes=-10", 100, Some(Ok((90, 99))));
+        check("bytes=50-500", 100, Some(Ok((50, 99))));
+        check("bytes=100-", 100, Some(Err(())));
+        check("bytes=0-1,5-6", 100, None);
+        check("items=0-1", 100, None);
+    }
+}

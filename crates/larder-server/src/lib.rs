@@ -1,0 +1,172 @@
+//! `larder serve`: the store over HTTP/1.1 and HTTP/2 (h2c, or TLS with
+//! ALPN), with the protocols its clients already speak: Bazel's HTTP cache,
+//! plain GET/PUT/HEAD/DELETE for ccache and Gradle, the WebDAV that sccache
+//! sends, and larder's own remote tier. Bodies stream both ways; memory stays
+//! flat whatever their size.
+//!
+//! This crate is the only one that knows HTTP serving; the store it serves
+//! knows nothing of it.
+#![deny(missing_docs)]
+
+mod app;
+mod auth;
+mod htpasswd;
+mod listen;
+mod metrics;
+mod paths;
+mod pool;
+mod status;
+mod webdav;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use larder::{Error, ErrorKind};
+
+pub use htpasswd::Htpasswd;
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The larder home whose store is served.
+    pub home: PathBuf,
+    /// The store's capacity in bytes.
+    pub capacity: u64,
+    /// The address to listen on.
+    pub addr: SocketAddr,
+    /// An htpasswd file; without one, anyone may read and write.
+    pub user_db: Option<PathBuf>,
+    /// Let requests without credentials read.
+    pub anonymous_read: bool,
+    /// Users of the htpasswd file who may only read.
+    pub read_only_users: Vec<String>,
+    /// The largest body accepted (the store's capacity in any case).
+    pub max_blob_size: Option<u64>,
+    /// A certificate chain and its key, PEM, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a client may stay silent: while sending its request's
+    /// headers, between body bytes, and on an idle kept-alive connection.
+    pub timeout: Duration,
+    /// Connections served at once; more are refused with 503.
+    pub max_connections: usize,
+    /// How long in-flight requests may run on after SIGTERM or SIGINT.
+    pub grace: Duration,
+}
+
+impl ServeOptions {
+    /// Defaults for `home` on `addr`: no auth, 60 s timeouts, 10,000
+    /// connections, 30 s of grace.
+    pub fn new(home: PathBuf, capacity: u64, addr: SocketAddr) -> ServeOptions {
+        ServeOptions {
+            home,
+            capacity,
+            addr,
+            user_db: None,
+            anonymous_read: false,
+            read_only_users: Vec::new(),
+            max_blob_size: None,
+            tls: None,
+            timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then lets in-flight requests finish (for
+/// up to `grace`) and records what was read. `ready` is told the address once
+/// the server listens.
+pub fn run(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("larder-serve")
+        .build()
+        .map_err(|e| {
+            Error::new(ErrorKind::Io, format!("cannot start the server's runtime: {e}"))
+        })?;
+    runtime.block_on(serve(options, ready))
+}
+
+async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    let auth = match &options.user_db {
+        Some(path) => {
+            let users = Htpasswd::load(path)?;
+            for user in &options.read_only_users {
+                if !users.contains(user) {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!("--read-only-users names {user}, who is not in {}", path.display()),
+                    ));
+                }
+            }
+            let read_only: HashSet<String> = options.read_only_users.iter().cloned().collect();
+            Some(Arc::new(auth::Auth::new(users, read_only, options.anonymous_read)))
+        }
+        None if !options.read_only_users.is_empty() || options.anonymous_read => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "--read-only-users and --anonymous-read need users: give an htpasswd file with -u",
+            ));
+        }
+        None => None,
+    };
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let pool = Arc::new(pool::StorePool::open(options.home.clone(), options.capacity)?);
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let state = Arc::new(app::AppState {
+        pool: pool.clone(),
+        auth,
+        metrics: Arc::default(),
+        max_blob: options.max_blob_size.unwrap_or(u64::MAX),
+        body_timeout: options.timeout,
+        started: Instant::now(),
+        started_at,
+    });
+    let listener = tokio::net::TcpListener::bind(options.addr).await.map_err(|e| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another program listens there: choose a port with -p"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need privileges: choose one with -p"
+            }
+            _ => "",
+        };
+        Error::new(ErrorKind::Io, format!("cannot listen on {}: {e}{fix}", options.addr))
+    })?;
+    let addr = listener.local_addr().map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+    ready(addr);
+
+    // Reads are recorded once a second, not once a request.
+    let flusher = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let pool = pool.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = pool.flush_reads() {
+                        tracing::warn!("recording reads: {e}");
+                    }
+                })
+                .await;
+            }
+        })
+    };
+    let router = app::router(state.clone());
+    listen::accept_until_signal(listener, tls, router, &options, state.metrics.clone()).await;
+    flusher.abort();
+    let pool = pool.clone();
+    let _ = tokio::task::spawn_blocking(move || pool.flush_reads()).await;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Accepting connections: plain (HTTP/1.1, or HTTP/2 with prior knowledge)
+//! or TLS (ALPN picks h2 or http/1.1), at most so many at once, with timeouts
+//! for clients that go quiet, until a signal; then a graceful end.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use larder::{Error, ErrorKind};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::ServeOptions;
+use crate::metrics::Metrics;
+
+/// A TLS acceptor from PEM files, offering h2 and http/1.1.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
+    let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorKind::Config,
+            format!("{what} {}: {e}; give PEM files with --tls-cert and --tls-key", path.display()),
+        )
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("cannot read the certificate", cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("cannot read the certificate", cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in", cert, &"the file holds no CERTIFICATE block"));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| bad("cannot read the key", key, &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("cannot use", cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad("the key does not fit the certificate", key, &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves connections from `listener` until SIGTERM or SIGINT, then stops
+/// accepting and waits for in-flight requests, for up to `options.grace`.
+pub async fn accept_until_signal(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: axum::Router,
+    options: &ServeOptions,
+    metrics: Arc<Metrics>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Also closes kept-alive connections that stay idle this long.
+        .header_read_timeout(options.timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(options.timeout);
+    let builder = Arc::new(builder);
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch for SIGTERM: {e}");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let (mut tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, say: wait a little rather than spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        Metrics::add(&metrics.connections, 1);
+        if open.load(Ordering::Relaxed) >= options.max_connections {
+            tokio::spawn(async move {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 23\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many connections\r\n\r\n")
+                    .await;
+            });
+            continue;
+        }
+        let _ = tcp.set_nodelay(true);
+        open.fetch_add(1, Ordering::Relaxed);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let open = open.clone();
+        let handshake_timeout = options.timeout;
+        tokio::spawn(async move {
+            let served = match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+                None => {
+                    // A client that connects and says nothing is let go: the
+                    // protocol detection below would wait for it for ever.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {
+                            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        _ => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    tracing::info!("stopping: finishing requests in flight");
+    drop(listener);
+    if tokio::time::timeout(options.grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            "requests still running after {}s; stopping anyway",
+            options.grace.as_secs()
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! What a request path names: a blob by digest (Bazel's `cas/`), or a key
+//! (everything else, Bazel's `ac/` included), or a folder of keys (WebDAV).
+
+use larder::Digest;
+
+/// What a path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// `/`.
+    Root,
+    /// `[/<instance>]/cas/<sha256>`: a blob, checked against its digest.
+    Blob(Digest),
+    /// Any other path, without its leading `/`: a key. Bazel's
+    /// `[/<instance>]/ac/<sha256>` is the key `ac/<sha256>`.
+    Key(String),
+    /// A path ending in `/`: the keys under it, as a WebDAV collection.
+    Folder(String),
+}
+
+/// Reads a request path; `Err` carries why it is refused (a 400).
+pub fn classify(raw: &str) -> Result<Resource, String> {
+    let path = percent_decode(raw).ok_or("the path is not valid UTF-8 after decoding")?;
+    if path.contains('\0') {
+        return Err("the path contains a NUL byte".into());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("the path must start with /".into());
+    };
+    if rest.is_empty() {
+        return Ok(Resource::Root);
+    }
+    let (rest, folder) = match rest.strip_suffix('/') {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    for s in &segments {
+        match *s {
+            "" => return Err("the path has an empty segment (`//`)".into()),
+            "." | ".." => return Err(format!("the path has a `{s}` segment")),
+            _ => {}
+        }
+    }
+    if folder {
+        return Ok(Resource::Folder(format!("{rest}/")));
+    }
+    if let [.., kind @ ("ac" | "cas"), hex] = segments.as_slice()
+        && hex.len() == 64
+        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        if *kind == "cas" {
+            let digest =
+                format!("sha256:{hex}").parse().map_err(|e: larder::Error| e.to_string())?;
+            return Ok(Resource::Blob(digest));
+        }
+        return Ok(Resource::Key(format!("ac/{hex}")));
+    }
+    larder::validate_key(rest).map_err(|e| e.to_string())?;
+    Ok(Resource::Key(rest.to_string()))
+}
+
+/// Decodes `%XX` escapes; `None` if the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(path: &str, expected: &str) {
+        let got = match classify(path) {
+            Ok(Resource::Root) => "root".to_string(),
+            Ok(Resource::Blob(d)) => format!("blob {d}"),
+            Ok(Resource::Key(k)) => format!("key {k}"),
+            Ok(Resource::Folder(f)) => format!("folder {f}"),
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, expected, "{path}");
+    }
+
+    #[test]
+    fn paths() {
+        let hex = "a".repeat(64);
+        check("/", "root");
+        check(&format!("/cas/{hex}"), &format!("blob sha256:{hex}"));
+        check(&format!("/main/cas/{hex}"), &format!("blob sha256:{hex}"));
+        check(&format!("/ac/{hex}"), &format!("key ac/{hex}"));
+        check(&format!("/my/instance/ac/{hex}"), &format!("key ac/{hex}"));
+        check("/ab/cdef0123", "key ab/cdef0123");
+        check("/cache/x%20y", "key cache/x y");
+        check(&format!("/cas/{}", "A".repeat(64)), &format!("key cas/{}", "A".repeat(64)));
+        check("/9/6/e/", "folder 9/6/e/");
+        check("/a/../b", "error: the path has a `..` segment");
+        check("/a/%2e%2e/b", "error: the path has a `..` segment");
+        check("/a/%2E%2E", "error: the path has a `..` segment");
+        check("/a//b", "error: the path has an empty segment (`//`)");
+        check("/a/%00", "error: the path contains a NUL byte");
+        check("/%ff", "error: the path is not valid UTF-8 after decoding");
+        check("relative", "error: the path must start with /");
+    }
+}

@@ -1,0 +1,128 @@
+//! For operators: `/status` (JSON), `/metrics` (Prometheus), and `/`, a page
+//! that shows the same at a glance.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::{AppState, authorize, status_of, text};
+use crate::auth::Access;
+use crate::metrics::Metrics;
+
+/// The store's figures, with the reads not yet recorded recorded first.
+async fn store_stats(state: &Arc<AppState>) -> Result<larder::Stats, Response> {
+    let pool = state.pool.clone();
+    state
+        .pool
+        .run(move |store| {
+            pool_flush(&pool);
+            store.stats()
+        })
+        .await
+        .map_err(|e| text(status_of(&e), e.to_string()))
+}
+
+fn pool_flush(pool: &crate::pool::StorePool) {
+    if let Err(e) = pool.flush_reads() {
+        tracing::warn!("recording reads: {e}");
+    }
+}
+
+fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {
+    let m = &state.metrics;
+    json!({
+        "entries": stats.entries,
+        "bytes": stats.bytes,
+        "pinned_bytes": stats.pinned_bytes,
+        "capacity": stats.capacity,
+        "usage_ratio": stats.usage_ratio,
+        "hits": stats.hits,
+        "misses": stats.misses,
+        "bytes_in": Metrics::get(&m.bytes_in),
+        "bytes_out": Metrics::get(&m.bytes_out),
+        "requests": m.requests(),
+        "uploads": Metrics::get(&m.uploads),
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    state.metrics.request("GET");
+    if let Err(refused) = authorize(&state, &headers, Access::Read).await {
+        return refused;
+    }
+    let stats = match store_stats(&state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body = serde_json::to_string_pretty(&snapshot(&state, &stats)).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body + "\n").into_response()
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    state.metrics.request("GET");
+    if let Err(refused) = authorize(&state, &headers, Access::Read).await {
+        return refused;
+    }
+    let stats = match store_stats(&state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body = state.metrics.render(&stats, state.started.elapsed().as_secs_f64());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// `GET /`: a page for people; `HEAD /`: 200, which clients probe for.
+pub async fn page(state: &Arc<AppState>, head: bool) -> Response {
+    if head {
+        let mut response = StatusCode::OK.into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        return response;
+    }
+    let stats = match store_stats(state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let s = snapshot(state, &stats);
+    let looked = stats.hits + stats.misses;
+    let ratio = if looked == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}%", stats.hits as f64 * 100.0 / looked as f64)
+    };
+    let size = larder::size::format_size;
+    let html = format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
+<title>larder</title>
+<style>body{{font:15px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
+td,th{{padding:.3em 1em .3em 0;text-align:left}}th{{color:#666;font-weight:normal}}
+.bar{{width:20em;height:.8em;background:#eee}}.bar div{{height:100%;background:#4a7}}</style></head>
+<body><h1>larder</h1>
+<table>
+<tr><th>used</th><td>{used} of {capacity} ({usage:.1}%)</td><td><div class="bar"><div style="width:{usage:.1}%"></div></div></td></tr>
+<tr><th>entries</th><td>{entries}</td></tr>
+<tr><th>hit ratio</th><td>{ratio} ({hits} hits, {misses} misses)</td></tr>
+<tr><th>traffic</th><td>{bytes_in} in, {bytes_out} out, {requests} requests</td></tr>
+<tr><th>up for</th><td>{uptime:.0} s</td></tr>
+</table>
+<p><a href="/status">/status</a> · <a href="/metrics">/metrics</a></p>
+</body></html>
+"#,
+        used = size(stats.bytes),
+        capacity = size(stats.capacity),
+        usage = stats.usage_ratio * 100.0,
+        entries = stats.entries,
+        hits = stats.hits,
+        misses = stats.misses,
+        bytes_in = size(s["bytes_in"].as_u64().unwrap_or(0)),
+        bytes_out = size(s["bytes_out"].as_u64().unwrap_or(0)),
+        requests = s["requests"],
+        uptime = s["uptime_seconds"].as_f64().unwrap_or(0.0),
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
