@@ -30,6 +30,8 @@ pub struct Config {
     pub dirs: Vec<PathBuf>,
     /// How recipes download: timeout and retries.
     pub fetch: crate::build::FetchOptions,
+    /// Remote tiers behind the local store, in order (`[[remote]]`).
+    pub remotes: Vec<crate::remote::RemoteConfig>,
     /// Every key with its effective value and origin, in a fixed order.
     pub settings: Vec<Setting>,
     /// `LARDER_*` environment variables that name no setting (likely typos).
@@ -79,6 +81,10 @@ impl fmt::Display for Origin {
 /// The keys larder knows, in the order `larder config` prints them.
 pub const KEYS: [&str; 7] =
     ["home", "capacity", "log", "verify_reads", "dirs", "http_timeout", "http_retries"];
+
+/// `LARDER_*` variables that are not settings but mean something all the
+/// same: a remote's password, and the directory `larder use … -- CMD` gives.
+pub const OTHER_ENV: [&str; 2] = ["LARDER_PASSWORD", "LARDER_DIR"];
 
 /// Everything configuration is read from. [`Sources::from_process`] fills it from
 /// the real environment; tests build it by hand.
@@ -141,6 +147,7 @@ struct FileConfig {
     dirs: Option<toml::Spanned<ListValue>>,
     http_timeout: Option<toml::Spanned<SizeValue>>,
     http_retries: Option<toml::Spanned<SizeValue>>,
+    remote: Option<Vec<toml::Spanned<crate::remote::RemoteConfig>>>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +183,8 @@ impl Config {
     /// Loads the layered configuration.
     pub fn load(sources: &Sources) -> Result<Config, Error> {
         let mut raw: [Option<Raw>; 7] = Default::default();
+        // The remotes of the last file that lists any, with where each was.
+        let mut remotes: Vec<(crate::remote::RemoteConfig, Origin)> = Vec::new();
         let slot = |key: &str| KEYS.iter().position(|k| *k == key);
 
         for path in [&sources.user_file, &sources.project_file].into_iter().flatten() {
@@ -190,7 +199,7 @@ impl Config {
                 Error::new(
                     ErrorKind::Config,
                     format!(
-                        "{}:{line}: {}; known keys are {}",
+                        "{}:{line}: {}; known keys are {} and [[remote]] tables",
                         path.display(),
                         e.message().trim_end_matches('\n'),
                         KEYS.join(", ")
@@ -233,6 +242,15 @@ impl Config {
                 };
                 raw[4] = Some(Raw { value, origin, base: base.clone() });
             }
+            if let Some(list) = file.remote {
+                remotes = list
+                    .into_iter()
+                    .map(|r| {
+                        let origin = at(r.span());
+                        (r.into_inner(), origin)
+                    })
+                    .collect();
+            }
             for (i, v) in [(5, file.http_timeout), (6, file.http_retries)] {
                 if let Some(v) = v {
                     let origin = at(v.span());
@@ -247,7 +265,7 @@ impl Config {
         let mut unknown_env = Vec::new();
         for (name, value) in &sources.env {
             let key = name.trim_start_matches("LARDER_").to_ascii_lowercase();
-            if slot(&key).is_none() {
+            if slot(&key).is_none() && !OTHER_ENV.contains(&name.as_str()) {
                 unknown_env.push(name.clone());
             }
             if let Some(i) = slot(&key) {
@@ -370,7 +388,18 @@ impl Config {
             }
             None => Origin::Default,
         };
-        let settings = vec![
+        for (i, (remote, origin)) in remotes.iter().enumerate() {
+            if remotes[..i].iter().any(|(r, _)| r.name == remote.name) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "{origin}: a second remote named {}; give each its own name",
+                        remote.name
+                    ),
+                ));
+            }
+        }
+        let mut settings = vec![
             Setting { key: "home", value: home.display().to_string(), origin: home_origin },
             Setting {
                 key: "capacity",
@@ -395,7 +424,25 @@ impl Config {
                 origin: retries_origin,
             },
         ];
-        Ok(Config { home, capacity, log, verify_reads, dirs, fetch, settings, unknown_env })
+        for (remote, origin) in &remotes {
+            settings.push(Setting {
+                key: "remote",
+                value: format!("{} {} ({})", remote.name, remote.url, remote.mode.name()),
+                origin: origin.clone(),
+            });
+        }
+        let remotes = remotes.into_iter().map(|(r, _)| r).collect();
+        Ok(Config {
+            home,
+            capacity,
+            log,
+            verify_reads,
+            dirs,
+            fetch,
+            remotes,
+            settings,
+            unknown_env,
+        })
     }
 }
 

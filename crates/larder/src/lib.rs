@@ -27,9 +27,11 @@ mod fsutil;
 pub mod holder;
 mod progress;
 pub mod recipe;
+pub mod remote;
 pub mod size;
 mod sqlite;
 mod store;
+mod tiers;
 pub mod time;
 
 pub use build::FetchOptions;
@@ -42,3 +44,4 @@ pub use store::{
     Delivery, Entry, Found, GcReport, GetMode, KeyEntry, PutOptions, Removed, Stats, Store, Target,
     VerifyReport, validate_key,
 };
+pub use tiers::{Larder, PushReport};

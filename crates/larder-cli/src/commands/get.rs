@@ -19,7 +19,7 @@ pub struct Args {
     /// Hand out a reflink or a read-only hardlink instead of a copy, where the filesystem allows
     #[arg(long)]
     link: bool,
-    /// Only look in the local tier
+    /// Only look in the local tier, not in the remotes behind it
     #[arg(long)]
     local: bool,
     /// Re-hash the stored bytes even if their file is unchanged since they last hashed right
@@ -39,9 +39,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             "refusing to write a blob to the terminal; give -o PATH, or -o - to force standard output"
         ));
     }
-    let store = ctx.open_store()?;
-    let store = if args.verify { store.with_verify_reads(true) } else { store };
     let bars = Bars::new();
+    let store = ctx.open_store()?;
+    let larder =
+        ctx.larder_with(if args.verify { store.with_verify_reads(true) } else { store })?;
+    if !args.local {
+        // Falls through the remotes and fills the local tier.
+        larder.fetch(&target, &bars)?;
+    }
+    let store = larder.store();
     if to_stdout {
         if args.link {
             anyhow::bail!(larder::Error::new(
@@ -58,6 +64,5 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             tracing::info!("{digest}: the filesystem cannot link here, so it was copied");
         }
     }
-    store.close()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ mod get;
 mod has;
 mod ls;
 mod pin;
+mod push;
 mod put;
 mod rm;
 mod serve;
@@ -28,6 +29,8 @@ use crate::Cli;
 pub enum Command {
     /// Store files and print their digests (`-` reads standard input)
     Put(put::Args),
+    /// Send everything the local tier holds to the remotes that take writes
+    Push(push::Args),
     /// Write a stored blob to a file or standard output, verified
     Get(get::Args),
     /// Exit 0 if the store holds a digest or key, 1 if not
@@ -67,6 +70,22 @@ impl Context {
     pub fn open_store(&self) -> Result<Store> {
         let store = Store::open(&self.config.home, self.config.capacity)?;
         Ok(store.with_verify_reads(self.config.verify_reads))
+    }
+
+    /// The store with the configured remotes behind it.
+    pub fn open_larder(&self) -> Result<larder::Larder> {
+        self.larder_with(self.open_store()?)
+    }
+
+    /// `store` with the configured remotes behind it.
+    pub fn larder_with(&self, store: Store) -> Result<larder::Larder> {
+        let remotes = self
+            .config
+            .remotes
+            .iter()
+            .map(|r| larder::remote::open(r, &self.config.fetch))
+            .collect::<larder::Result<Vec<_>>>()?;
+        Ok(larder::Larder::new(store, remotes))
     }
 
     pub fn open_dirs(&self) -> Result<larder::Dirs> {
@@ -111,6 +130,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Context { config };
     match cli.command {
         Command::Put(args) => put::run(&ctx, args),
+        Command::Push(args) => push::run(&ctx, args),
         Command::Get(args) => get::run(&ctx, args),
         Command::Has(args) => has::run(&ctx, args),
         Command::Rm(args) => rm::run(&ctx, args),

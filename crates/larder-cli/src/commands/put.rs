@@ -20,6 +20,10 @@ pub struct Args {
     /// Pin the blob so eviction never removes it
     #[arg(long)]
     pin: bool,
+    /// Also send it to every remote that takes writes, and fail if one cannot
+    /// take it (write-through remotes get every put anyway)
+    #[arg(long)]
+    upload: bool,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -35,8 +39,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             )
         ));
     }
-    let store = ctx.open_store()?;
-    let opts = PutOptions { key: args.key, pin: args.pin };
+    let larder = ctx.open_larder()?;
+    if args.upload && !larder.has_writable_remote() {
+        anyhow::bail!(larder::Error::new(
+            larder::ErrorKind::Config,
+            "--upload needs a remote that takes writes: add a [[remote]] with mode = \"write-through\" to the configuration"
+        ));
+    }
+    let store = larder.store();
+    let opts = PutOptions { key: args.key.clone(), pin: args.pin };
     let bars = Bars::new();
     let stdin_count = args.files.iter().filter(|f| f.as_os_str() == "-").count();
     if stdin_count > 0 && args.files.len() > 1 {
@@ -53,6 +64,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     let mut failures = output::Failures::default();
     let mut rows = Vec::new();
     for (file, result) in args.files.iter().zip(results) {
+        // Every put reaches the remotes that take writes.
+        let result = result.and_then(|digest| {
+            larder.send(&digest, args.key.as_deref()).map(|()| digest).map_err(|e| {
+                larder::Error::new(e.kind(), format!("{digest} is stored locally, but: {e}"))
+            })
+        });
         match result {
             Ok(digest) => {
                 if args.json {
@@ -69,6 +86,6 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     if args.json {
         output::print_json(&serde_json::Value::Array(rows))?;
     }
-    store.close()?;
+    larder.close()?;
     Ok(failures.exit_code())
 }

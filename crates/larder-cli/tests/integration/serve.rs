@@ -580,3 +580,141 @@ fn https_and_http2() {
         "{err}"
     );
 }
+
+/// Writes a client configuration with one remote into `t`'s user config.
+fn remote_config(t: &TestDir, url: &str, mode: &str) {
+    t.file(
+        "user/.config/larder/config.toml",
+        format!("[[remote]]\nname = \"team\"\nurl = \"{url}\"\nmode = \"{mode}\"\n"),
+    );
+}
+
+#[test]
+fn a_larder_client_puts_to_a_larder_server_and_a_cold_home_gets_from_it() {
+    let server_home = TestDir::new();
+    let users = server_home.path().join("users");
+    let status = Command::new("htpasswd")
+        .args(["-cbB"])
+        .arg(&users)
+        .args(["alice", "pw"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("htpasswd");
+    assert!(status.success());
+    let s = Served::start(&server_home, &["-u", users.to_str().expect("utf-8")]);
+    let t = TestDir::new();
+    remote_config(&t, &format!("http://alice@{}", s.addr), "write-through");
+    let with_password =
+        |args: &[&str]| t.run_with(t.command().env("LARDER_PASSWORD", "pw").args(args));
+    let data = bytes(6, 200_000);
+    let f = t.file("data.bin", &data);
+    let digest = with_password(&["put", f.to_str().expect("utf-8"), "--key", "datasets/x"]).ok();
+    let digest = digest.trim().to_string();
+    // The server has the blob and the key.
+    let got = curl(&["-u", "alice:pw", &format!("{}/datasets/x", s.url)]);
+    assert_eq!((got.status, got.body.len()), (200, data.len()));
+    assert_eq!(got.header("x-larder-digest"), Some(digest.clone()));
+
+    // A cold home finds it through the remote, and fills its local tier.
+    let cold = |args: &[&str]| {
+        t.run_with(
+            t.command()
+                .env("LARDER_HOME", t.path().join("cold"))
+                .env("LARDER_PASSWORD", "pw")
+                .args(args),
+        )
+    };
+    assert_eq!(cold(&["has", "--local", "datasets/x"]).code, 1);
+    assert_eq!(cold(&["has", "datasets/x"]).code, 0);
+    assert_eq!(cold(&["has", "--where", "datasets/x"]).ok(), "team\n");
+    let out = t.path().join("out.bin");
+    cold(&["get", "datasets/x", "-o", out.to_str().expect("utf-8")]).ok();
+    assert_eq!(std::fs::read(&out).expect("out"), data);
+    assert_eq!(cold(&["has", "--where", "datasets/x"]).ok(), "local\nteam\n");
+    assert_eq!(cold(&["has", "--local", &digest]).code, 0);
+    // By digest, from another cold home; and the password from ~/.netrc instead.
+    t.file("user/.netrc", "machine 127.0.0.1 login alice password pw\n");
+    let other = t.run_with(
+        t.command().env("LARDER_HOME", t.path().join("other")).args(["get", &digest, "-o", "-"]),
+    );
+    assert_eq!(other.code, 0, "{other:#?}");
+    std::fs::remove_file(t.path().join("user/.netrc")).expect("rm netrc");
+    // A wrong password is a clear error, and a miss everywhere a plain one.
+    let wrong = t.run_with(
+        t.command()
+            .env("LARDER_HOME", t.path().join("third"))
+            .env("LARDER_PASSWORD", "nope")
+            .args(["get", "datasets/x", "-o", "-"]),
+    );
+    let err = wrong.fails(5);
+    assert!(err.contains("it refused alice's credentials: set LARDER_PASSWORD"), "{err}");
+    assert!(cold(&["get", "no/such/key", "-o", "-"]).fails(1).contains("no/such/key"));
+    // stats shows the remote beside the local tier.
+    let stats = with_password(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats.ok()).expect("json");
+    assert_eq!(stats["tiers"][1]["tier"], "team");
+    assert_eq!(stats["tiers"][1]["entries"], 1);
+
+    // The server goes away: the local tier still works; puts say what failed.
+    drop(s);
+    let err = cold(&["get", "elsewhere/y", "-o", "-"]).fails(6);
+    assert!(err.contains("remote team") && err.contains("cannot connect"), "{err}");
+    assert_eq!(cold(&["get", "datasets/x", "-o", "-"]).code, 0, "local hits need no remote");
+    let g = t.file("g.bin", "more");
+    let err = with_password(&["put", g.to_str().expect("utf-8")]).fails(6);
+    assert!(err.contains("is stored locally, but: remote team"), "{err}");
+    assert_eq!(with_password(&["has", "--local", &digest_of(b"more")]).code, 0);
+}
+
+#[test]
+fn push_sends_what_the_local_tier_holds_and_read_only_remotes_get_nothing() {
+    let server = TestDir::new();
+    let s = Served::start(&server, &[]);
+    let t = TestDir::new();
+    let a = t.put("a", "aaa");
+    let b = t.file("b", "bbb");
+    t.run(&["put", b.to_str().expect("utf-8"), "--key", "k/b"]).ok();
+    remote_config(&t, &s.url, "read-only");
+    let c = t.file("c", "ccc");
+    t.run(&["put", c.to_str().expect("utf-8")]).ok();
+    let err = t.run(&["put", c.to_str().expect("utf-8"), "--upload"]).fails(2);
+    assert!(err.contains("--upload needs a remote that takes writes"), "{err}");
+    assert_eq!(
+        curl(&[&format!("{}/cas/{}", s.url, digest_of(b"ccc").trim_start_matches("sha256:"))])
+            .status,
+        404
+    );
+    assert!(t.run(&["push"]).fails(2).contains("no remote takes writes"));
+    remote_config(&t, &s.url, "write-through");
+    let pushed: serde_json::Value =
+        serde_json::from_str(&t.run(&["push", "--json"]).ok()).expect("json");
+    assert_eq!(
+        pushed,
+        serde_json::json!([{"remote": "team", "uploaded": 3, "present": 0, "keys": 1}])
+    );
+    let again: serde_json::Value =
+        serde_json::from_str(&t.run(&["push", "--json"]).ok()).expect("json");
+    assert_eq!(again[0]["present"], 3, "nothing is sent twice");
+    assert_eq!(curl(&[&format!("{}/k/b", s.url)]).text(), "bbb");
+    assert_eq!(
+        curl(&[&format!("{}/cas/{}", s.url, a.trim_start_matches("sha256:"))]).text(),
+        "aaa"
+    );
+}
+
+#[test]
+fn a_corrupt_remote_copy_is_reported_and_never_kept() {
+    let t = TestDir::new();
+    let server = crate::http_server::Server::start();
+    let wanted = digest_of(b"the real bytes");
+    server.add(&format!("/cas/{}", wanted.trim_start_matches("sha256:")), b"other bytes".to_vec());
+    remote_config(&t, &server.url(""), "read-only");
+    let err = t.run(&["get", &wanted, "-o", "-"]).fails(3);
+    assert!(
+        err.contains("remote team's copy of") && err.contains("corrupt and was not kept"),
+        "{err}"
+    );
+    assert_eq!(t.json(&["ls", "--json"]), serde_json::json!([]));
+    let err = t.run(&["stats"]);
+    assert_eq!(err.code, 0, "{err:#?}");
+}

@@ -117,7 +117,7 @@ fn unknown_key_names_file_and_line() {
     check(
         &f,
         f.sources(),
-        "error: $T/proj/.larder/config.toml:3: unknown field `capasity`, expected one of `home`, `capacity`, `log`, `verify_reads`, `dirs`, `http_timeout`, `http_retries`; known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries",
+        "error: $T/proj/.larder/config.toml:3: unknown field `capasity`, expected one of `home`, `capacity`, `log`, `verify_reads`, `dirs`, `http_timeout`, `http_retries`, `remote`; known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables",
     );
 }
 
@@ -172,4 +172,40 @@ fn download_settings() {
         s,
         "error: http_retries (env LARDER_HTTP_RETRIES): `many` is not a number of retries, like 4",
     );
+}
+
+#[test]
+fn remotes_are_tables_in_order() {
+    let f = Fixture::new();
+    f.write(
+        "user/larder/config.toml",
+        "[[remote]]\nname = \"team\"\nurl = \"http://alice@cache:8000\"\nmode = \"write-through\"\n\n[[remote]]\nname = \"mirror\"\nurl = \"https://mirror\"\nmode = \"read-only\"\n",
+    );
+    let config = Config::load(&f.sources()).expect("load");
+    let names: Vec<&str> = config.remotes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["team", "mirror"]);
+    assert_eq!(config.remotes[1].mode, crate::remote::RemoteMode::ReadOnly);
+    let got = render(&f, Config::load(&f.sources()));
+    assert!(
+        got.contains(
+            "remote=team http://alice@cache:8000 (write-through) <- $T/user/larder/config.toml:1"
+        ),
+        "{got}"
+    );
+    assert!(
+        got.contains("remote=mirror https://mirror (read-only) <- $T/user/larder/config.toml:6"),
+        "{got}"
+    );
+    f.write(
+        "user/larder/config.toml",
+        "[[remote]]\nname = \"a\"\nurl = \"http://x\"\nmode = \"sometimes\"\n",
+    );
+    let got = render(&f, Config::load(&f.sources()));
+    assert!(
+        got.starts_with("error: $T/user/larder/config.toml:4: unknown variant `sometimes`"),
+        "{got}"
+    );
+    f.write("user/larder/config.toml", "[[remote]]\nname = \"a\"\nurl = \"http://x\"\n[[remote]]\nname = \"a\"\nurl = \"http://y\"\n");
+    let got = render(&f, Config::load(&f.sources()));
+    assert!(got.contains("a second remote named a; give each its own name"), "{got}");
 }

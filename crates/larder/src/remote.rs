@@ -1,0 +1,132 @@
+//! Remote tiers: stores behind the local one. Reads fall through to them and
+//! fill the local tier; writes go to those that accept writes. Each backend
+//! implements [`Remote`]; [`open`] makes one from its configuration.
+
+mod larder_http;
+mod netrc;
+
+use std::fs::File;
+use std::io::Read;
+
+use serde::Deserialize;
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::Target;
+
+pub use larder_http::LarderHttp;
+
+/// What a remote tier may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteMode {
+    /// Reads only.
+    ReadOnly,
+    /// Reads, and every write goes to it as it happens.
+    WriteThrough,
+}
+
+impl RemoteMode {
+    /// Its name in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteMode::ReadOnly => "read-only",
+            RemoteMode::WriteThrough => "write-through",
+        }
+    }
+
+    /// Whether writes go to it.
+    pub fn writable(self) -> bool {
+        self != RemoteMode::ReadOnly
+    }
+}
+
+/// A `[[remote]]` of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Its name, for messages and `larder stats`.
+    pub name: String,
+    /// Where it is: `http(s)://[user@]host[:port][/path]` for a larder server.
+    pub url: String,
+    /// What it may be used for [default: write-through].
+    #[serde(default = "default_mode")]
+    pub mode: RemoteMode,
+}
+
+fn default_mode() -> RemoteMode {
+    RemoteMode::WriteThrough
+}
+
+/// A blob coming from a remote.
+pub struct RemoteBlob {
+    /// Its bytes.
+    pub reader: Box<dyn Read + Send>,
+    /// Its digest, as the remote says (checked as the bytes arrive).
+    pub digest: Option<Digest>,
+    /// Its size, if the remote says.
+    pub size: Option<u64>,
+}
+
+/// What a remote knows of a blob or key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteEntry {
+    /// The blob's digest, if the remote says.
+    pub digest: Option<Digest>,
+    /// Its size, if the remote says.
+    pub size: Option<u64>,
+}
+
+/// A remote's own figures, for `larder stats`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RemoteStats {
+    /// Blobs it holds.
+    pub entries: Option<u64>,
+    /// Bytes it holds.
+    pub bytes: Option<u64>,
+    /// Its capacity.
+    pub capacity: Option<u64>,
+}
+
+/// A store behind the local tier.
+pub trait Remote: Send + Sync {
+    /// Its configured name.
+    fn name(&self) -> &str;
+
+    /// What it may be used for.
+    fn mode(&self) -> RemoteMode;
+
+    /// Where it is, for messages (without credentials).
+    fn location(&self) -> String;
+
+    /// Opens `target` for reading; `None` if the remote lacks it.
+    fn open(&self, target: &Target) -> Result<Option<RemoteBlob>>;
+
+    /// What the remote knows of `target`; `None` if it lacks it.
+    fn head(&self, target: &Target) -> Result<Option<RemoteEntry>>;
+
+    /// Stores the blob `digest`, `size` bytes read from `file`, unless the
+    /// remote has it already. Returns whether bytes were sent.
+    fn upload(&self, digest: &Digest, file: File, size: u64) -> Result<bool>;
+
+    /// Binds `key` to the blob `digest`, which the remote must hold.
+    fn bind(&self, key: &str, digest: &Digest) -> Result<()>;
+
+    /// The remote's own figures, if it can tell.
+    fn stats(&self) -> Result<RemoteStats>;
+}
+
+/// Makes the remote a configuration entry describes.
+pub fn open(config: &RemoteConfig, fetch: &crate::build::FetchOptions) -> Result<Box<dyn Remote>> {
+    let scheme = config.url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    match scheme {
+        "http" | "https" => Ok(Box::new(LarderHttp::new(config, fetch)?)),
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "remote {}: `{}` is not a URL larder can use; a larder server is http://HOST:PORT or https://HOST:PORT",
+                config.name, config.url
+            ),
+        )),
+    }
+}

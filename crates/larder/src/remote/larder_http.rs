@@ -1,0 +1,246 @@
+//! A `larder serve` as a remote tier: blobs at `/cas/<hex>`, keys at
+//! `/<key>` (which the server answers with the blob's digest in
+//! `X-Larder-Digest`), and a key bound to a blob the server has by a PUT of the
+//! key with that header and no body.
+//!
+//! The password is never taken from a command line: it comes from
+//! `LARDER_PASSWORD` or `~/.netrc`, for the user the URL names.
+
+use std::fs::File;
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+
+use super::{Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
+use crate::build::FetchOptions;
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::Target;
+
+/// A larder server.
+pub struct LarderHttp {
+    name: String,
+    mode: RemoteMode,
+    /// `scheme://host[:port][/path]`, without credentials or a final `/`.
+    base: String,
+    user: Option<String>,
+    password: Option<String>,
+    client: Client,
+}
+
+impl LarderHttp {
+    /// The server a configuration entry names.
+    pub fn new(config: &RemoteConfig, fetch: &FetchOptions) -> Result<LarderHttp> {
+        let bad = |why: &str| {
+            Error::new(
+                ErrorKind::Config,
+                format!("remote {}: {why} (url `{}`)", config.name, config.url),
+            )
+        };
+        let (scheme, rest) = config.url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let (authority, path) = match rest.split_once('/') {
+            Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
+            None => (rest, String::new()),
+        };
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let (user, url_password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((user, pw)) => (Some(user.to_string()), Some(pw.to_string())),
+                None => (Some(u.to_string()), None),
+            },
+            None => (None, None),
+        };
+        let hostname = host.split(':').next().unwrap_or(host);
+        let password = match user.as_deref() {
+            Some(user) => url_password
+                .or_else(|| std::env::var("LARDER_PASSWORD").ok().filter(|p| !p.is_empty()))
+                .or_else(|| super::netrc::password(hostname, Some(user))),
+            None => None,
+        };
+        let client = Client::builder()
+            .timeout(fetch.timeout)
+            .connect_timeout(fetch.timeout)
+            .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start an http client: {e}")))?;
+        Ok(LarderHttp {
+            name: config.name.clone(),
+            mode: config.mode,
+            base: format!("{scheme}://{host}{path}"),
+            user,
+            password,
+            client,
+        })
+    }
+
+    fn url(&self, target: &Target) -> String {
+        match target {
+            Target::Digest(d) => format!("{}/cas/{}", self.base, d.hex()),
+            Target::Key(k) => format!("{}/{}", self.base, encode_path(k)),
+        }
+    }
+
+    fn authed(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.user {
+            Some(user) => request.basic_auth(user, self.password.as_deref()),
+            None => request,
+        }
+    }
+
+    fn send(&self, request: RequestBuilder, what: &str) -> Result<Response> {
+        self.authed(request).send().map_err(|e| {
+            let why = if e.is_timeout() {
+                "it did not answer in time".to_string()
+            } else if e.is_connect() {
+                "cannot connect".to_string()
+            } else {
+                e.without_url().to_string()
+            };
+            Error::new(
+                ErrorKind::Io,
+                format!(
+                    "remote {} ({}): {what}: {why}; check that the server runs, or use --local",
+                    self.name, self.base
+                ),
+            )
+        })
+    }
+
+    /// An error for an answer that is neither success nor "not there".
+    fn refused(&self, response: Response, what: &str) -> Error {
+        let status = response.status();
+        let said = response.text().unwrap_or_default();
+        let said = said.lines().next().unwrap_or("").trim();
+        let user = self.user.as_deref().unwrap_or("");
+        let (kind, fix) = match status {
+            StatusCode::UNAUTHORIZED if self.user.is_none() => (
+                ErrorKind::PermissionDenied,
+                "it wants credentials: put a user in the remote's url (http://USER@host) and the password in LARDER_PASSWORD or ~/.netrc".to_string(),
+            ),
+            StatusCode::UNAUTHORIZED => (
+                ErrorKind::PermissionDenied,
+                format!("it refused {user}'s credentials: set LARDER_PASSWORD or put {user}'s password in ~/.netrc"),
+            ),
+            StatusCode::FORBIDDEN => (ErrorKind::PermissionDenied, format!("it refused: {said}")),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                (ErrorKind::StoreFull, format!("it takes nothing that large: {said}"))
+            }
+            StatusCode::INSUFFICIENT_STORAGE => (ErrorKind::StoreFull, format!("it is full: {said}")),
+            s => (ErrorKind::Io, format!("it answered {s}: {said}")),
+        };
+        Error::new(kind, format!("remote {} ({}): {what}: {fix}", self.name, self.base))
+    }
+}
+
+impl Remote for LarderHttp {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn mode(&self) -> RemoteMode {
+        self.mode
+    }
+
+    fn location(&self) -> String {
+        self.base.clone()
+    }
+
+    fn open(&self, target: &Target) -> Result<Option<RemoteBlob>> {
+        let what = format!("reading {}", describe(target));
+        let response = self.send(self.client.get(self.url(target)), &what)?;
+        match response.status() {
+            StatusCode::OK => {
+                let digest = header_digest(&response);
+                let size = response.content_length();
+                Ok(Some(RemoteBlob { reader: Box::new(response), digest, size }))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.refused(response, &what)),
+        }
+    }
+
+    fn head(&self, target: &Target) -> Result<Option<RemoteEntry>> {
+        let what = format!("looking for {}", describe(target));
+        let response = self.send(self.client.head(self.url(target)), &what)?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(RemoteEntry {
+                digest: header_digest(&response),
+                size: response
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+            })),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.refused(response, &what)),
+        }
+    }
+
+    fn upload(&self, digest: &Digest, file: File, size: u64) -> Result<bool> {
+        if self.head(&Target::Digest(*digest))?.is_some() {
+            return Ok(false);
+        }
+        let what = format!("uploading {digest}");
+        let body = reqwest::blocking::Body::sized(file, size);
+        let request = self.client.put(self.url(&Target::Digest(*digest))).body(body);
+        let response = self.send(request, &what)?;
+        if response.status().is_success() { Ok(true) } else { Err(self.refused(response, &what)) }
+    }
+
+    fn bind(&self, key: &str, digest: &Digest) -> Result<()> {
+        let what = format!("binding {key}");
+        let request = self
+            .client
+            .put(self.url(&Target::Key(key.to_string())))
+            .header("x-larder-digest", digest.to_string())
+            .header(reqwest::header::CONTENT_LENGTH, "0");
+        let response = self.send(request, &what)?;
+        if response.status().is_success() { Ok(()) } else { Err(self.refused(response, &what)) }
+    }
+
+    fn stats(&self) -> Result<RemoteStats> {
+        let what = "reading its status";
+        let response = self.send(self.client.get(format!("{}/status", self.base)), what)?;
+        if !response.status().is_success() {
+            return Err(self.refused(response, what));
+        }
+        let status: serde_json::Value = serde_json::from_reader(response).map_err(|e| {
+            Error::new(ErrorKind::Io, format!("remote {}: /status is not JSON: {e}", self.name))
+        })?;
+        Ok(RemoteStats {
+            entries: status["entries"].as_u64(),
+            bytes: status["bytes"].as_u64(),
+            capacity: status["capacity"].as_u64(),
+        })
+    }
+}
+
+fn header_digest(response: &Response) -> Option<Digest> {
+    response.headers().get("x-larder-digest")?.to_str().ok()?.parse().ok()
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Digest(d) => d.to_string(),
+        Target::Key(k) => k.clone(),
+    }
+}
+
+/// Percent-encodes a key for a URL path, keeping its `/`.
+fn encode_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
