@@ -32,6 +32,8 @@ const CHUNK: usize = 256 << 10;
 /// What every request handler shares.
 pub struct AppState {
     pub pool: Arc<StorePool>,
+    /// Small blobs read lately, kept in memory.
+    pub hot: Arc<crate::hot::HotCache>,
     pub auth: Option<Arc<Auth>>,
     pub metrics: Arc<Metrics>,
     /// The largest body accepted.
@@ -101,12 +103,14 @@ pub async fn authorize(
 }
 
 async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    state.metrics.request(method.as_str());
+    state.metrics.request(request.method().as_str());
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().clone()));
     let response = route(&state, request).await;
     state.metrics.response(response.status().as_u16());
-    tracing::debug!("{method} {path} {}", response.status().as_u16());
+    if let Some((method, uri)) = logged {
+        tracing::debug!("{method} {uri} {}", response.status().as_u16());
+    }
     response
 }
 
@@ -193,49 +197,68 @@ fn range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
     Some(parsed)
 }
 
-async fn get(state: &Arc<AppState>, request: &Parts, target: Target) -> Response {
-    let head = request.method == Method::HEAD;
-    let what = target_name(&target);
-    let lookup = state
-        .pool
-        .run(move |store| {
-            let Some(mut found) = store.lookup(&target)? else { return Ok(None) };
-            // Bytes are served only once they hashed right since their file
-            // last changed; a corrupt blob is quarantined and is a miss.
-            match store.check_found(&mut found) {
-                Ok(()) => Ok(Some(found)),
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    tracing::warn!("{e}");
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .await;
-    let found = match lookup {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            state.pool.note(None);
-            Metrics::add(&state.metrics.misses, 1);
-            return text(StatusCode::NOT_FOUND, format!("{what} is not in the cache"));
-        }
-        Err(e) => return error_response(&e),
-    };
-    state.pool.note(Some(found.digest));
-    Metrics::add(&state.metrics.hits, 1);
-    let tag = etag(&found.digest);
+/// The headers of a whole-body answer for a blob.
+fn whole_headers(digest: &Digest, size: u64, modified: i64) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&tag) {
+    if let Ok(v) = HeaderValue::from_str(&etag(digest)) {
         headers.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&found.digest.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
         headers.insert("x-larder-digest", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&http_date(found.modified)) {
+    if let Ok(v) = HeaderValue::from_str(&http_date(modified)) {
         headers.insert(header::LAST_MODIFIED, v);
     }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers
+}
+
+/// A blob to send: in memory (small, and kept hot), or an open file.
+enum Source {
+    Memory(Bytes),
+    File(Found),
+}
+
+async fn get(state: &Arc<AppState>, request: &Parts, target: Target) -> Response {
+    let head = request.method == Method::HEAD;
+    let hot = state.hot.get(&target);
+    if let Some(hot) = &hot {
+        let plain = !request.headers.contains_key(header::RANGE)
+            && !request.headers.contains_key(header::IF_NONE_MATCH);
+        if plain {
+            // The common case, with headers made once.
+            state.pool.note(Some(hot.digest));
+            Metrics::add(&state.metrics.hits, 1);
+            if head {
+                return (StatusCode::OK, hot.headers.clone()).into_response();
+            }
+            Metrics::add(&state.metrics.bytes_out, hot.body.len() as u64);
+            return (StatusCode::OK, hot.headers.clone(), Body::from(hot.body.clone()))
+                .into_response();
+        }
+    }
+    let (digest, size, modified, source) = match hot {
+        Some(hot) => {
+            (hot.digest, hot.body.len() as u64, hot.modified, Source::Memory(hot.body.clone()))
+        }
+        None => match load(state, target).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                state.pool.note(None);
+                Metrics::add(&state.metrics.misses, 1);
+                let path = request.uri.path();
+                return text(StatusCode::NOT_FOUND, format!("{path} is not in the cache"));
+            }
+            Err(e) => return error_response(&e),
+        },
+    };
+    state.pool.note(Some(digest));
+    Metrics::add(&state.metrics.hits, 1);
+    let tag = etag(&digest);
+    let mut headers = whole_headers(&digest, size, modified);
+    headers.remove(header::CONTENT_LENGTH);
     let not_modified = request
         .headers
         .get(header::IF_NONE_MATCH)
@@ -244,7 +267,6 @@ async fn get(state: &Arc<AppState>, request: &Parts, target: Target) -> Response
     if not_modified {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
-    let size = found.size;
     let (status, start, len) = match range(&request.headers, size) {
         None => (StatusCode::OK, 0, size),
         Some(Ok((start, end))) => {
@@ -266,7 +288,54 @@ async fn get(state: &Arc<AppState>, request: &Parts, target: Target) -> Response
         return (status, headers).into_response();
     }
     Metrics::add(&state.metrics.bytes_out, len);
-    (status, headers, body_of(found, start, len)).into_response()
+    let body = match source {
+        Source::Memory(bytes) => Body::from(bytes.slice(start as usize..(start + len) as usize)),
+        Source::File(found) => body_of(found, start, len),
+    };
+    (status, headers, body).into_response()
+}
+
+/// Looks a blob up on a blocking thread, checks its bytes if its file
+/// changed, and reads it whole if it is small (keeping it hot).
+async fn load(
+    state: &Arc<AppState>,
+    target: Target,
+) -> Result<Option<(Digest, u64, i64, Source)>, Error> {
+    let hot = state.hot.clone();
+    let version = hot.version().ok();
+    state
+        .pool
+        .run(move |store| {
+            let Some(mut found) = store.lookup(&target)? else { return Ok(None) };
+            // Bytes are served only once they hashed right since their file
+            // last changed; a corrupt blob is quarantined and is a miss.
+            match store.check_found(&mut found) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    tracing::warn!("{e}");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+            let (digest, size, modified) = (found.digest, found.size, found.modified);
+            if size > SMALL {
+                return Ok(Some((digest, size, modified, Source::File(found))));
+            }
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; size as usize];
+            found
+                .file
+                .read_exact_at(&mut buf, 0)
+                .map_err(|e| Error::new(ErrorKind::Io, format!("reading {digest}: {e}")))?;
+            let body = Bytes::from(buf);
+            if let Some(version) = version {
+                let headers = whole_headers(&digest, size, modified);
+                let entry = crate::hot::Hot { digest, body: body.clone(), modified, headers };
+                hot.insert(&target, entry, version);
+            }
+            Ok(Some((digest, size, modified, Source::Memory(body))))
+        })
+        .await
 }
 
 /// The bytes `start..start+len` of a found blob, read on a blocking thread

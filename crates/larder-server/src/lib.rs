@@ -10,6 +10,7 @@
 
 mod app;
 mod auth;
+mod hot;
 mod htpasswd;
 mod listen;
 mod metrics;
@@ -54,6 +55,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// How long in-flight requests may run on after SIGTERM or SIGINT.
     pub grace: Duration,
+    /// Bytes of small blobs kept in memory once read (0: none).
+    pub memory_cache: u64,
 }
 
 impl ServeOptions {
@@ -72,6 +75,7 @@ impl ServeOptions {
             timeout: Duration::from_secs(60),
             max_connections: 10_000,
             grace: Duration::from_secs(30),
+            memory_cache: 32 << 20,
         }
     }
 }
@@ -118,12 +122,18 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
         None => None,
     };
     let pool = Arc::new(pool::StorePool::open(options.home.clone(), options.capacity)?);
+    let watch = larder::Store::open(&options.home, options.capacity)?;
+    let hot = Arc::new(hot::HotCache::new(
+        watch,
+        usize::try_from(options.memory_cache).unwrap_or(usize::MAX),
+    ));
     let started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let state = Arc::new(app::AppState {
         pool: pool.clone(),
+        hot: hot.clone(),
         auth,
         metrics: Arc::default(),
         max_blob: options.max_blob_size.unwrap_or(u64::MAX),
@@ -146,27 +156,29 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
     let addr = listener.local_addr().map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
     ready(addr);
 
-    // Reads are recorded once a second, not once a request.
+    // Reads are recorded once a second, not once a request, with the hot
+    // cache's own handle: its own writes do not count as changes to it.
+    let flush = {
+        let (pool, hot) = (pool.clone(), hot.clone());
+        move || {
+            if let Err(e) = hot.with_watch(|store| pool.flush_reads_with(store)) {
+                tracing::warn!("recording reads: {e}");
+            }
+        }
+    };
     let flusher = {
-        let pool = pool.clone();
+        let flush = flush.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let pool = pool.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    if let Err(e) = pool.flush_reads() {
-                        tracing::warn!("recording reads: {e}");
-                    }
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(flush.clone()).await;
             }
         })
     };
     let router = app::router(state.clone());
     listen::accept_until_signal(listener, tls, router, &options, state.metrics.clone()).await;
     flusher.abort();
-    let pool = pool.clone();
-    let _ = tokio::task::spawn_blocking(move || pool.flush_reads()).await;
+    let _ = tokio::task::spawn_blocking(flush).await;
     Ok(())
 }

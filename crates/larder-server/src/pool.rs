@@ -77,8 +77,8 @@ impl StorePool {
         }
     }
 
-    /// Records the reads noted so far, in one transaction.
-    pub fn flush_reads(&self) -> Result<(), Error> {
+    /// Records the reads noted so far, in one transaction, with `store`.
+    pub fn flush_reads_with(&self, store: &Store) -> Result<(), Error> {
         let used = std::mem::take(&mut *self.reads.used.lock().unwrap_or_else(|p| p.into_inner()));
         let hits = self.reads.hits.swap(0, Ordering::Relaxed);
         let misses = self.reads.misses.swap(0, Ordering::Relaxed);
@@ -86,7 +86,7 @@ impl StorePool {
         let mut seen = HashSet::new();
         let mut order: Vec<Digest> = used.into_iter().rev().filter(|d| seen.insert(*d)).collect();
         order.reverse();
-        let result = self.with(|store| store.note_reads(&order, hits, misses));
+        let result = store.note_reads(&order, hits, misses);
         if result.is_err() {
             // Counted again next time rather than lost.
             self.reads.hits.fetch_add(hits, Ordering::Relaxed);

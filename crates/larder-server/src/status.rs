@@ -14,21 +14,18 @@ use crate::metrics::Metrics;
 
 /// The store's figures, with the reads not yet recorded recorded first.
 async fn store_stats(state: &Arc<AppState>) -> Result<larder::Stats, Response> {
-    let pool = state.pool.clone();
-    state
-        .pool
-        .run(move |store| {
-            pool_flush(&pool);
+    let (pool, hot) = (state.pool.clone(), state.hot.clone());
+    tokio::task::spawn_blocking(move || {
+        hot.with_watch(|store| {
+            if let Err(e) = pool.flush_reads_with(store) {
+                tracing::warn!("recording reads: {e}");
+            }
             store.stats()
         })
-        .await
-        .map_err(|e| text(status_of(&e), e.to_string()))
-}
-
-fn pool_flush(pool: &crate::pool::StorePool) {
-    if let Err(e) = pool.flush_reads() {
-        tracing::warn!("recording reads: {e}");
-    }
+    })
+    .await
+    .unwrap_or_else(|e| Err(larder::Error::new(larder::ErrorKind::Io, e.to_string())))
+    .map_err(|e| text(status_of(&e), e.to_string()))
 }
 
 fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {

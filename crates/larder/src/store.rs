@@ -44,7 +44,7 @@ pub(crate) use put::Pending;
 pub use shared::{Found, KeyEntry};
 
 /// What a command names: a blob by its digest, or a key bound to one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// A blob, by digest.
     Digest(Digest),

@@ -44,6 +44,9 @@ pub struct Args {
     /// Connections served at once; more are answered 503
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
+    /// Memory for small blobs (up to 256 KiB each) read lately, served without touching the disk
+    #[arg(long, value_name = "SIZE", default_value = "32MiB")]
+    memory_cache: String,
 }
 
 impl Args {
@@ -71,6 +74,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     options.tls = args.tls_cert.zip(args.tls_key);
     options.timeout = larder::time::parse_duration(&args.timeout)?;
     options.max_connections = args.max_connections.max(1);
+    options.memory_cache = larder::size::parse_size(&args.memory_cache)?;
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     larder_server::run(options, |addr| {
         // The address goes to standard output, so a script can read the port.

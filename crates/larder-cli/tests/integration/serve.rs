@@ -718,3 +718,27 @@ fn a_corrupt_remote_copy_is_reported_and_never_kept() {
     let err = t.run(&["stats"]);
     assert_eq!(err.code, 0, "{err:#?}");
 }
+
+#[test]
+fn blobs_kept_in_memory_follow_changes_made_elsewhere() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &[]);
+    let u = format!("{}/config/current", s.url);
+    let one = t.file("one", "first version");
+    t.run(&["put", one.to_str().expect("utf-8"), "--key", "config/current"]).ok();
+    // Read twice: the second comes from memory.
+    assert_eq!(curl(&[&u]).text(), "first version");
+    assert_eq!(curl(&[&u]).text(), "first version");
+    // Another process binds the key to other bytes: the next read sees them.
+    let two = t.file("two", "second version");
+    t.run(&["put", two.to_str().expect("utf-8"), "--key", "config/current"]).ok();
+    assert_eq!(curl(&[&u]).text(), "second version");
+    assert_eq!(curl(&[&u]).text(), "second version");
+    t.run(&["rm", "config/current"]).ok();
+    assert_eq!(curl(&[&u]).status, 404);
+    // With the memory cache off, the same.
+    drop(s);
+    let s = Served::start(&t, &["--memory-cache", "0"]);
+    t.run(&["put", one.to_str().expect("utf-8"), "--key", "config/current"]).ok();
+    assert_eq!(curl(&[&format!("{}/config/current", s.url)]).text(), "first version");
+}

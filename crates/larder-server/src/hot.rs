@@ -1,0 +1,105 @@
+//! Small blobs kept in memory once read, so that the hot ones are served
+//! without a trip to a blocking thread, SQLite and the file. Only bytes that
+//! hashed right are kept, so what is served from here is always right; what a
+//! key names may change, so the whole cache is dropped whenever another
+//! connection changes the index (SQLite's `data_version` says so cheaply).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use larder::{Digest, Error, Store, Target};
+
+/// A blob in memory, with the headers of a whole-body answer made once.
+pub struct Hot {
+    pub digest: Digest,
+    pub body: Bytes,
+    /// When its key was bound (or it was stored), seconds since the epoch.
+    pub modified: i64,
+    pub headers: axum::http::HeaderMap,
+}
+
+/// The cache, and the store handle that watches for changes (and records the
+/// reads, which, being its own writes, do not count as changes).
+pub struct HotCache {
+    max_bytes: usize,
+    watch: Mutex<Store>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<Target, std::sync::Arc<Hot>>,
+    order: VecDeque<Target>,
+    bytes: usize,
+    /// The `data_version` the entries were read under.
+    version: i64,
+}
+
+/// The largest blob kept.
+pub const MAX_ENTRY: usize = 256 << 10;
+
+impl HotCache {
+    pub fn new(watch: Store, max_bytes: usize) -> HotCache {
+        HotCache { max_bytes, watch: Mutex::new(watch), inner: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index's version now.
+    pub fn version(&self) -> Result<i64, Error> {
+        self.watch.lock().unwrap_or_else(|p| p.into_inner()).changes()
+    }
+
+    /// The blob `target` names, if it is in memory and nothing changed since.
+    pub fn get(&self, target: &Target) -> Option<std::sync::Arc<Hot>> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        let version = self.version().ok()?;
+        let mut inner = self.lock();
+        if inner.version != version {
+            inner.map.clear();
+            inner.order.clear();
+            inner.bytes = 0;
+            inner.version = version;
+            return None;
+        }
+        inner.map.get(target).cloned()
+    }
+
+    /// Keeps a blob read while the index was at `version`, unless it changed
+    /// since or the blob is too large.
+    pub fn insert(&self, target: &Target, hot: Hot, version: i64) {
+        if hot.body.len() > MAX_ENTRY || hot.body.len() > self.max_bytes {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.version != version {
+            return;
+        }
+        let key = target.clone();
+        let size = hot.body.len();
+        if let Some(old) = inner.map.insert(key.clone(), std::sync::Arc::new(hot)) {
+            inner.bytes -= old.body.len();
+        } else {
+            inner.order.push_back(key);
+        }
+        inner.bytes += size;
+        // Oldest first out: hot entries come back at their next read.
+        while inner.bytes > self.max_bytes {
+            let Some(oldest) = inner.order.pop_front() else { break };
+            if let Some(old) = inner.map.remove(&oldest) {
+                inner.bytes -= old.body.len();
+            }
+        }
+    }
+
+    /// Runs `f` with the watching handle (for writes that must not count as
+    /// changes: the reads recorded).
+    pub fn with_watch<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        f(&self.watch.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
