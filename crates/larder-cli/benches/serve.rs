@@ -37,13 +37,8 @@ struct Scale {
     connections: u32,
 }
 
-const FULL: Scale = Scale {
-    name: "full",
-    seconds: 5,
-    large: 100 * MIB,
-    upload: 1 << 30,
-    connections: 1000,
-};
+const FULL: Scale =
+    Scale { name: "full", seconds: 5, large: 100 * MIB, upload: 1 << 30, connections: 1000 };
 
 const TINY: Scale =
     Scale { name: "tiny", seconds: 1, large: 8 * MIB, upload: 16 * MIB, connections: 100 };
@@ -115,7 +110,10 @@ fn main() {
     let larder = Larder::start(&home);
     let many = rate(&format!("{}/small", larder.url), scale.connections);
     let peak = larder.peak_rss();
-    println!("    {} connections: {:.0} req/s, {} errors", scale.connections, many.requests, many.errors);
+    println!(
+        "    {} connections: {:.0} req/s, {} errors",
+        scale.connections, many.requests, many.errors
+    );
     table.row(
         format!("peak RSS, {} connections", scale.connections),
         size(peak),
@@ -140,7 +138,12 @@ fn main() {
             .output()
             .expect("curl");
         put.push(start.elapsed().as_secs_f64());
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "201",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         peak = peak.max(larder.peak_rss());
         drop(larder);
         let copy = root.join("upload.cp");
@@ -198,7 +201,8 @@ impl Larder {
 
     /// The process's peak resident memory so far, in bytes.
     fn peak_rss(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -250,7 +254,7 @@ impl Nginx {
             ),
         )
         .expect("write nginx.conf");
-        let child = Command::new(nginx_binary())
+        let mut child = Command::new(nginx_binary())
             .arg("-c")
             .arg(&conf)
             .arg("-p")
@@ -265,6 +269,8 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("nginx did not start; see {}", prefix.join("logs/error.log").display());
     }
 }
@@ -303,7 +309,11 @@ fn wrk(url: &str, connections: u32, seconds: u32) -> Wrk {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "wrk failed: {text}");
     let field = |name: &str| {
-        text.lines().find_map(|l| l.trim().strip_prefix(name)).map(str::trim).unwrap_or("0").to_string()
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("0")
+            .to_string()
     };
     let non2xx: u64 = field("Non-2xx or 3xx responses:").parse().unwrap_or(0);
     assert_eq!(non2xx, 0, "wrk saw errors: {text}");

@@ -26,8 +26,9 @@ use crate::pool::StorePool;
 
 /// Blobs up to this size are read in one go; larger ones are streamed.
 const SMALL: u64 = 256 << 10;
-/// The chunks large blobs are streamed in.
+/// The chunks large blobs are streamed in, and how many are read ahead.
 const CHUNK: usize = 256 << 10;
+const READ_AHEAD: usize = 4;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -338,42 +339,29 @@ async fn load(
         .await
 }
 
-/// The bytes `start..start+len` of a found blob, read on a blocking thread
-/// and sent in chunks: memory stays at a few chunks whatever the size.
+/// The bytes `start..start+len` of a found blob, read in chunks on blocking
+/// threads, a few ahead of the client: memory stays at a few chunks whatever
+/// the size, and a client that stops reading holds no thread.
 fn body_of(found: Found, start: u64, len: u64) -> Body {
     use std::os::unix::fs::FileExt;
-    if len <= SMALL {
-        let mut buf = vec![0u8; len as usize];
-        return match found.file.read_exact_at(&mut buf, start) {
-            Ok(()) => Body::from(buf),
-            Err(e) => Body::from_stream(futures_util::stream::once(async move {
-                Err::<Bytes, std::io::Error>(e)
-            })),
-        };
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut offset = start;
-        let end = start + len;
-        while offset < end {
-            let n = (end - offset).min(CHUNK as u64) as usize;
-            let mut buf = vec![0u8; n];
-            let read = found.file.read_exact_at(&mut buf, offset).map(|()| Bytes::from(buf));
-            let failed = read.is_err();
-            if tx.blocking_send(read).is_err() || failed {
-                return;
+    let file = Arc::new(found.file);
+    let end = start + len;
+    let offsets = (start..end).step_by(CHUNK);
+    let chunks = futures_util::stream::iter(offsets)
+        .map(move |offset| {
+            let file = file.clone();
+            async move {
+                let n = (end - offset).min(CHUNK as u64) as usize;
+                tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    file.read_exact_at(&mut buf, offset).map(|()| Bytes::from(buf))
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             }
-            offset += n as u64;
-        }
-    });
-    Body::from_stream(tokio_stream(rx))
-}
-
-/// A stream over a tokio receiver.
-fn tokio_stream<T: Send + 'static>(
-    rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+        })
+        .buffered(READ_AHEAD);
+    Body::from_stream(chunks)
 }
 
 /// Why an upload stopped early.

@@ -86,7 +86,7 @@ pub async fn accept_until_signal(
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let (mut tcp, peer) = match accepted {
+        let (mut raw, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors, say: wait a little rather than spin.
@@ -98,14 +98,20 @@ pub async fn accept_until_signal(
         Metrics::add(&metrics.connections, 1);
         if open.load(Ordering::Relaxed) >= options.max_connections {
             tokio::spawn(async move {
-                let _ = tcp
+                let _ = raw
                     .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 23\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many connections\r\n\r\n")
                     .await;
             });
             continue;
         }
-        let _ = tcp.set_nodelay(true);
+        let _ = raw.set_nodelay(true);
         open.fetch_add(1, Ordering::Relaxed);
+        // A client that stops reading its answer is let go after the timeout
+        // (reads are timed by hyper and the handlers, which know when a
+        // silence is one).
+        let mut timed = tokio_io_timeout::TimeoutStream::new(raw);
+        timed.set_write_timeout(Some(options.timeout));
+        let tcp = Box::pin(timed);
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -131,7 +137,8 @@ pub async fn accept_until_signal(
                     // A client that connects and says nothing is let go: the
                     // protocol detection below would wait for it for ever.
                     let mut first = [0u8; 1];
-                    match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
+                    let peek = tcp.get_ref().peek(&mut first);
+                    match tokio::time::timeout(handshake_timeout, peek).await {
                         Ok(Ok(n)) if n > 0 => {
                             let conn = builder.serve_connection(TokioIo::new(tcp), service);
                             watcher.watch(conn.into_owned()).await

@@ -742,3 +742,24 @@ fn blobs_kept_in_memory_follow_changes_made_elsewhere() {
     t.run(&["put", one.to_str().expect("utf-8"), "--key", "config/current"]).ok();
     assert_eq!(curl(&[&format!("{}/config/current", s.url)]).text(), "first version");
 }
+
+#[test]
+fn a_client_that_stops_reading_is_let_go() {
+    let t = TestDir::new();
+    let big = t.file("big", bytes(9, 30 << 20));
+    t.run(&["put", big.to_str().expect("utf-8"), "--key", "big"]).ok();
+    let s = Served::start(&t, &["--timeout", "1s"]);
+    let mut tcp = TcpStream::connect(&s.addr).expect("connect");
+    tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    // Read nothing for a while: the server's writes stall, then it gives up.
+    std::thread::sleep(Duration::from_secs(3));
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut got = Vec::new();
+    let read = tcp.read_to_end(&mut got);
+    assert!(read.is_ok() || got.len() < 30 << 20, "{read:?}");
+    assert!(got.len() < 30 << 20, "the whole body came through a client that did not read");
+    // And the server serves others meanwhile.
+    assert_eq!(curl(&[&format!("{}/healthz", s.url)]).status, 200);
+    let full = curl(&[&format!("{}/big", s.url)]);
+    assert_eq!(full.body.len(), 30 << 20);
+}
