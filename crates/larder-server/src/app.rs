@@ -35,6 +35,8 @@ pub struct AppState {
     pub pool: Arc<StorePool>,
     /// Small blobs read lately, kept in memory.
     pub hot: Arc<crate::hot::HotCache>,
+    /// The Python package index.
+    pub pypi: Arc<crate::pypi::Pypi>,
     pub auth: Option<Arc<Auth>>,
     pub metrics: Arc<Metrics>,
     /// The largest body accepted.
@@ -129,6 +131,16 @@ async fn route(state: &Arc<AppState>, request: Request) -> Response {
     if let Err(refused) = authorize(state, &parts.headers, access).await {
         return refused;
     }
+    let path = parts.uri.path();
+    if method == Method::POST || path.starts_with("/simple") || path.starts_with("/packages/") {
+        if let Some(response) = crate::pypi::route(state, &parts, body).await {
+            return response;
+        }
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on this path"),
+        );
+    }
     let resource = match classify(parts.uri.path()) {
         Ok(r) => r,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
@@ -220,6 +232,11 @@ fn whole_headers(digest: &Digest, size: u64, modified: i64) -> HeaderMap {
 enum Source {
     Memory(Bytes),
     File(Found),
+}
+
+/// Answers a GET or HEAD of `target`: from memory, or from its file.
+pub(crate) async fn get_target(state: &Arc<AppState>, request: &Parts, target: Target) -> Response {
+    get(state, request, target).await
 }
 
 async fn get(state: &Arc<AppState>, request: &Parts, target: Target) -> Response {
@@ -366,7 +383,7 @@ fn body_of(found: Found, start: u64, len: u64) -> Body {
 
 /// Why an upload stopped early.
 #[derive(Debug)]
-enum Upload {
+pub(crate) enum Upload {
     TooLarge(u64),
     TimedOut,
     Broken(String),
@@ -439,7 +456,7 @@ async fn put(
     let stored = state
         .pool
         .run(move |store| {
-            let mut input = BodyReader { rx, buf: Bytes::new(), failure: seen };
+            let mut input = BodyReader::new(rx, seen);
             let opts = PutOptions { key, pin: false };
             store.put_checked(&mut input, &what, expect, &opts)
         })
@@ -473,10 +490,19 @@ fn too_large(size: u64, limit: u64) -> Response {
 }
 
 /// The request body as a `Read` for the store, on its blocking thread.
-struct BodyReader {
+pub(crate) struct BodyReader {
     rx: tokio::sync::mpsc::Receiver<Result<Bytes, Upload>>,
     buf: Bytes,
     failure: Arc<std::sync::Mutex<Option<Upload>>>,
+}
+
+impl BodyReader {
+    pub(crate) fn new(
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes, Upload>>,
+        failure: Arc<std::sync::Mutex<Option<Upload>>>,
+    ) -> BodyReader {
+        BodyReader { rx, buf: Bytes::new(), failure }
+    }
 }
 
 impl std::io::Read for BodyReader {

@@ -16,6 +16,7 @@ mod listen;
 mod metrics;
 mod paths;
 mod pool;
+mod pypi;
 mod status;
 mod webdav;
 
@@ -57,6 +58,12 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Bytes of small blobs kept in memory once read (0: none).
     pub memory_cache: u64,
+    /// Simple indexes the package index proxies, in order.
+    pub upstreams: Vec<String>,
+    /// How long an upstream's page is trusted before it is asked again.
+    pub upstream_ttl: Duration,
+    /// How often the served folder is looked through for new packages.
+    pub rescan: Duration,
 }
 
 impl ServeOptions {
@@ -76,6 +83,9 @@ impl ServeOptions {
             max_connections: 10_000,
             grace: Duration::from_secs(30),
             memory_cache: 32 << 20,
+            upstreams: Vec::new(),
+            upstream_ttl: Duration::from_secs(600),
+            rescan: Duration::from_secs(30),
         }
     }
 }
@@ -127,6 +137,41 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
         watch,
         usize::try_from(options.memory_cache).unwrap_or(usize::MAX),
     ));
+    let pypi = Arc::new(pypi::Pypi::open(
+        &options.home,
+        options.upstreams.clone(),
+        options.upstream_ttl,
+        options.timeout,
+    )?);
+    // The folder's packages are indexed before the first request.
+    let scan_folder = {
+        let (pool, pypi, home) = (pool.clone(), pypi.clone(), options.home.clone());
+        move || {
+            let scanned = pool.with(|store| pypi::folder::scan(&home, store, &pypi.index));
+            match scanned {
+                Ok(s) if s.added + s.removed > 0 => {
+                    tracing::info!("indexed {} packages, dropped {}", s.added, s.removed);
+                    pypi.changed();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("indexing {}: {e}", home.display()),
+            }
+        }
+    };
+    tokio::task::spawn_blocking(scan_folder.clone())
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("indexing the folder failed: {e}")))?;
+    let rescanner = {
+        let every = options.rescan;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let _ = tokio::task::spawn_blocking(scan_folder.clone()).await;
+            }
+        })
+    };
     let started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -134,6 +179,7 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
     let state = Arc::new(app::AppState {
         pool: pool.clone(),
         hot: hot.clone(),
+        pypi,
         auth,
         metrics: Arc::default(),
         max_blob: options.max_blob_size.unwrap_or(u64::MAX),
@@ -179,6 +225,7 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
     let router = app::router(state.clone());
     listen::accept_until_signal(listener, tls, router, &options, state.metrics.clone()).await;
     flusher.abort();
+    rescanner.abort();
     let _ = tokio::task::spawn_blocking(flush).await;
     Ok(())
 }

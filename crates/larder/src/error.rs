@@ -80,7 +80,7 @@ impl Error {
     }
 
     /// An SQLite failure on the index at `path`.
-    pub(crate) fn index(path: &Path, err: rusqlite::Error) -> Error {
+    pub fn index(path: &Path, err: rusqlite::Error) -> Error {
         let busy = matches!(
             err.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)

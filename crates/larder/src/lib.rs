@@ -29,10 +29,11 @@ mod progress;
 pub mod recipe;
 pub mod remote;
 pub mod size;
-mod sqlite;
+pub mod sqlite;
 mod store;
 mod tiers;
 pub mod time;
+pub mod wheels;
 
 pub use build::FetchOptions;
 pub use config::Config;
@@ -41,7 +42,7 @@ pub use dirs::{DirLease, DirSpec, Dirs, disk_usage};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{NoProgress, Progress};
 pub use store::{
-    Delivery, Entry, Found, GcReport, GetMode, KeyEntry, PutOptions, Removed, Stats, Store, Target,
-    VerifyReport, validate_key,
+    Delivery, Entry, Found, GcReport, GetMode, KeyEntry, Pending, PutOptions, Removed, Stats,
+    Store, Target, VerifyReport, validate_key,
 };
 pub use tiers::{Larder, PushReport};

@@ -2,6 +2,7 @@
 //! fill the local tier; writes go to those that accept writes. Each backend
 //! implements [`Remote`]; [`open`] makes one from its configuration.
 
+mod endpoint;
 mod larder_http;
 mod netrc;
 
@@ -14,6 +15,7 @@ use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Target;
 
+pub use endpoint::Endpoint;
 pub use larder_http::LarderHttp;
 
 /// What a remote tier may be used for.

@@ -40,7 +40,7 @@ use crate::size::format_size;
 use copy::{CopyError, copy_file_plain, copy_file_to_file, copy_hashing};
 use journal::Journal;
 use layout::{Layout, TempKind, parse_temp};
-pub(crate) use put::Pending;
+pub use put::Pending;
 pub use shared::{Found, KeyEntry};
 
 /// What a command names: a blob by its digest, or a key bound to one.

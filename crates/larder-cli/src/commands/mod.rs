@@ -16,6 +16,7 @@ mod stats;
 mod unuse;
 mod use_dir;
 mod verify;
+mod wheels;
 
 use std::process::ExitCode;
 
@@ -55,8 +56,11 @@ pub enum Command {
     Unuse(unuse::Args),
     /// Shared directories: ls, show, lock, unlock, meta, rm
     Dir(dir::Args),
-    /// Serve the store over HTTP: Bazel, ccache, Gradle, sccache (WebDAV) and larder clients
+    /// Serve the store over HTTP: Bazel, ccache, Gradle, sccache (WebDAV), pip, uv, twine and
+    /// larder clients
     Serve(serve::Args),
+    /// Python wheels: install from a larder server, building and uploading what it lacks
+    Wheels(wheels::Args),
     /// Print the effective configuration and where each value came from
     Config(config::Args),
 }
@@ -144,6 +148,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Unuse(args) => unuse::run(&ctx, args),
         Command::Dir(args) => dir::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
+        Command::Wheels(args) => wheels::run(&ctx, args),
         Command::Config(args) => config::run(&ctx, args),
     }
 }

@@ -47,6 +47,16 @@ pub struct Args {
     /// Memory for small blobs (up to 256 KiB each) read lately, served without touching the disk
     #[arg(long, value_name = "SIZE", default_value = "32MiB")]
     memory_cache: String,
+    /// A Python simple index to proxy and cache, like https://pypi.org/simple/ (repeatable;
+    /// asked in order; projects uploaded here shadow theirs)
+    #[arg(long, value_name = "URL")]
+    upstream: Vec<String>,
+    /// How long an upstream's project page is trusted before it is asked again
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    upstream_ttl: String,
+    /// How often DIR is looked through for new wheels and sdists
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    rescan: String,
 }
 
 impl Args {
@@ -75,6 +85,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     options.timeout = larder::time::parse_duration(&args.timeout)?;
     options.max_connections = args.max_connections.max(1);
     options.memory_cache = larder::size::parse_size(&args.memory_cache)?;
+    options.upstreams = args.upstream;
+    options.upstream_ttl = larder::time::parse_duration(&args.upstream_ttl)?;
+    options.rescan =
+        larder::time::parse_duration(&args.rescan)?.max(std::time::Duration::from_secs(1));
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     larder_server::run(options, |addr| {
         // The address goes to standard output, so a script can read the port.

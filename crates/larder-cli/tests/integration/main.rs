@@ -8,6 +8,8 @@ mod config;
 mod crash;
 mod dirs;
 mod http_server;
+mod pypi;
+mod pyproject;
 mod recipes;
 mod serve;
 mod store;

@@ -31,38 +31,9 @@ pub struct LarderHttp {
 impl LarderHttp {
     /// The server a configuration entry names.
     pub fn new(config: &RemoteConfig, fetch: &FetchOptions) -> Result<LarderHttp> {
-        let bad = |why: &str| {
-            Error::new(
-                ErrorKind::Config,
-                format!("remote {}: {why} (url `{}`)", config.name, config.url),
-            )
-        };
-        let (scheme, rest) = config.url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let (authority, path) = match rest.split_once('/') {
-            Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
-            None => (rest, String::new()),
-        };
-        let (userinfo, host) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let (user, url_password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((user, pw)) => (Some(user.to_string()), Some(pw.to_string())),
-                None => (Some(u.to_string()), None),
-            },
-            None => (None, None),
-        };
-        let hostname = host.split(':').next().unwrap_or(host);
-        let password = match user.as_deref() {
-            Some(user) => url_password
-                .or_else(|| std::env::var("LARDER_PASSWORD").ok().filter(|p| !p.is_empty()))
-                .or_else(|| super::netrc::password(hostname, Some(user))),
-            None => None,
-        };
+        let endpoint = super::Endpoint::parse(&config.url).map_err(|why| {
+            Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name))
+        })?;
         let client = Client::builder()
             .timeout(fetch.timeout)
             .connect_timeout(fetch.timeout)
@@ -72,9 +43,9 @@ impl LarderHttp {
         Ok(LarderHttp {
             name: config.name.clone(),
             mode: config.mode,
-            base: format!("{scheme}://{host}{path}"),
-            user,
-            password,
+            base: endpoint.base,
+            user: endpoint.user,
+            password: endpoint.password,
             client,
         })
     }

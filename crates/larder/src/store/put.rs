@@ -88,7 +88,7 @@ impl Store {
     /// checks what it needs to, then commits the blob, or drops it and nothing
     /// is kept. `what` names the stream in progress and errors; `total` is its
     /// length if known.
-    pub(crate) fn stage_stream(
+    pub fn stage_stream(
         &self,
         reader: &mut dyn Read,
         what: &str,
@@ -355,26 +355,31 @@ enum Input<'a> {
 
 /// A blob streamed into `tmp/` and hashed, waiting for its caller to commit
 /// it; dropped uncommitted, it leaves nothing behind.
-pub(crate) struct Pending<'s> {
+pub struct Pending<'s> {
     store: &'s Store,
     staged: Option<Staged>,
 }
 
 impl Pending<'_> {
     /// The digest of the staged bytes.
-    pub(crate) fn digest(&self) -> Option<Digest> {
+    pub fn digest(&self) -> Option<Digest> {
         self.staged.as_ref().map(|s| s.digest)
     }
 
+    /// The number of staged bytes.
+    pub fn size(&self) -> u64 {
+        self.staged.as_ref().map_or(0, |s| s.size)
+    }
+
     /// Opens the staged bytes for reading, before they are committed.
-    pub(crate) fn open(&self) -> Result<File> {
+    pub fn open(&self) -> Result<File> {
         let staged =
             self.staged.as_ref().ok_or_else(|| Error::new(ErrorKind::Io, "nothing staged"))?;
         File::open(&staged.temp).map_err(|e| Error::io("read", &staged.temp, e))
     }
 
     /// Records the blob (binding `opts.key` to it), evicting to make room.
-    pub(crate) fn commit(mut self, opts: &PutOptions) -> Result<Digest> {
+    pub fn commit(mut self, opts: &PutOptions) -> Result<Digest> {
         let staged =
             self.staged.take().ok_or_else(|| Error::new(ErrorKind::Io, "nothing staged"))?;
         let mut results = vec![Err(Error::new(ErrorKind::Io, "not stored"))];

@@ -1,0 +1,448 @@
+//! The Python package index of `larder serve`, with the real clients: twine
+//! and uv to upload, pip and uv to install, pypiserver and a second larder
+//! server as upstreams, and `larder wheels install` for curdling's flow.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::pyproject::{build, project, python_tool, run_ok};
+use crate::serve::{Served, curl};
+use crate::util::{TestDir, wait_for};
+
+/// An htpasswd file with `alice` (may write) and `reader` (may read).
+fn users(t: &TestDir) -> String {
+    let path = t.path().join("users");
+    for (flag, user) in [("-cbB", "alice"), ("-bB", "reader")] {
+        let status = Command::new("htpasswd")
+            .args([flag])
+            .arg(&path)
+            .args([user, "pw"])
+            .stderr(Stdio::null())
+            .status()
+            .expect("htpasswd");
+        assert!(status.success());
+    }
+    path.to_str().expect("utf-8").to_string()
+}
+
+fn twine(s: &Served, user: &str, files: &[&Path], path: &str) -> (bool, String) {
+    let mut cmd = python_tool("twine");
+    cmd.args(["upload", "--disable-progress-bar", "--non-interactive", "--repository-url"])
+        .arg(format!("{}{path}", s.url))
+        .args(["-u", user, "-p", "pw"])
+        .args(files);
+    let out = cmd.output().expect("twine");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// `pip install --target` from an index; returns pip's output.
+fn pip_install(index: &str, target: &Path, package: &str) -> String {
+    let mut cmd = python_tool("pip");
+    cmd.args(["install", "--index-url", index, "--target"]).arg(target).arg(package);
+    run_ok(cmd)
+}
+
+#[test]
+fn twine_uploads_and_pip_and_uv_install_from_html_and_json() {
+    let t = TestDir::new();
+    let s = Served::start(
+        &t,
+        &["-u", &users(&t), "--read-only-users", "reader", "--anonymous-read", "-d"],
+    );
+    let src = project(t.path(), "holy-grail", "1.0", &[]);
+    let wheel = build(&src, "wheel", &t.path().join("dist"));
+    let sdist = build(&src, "sdist", &t.path().join("dist"));
+    let (ok, out) = twine(&s, "alice", &[&wheel, &sdist], "/legacy/");
+    assert!(ok, "{out}");
+    // The same bytes again are fine (to / as well); a reader may not upload.
+    let (ok, out) = twine(&s, "alice", &[&wheel], "/");
+    assert!(ok, "{out}");
+    let (ok, out) = twine(&s, "reader", &[&wheel], "/");
+    assert!(!ok && out.contains("403"), "{out}");
+
+    // PEP 503 HTML and PEP 691 JSON, by Accept.
+    let html = curl(&["-H", "Accept: text/html", &format!("{}/simple/holy-grail/", s.url)]);
+    assert_eq!(html.header("content-type").as_deref(), Some("text/html; charset=utf-8"));
+    let page = html.text();
+    let sha = crate::archives::sha256_hex(&std::fs::read(&wheel).expect("wheel"));
+    assert!(page.contains(&format!("holy_grail-1.0-py3-none-any.whl#sha256={sha}")), "{page}");
+    assert!(page.contains("data-requires-python=\"&gt;=3.8\""), "{page}");
+    assert!(page.contains("data-core-metadata=\"sha256="), "{page}");
+    let json = curl(&[
+        "-H",
+        "Accept: application/vnd.pypi.simple.v1+json",
+        &format!("{}/simple/holy-grail/", s.url),
+    ]);
+    assert_eq!(json.header("content-type").as_deref(), Some("application/vnd.pypi.simple.v1+json"));
+    let doc: serde_json::Value = serde_json::from_slice(&json.body).expect("json");
+    assert_eq!(doc["meta"]["api-version"], "1.1");
+    assert_eq!(doc["versions"], serde_json::json!(["1.0"]));
+    assert_eq!(doc["files"][0]["hashes"]["sha256"], sha.as_str());
+    assert!(doc["files"][0]["upload-time"].as_str().is_some_and(|t| t.ends_with('Z')), "{doc}");
+    assert!(doc["files"][0]["size"].as_u64().is_some());
+    assert_eq!(
+        curl(&["-H", "Accept: application/json", &format!("{}/simple/holy-grail/", s.url)]).status,
+        406
+    );
+    // Names are normalized, with a redirect; files answer ranges.
+    let redirected = curl(&[&format!("{}/simple/Holy_Grail/", s.url)]);
+    assert_eq!(
+        (redirected.status, redirected.header("location").as_deref()),
+        (301, Some("/simple/holy-grail/"))
+    );
+    let part = curl(&[
+        "-r",
+        "0-3",
+        &format!("{}/packages/holy-grail/holy_grail-1.0-py3-none-any.whl", s.url),
+    ]);
+    assert_eq!((part.status, part.body.as_slice()), (206, b"PK\x03\x04".as_slice()));
+
+    // pip and uv install from it.
+    let index = format!("{}/simple/", s.url);
+    pip_install(&index, &t.path().join("pip-target"), "holy-grail");
+    assert!(t.path().join("pip-target/holy_grail/__init__.py").exists());
+    let mut uv = python_tool("uv");
+    uv.args(["pip", "install", "--index-url", &index, "--target"])
+        .arg(t.path().join("uv-target"))
+        .arg("holy-grail==1.0");
+    run_ok(uv);
+    assert!(t.path().join("uv-target/holy_grail/__init__.py").exists());
+    // pip resolves with the metadata file alone (PEP 658), then downloads.
+    let mut download = python_tool("pip");
+    download
+        .args(["download", "--no-deps", "--only-binary", ":all:", "--index-url", &index, "-d"])
+        .arg(t.path().join("downloaded"))
+        .arg("holy-grail");
+    run_ok(download);
+    let log = std::fs::read_to_string(t.path().join("serve.log")).expect("log");
+    assert!(
+        log.contains("GET /packages/holy-grail/holy_grail-1.0-py3-none-any.whl.metadata 200"),
+        "{log}"
+    );
+    assert!(t.path().join("downloaded/holy_grail-1.0-py3-none-any.whl").exists());
+
+    // Other bytes under a released file name are refused.
+    let other = project(&t.path().join("other"), "holy-grail", "1.0", &["requests"]);
+    let changed = build(&other, "wheel", &t.path().join("dist2"));
+    let (ok, out) = twine(&s, "alice", &[&changed], "/");
+    assert!(!ok && out.contains("409") && out.contains("File already exists"), "{out}");
+    // uv publishes too.
+    let src2 = project(t.path(), "holy-grail", "2.0", &[]);
+    let wheel2 = build(&src2, "wheel", &t.path().join("dist3"));
+    let mut publish = python_tool("uv");
+    publish
+        .args(["publish", "--publish-url"])
+        .arg(format!("{}/legacy/", s.url))
+        .args(["--username", "alice", "--password", "pw"])
+        .arg(&wheel2);
+    run_ok(publish);
+    let doc: serde_json::Value = serde_json::from_slice(
+        &curl(&[
+            "-H",
+            "Accept: application/vnd.pypi.simple.v1+json",
+            &format!("{}/simple/holy-grail/", s.url),
+        ])
+        .body,
+    )
+    .expect("json");
+    assert_eq!(doc["versions"], serde_json::json!(["1.0", "2.0"]));
+}
+
+/// Posts a multipart upload with curl's `-F` arguments.
+fn post(s: &Served, form: &[&str]) -> crate::serve::Got {
+    let mut args = vec!["-u", "alice:pw"];
+    for f in form {
+        args.extend(["-F", f]);
+    }
+    let url = format!("{}/legacy/", s.url);
+    args.push(&url);
+    curl(&args)
+}
+
+#[test]
+fn bad_uploads_get_a_clear_400_and_store_nothing() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &["-u", &users(&t)]);
+    let src = project(t.path(), "holy-grail", "1.0", &[]);
+    let wheel = build(&src, "wheel", &t.path().join("dist"));
+    let sha = crate::archives::sha256_hex(&std::fs::read(&wheel).expect("wheel"));
+    let content = format!("content=@{}", wheel.display());
+    let evil = t.file("evil", "not a wheel at all");
+    let sha_message = format!("the file's sha256 is {sha}, not the 00ff");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["name=holy-grail".into(), content.clone()], "the upload has no :action field"),
+        (vec![":action=file_upload".into(), "name=holy-grail".into()], "no `content` field"),
+        (
+            vec![
+                ":action=file_upload".into(),
+                "name=holy-grail".into(),
+                "sha256_digest=00ff".into(),
+                content.clone(),
+            ],
+            &sha_message,
+        ),
+        (
+            vec![
+                ":action=file_upload".into(),
+                "name=holy-grail".into(),
+                format!("content=@{};filename=evil.exe", evil.display()),
+            ],
+            "`evil.exe` is not the name of a wheel or an sdist",
+        ),
+        (
+            vec![
+                ":action=file_upload".into(),
+                "name=holy-grail".into(),
+                format!("content=@{};filename=../../evil-1.0.tar.gz", evil.display()),
+            ],
+            "is not the name of a wheel or an sdist",
+        ),
+        (
+            vec![":action=file_upload".into(), "name=holy grail!".into(), content.clone()],
+            "is not a valid project name",
+        ),
+        (
+            vec![":action=file_upload".into(), "name=other".into(), content.clone()],
+            "is not of the project other",
+        ),
+        (
+            vec![
+                ":action=file_upload".into(),
+                "name=holy-grail".into(),
+                "version=9.9".into(),
+                content.clone(),
+            ],
+            "is not of the version 9.9",
+        ),
+        (
+            vec![
+                ":action=file_upload".into(),
+                "name=holy-grail".into(),
+                format!("content=@{};filename=holy_grail-1.0-py3-none-any.whl", evil.display()),
+            ],
+            "not a wheel (zip)",
+        ),
+        (
+            vec![":action=remove_pkg".into(), "name=holy-grail".into(), content.clone()],
+            "the action remove_pkg is not supported",
+        ),
+    ];
+    for (form, expected) in cases {
+        let form: Vec<&str> = form.iter().map(String::as_str).collect();
+        let got = post(&s, &form);
+        assert_eq!(got.status, 400, "{form:?}: {}", got.text());
+        assert!(got.text().contains(expected), "{form:?}: expected {expected:?} in {}", got.text());
+        // twine prints the reason phrase: the message is there too.
+        assert!(
+            got.headers
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains(&expected[..expected.len().min(20)])),
+            "{}",
+            got.headers
+        );
+    }
+    let malformed = curl(&[
+        "-u",
+        "alice:pw",
+        "-H",
+        "Content-Type: multipart/form-data; boundary=xyz",
+        "--data-binary",
+        "--xyz\r\nbroken",
+        &format!("{}/legacy/", s.url),
+    ]);
+    assert_eq!(malformed.status, 400, "{}", malformed.text());
+    assert_eq!(
+        curl(&["-u", "alice:pw", "-X", "POST", "--data", "x=1", &format!("{}/simple/", s.url)])
+            .status,
+        405
+    );
+    assert_eq!(curl(&[&format!("{}/simple/holy-grail/", s.url), "-u", "alice:pw"]).status, 404);
+    assert_eq!(t.json(&["ls", "--json"]), serde_json::json!([]), "nothing half-stored");
+}
+
+#[test]
+fn a_folder_of_packages_is_indexed_at_start_and_rescanned() {
+    let t = TestDir::new();
+    let served = t.path().join("served");
+    let src = project(t.path(), "alpha", "1.0", &[]);
+    build(&src, "wheel", &served.join("wheels"));
+    build(&src, "sdist", &served);
+    std::fs::write(served.join("notes.txt"), "not a package").expect("write");
+    let dir = served.to_str().expect("utf-8").to_string();
+    let s = Served::start(&t, &[&dir, "--rescan", "1s"]);
+    let listing = curl(&[&format!("{}/simple/alpha/", s.url)]).text();
+    assert!(
+        listing.contains("alpha-1.0-py3-none-any.whl") && listing.contains("alpha-1.0.tar.gz"),
+        "{listing}"
+    );
+    pip_install(&format!("{}/simple/", s.url), &t.path().join("target"), "alpha");
+    // A package dropped into the folder appears; one taken out goes.
+    let beta = project(t.path(), "beta", "0.1", &[]);
+    build(&beta, "wheel", &served);
+    wait_for("the rescan", || curl(&[&format!("{}/simple/beta/", s.url)]).status == 200);
+    std::fs::remove_file(served.join("alpha-1.0.tar.gz")).expect("rm");
+    wait_for("the rescan", || {
+        !curl(&[&format!("{}/simple/alpha/", s.url)]).text().contains("alpha-1.0.tar.gz")
+    });
+    let root = curl(&[&format!("{}/simple/", s.url)]).text();
+    assert!(root.contains("alpha/") && root.contains("beta/"), "{root}");
+}
+
+#[test]
+fn a_caching_proxy_of_a_larder_server_and_of_pypiserver() {
+    let t = TestDir::new();
+    // Upstream 1: a larder server with a package.
+    let up_home = TestDir::new();
+    let up = Served::start(&up_home, &["-u", &users(&up_home), "--anonymous-read"]);
+    let src = project(t.path(), "gamma", "1.0", &[]);
+    let wheel = build(&src, "wheel", &t.path().join("dist"));
+    let (ok, out) = twine(&up, "alice", &[&wheel], "/");
+    assert!(ok, "{out}");
+    // Upstream 2: pypiserver with another.
+    let pkgs = t.path().join("pypiserver-packages");
+    let delta = project(t.path(), "delta", "2.0", &[]);
+    build(&delta, "sdist", &pkgs);
+    build(&delta, "wheel", &pkgs);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut pypiserver = python_tool("pypi-server")
+        .args([
+            "run",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-a",
+            ".",
+            "-P",
+            ".",
+            "--disable-fallback",
+        ])
+        .arg(&pkgs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pypi-server");
+    wait_for("pypiserver", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let proxy = Served::start(
+        &t,
+        &[
+            "--upstream",
+            &format!("{}/simple/", up.url),
+            "--upstream",
+            &format!("http://127.0.0.1:{port}/simple/"),
+            "-d",
+        ],
+    );
+    let index = format!("{}/simple/", proxy.url);
+    pip_install(&index, &t.path().join("t1"), "gamma");
+    pip_install(&index, &t.path().join("t2"), "delta");
+    assert!(
+        t.path().join("t1/gamma/__init__.py").exists()
+            && t.path().join("t2/delta/__init__.py").exists()
+    );
+    // Every upstream version is listed, with its hash; the files were kept.
+    let page = curl(&[&format!("{}/simple/delta/", proxy.url)]).text();
+    assert!(
+        page.contains("delta-2.0.tar.gz#sha256=")
+            && page.contains("delta-2.0-py3-none-any.whl#sha256="),
+        "{page}"
+    );
+    let ls = t.json(&["ls", "--json"]).to_string();
+    assert!(
+        ls.contains("pypi/gamma/gamma-1.0-py3-none-any.whl") && ls.contains("pypi/delta/"),
+        "{ls}"
+    );
+    // The upstreams go down: what was listed and fetched is still served.
+    drop(up);
+    let _ = pypiserver.kill();
+    let _ = pypiserver.wait();
+    pip_install(&index, &t.path().join("t3"), "gamma");
+    assert!(t.path().join("t3/gamma/__init__.py").exists());
+    // A project uploaded here shadows the upstream's (no dependency confusion).
+    drop(proxy);
+    let proxy = Served::start(
+        &t,
+        &[
+            "-u",
+            &users(&t),
+            "--anonymous-read",
+            "--upstream",
+            "http://127.0.0.1:1/simple/",
+            "--upstream-ttl",
+            "0s",
+        ],
+    );
+    let mine = project(&t.path().join("mine"), "gamma", "9.0", &[]);
+    let mine = build(&mine, "wheel", &t.path().join("dist-mine"));
+    let (ok, out) = twine(&proxy, "alice", &[&mine], "/");
+    assert!(ok, "{out}");
+    let page = curl(&[&format!("{}/simple/gamma/", proxy.url)]).text();
+    assert!(page.contains("gamma-9.0-py3-none-any.whl") && !page.contains("gamma-1.0"), "{page}");
+}
+
+#[test]
+fn wheels_install_builds_uploads_and_a_second_home_installs_without_building() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &["-u", &users(&t), "--anonymous-read"]);
+    // An sdist only: the first install must build it.
+    let src = project(t.path(), "epsilon", "0.3", &[]);
+    let sdist = build(&src, "sdist", &t.path().join("dist"));
+    let (ok, out) = twine(&s, "alice", &[&sdist], "/");
+    assert!(ok, "{out}");
+    let venv = |name: &str| {
+        let dir = t.path().join(name);
+        let status = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().expect("venv");
+        assert!(status.success());
+        dir.join("bin/python")
+    };
+    let (first, second) = (venv("machine-1"), venv("machine-2"));
+    let install = |python: &Path, upload: bool, home: &str| {
+        let mut cmd = t.command();
+        cmd.env("LARDER_HOME", t.path().join(home))
+            .env("LARDER_PASSWORD", "pw")
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env("PIP_NO_CACHE_DIR", "1")
+            .args([
+                "wheels",
+                "install",
+                "-c",
+                &format!("http://alice@{}", s.addr),
+                "--json",
+                "--python",
+            ])
+            .arg(python);
+        if upload {
+            cmd.arg("-u");
+        }
+        cmd.arg("epsilon");
+        t.run_with(&mut cmd)
+    };
+    let run = install(&first, true, "home-1");
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stderr.contains("Building wheel for epsilon"), "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(report["uploaded"], serde_json::json!(["epsilon-0.3-py3-none-any.whl"]));
+    let page = curl(&[&format!("{}/simple/epsilon/", s.url)]).text();
+    assert!(page.contains("epsilon-0.3-py3-none-any.whl"), "{page}");
+    // The second machine downloads the wheel the first built.
+    let run = install(&second, false, "home-2");
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(!run.stderr.contains("Building wheel"), "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(report["from_server"], serde_json::json!(["epsilon-0.3-py3-none-any.whl"]));
+    assert_eq!(report["built"], serde_json::json!([]));
+    let imported = Command::new(&second)
+        .args(["-c", "import epsilon; print(epsilon.VERSION)"])
+        .output()
+        .expect("python");
+    assert_eq!(String::from_utf8_lossy(&imported.stdout).trim(), "0.3");
+    // The password never appears in a command line: pip gets it in its environment.
+    assert!(!run.stderr.contains("alice:pw"), "{}", run.stderr);
+}

@@ -1,0 +1,218 @@
+//! A Python package index on the store: the simple repository API for pip
+//! and uv (PEP 503 HTML and PEP 691 JSON, with PEP 658 metadata files and
+//! PEP 700 fields), the legacy upload API for twine and `uv publish`, the
+//! wheels and sdists of the served folder, and a caching proxy of upstream
+//! indexes whose projects this server's own files shadow.
+//!
+//! Routes: `/simple/`, `/simple/<project>/`, `/packages/<project>/<file>`
+//! (and `<file>.metadata`), uploads `POST /` and `POST /legacy/`.
+
+pub mod folder;
+mod index;
+mod meta;
+pub mod names;
+mod pages;
+mod upload;
+mod upstream;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use larder::{Error, Target};
+
+use crate::app::{AppState, text};
+pub use index::Index;
+
+/// The package index of a server.
+pub struct Pypi {
+    pub index: Index,
+    /// Simple indexes to proxy, in order (each ending in `/`).
+    pub upstreams: Vec<String>,
+    /// How long an upstream page is trusted before it is asked again.
+    pub ttl: Duration,
+    pub client: reqwest::Client,
+    /// Grows at every change, so rendered pages know when they are stale.
+    version: AtomicU64,
+    pages: std::sync::Mutex<HashMap<(String, pages::Format), pages::Page>>,
+    /// One upstream refresh of a project at a time.
+    refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Pypi {
+    pub fn open(
+        home: &Path,
+        upstreams: Vec<String>,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Pypi, Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Error::new(larder::ErrorKind::Io, format!("cannot start an http client: {e}"))
+            })?;
+        let upstreams = upstreams
+            .into_iter()
+            .map(|u| if u.ends_with('/') { u } else { format!("{u}/") })
+            .collect();
+        Ok(Pypi {
+            index: Index::open(home)?,
+            upstreams,
+            ttl,
+            client,
+            version: AtomicU64::new(1),
+            pages: std::sync::Mutex::default(),
+            refreshing: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Notes a change: rendered pages are made again.
+    pub fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+}
+
+/// The store key of a distribution file.
+pub fn file_key(project: &str, filename: &str) -> String {
+    format!("pypi/{project}/{filename}")
+}
+
+/// Answers the package index's paths; `None` if `path` is not one of them.
+pub async fn route(state: &Arc<AppState>, parts: &Parts, body: Body) -> Option<Response> {
+    let path = parts.uri.path();
+    let method = parts.method.as_str();
+    if method == "POST" {
+        return Some(match path {
+            "/" | "/legacy" | "/legacy/" => upload::upload(state, parts, body).await,
+            p if p.starts_with("/simple") => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this is the simple index; upload to / or /legacy/",
+            ),
+            _ => return None,
+        });
+    }
+    if !matches!(method, "GET" | "HEAD") {
+        return None;
+    }
+    if path == "/simple" {
+        return Some(redirect("/simple/"));
+    }
+    if let Some(rest) = path.strip_prefix("/simple/") {
+        if rest.is_empty() {
+            return Some(pages::project_list(state, parts).await);
+        }
+        let (name, slash) = match rest.strip_suffix('/') {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        if name.contains('/') || !names::is_valid_project(name) {
+            return Some(text(StatusCode::NOT_FOUND, format!("no project named {name}")));
+        }
+        let normal = names::normalize(name);
+        if normal != name || !slash {
+            return Some(redirect(&format!("/simple/{normal}/")));
+        }
+        return Some(pages::project_page(state, parts, &normal).await);
+    }
+    if let Some(rest) = path.strip_prefix("/packages/") {
+        let Some((project, filename)) = rest.split_once('/') else {
+            return Some(text(StatusCode::NOT_FOUND, "files are at /packages/<project>/<file>"));
+        };
+        let filename = percent_decode(filename);
+        return Some(file(state, parts, project, &filename).await);
+    }
+    None
+}
+
+fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// A distribution file, or its `.metadata`: from the store, or fetched from
+/// its upstream and kept while it is sent.
+async fn file(state: &Arc<AppState>, parts: &Parts, project: &str, filename: &str) -> Response {
+    let (dist, metadata) = match filename.strip_suffix(".metadata") {
+        Some(dist) => (dist, true),
+        None => (filename, false),
+    };
+    if names::parse_filename(dist).is_none() || names::normalize(project) != project {
+        return text(StatusCode::NOT_FOUND, format!("no file {filename}"));
+    }
+    let key = file_key(project, filename);
+    let target = Target::Key(key.clone());
+    let mut response = crate::app::get_target(state, parts, target.clone()).await;
+    if response.status() == StatusCode::NOT_FOUND {
+        // Not here yet: perhaps an upstream lists it.
+        let row = {
+            let pypi = state.pypi.clone();
+            let dist = dist.to_string();
+            tokio::task::spawn_blocking(move || pypi.index.file(&dist))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+        };
+        if let Some(row) = row.filter(|r| !r.is_local() && r.project == project)
+            && let Some(url) = &row.url
+        {
+            let (url, expect) = if metadata {
+                (format!("{url}.metadata"), row.metadata_sha256.clone())
+            } else {
+                (url.clone(), row.sha256.clone())
+            };
+            response = upstream::fetch_and_keep(state, &url, expect, key, parts).await;
+        }
+    }
+    if response.status().is_success() {
+        // Files never change under their name.
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        );
+    }
+    response
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,326 @@
+//! The simple repository pages: PEP 503 HTML and PEP 691 JSON, chosen by
+//! `Accept` (or `?format=`), rendered once per change and kept.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+
+use super::index::FileRow;
+use crate::app::{AppState, text};
+
+const JSON: &str = "application/vnd.pypi.simple.v1+json";
+const HTML: &str = "application/vnd.pypi.simple.v1+html";
+const TEXT_HTML: &str = "text/html";
+
+/// The serialization a client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Json,
+    Html,
+    /// HTML, labelled `text/html` for clients that asked for that.
+    TextHtml,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => JSON,
+            Format::Html => HTML,
+            Format::TextHtml => "text/html; charset=utf-8",
+        }
+    }
+}
+
+/// A rendered page and the version of the index it shows.
+#[derive(Clone)]
+pub struct Page {
+    version: u64,
+    body: Bytes,
+    etag: String,
+}
+
+/// Picks a format from `?format=` or `Accept`; `None`: nothing acceptable
+/// (406).
+pub fn negotiate(parts: &Parts) -> Option<Format> {
+    let query_format =
+        parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("format="))).map(
+            |f| f.replace("%2B", "+").replace("%2b", "+").replace("%2F", "/").replace("%2f", "/"),
+        );
+    let accept = match &query_format {
+        Some(f) => f.clone(),
+        None => match parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+            Some(a) if !a.trim().is_empty() => a.to_string(),
+            _ => return Some(Format::TextHtml),
+        },
+    };
+    let mut best: Option<(f32, Format)> = None;
+    for item in accept.split(',') {
+        let mut params = item.split(';');
+        let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = params
+            .find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.trim().parse::<f32>().ok()))
+            .unwrap_or(1.0);
+        let format = match media.as_str() {
+            JSON | "application/vnd.pypi.simple.latest+json" => Format::Json,
+            HTML | "application/vnd.pypi.simple.latest+html" => Format::Html,
+            TEXT_HTML | "text/*" | "*/*" => Format::TextHtml,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, format));
+        }
+    }
+    best.map(|(_, f)| f)
+}
+
+fn not_acceptable() -> Response {
+    text(StatusCode::NOT_ACCEPTABLE, format!("this index speaks {JSON}, {HTML} and {TEXT_HTML}"))
+}
+
+/// Sends a page, or 304 if the client has it.
+fn send(parts: &Parts, format: Format, page: &Page) -> Response {
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    if let Ok(v) = HeaderValue::from_str(&page.etag) {
+        headers.insert(header::ETAG, v);
+    }
+    let fresh = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == page.etag));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(page.body.len()));
+    if parts.method == axum::http::Method::HEAD {
+        return (StatusCode::OK, headers).into_response();
+    }
+    (StatusCode::OK, headers, page.body.clone()).into_response()
+}
+
+/// A kept page of `name` in `format`, if it shows the index as it is.
+fn kept(state: &AppState, name: &str, format: Format) -> Option<Page> {
+    let version = state.pypi.version();
+    let pages = state.pypi.pages.lock().unwrap_or_else(|p| p.into_inner());
+    pages.get(&(name.to_string(), format)).filter(|p| p.version == version).cloned()
+}
+
+fn keep(state: &AppState, name: &str, format: Format, version: u64, body: String) -> Page {
+    let digest = larder::Digest::of(body.as_bytes());
+    let page =
+        Page { version, body: Bytes::from(body), etag: format!("\"{}\"", &digest.hex()[..32]) };
+    let mut pages = state.pypi.pages.lock().unwrap_or_else(|p| p.into_inner());
+    if pages.len() > 10_000 {
+        pages.clear();
+    }
+    pages.insert((name.to_string(), format), page.clone());
+    page
+}
+
+/// `/simple/`: every project.
+pub async fn project_list(state: &Arc<AppState>, parts: &Parts) -> Response {
+    let Some(format) = negotiate(parts) else { return not_acceptable() };
+    if let Some(page) = kept(state, "", format) {
+        return send(parts, format, &page);
+    }
+    let version = state.pypi.version();
+    let pypi = state.pypi.clone();
+    let projects = match tokio::task::spawn_blocking(move || pypi.index.projects()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return text(crate::app::status_of(&e), e.to_string()),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let body = match format {
+        Format::Json => json!({
+            "meta": {"api-version": "1.1"},
+            "projects": projects.iter().map(|p| json!({"name": p})).collect::<Vec<_>>(),
+        })
+        .to_string(),
+        Format::Html | Format::TextHtml => {
+            let mut html = String::from(
+                "<!DOCTYPE html>\n<html>\n  <head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Simple index</title></head>\n  <body>\n",
+            );
+            for p in &projects {
+                let _ = writeln!(html, "    <a href=\"{p}/\">{p}</a><br/>");
+            }
+            html.push_str("  </body>\n</html>\n");
+            html
+        }
+    };
+    let page = keep(state, "", format, version, body);
+    send(parts, format, &page)
+}
+
+/// `/simple/<project>/`: its files, this server's own or, if it has none,
+/// every upstream's.
+pub async fn project_page(state: &Arc<AppState>, parts: &Parts, project: &str) -> Response {
+    let Some(format) = negotiate(parts) else { return not_acceptable() };
+    if !state.pypi.upstreams.is_empty() {
+        super::upstream::refresh(state, project).await;
+    }
+    if let Some(page) = kept(state, project, format) {
+        return send(parts, format, &page);
+    }
+    let version = state.pypi.version();
+    let pypi = state.pypi.clone();
+    let name = project.to_string();
+    let files = match tokio::task::spawn_blocking(move || pypi.index.files_of(&name)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return text(crate::app::status_of(&e), e.to_string()),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    // This server's own files shadow every upstream's (no dependency confusion).
+    let files: Vec<FileRow> = if files.iter().any(FileRow::is_local) {
+        files.into_iter().filter(FileRow::is_local).collect()
+    } else {
+        let order = |r: &FileRow| {
+            state.pypi.upstreams.iter().position(|u| *u == r.origin).unwrap_or(usize::MAX)
+        };
+        let mut files = files;
+        files.sort_by(|a, b| order(a).cmp(&order(b)).then_with(|| a.filename.cmp(&b.filename)));
+        files
+    };
+    if files.is_empty() {
+        return text(StatusCode::NOT_FOUND, format!("no project named {project}"));
+    }
+    let body = match format {
+        Format::Json => json_page(project, &files),
+        Format::Html | Format::TextHtml => html_page(project, &files),
+    };
+    let page = keep(state, project, format, version, body);
+    send(parts, format, &page)
+}
+
+fn href(project: &str, filename: &str) -> String {
+    let mut encoded = String::new();
+    for b in filename.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            let _ = write!(encoded, "%{b:02X}");
+        }
+    }
+    format!("../../packages/{project}/{encoded}")
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn html_page(project: &str, files: &[FileRow]) -> String {
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html>\n  <head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Links for {project}</title></head>\n  <body>\n    <h1>Links for {project}</h1>\n"
+    );
+    for f in files {
+        let mut link = href(project, &f.filename);
+        if let Some(sha) = &f.sha256 {
+            let _ = write!(link, "#sha256={sha}");
+        }
+        let _ = write!(html, "    <a href=\"{link}\"");
+        if let Some(rp) = &f.requires_python {
+            let _ = write!(html, " data-requires-python=\"{}\"", escape(rp));
+        }
+        if let Some(m) = &f.metadata_sha256 {
+            let _ = write!(
+                html,
+                " data-core-metadata=\"sha256={m}\" data-dist-info-metadata=\"sha256={m}\""
+            );
+        }
+        if let Some(reason) = &f.yanked {
+            let _ = write!(html, " data-yanked=\"{}\"", escape(reason));
+        }
+        let _ = writeln!(html, ">{}</a><br/>", escape(&f.filename));
+    }
+    html.push_str("  </body>\n</html>\n");
+    html
+}
+
+fn json_page(project: &str, files: &[FileRow]) -> String {
+    let mut versions: Vec<&str> = files.iter().map(|f| f.version.as_str()).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    let all_sized = files.iter().all(|f| f.size.is_some());
+    let entries: Vec<serde_json::Value> = files
+        .iter()
+        .map(|f| {
+            let mut e = json!({
+                "filename": f.filename,
+                "url": href(project, &f.filename),
+                "hashes": match &f.sha256 { Some(s) => json!({"sha256": s}), None => json!({}) },
+            });
+            let obj = e.as_object_mut().expect("an object");
+            if let Some(rp) = &f.requires_python {
+                obj.insert("requires-python".into(), json!(rp));
+            }
+            if let Some(m) = &f.metadata_sha256 {
+                obj.insert("core-metadata".into(), json!({"sha256": m}));
+            }
+            if let Some(size) = f.size {
+                obj.insert("size".into(), json!(size));
+            }
+            if let Some(t) = &f.upload_time {
+                obj.insert("upload-time".into(), json!(t));
+            }
+            obj.insert(
+                "yanked".into(),
+                match &f.yanked {
+                    None => json!(false),
+                    Some(r) if r.is_empty() => json!(true),
+                    Some(r) => json!(r),
+                },
+            );
+            e
+        })
+        .collect();
+    // 1.1 promises sizes (PEP 700); files an upstream listed without one make it 1.0.
+    let api = if all_sized { "1.1" } else { "1.0" };
+    let mut page = json!({"meta": {"api-version": api}, "name": project, "files": entries});
+    if all_sized && let Some(obj) = page.as_object_mut() {
+        obj.insert("versions".into(), json!(versions));
+    }
+    page.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(accept: Option<&str>, query: Option<&str>, expected: Option<Format>) {
+        let uri = match query {
+            Some(q) => format!("/simple/x/?format={q}"),
+            None => "/simple/x/".to_string(),
+        };
+        let mut request = axum::http::Request::get(uri);
+        if let Some(a) = accept {
+            request = request.header("accept", a);
+        }
+        let (parts, ()) = request.body(()).expect("request").into_parts();
+        assert_eq!(negotiate(&parts), expected, "{accept:?} {query:?}");
+    }
+
+    #[test]
+    fn negotiation() {
+        // What pip and uv send.
+        check(
+            Some(
+                "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01",
+            ),
+            None,
+            Some(Format::Json),
+        );
+        check(Some("text/html"), None, Some(Format::TextHtml));
+        check(Some("application/vnd.pypi.simple.latest+html"), None, Some(Format::Html));
+        check(None, None, Some(Format::TextHtml));
+        check(Some("*/*"), None, Some(Format::TextHtml));
+        check(Some("application/json"), None, None);
+        check(Some("text/html"), Some("application/vnd.pypi.simple.v1%2Bjson"), Some(Format::Json));
+    }
+}

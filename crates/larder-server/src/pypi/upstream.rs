@@ -1,0 +1,366 @@
+//! Upstream indexes: their project pages fetched (JSON if they speak it, else
+//! HTML), kept, revalidated with their ETag once they are older than the TTL,
+//! and used stale when the upstream is down; their files fetched on first
+//! request, sent to the client while they are stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use larder::PutOptions;
+
+use super::index::FileRow;
+use super::{names, now};
+use crate::app::{AppState, text};
+
+const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
+
+/// When each (upstream, project) page was last checked, in this process.
+static CHECKED: Mutex<Option<HashMap<(String, String), Instant>>> = Mutex::new(None);
+
+fn checked_recently(upstream: &str, project: &str, ttl: std::time::Duration) -> bool {
+    let map = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    map.as_ref()
+        .and_then(|m| m.get(&(upstream.to_string(), project.to_string())))
+        .is_some_and(|t| t.elapsed() < ttl)
+}
+
+fn mark_checked(upstream: &str, project: &str) {
+    let mut map = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    map.get_or_insert_with(HashMap::new)
+        .insert((upstream.to_string(), project.to_string()), Instant::now());
+}
+
+/// Brings what the upstreams list for `project` up to date, unless this
+/// server has files of its own for it (which shadow theirs).
+pub async fn refresh(state: &Arc<AppState>, project: &str) {
+    let pypi = &state.pypi;
+    if pypi.upstreams.iter().all(|u| checked_recently(u, project, pypi.ttl)) {
+        return;
+    }
+    // One refresh of a project at a time; the others then find it fresh.
+    let lock = {
+        let mut locks = pypi.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(project.to_string()).or_default().clone()
+    };
+    let _guard = lock.lock().await;
+    let local = {
+        let pypi = pypi.clone();
+        let p = project.to_string();
+        tokio::task::spawn_blocking(move || pypi.index.files_of(&p))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|files| files.iter().any(FileRow::is_local))
+    };
+    if local {
+        for u in &pypi.upstreams {
+            mark_checked(u, project);
+        }
+        return;
+    }
+    for upstream in pypi.upstreams.clone() {
+        if checked_recently(&upstream, project, pypi.ttl) {
+            continue;
+        }
+        match refresh_one(state, &upstream, project).await {
+            Ok(changed) => {
+                mark_checked(&upstream, project);
+                if changed {
+                    pypi.changed();
+                }
+            }
+            // Stale is better than nothing: what was listed stays.
+            Err(e) => tracing::warn!(
+                "upstream {upstream}: {project}: {e}; serving what was listed before"
+            ),
+        }
+    }
+}
+
+/// Fetches one upstream's page; true if what it lists changed.
+async fn refresh_one(state: &Arc<AppState>, upstream: &str, project: &str) -> Result<bool, String> {
+    let pypi = &state.pypi;
+    let url = format!("{upstream}{project}/");
+    let known = {
+        let pypi = pypi.clone();
+        let (u, p) = (upstream.to_string(), project.to_string());
+        tokio::task::spawn_blocking(move || pypi.index.upstream_page(&u, &p))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let mut request = pypi.client.get(&url).header(header::ACCEPT, ACCEPT);
+    if let Some((_, Some(etag))) = &known {
+        request = request.header(header::IF_NONE_MATCH, etag);
+    }
+    let response = request.send().await.map_err(|e| format!("cannot reach it ({e})"))?;
+    let status = response.status();
+    let save = |rows: Vec<FileRow>, etag: Option<String>| {
+        let pypi = pypi.clone();
+        let (u, p) = (upstream.to_string(), project.to_string());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                pypi.index.replace_upstream(&u, &p, &rows, etag.as_deref(), now())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+        }
+    };
+    if status == StatusCode::NOT_MODIFIED {
+        let pypi = pypi.clone();
+        let (u, p) = (upstream.to_string(), project.to_string());
+        let _ = tokio::task::spawn_blocking(move || pypi.index.touch_upstream(&u, &p, now())).await;
+        return Ok(false);
+    }
+    if status == StatusCode::NOT_FOUND {
+        save(Vec::new(), None).await?;
+        return Ok(true);
+    }
+    if !status.is_success() {
+        return Err(format!("it answered {status}"));
+    }
+    let base = response.url().clone();
+    let etag =
+        response.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let body = response.text().await.map_err(|e| format!("the page broke off ({e})"))?;
+    let rows = if content_type.starts_with("application/vnd.pypi.simple.v1+json") {
+        parse_json(&body, &base, upstream, project)?
+    } else {
+        parse_html(&body, &base, upstream, project)
+    };
+    save(rows, etag).await?;
+    Ok(true)
+}
+
+fn resolve(base: &reqwest::Url, href: &str) -> Option<(String, Option<String>)> {
+    let url = base.join(href).ok()?;
+    let sha = url.fragment().and_then(|f| f.strip_prefix("sha256=")).map(str::to_string);
+    let mut plain = url.clone();
+    plain.set_fragment(None);
+    Some((plain.to_string(), sha))
+}
+
+fn row(upstream: &str, project: &str, filename: &str, url: String) -> Option<FileRow> {
+    let dist = names::parse_filename(filename)?;
+    (dist.project == project).then(|| FileRow {
+        filename: filename.to_string(),
+        project: project.to_string(),
+        version: dist.version,
+        sha256: None,
+        size: None,
+        upload_time: None,
+        requires_python: None,
+        metadata_sha256: None,
+        yanked: None,
+        origin: upstream.to_string(),
+        url: Some(url),
+        path: None,
+        stamp: None,
+    })
+}
+
+fn parse_json(
+    body: &str,
+    base: &reqwest::Url,
+    upstream: &str,
+    project: &str,
+) -> Result<Vec<FileRow>, String> {
+    let page: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("a bad JSON page ({e})"))?;
+    let files = page["files"].as_array().ok_or("a JSON page without files")?;
+    Ok(files
+        .iter()
+        .filter_map(|f| {
+            let filename = f["filename"].as_str()?;
+            let (url, fragment_sha) = resolve(base, f["url"].as_str()?)?;
+            let mut r = row(upstream, project, filename, url)?;
+            r.sha256 = f["hashes"]["sha256"].as_str().map(str::to_string).or(fragment_sha);
+            r.size = f["size"].as_u64();
+            r.upload_time = f["upload-time"].as_str().map(str::to_string);
+            r.requires_python = f["requires-python"].as_str().map(str::to_string);
+            r.metadata_sha256 = f
+                .get("core-metadata")
+                .or_else(|| f.get("dist-info-metadata"))
+                .and_then(|m| m["sha256"].as_str())
+                .map(str::to_string);
+            r.yanked = match &f["yanked"] {
+                serde_json::Value::Bool(true) => Some(String::new()),
+                serde_json::Value::String(reason) => Some(reason.clone()),
+                _ => None,
+            };
+            Some(r)
+        })
+        .collect())
+}
+
+/// Reads the `<a>` elements of a PEP 503 page.
+fn parse_html(body: &str, base: &reqwest::Url, upstream: &str, project: &str) -> Vec<FileRow> {
+    let mut rows = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("<a ") {
+        rest = &rest[start + 3..];
+        let Some(end) = rest.find('>') else { break };
+        let attrs = &rest[..end];
+        rest = &rest[end + 1..];
+        let Some(close) = rest.find("</a>") else { break };
+        let filename = unescape(rest[..close].trim());
+        rest = &rest[close + 4..];
+        let attr = |name: &str| {
+            let pattern = format!("{name}=\"");
+            let at = attrs.find(&pattern)? + pattern.len();
+            let len = attrs[at..].find('"')?;
+            Some(unescape(&attrs[at..at + len]))
+        };
+        let Some(href) = attr("href") else { continue };
+        let Some((url, sha)) = resolve(base, &href) else { continue };
+        let Some(mut r) = row(upstream, project, &filename, url) else { continue };
+        r.sha256 = sha;
+        r.requires_python = attr("data-requires-python");
+        r.metadata_sha256 = attr("data-core-metadata")
+            .or_else(|| attr("data-dist-info-metadata"))
+            .and_then(|m| m.strip_prefix("sha256=").map(str::to_string));
+        r.yanked = attr("data-yanked");
+        if r.yanked.is_none() && attrs.contains("data-yanked") {
+            r.yanked = Some(String::new());
+        }
+        rows.push(r);
+    }
+    rows
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Fetches `url` from an upstream, sends it to the client as it arrives, and
+/// keeps it under `key` if it hashes to `expect` (when an upstream gave one).
+pub async fn fetch_and_keep(
+    state: &Arc<AppState>,
+    url: &str,
+    expect: Option<String>,
+    key: String,
+    parts: &Parts,
+) -> Response {
+    let response = match state.pypi.client.get(url).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return text(StatusCode::BAD_GATEWAY, format!("the upstream is unreachable ({e})"));
+        }
+    };
+    if response.status() == StatusCode::NOT_FOUND {
+        return text(StatusCode::NOT_FOUND, format!("the upstream has no {url}"));
+    }
+    if !response.status().is_success() {
+        return text(
+            StatusCode::BAD_GATEWAY,
+            format!("the upstream answered {}", response.status()),
+        );
+    }
+    let length = response.content_length();
+    let expect: Option<larder::Digest> =
+        expect.and_then(|hex| format!("sha256:{hex}").parse().ok());
+    let (client_tx, client_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let (store_tx, store_rx) = tokio::sync::mpsc::channel::<Result<Bytes, crate::app::Upload>>(8);
+    // The store takes the bytes on a blocking thread, and keeps them only if
+    // they are whole and right.
+    let pool = state.pool.clone();
+    let what = url.to_string();
+    let storing = tokio::task::spawn_blocking(move || {
+        pool.with(|store| {
+            let failure = Arc::new(std::sync::Mutex::new(None));
+            let mut input = crate::app::BodyReader::new(store_rx, failure);
+            store.put_checked(&mut input, &what, expect, &PutOptions { key: Some(key), pin: false })
+        })
+    });
+    let metrics = state.metrics.clone();
+    tokio::spawn(async move {
+        let mut stream = response.bytes_stream();
+        let mut client = Some(client_tx);
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    crate::metrics::Metrics::add(&metrics.bytes_out, bytes.len() as u64);
+                    if store_tx.send(Ok(bytes.clone())).await.is_err() {
+                        break;
+                    }
+                    // A client that went away does not stop the copy being kept.
+                    if let Some(tx) = &client
+                        && tx.send(Ok(bytes)).await.is_err()
+                    {
+                        client = None;
+                    }
+                }
+                Err(e) => {
+                    let _ = store_tx.send(Err(crate::app::Upload::Broken(e.to_string()))).await;
+                    if let Some(tx) = &client {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    }
+                    break;
+                }
+            }
+        }
+        drop(store_tx);
+        match storing.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("not keeping a file from the upstream: {e}"),
+            Err(e) => tracing::warn!("not keeping a file from the upstream: {e}"),
+        }
+    });
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Some(n) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    if parts.method == axum::http::Method::HEAD {
+        return (StatusCode::OK, headers).into_response();
+    }
+    let body = Body::from_stream(futures_util::stream::unfold(client_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    (StatusCode::OK, headers, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_pages_of_other_indexes() {
+        let base = reqwest::Url::parse("http://up.example/simple/pkg/").expect("url");
+        let body = r#"<html><body>
+            <a href="../../packages/pkg-1.0-py3-none-any.whl#sha256=abc" data-requires-python="&gt;=3.8" data-dist-info-metadata="sha256=def">pkg-1.0-py3-none-any.whl</a><br/>
+            <a href="https://files.example/pkg-1.0.tar.gz" data-yanked>pkg-1.0.tar.gz</a>
+            <a href="other-1.0.tar.gz">other-1.0.tar.gz</a>
+        </body></html>"#;
+        let rows = parse_html(body, &base, "http://up.example/simple/", "pkg");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(
+            rows[0].url.as_deref(),
+            Some("http://up.example/packages/pkg-1.0-py3-none-any.whl")
+        );
+        assert_eq!(rows[0].sha256.as_deref(), Some("abc"));
+        assert_eq!(rows[0].requires_python.as_deref(), Some(">=3.8"));
+        assert_eq!(rows[0].metadata_sha256.as_deref(), Some("def"));
+        assert_eq!(rows[1].yanked.as_deref(), Some(""));
+        assert_eq!(rows[1].url.as_deref(), Some("https://files.example/pkg-1.0.tar.gz"));
+    }
+}

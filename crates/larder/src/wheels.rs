@@ -1,0 +1,250 @@
+//! curdling's client flow with pip doing the work: resolve and build wheels
+//! against a larder server's index, send back (with `upload`) the wheels the
+//! server lacked, which are the ones built here, and install from the wheels
+//! at hand. The next machine then downloads what this one built.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::remote::Endpoint;
+
+/// What to install, and from where.
+#[derive(Debug, Clone)]
+pub struct WheelsInstall {
+    /// The larder server, `http(s)://[user@]host:port`.
+    pub url: String,
+    /// Send the wheels the server lacks back to it.
+    pub upload: bool,
+    /// Requirements, as pip takes them.
+    pub packages: Vec<String>,
+    /// Requirements files.
+    pub requirements: Vec<PathBuf>,
+    /// The Python whose pip does the work (and gets the packages).
+    pub python: PathBuf,
+}
+
+/// What an install did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WheelsReport {
+    /// Wheels the server had.
+    pub from_server: Vec<String>,
+    /// Wheels built here (the server lacked them).
+    pub built: Vec<String>,
+    /// Of those, the ones sent to the server.
+    pub uploaded: Vec<String>,
+}
+
+/// Runs the flow; pip's own output goes to standard error.
+pub fn install(opts: &WheelsInstall) -> Result<WheelsReport> {
+    let endpoint = Endpoint::parse(&opts.url)
+        .map_err(|why| Error::new(ErrorKind::InvalidInput, format!("-c {why}")))?;
+    if opts.packages.is_empty() && opts.requirements.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "name packages to install, or give -r requirements.txt",
+        ));
+    }
+    let house = tempfile_dir()?;
+    let index = format!("{}/simple/", endpoint.with_credentials());
+    // The index URL carries the password, so it goes in the environment,
+    // which other users cannot read, never in pip's arguments.
+    let mut wheel = pip(&opts.python, &index);
+    wheel.args(["wheel", "--wheel-dir"]).arg(house.path());
+    add_requirements(&mut wheel, opts);
+    run(wheel, "pip wheel")?;
+
+    let client = reqwest::blocking::Client::builder()
+        .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start an http client: {e}")))?;
+    let mut report = WheelsReport::default();
+    let mut wheels: Vec<PathBuf> = std::fs::read_dir(house.path())
+        .map_err(|e| Error::io("read", house.path(), e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    wheels.sort();
+    for path in &wheels {
+        let filename = file_name(path);
+        if server_has(&client, &endpoint, &filename)? {
+            report.from_server.push(filename);
+            continue;
+        }
+        if opts.upload {
+            send(&client, &endpoint, path)?;
+            report.uploaded.push(filename.clone());
+        }
+        report.built.push(filename);
+    }
+    let mut installing = pip(&opts.python, &index);
+    installing.args(["install", "--no-index", "--find-links"]).arg(house.path());
+    add_requirements(&mut installing, opts);
+    run(installing, "pip install")?;
+    Ok(report)
+}
+
+fn pip(python: &Path, index: &str) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pip"])
+        .env("PIP_INDEX_URL", index)
+        .env("PIP_NO_INPUT", "1")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    // pip's messages go to our standard error; our standard output is the report.
+    cmd.stdout(std::io::stderr());
+    cmd
+}
+
+fn add_requirements(cmd: &mut Command, opts: &WheelsInstall) {
+    for r in &opts.requirements {
+        cmd.arg("-r").arg(r);
+    }
+    cmd.args(&opts.packages);
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<()> {
+    let status = cmd.status().map_err(|e| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "{what}: cannot run {}: {e}; give a Python with pip with --python",
+                cmd.get_program().to_string_lossy()
+            ),
+        )
+    })?;
+    if !status.success() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("{what} failed ({status}); its messages are above"),
+        ));
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// A wheel's project (normalized), from its file name.
+fn project_of(filename: &str) -> String {
+    let name = filename.split('-').next().unwrap_or("");
+    let mut out = String::new();
+    let mut dash = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            dash = true;
+            continue;
+        }
+        if dash && !out.is_empty() {
+            out.push('-');
+        }
+        dash = false;
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn authed(
+    request: reqwest::blocking::RequestBuilder,
+    endpoint: &Endpoint,
+) -> reqwest::blocking::RequestBuilder {
+    match &endpoint.user {
+        Some(user) => request.basic_auth(user, endpoint.password.as_deref()),
+        None => request,
+    }
+}
+
+fn server_has(
+    client: &reqwest::blocking::Client,
+    endpoint: &Endpoint,
+    filename: &str,
+) -> Result<bool> {
+    let url = format!("{}/packages/{}/{filename}", endpoint.base, project_of(filename));
+    let response = authed(client.head(&url), endpoint)
+        .send()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot reach {}: {e}", endpoint.base)))?;
+    Ok(response.status().is_success())
+}
+
+/// Uploads a wheel with the legacy API, as twine would.
+fn send(client: &reqwest::blocking::Client, endpoint: &Endpoint, path: &Path) -> Result<()> {
+    let filename = file_name(path);
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let parts: Vec<&str> = filename.trim_end_matches(".whl").split('-').collect();
+    let (name, version, pyversion) = match parts.as_slice() {
+        [name, version, .., py, _abi, _plat] => (*name, *version, *py),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{filename} is not a wheel's name"),
+            ));
+        }
+    };
+    let digest = crate::Digest::of(&bytes);
+    let form = reqwest::blocking::multipart::Form::new()
+        .text(":action", "file_upload")
+        .text("protocol_version", "1")
+        .text("name", name.to_string())
+        .text("version", version.to_string())
+        .text("filetype", "bdist_wheel")
+        .text("pyversion", pyversion.to_string())
+        .text("metadata_version", "2.1")
+        .text("sha256_digest", digest.hex())
+        .part(
+            "content",
+            reqwest::blocking::multipart::Part::bytes(bytes)
+                .file_name(filename.clone())
+                .mime_str("application/octet-stream")
+                .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?,
+        );
+    let url = format!("{}/legacy/", endpoint.base);
+    let response = authed(client.post(&url), endpoint).multipart(form).send().map_err(|e| {
+        Error::new(ErrorKind::Io, format!("cannot upload {filename} to {}: {e}", endpoint.base))
+    })?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let status = response.status();
+    let said = response.text().unwrap_or_default();
+    let kind = match status.as_u16() {
+        401 | 403 => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Io,
+    };
+    Err(Error::new(
+        kind,
+        format!(
+            "{} refused the upload of {filename} ({status}): {}; uploading needs a user who may write (http://USER@host, password in LARDER_PASSWORD or ~/.netrc)",
+            endpoint.base,
+            said.lines().next().unwrap_or("").trim()
+        ),
+    ))
+}
+
+/// A temporary folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<TempDir> {
+    let base = std::env::temp_dir();
+    for n in 0..1000u32 {
+        let path = base.join(format!("larder-wheels.{}.{n}", crate::holder::ProcessId::current()));
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(TempDir(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create", &path, e)),
+        }
+    }
+    Err(Error::new(ErrorKind::Io, "cannot make a temporary folder for the wheels"))
+}
