@@ -31,19 +31,19 @@ pub fn scan(root: &Path, store: &Store, index: &Index) -> Result<Scan, Error> {
     let known: std::collections::HashMap<String, FileRow> =
         index.folder_files()?.into_iter().filter_map(|r| Some((r.path.clone()?, r))).collect();
     let mut seen = std::collections::HashSet::new();
+    let mut todo = Vec::new();
     for (path, stamp) in found {
         let shown = path.display().to_string();
         seen.insert(shown.clone());
-        if known.get(&shown).is_some_and(|r| r.stamp.as_deref() == Some(stamp.as_str())) {
-            continue;
+        if !known.get(&shown).is_some_and(|r| r.stamp.as_deref() == Some(stamp.as_str())) {
+            todo.push((path, stamp));
         }
-        match add(&path, &stamp, store, index) {
-            Ok(()) => scan.added += 1,
-            Err(e) => {
-                tracing::warn!("{}: {e}; not indexed", path.display());
-                scan.skipped += 1;
-            }
-        }
+    }
+    // In batches: one flush of the disk per batch, not one per file.
+    for chunk in todo.chunks(256) {
+        let (added, skipped) = add_batch(root, chunk, store, index)?;
+        scan.added += added;
+        scan.skipped += skipped;
     }
     for (path, row) in known {
         if !seen.contains(&path) {
@@ -73,7 +73,24 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
     }
 }
 
-fn add(path: &Path, stamp: &str, store: &Store, index: &Index) -> Result<(), Error> {
+/// A file to index, read but not yet stored.
+struct Prepared {
+    path: PathBuf,
+    stamp: String,
+    filename: String,
+    dist: names::DistName,
+    meta: meta::Meta,
+    /// Where its METADATA waits to be stored, for a wheel.
+    metadata_file: Option<PathBuf>,
+}
+
+fn prepare(
+    path: &Path,
+    stamp: &str,
+    index: &Index,
+    scratch: &Path,
+    n: usize,
+) -> Result<Prepared, Error> {
     let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let dist = names::parse_filename(&filename)
         .ok_or_else(|| Error::new(larder::ErrorKind::InvalidInput, "not a distribution"))?;
@@ -91,30 +108,93 @@ fn add(path: &Path, stamp: &str, store: &Store, index: &Index) -> Result<(), Err
     let file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
     let meta = meta::read(std::io::BufReader::new(file), dist.kind)
         .map_err(|why| Error::new(larder::ErrorKind::InvalidInput, why))?;
-    let key = file_key(&dist.project, &filename);
-    let digest =
-        store.put_file(path, &PutOptions { key: Some(key), pin: true }, &larder::NoProgress)?;
-    let metadata_sha256 = match (&meta.file, dist.kind) {
+    let metadata_file = match (&meta.file, dist.kind) {
         (Some(bytes), Kind::Wheel) => {
-            let key = file_key(&dist.project, &format!("{filename}.metadata"));
-            Some(store.put_bytes(bytes, &PutOptions { key: Some(key), pin: true })?.hex())
+            let at = scratch.join(format!("{n}.metadata"));
+            std::fs::write(&at, bytes).map_err(|e| Error::io("write", &at, e))?;
+            Some(at)
         }
         _ => None,
     };
-    let modified = std::fs::metadata(path).map(|m| m.mtime()).unwrap_or(0);
-    index.put(&FileRow {
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        stamp: stamp.to_string(),
         filename,
-        project: dist.project,
-        version: dist.version,
-        sha256: Some(digest.hex()),
-        size: std::fs::metadata(path).ok().map(|m| m.len()),
-        upload_time: Some(larder::time::format_rfc3339(modified)),
-        requires_python: meta.requires_python,
-        metadata_sha256,
-        yanked: None,
-        origin: FOLDER.to_string(),
-        url: None,
-        path: Some(path.display().to_string()),
-        stamp: Some(stamp.to_string()),
+        dist,
+        meta,
+        metadata_file,
     })
+}
+
+/// Stores and indexes a batch of files; returns how many were added and skipped.
+fn add_batch(
+    root: &Path,
+    batch: &[(PathBuf, String)],
+    store: &Store,
+    index: &Index,
+) -> Result<(usize, usize), Error> {
+    let scratch = root.join(format!(".larder-index.{}", larder::holder::ProcessId::current()));
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
+    let mut skipped = 0;
+    let mut prepared = Vec::new();
+    for (n, (path, stamp)) in batch.iter().enumerate() {
+        match prepare(path, stamp, index, &scratch, n) {
+            Ok(p) => prepared.push(p),
+            Err(e) => {
+                tracing::warn!("{}: {e}; not indexed", path.display());
+                skipped += 1;
+            }
+        }
+    }
+    let pin = |key: String| PutOptions { key: Some(key), pin: true };
+    let mut items: Vec<(PathBuf, PutOptions)> = Vec::new();
+    for p in &prepared {
+        items.push((p.path.clone(), pin(file_key(&p.dist.project, &p.filename))));
+        if let Some(m) = &p.metadata_file {
+            items.push((
+                m.clone(),
+                pin(file_key(&p.dist.project, &format!("{}.metadata", p.filename))),
+            ));
+        }
+    }
+    let mut results = store.put_files_each(&items, &larder::NoProgress).into_iter();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let mut rows = Vec::new();
+    for p in prepared {
+        let stored = results.next();
+        let metadata = if p.metadata_file.is_some() { results.next() } else { None };
+        let digest = match stored {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                tracing::warn!("{}: {e}; not indexed", p.path.display());
+                skipped += 1;
+                continue;
+            }
+            None => continue,
+        };
+        let metadata_sha256 = match metadata {
+            Some(Ok(d)) => Some(d.hex()),
+            _ => None,
+        };
+        let file_meta = std::fs::metadata(&p.path).ok();
+        rows.push(FileRow {
+            filename: p.filename,
+            project: p.dist.project,
+            version: p.dist.version,
+            sha256: Some(digest.hex()),
+            size: file_meta.as_ref().map(|m| m.len()),
+            upload_time: Some(larder::time::format_rfc3339(
+                file_meta.as_ref().map_or(0, |m| m.mtime()),
+            )),
+            requires_python: p.meta.requires_python,
+            metadata_sha256,
+            yanked: None,
+            origin: FOLDER.to_string(),
+            url: None,
+            path: Some(p.path.display().to_string()),
+            stamp: Some(p.stamp),
+        });
+    }
+    index.put_all(&rows)?;
+    Ok((rows.len(), skipped))
 }

@@ -97,6 +97,17 @@ impl Index {
         self.with(|conn| insert(conn, row))
     }
 
+    /// Adds or replaces many files in one transaction.
+    pub fn put_all(&self, rows: &[FileRow]) -> Result<(), Error> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            for row in rows {
+                insert(&tx, row)?;
+            }
+            tx.commit()
+        })
+    }
+
     /// The row of `filename`.
     pub fn file(&self, filename: &str) -> Result<Option<FileRow>, Error> {
         self.with(|conn| {

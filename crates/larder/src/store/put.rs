@@ -60,11 +60,48 @@ impl Store {
                 Err(e) => results[i] = Err(e),
             }
             if staged.len() >= BATCH_FILES || staged_bytes >= BATCH_BYTES {
-                self.commit_batch(std::mem::take(&mut staged), opts, &mut results);
+                self.commit_batch(std::mem::take(&mut staged), &|_| opts, &mut results);
                 staged_bytes = 0;
             }
         }
-        self.commit_batch(staged, opts, &mut results);
+        self.commit_batch(staged, &|_| opts, &mut results);
+        results
+    }
+
+    /// Stores many files, each with its own options (its own key), in
+    /// batches as [`Store::put_files`] does; each result in the order given.
+    pub fn put_files_each<P: AsRef<Path>>(
+        &self,
+        items: &[(P, PutOptions)],
+        progress: &dyn Progress,
+    ) -> Vec<Result<Digest>> {
+        const BATCH_FILES: usize = 512;
+        const BATCH_BYTES: u64 = 256 << 20;
+        let mut results: Vec<Result<Digest>> = Vec::with_capacity(items.len());
+        let mut staged: Vec<(usize, Staged)> = Vec::new();
+        let mut staged_bytes = 0;
+        let opts_of = |i: usize| &items[i].1;
+        for (i, (path, opts)) in items.iter().enumerate() {
+            results.push(Err(Error::new(ErrorKind::Io, "not stored")));
+            if let Some(key) = &opts.key
+                && let Err(e) = validate_key(key)
+            {
+                results[i] = Err(e);
+                continue;
+            }
+            match self.stage_file(path.as_ref(), progress) {
+                Ok(s) => {
+                    staged_bytes += s.size;
+                    staged.push((i, s));
+                }
+                Err(e) => results[i] = Err(e),
+            }
+            if staged.len() >= BATCH_FILES || staged_bytes >= BATCH_BYTES {
+                self.commit_batch(std::mem::take(&mut staged), &opts_of, &mut results);
+                staged_bytes = 0;
+            }
+        }
+        self.commit_batch(staged, &opts_of, &mut results);
         results
     }
 
@@ -80,7 +117,7 @@ impl Store {
         }
         let staged = self.stage(Input::Stream(reader, None), "standard input", progress)?;
         let mut results = vec![Err(Error::new(ErrorKind::Io, "not stored"))];
-        self.commit_batch(vec![(0, staged)], opts, &mut results);
+        self.commit_batch(vec![(0, staged)], &|_| opts, &mut results);
         results.pop().unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put returned nothing")))
     }
 
@@ -175,10 +212,10 @@ impl Store {
     }
 
     /// Makes the staged files durable, then records them in one transaction.
-    fn commit_batch(
+    fn commit_batch<'o>(
         &self,
         staged: Vec<(usize, Staged)>,
-        opts: &PutOptions,
+        opts: &dyn Fn(usize) -> &'o PutOptions,
         results: &mut [Result<Digest>],
     ) {
         if staged.is_empty() {
@@ -202,7 +239,7 @@ impl Store {
         let outcome = self.write(|tx| {
             let exclude: HashSet<Digest> = staged.iter().map(|(_, s)| s.digest).collect();
             for (i, s) in &staged {
-                results[*i] = self.record(tx, s, opts, &exclude, &mut journal);
+                results[*i] = self.record(tx, s, opts(*i), &exclude, &mut journal);
             }
             Ok(())
         });
@@ -383,7 +420,7 @@ impl Pending<'_> {
         let staged =
             self.staged.take().ok_or_else(|| Error::new(ErrorKind::Io, "nothing staged"))?;
         let mut results = vec![Err(Error::new(ErrorKind::Io, "not stored"))];
-        self.store.commit_batch(vec![(0, staged)], opts, &mut results);
+        self.store.commit_batch(vec![(0, staged)], &|_| opts, &mut results);
         results.pop().unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put returned nothing")))
     }
 }
