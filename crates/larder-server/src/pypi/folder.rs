@@ -35,7 +35,7 @@ pub fn scan(root: &Path, store: &Store, index: &Index) -> Result<Scan, Error> {
     for (path, stamp) in found {
         let shown = path.display().to_string();
         seen.insert(shown.clone());
-        if !known.get(&shown).is_some_and(|r| r.stamp.as_deref() == Some(stamp.as_str())) {
+        if known.get(&shown).is_none_or(|r| r.stamp.as_deref() != Some(stamp.as_str())) {
             todo.push((path, stamp));
         }
     }
