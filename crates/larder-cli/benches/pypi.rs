@@ -162,7 +162,7 @@ impl Server {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
         };
-        let child = Command::new(tool("pypi-server"))
+        let mut child = Command::new(tool("pypi-server"))
             .args([
                 "run",
                 "-i",
@@ -188,6 +188,8 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("pypiserver did not start");
     }
 }
