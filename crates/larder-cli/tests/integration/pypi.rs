@@ -403,6 +403,7 @@ fn wheels_install_builds_uploads_and_a_second_home_installs_without_building() {
         dir.join("bin/python")
     };
     let (first, second) = (venv("machine-1"), venv("machine-2"));
+    let requirements = t.file("requirements.txt", "epsilon==0.3\n");
     let install = |python: &Path, upload: bool, home: &str| {
         let mut cmd = t.command();
         cmd.env("LARDER_HOME", t.path().join(home))
@@ -419,9 +420,11 @@ fn wheels_install_builds_uploads_and_a_second_home_installs_without_building() {
             ])
             .arg(python);
         if upload {
-            cmd.arg("-u");
+            cmd.args(["-u", "epsilon"]);
+        } else {
+            // The second machine names what it wants in a requirements file.
+            cmd.arg("-r").arg(&requirements);
         }
-        cmd.arg("epsilon");
         t.run_with(&mut cmd)
     };
     let run = install(&first, true, "home-1");
@@ -445,4 +448,53 @@ fn wheels_install_builds_uploads_and_a_second_home_installs_without_building() {
     assert_eq!(String::from_utf8_lossy(&imported.stdout).trim(), "0.3");
     // The password never appears in a command line: pip gets it in its environment.
     assert!(!run.stderr.contains("alice:pw"), "{}", run.stderr);
+}
+
+#[test]
+fn what_an_upstream_yanks_stays_yanked_and_its_metadata_files_are_proxied() {
+    let t = TestDir::new();
+    let upstream = crate::http_server::Server::start();
+    let src = project(t.path(), "zeta", "1.0", &[]);
+    let wheel = build(&src, "wheel", &t.path().join("dist"));
+    let metadata = {
+        let mut zip =
+            zip::ZipArchive::new(std::fs::File::open(&wheel).expect("wheel")).expect("zip");
+        let mut entry = zip.by_name("zeta-1.0.dist-info/METADATA").expect("METADATA");
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+        bytes
+    };
+    let html_page = format!(
+        "<html><body><a href=\"/files/zeta-1.0-py3-none-any.whl#sha256={}\" data-yanked=\"broken build\" data-core-metadata=\"sha256={}\">zeta-1.0-py3-none-any.whl</a></body></html>",
+        crate::archives::sha256_hex(&std::fs::read(&wheel).expect("wheel")),
+        crate::archives::sha256_hex(&metadata)
+    );
+    upstream.add("/html/zeta/", html_page.into_bytes());
+    upstream.add("/files/zeta-1.0-py3-none-any.whl", std::fs::read(&wheel).expect("wheel"));
+    upstream.add("/files/zeta-1.0-py3-none-any.whl.metadata", metadata.clone());
+    let s = Served::start(&t, &["--upstream", &upstream.url("/html/")]);
+    let page = curl(&["-H", "Accept: text/html", &format!("{}/simple/zeta/", s.url)]).text();
+    assert!(page.contains("data-yanked=\"broken build\""), "{page}");
+    let json: serde_json::Value = serde_json::from_slice(
+        &curl(&[
+            "-H",
+            "Accept: application/vnd.pypi.simple.v1+json",
+            &format!("{}/simple/zeta/", s.url),
+        ])
+        .body,
+    )
+    .expect("json");
+    assert_eq!(json["files"][0]["yanked"], "broken build");
+    // pip skips a yanked file unless it is pinned exactly.
+    let mut cmd = python_tool("pip");
+    cmd.args(["install", "--index-url", &format!("{}/simple/", s.url), "--target"])
+        .arg(t.path().join("target"))
+        .arg("zeta");
+    assert!(
+        !cmd.output().expect("pip").status.success(),
+        "a yanked file is not picked unless pinned"
+    );
+    pip_install(&format!("{}/simple/", s.url), &t.path().join("target"), "zeta==1.0");
+    let got = curl(&[&format!("{}/packages/zeta/zeta-1.0-py3-none-any.whl.metadata", s.url)]);
+    assert_eq!((got.status, got.body), (200, metadata));
 }
