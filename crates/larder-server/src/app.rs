@@ -43,9 +43,30 @@ pub struct AppState {
     pub max_blob: u64,
     /// How long a client may leave an upload without sending a byte.
     pub body_timeout: Duration,
+    /// Uploads streaming into the store now; each holds a blocking thread
+    /// and a store handle, so they are limited apart from connections.
+    pub uploads: tokio::sync::Semaphore,
     pub started: Instant,
     /// When the server started, in seconds since the epoch.
     pub started_at: i64,
+}
+
+/// Uploads taken at once; more get 503 and retry.
+pub const UPLOADS_AT_ONCE: usize = 128;
+
+/// A permit to stream an upload into the store, or `None`: too many now.
+pub(crate) fn upload_permit(state: &AppState) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    state.uploads.try_acquire().ok()
+}
+
+/// The 503 for an upload past [`UPLOADS_AT_ONCE`], which says to retry.
+pub(crate) fn too_many_uploads() -> Response {
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{UPLOADS_AT_ONCE} uploads are in progress; retry in a moment"),
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// The whole application.
@@ -55,6 +76,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", axum::routing::get(crate::status::status))
         .route("/metrics", axum::routing::get(crate::status::metrics))
         .fallback(handle)
+        // Bodies stream to the store with their own limit (`max_blob`).
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -146,6 +169,16 @@ async fn route(state: &Arc<AppState>, request: Request) -> Response {
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     match (method.as_str(), resource) {
+        ("PUT" | "DELETE" | "MKCOL", Resource::Key(k) | Resource::Folder(k))
+            if is_index_key(&k) =>
+        {
+            text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{k} belongs to the package index; upload with twine or uv publish instead"
+                ),
+            )
+        }
         ("OPTIONS", _) => options(),
         ("PROPFIND", resource) => crate::webdav::propfind(state, &parts, body, resource).await,
         ("MKCOL", resource) => crate::webdav::mkcol(state, resource).await,
@@ -163,6 +196,12 @@ async fn route(state: &Arc<AppState>, request: Request) -> Response {
         ("DELETE", Resource::Key(k)) => delete(state, Target::Key(k)).await,
         (m, _) => text(StatusCode::METHOD_NOT_ALLOWED, format!("{m} is not allowed on this path")),
     }
+}
+
+/// Keys the package index keeps: released files never change, so the
+/// generic door may read them but not write them.
+fn is_index_key(key: &str) -> bool {
+    key == "pypi" || key.starts_with("pypi/")
 }
 
 fn options() -> Response {
@@ -320,10 +359,12 @@ async fn load(
     target: Target,
 ) -> Result<Option<(Digest, u64, i64, Source)>, Error> {
     let hot = state.hot.clone();
-    let version = hot.version().ok();
     state
         .pool
         .run(move |store| {
+            // Taken before the lookup, so an entry read under a version that
+            // then changed is never kept.
+            let version = hot.version().ok();
             let Some(mut found) = store.lookup(&target)? else { return Ok(None) };
             // Bytes are served only once they hashed right since their file
             // last changed; a corrupt blob is quarantined and is a miss.
@@ -389,6 +430,14 @@ pub(crate) enum Upload {
     Broken(String),
 }
 
+/// What a body's reader hands the store: bytes, then an explicit end, so a
+/// sender that vanished midway is never taken for a whole body.
+pub(crate) enum BodyPart {
+    Data(Bytes),
+    End,
+    Failed(Upload),
+}
+
 async fn put(
     state: &Arc<AppState>,
     request: &Parts,
@@ -421,12 +470,13 @@ async fn put(
             Err(e) => error_response(&e),
         };
     }
+    let Some(_permit) = upload_permit(state) else { return too_many_uploads() };
     let what = match (&key, &expect) {
         (Some(k), _) => format!("the upload of {k}"),
         (None, Some(d)) => format!("the upload of {d}"),
         (None, None) => "the upload".to_string(),
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Upload>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<BodyPart>(4);
     let timeout = state.body_timeout;
     let metrics = state.metrics.clone();
     // Reads the body here, hands it to the store on a blocking thread.
@@ -434,19 +484,27 @@ async fn put(
         let mut stream = body.into_data_stream();
         let mut total = 0u64;
         loop {
-            let next = match tokio::time::timeout(timeout, stream.next()).await {
-                Err(_) => Some(Err(Upload::TimedOut)),
-                Ok(None) => None,
+            let item = match tokio::time::timeout(timeout, stream.next()).await {
+                Err(_) => BodyPart::Failed(Upload::TimedOut),
+                Ok(None) => match declared {
+                    Some(n) if n != total => BodyPart::Failed(Upload::Broken(format!(
+                        "{total} of the {n} bytes Content-Length promised"
+                    ))),
+                    _ => BodyPart::End,
+                },
                 Ok(Some(Ok(chunk))) => {
                     total += chunk.len() as u64;
                     Metrics::add(&metrics.bytes_in, chunk.len() as u64);
-                    if total > limit { Some(Err(Upload::TooLarge(total))) } else { Some(Ok(chunk)) }
+                    if total > limit {
+                        BodyPart::Failed(Upload::TooLarge(total))
+                    } else {
+                        BodyPart::Data(chunk)
+                    }
                 }
-                Ok(Some(Err(e))) => Some(Err(Upload::Broken(e.to_string()))),
+                Ok(Some(Err(e))) => BodyPart::Failed(Upload::Broken(e.to_string())),
             };
-            let Some(item) = next else { break };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
+            let last = !matches!(item, BodyPart::Data(_));
+            if tx.send(item).await.is_err() || last {
                 break;
             }
         }
@@ -491,31 +549,40 @@ fn too_large(size: u64, limit: u64) -> Response {
 
 /// The request body as a `Read` for the store, on its blocking thread.
 pub(crate) struct BodyReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, Upload>>,
+    rx: tokio::sync::mpsc::Receiver<BodyPart>,
     buf: Bytes,
+    ended: bool,
     failure: Arc<std::sync::Mutex<Option<Upload>>>,
 }
 
 impl BodyReader {
     pub(crate) fn new(
-        rx: tokio::sync::mpsc::Receiver<Result<Bytes, Upload>>,
+        rx: tokio::sync::mpsc::Receiver<BodyPart>,
         failure: Arc<std::sync::Mutex<Option<Upload>>>,
     ) -> BodyReader {
-        BodyReader { rx, buf: Bytes::new(), failure }
+        BodyReader { rx, buf: Bytes::new(), ended: false, failure }
     }
 }
 
 impl std::io::Read for BodyReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.buf.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.buf = chunk,
-                Some(Err(why)) => {
+                Some(BodyPart::Data(chunk)) => self.buf = chunk,
+                Some(BodyPart::End) => self.ended = true,
+                Some(BodyPart::Failed(why)) => {
                     let message = format!("{why:?}");
                     *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
                     return Err(std::io::Error::other(message));
                 }
-                None => return Ok(0),
+                None => {
+                    let why = Upload::Broken("the body stopped before its end".into());
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                    return Err(std::io::Error::other("the body stopped before its end"));
+                }
             }
         }
         let n = out.len().min(self.buf.len());

@@ -38,6 +38,9 @@ pub struct Auth {
     /// A stored hash to verify against when the user is unknown, so that an
     /// unknown user costs as much time as a wrong password.
     decoy: Option<Hash>,
+    /// Slow password checks at once: no more than the cores, so a flood of
+    /// wrong passwords cannot take every blocking thread the store needs.
+    checking: tokio::sync::Semaphore,
 }
 
 /// How many verified credentials are remembered before starting afresh.
@@ -45,8 +48,16 @@ const REMEMBERED: usize = 4096;
 
 impl Auth {
     pub fn new(users: Htpasswd, read_only: HashSet<String>, anonymous_read: bool) -> Auth {
-        let decoy = users.any().cloned();
-        Auth { users, read_only, anonymous_read, verified: Mutex::default(), decoy }
+        let decoy = users.costliest().cloned();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Auth {
+            users,
+            read_only,
+            anonymous_read,
+            verified: Mutex::default(),
+            decoy,
+            checking: tokio::sync::Semaphore::new(cores),
+        }
     }
 
     /// Decides on a request with the `Authorization` header `header`.
@@ -62,6 +73,9 @@ impl Auth {
         let user = match self.remembered(&user, &password) {
             Some(user) => user,
             None => {
+                let Ok(_permit) = self.checking.acquire().await else {
+                    return Decision::Unauthorized;
+                };
                 let auth = self.clone();
                 let verified = tokio::task::spawn_blocking(move || auth.verify(user, password))
                     .await

@@ -39,6 +39,16 @@ struct Inner {
 /// The largest blob kept.
 pub const MAX_ENTRY: usize = 256 << 10;
 
+/// What an entry costs beyond its body: its key, headers and bookkeeping,
+/// so that many tiny blobs cannot outgrow the budget.
+fn cost(target: &Target, hot: &Hot) -> usize {
+    let key = match target {
+        Target::Key(k) => k.len(),
+        Target::Digest(_) => 0,
+    };
+    hot.body.len() + 2 * key + 512
+}
+
 impl HotCache {
     pub fn new(watch: Store, max_bytes: usize) -> HotCache {
         HotCache { max_bytes, watch: Mutex::new(watch), inner: Mutex::default() }
@@ -48,17 +58,23 @@ impl HotCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The index's version now.
+    /// The index's version now; waits while the watching handle writes, so
+    /// only for blocking threads.
     pub fn version(&self) -> Result<i64, Error> {
         self.watch.lock().unwrap_or_else(|p| p.into_inner()).changes()
     }
 
     /// The blob `target` names, if it is in memory and nothing changed since.
+    /// Never waits: while the watching handle is busy writing, it is a miss.
     pub fn get(&self, target: &Target) -> Option<std::sync::Arc<Hot>> {
         if self.max_bytes == 0 {
             return None;
         }
-        let version = self.version().ok()?;
+        let version = match self.watch.try_lock() {
+            Ok(store) => store.changes().ok()?,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().changes().ok()?,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         let mut inner = self.lock();
         if inner.version != version {
             inner.map.clear();
@@ -81,9 +97,9 @@ impl HotCache {
             return;
         }
         let key = target.clone();
-        let size = hot.body.len();
+        let size = cost(target, &hot);
         if let Some(old) = inner.map.insert(key.clone(), std::sync::Arc::new(hot)) {
-            inner.bytes -= old.body.len();
+            inner.bytes -= cost(target, &old);
         } else {
             inner.order.push_back(key);
         }
@@ -92,7 +108,7 @@ impl HotCache {
         while inner.bytes > self.max_bytes {
             let Some(oldest) = inner.order.pop_front() else { break };
             if let Some(old) = inner.map.remove(&oldest) {
-                inner.bytes -= old.body.len();
+                inner.bytes -= cost(&oldest, &old);
             }
         }
     }

@@ -118,8 +118,17 @@ impl Htpasswd {
     }
 
     /// Some user's hash, any one.
-    pub fn any(&self) -> Option<&Hash> {
-        self.users.values().next()
+    /// The hash slowest to check (bcrypt of the highest cost first), for
+    /// timing an unknown user like the slowest known one.
+    pub fn costliest(&self) -> Option<&Hash> {
+        self.users.values().max_by_key(|h| match h {
+            Hash::Bcrypt(text) => {
+                // `$2y$12$…`: the cost is the third field.
+                100 + text.split('$').nth(2).and_then(|c| c.parse::<u32>().ok()).unwrap_or(0)
+            }
+            Hash::Md5Crypt { .. } => 1,
+            Hash::Sha1(_) => 0,
+        })
     }
 
     /// Whether `user` is in the file.
@@ -241,5 +250,17 @@ mod tests {
             )
         );
         assert_eq!(Htpasswd::parse("nobody\n").expect_err("no colon").0, 1);
+    }
+
+    #[test]
+    fn an_unknown_user_is_timed_against_the_costliest_hash() {
+        let (cheap, dear) =
+            (bcrypt::hash("pw", 4).expect("hash"), bcrypt::hash("pw", 6).expect("hash"));
+        let text = format!("a:{{SHA}}qUqP5cyxm6YcTAhz05Hph5gvu9M=\nb:{dear}\nc:{cheap}\n");
+        let file = Htpasswd::parse(&text).expect("parse");
+        match file.costliest() {
+            Some(Hash::Bcrypt(h)) => assert_eq!(h, &dear),
+            other => panic!("{other:?}"),
+        }
     }
 }

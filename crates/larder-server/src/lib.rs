@@ -64,6 +64,8 @@ pub struct ServeOptions {
     pub upstream_ttl: Duration,
     /// How often the served folder is looked through for new packages.
     pub rescan: Duration,
+    /// Hash every blob read from disk, not only those whose file changed.
+    pub verify_reads: bool,
 }
 
 impl ServeOptions {
@@ -86,6 +88,7 @@ impl ServeOptions {
             upstreams: Vec::new(),
             upstream_ttl: Duration::from_secs(600),
             rescan: Duration::from_secs(30),
+            verify_reads: false,
         }
     }
 }
@@ -131,7 +134,11 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
         Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
         None => None,
     };
-    let pool = Arc::new(pool::StorePool::open(options.home.clone(), options.capacity)?);
+    let pool = Arc::new(pool::StorePool::open(
+        options.home.clone(),
+        options.capacity,
+        options.verify_reads,
+    )?);
     let watch = larder::Store::open(&options.home, options.capacity)?;
     let hot = Arc::new(hot::HotCache::new(
         watch,
@@ -184,6 +191,7 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
         metrics: Arc::default(),
         max_blob: options.max_blob_size.unwrap_or(u64::MAX),
         body_timeout: options.timeout,
+        uploads: tokio::sync::Semaphore::new(app::UPLOADS_AT_ONCE),
         started: Instant::now(),
         started_at,
     });

@@ -3,9 +3,11 @@
 //! for clients that go quiet, until a signal; then a graceful end.
 
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -112,7 +114,22 @@ pub async fn accept_until_signal(
         let mut timed = tokio_io_timeout::TimeoutStream::new(raw);
         timed.set_write_timeout(Some(options.timeout));
         let tcp = Box::pin(timed);
-        let service = TowerToHyperService::new(router.clone());
+        let activity = Activity::new();
+        let service = {
+            let router = TowerToHyperService::new(router.clone());
+            let activity = activity.clone();
+            hyper::service::service_fn(move |request| {
+                // Held until the answer's last byte is sent (or dropped).
+                let in_flight = activity.begin();
+                let answer = hyper::service::Service::call(&router, request);
+                async move {
+                    let response = answer.await?;
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|inner| Tracked { inner, _in_flight: in_flight }),
+                    )
+                }
+            })
+        };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -124,7 +141,8 @@ pub async fn accept_until_signal(
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
+                            let conn = watcher.watch(conn.into_owned());
+                            until_idle(conn, &activity, handshake_timeout).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -141,7 +159,8 @@ pub async fn accept_until_signal(
                     match tokio::time::timeout(handshake_timeout, peek).await {
                         Ok(Ok(n)) if n > 0 => {
                             let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                            watcher.watch(conn.into_owned()).await
+                            let conn = watcher.watch(conn.into_owned());
+                            until_idle(conn, &activity, handshake_timeout).await
                         }
                         _ => Ok(()),
                     }
@@ -160,5 +179,98 @@ pub async fn accept_until_signal(
             "requests still running after {}s; stopping anyway",
             options.grace.as_secs()
         );
+    }
+}
+
+/// What a connection is doing: requests in flight, and since when it has
+/// had none. hyper times out a silent HTTP/1.1 client, but not an HTTP/2
+/// one that answers pings and sends nothing, nor a connection that sent a
+/// few bytes of the HTTP/2 preface; this does, for both.
+struct Activity {
+    born: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `born` when the last request ended.
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            born: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// How long the connection has had nothing in flight.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since.load(Ordering::SeqCst));
+        Some(self.born.elapsed().saturating_sub(since))
+    }
+}
+
+/// A request in flight on a connection.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = self.0.born.elapsed().as_millis() as u64;
+        self.0.idle_since.store(now, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An answer's body that keeps its request counted as in flight.
+struct Tracked {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves a connection until it ends, or until it has had nothing in
+/// flight for `timeout` (then it is dropped).
+async fn until_idle<T>(
+    conn: impl std::future::Future<Output = Result<(), T>>,
+    activity: &Activity,
+    timeout: Duration,
+) -> Result<(), T> {
+    let check = (timeout / 4).max(Duration::from_millis(100));
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            served = &mut conn => return served,
+            _ = tokio::time::sleep(check) => {
+                if activity.idle_for().is_some_and(|idle| idle >= timeout) {
+                    return Ok(());
+                }
+            }
+        }
     }
 }

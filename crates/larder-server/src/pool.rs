@@ -13,9 +13,14 @@ use larder::{Digest, Error, ErrorKind, Store};
 pub struct StorePool {
     home: PathBuf,
     capacity: u64,
+    verify_reads: bool,
     idle: Mutex<Vec<Store>>,
     reads: Reads,
 }
+
+/// Idle handles kept for the next request; past a burst, the extra ones are
+/// closed rather than held (each is a SQLite connection and its files).
+const IDLE_HANDLES: usize = 32;
 
 /// Reads waiting to be recorded: which blobs were used, hits and misses.
 #[derive(Default)]
@@ -28,9 +33,15 @@ struct Reads {
 impl StorePool {
     /// Opens the store in `home`; the first handle checks it (and cleans up
     /// after processes that died writing to it).
-    pub fn open(home: PathBuf, capacity: u64) -> Result<StorePool, Error> {
-        let first = Store::open(&home, capacity)?;
-        Ok(StorePool { home, capacity, idle: Mutex::new(vec![first]), reads: Reads::default() })
+    pub fn open(home: PathBuf, capacity: u64, verify_reads: bool) -> Result<StorePool, Error> {
+        let first = Store::open(&home, capacity)?.with_verify_reads(verify_reads);
+        Ok(StorePool {
+            home,
+            capacity,
+            verify_reads,
+            idle: Mutex::new(vec![first]),
+            reads: Reads::default(),
+        })
     }
 
     /// The capacity in bytes.
@@ -53,7 +64,10 @@ impl StorePool {
     pub fn with<T>(&self, f: impl FnOnce(&Store) -> Result<T, Error>) -> Result<T, Error> {
         let store = self.take()?;
         let result = f(&store);
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(store);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_HANDLES {
+            idle.push(store);
+        }
         result
     }
 
@@ -61,7 +75,7 @@ impl StorePool {
         if let Some(store) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(store);
         }
-        Store::open(&self.home, self.capacity)
+        Ok(Store::open(&self.home, self.capacity)?.with_verify_reads(self.verify_reads))
     }
 
     /// Notes a read of `digest` (a hit) or a miss, to record later.

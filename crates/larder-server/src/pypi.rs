@@ -43,6 +43,9 @@ pub struct Pypi {
     pages: std::sync::Mutex<HashMap<(String, pages::Format), pages::Page>>,
     /// One upstream refresh of a project at a time.
     refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Uploads decide and keep one at a time, so two uploads of one file
+    /// name with other bytes cannot both be taken.
+    publishing: tokio::sync::Mutex<()>,
 }
 
 impl Pypi {
@@ -72,6 +75,7 @@ impl Pypi {
             version: AtomicU64::new(1),
             pages: std::sync::Mutex::default(),
             refreshing: std::sync::Mutex::default(),
+            publishing: tokio::sync::Mutex::const_new(()),
         })
     }
 
@@ -159,24 +163,31 @@ async fn file(state: &Arc<AppState>, parts: &Parts, project: &str, filename: &st
     let target = Target::Key(key.clone());
     let mut response = crate::app::get_target(state, parts, target.clone()).await;
     if response.status() == StatusCode::NOT_FOUND {
-        // Not here yet: perhaps an upstream lists it.
-        let row = {
+        // Not here yet: perhaps an upstream lists it, unless this server has
+        // files of its own for the project (which shadow the upstreams').
+        let rows = {
             let pypi = state.pypi.clone();
-            let dist = dist.to_string();
-            tokio::task::spawn_blocking(move || pypi.index.file(&dist))
+            let project = project.to_string();
+            tokio::task::spawn_blocking(move || pypi.index.files_of(&project))
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .flatten()
+                .unwrap_or_default()
         };
-        if let Some(row) = row.filter(|r| !r.is_local() && r.project == project)
+        let shadowed = rows.iter().any(|r| r.is_local());
+        let row = rows.into_iter().find(|r| r.filename == dist).filter(|_| !shadowed);
+        // A metadata file is asked of an upstream only if it said it has one.
+        let wanted = row.and_then(|r| match metadata {
+            true => r.metadata_sha256.clone().map(|sha| (r, Some(sha))),
+            false => {
+                let sha = r.sha256.clone();
+                Some((r, sha))
+            }
+        });
+        if let Some((row, expect)) = wanted
             && let Some(url) = &row.url
         {
-            let (url, expect) = if metadata {
-                (format!("{url}.metadata"), row.metadata_sha256.clone())
-            } else {
-                (url.clone(), row.sha256.clone())
-            };
+            let url = if metadata { format!("{url}.metadata") } else { url.clone() };
             response = upstream::fetch_and_keep(state, &url, expect, key, parts).await;
         }
     }

@@ -46,9 +46,15 @@ pub async fn propfind(
             );
         }
     };
-    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "the PROPFIND body is too large"),
+    let body = match tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, BODY_LIMIT),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "the PROPFIND body is too large"),
+        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the PROPFIND body did not come"),
     };
     if let Err(why) = check_propfind_body(&body) {
         return text(StatusCode::BAD_REQUEST, format!("malformed PROPFIND body: {why}"));

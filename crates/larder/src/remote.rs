@@ -44,7 +44,7 @@ impl RemoteMode {
 }
 
 /// A `[[remote]]` of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     /// Its name, for messages and `larder stats`.
@@ -54,6 +54,17 @@ pub struct RemoteConfig {
     /// What it may be used for [default: write-through].
     #[serde(default = "default_mode")]
     pub mode: RemoteMode,
+}
+
+impl std::fmt::Debug for RemoteConfig {
+    // The URL may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("name", &self.name)
+            .field("url", &endpoint::redact(&self.url))
+            .field("mode", &self.mode)
+            .finish()
+    }
 }
 
 fn default_mode() -> RemoteMode {

@@ -101,10 +101,24 @@ impl Larder {
         target: &Target,
         progress: &dyn Progress,
     ) -> Result<Option<Digest>> {
+        if let Target::Key(k) = target {
+            // A bad key is the caller's mistake, not the remote's corruption.
+            crate::validate_key(k)?;
+        }
         let Some(blob) = remote.open(target)? else { return Ok(None) };
-        let (expect, key) = match target {
-            Target::Digest(d) => (Some(*d), None),
-            Target::Key(k) => (blob.digest, Some(k.clone())),
+        let (expect, key) = match (target, blob.digest) {
+            (Target::Digest(d), _) => (Some(*d), None),
+            (Target::Key(k), Some(d)) => (Some(d), Some(k.clone())),
+            // Without the digest there is nothing to check the bytes against.
+            (Target::Key(k), None) => {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "remote {} sent {k} without its digest (X-Larder-Digest); is it a larder server?",
+                        remote.name()
+                    ),
+                ));
+            }
         };
         let what = match target {
             Target::Digest(d) => format!("remote {}'s copy of {d}", remote.name()),

@@ -76,6 +76,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         ctx.config.capacity,
         SocketAddr::new(args.host, args.port),
     );
+    options.verify_reads = ctx.config.verify_reads;
     options.user_db = args.user_db;
     options.anonymous_read = args.anonymous_read;
     options.read_only_users = args.read_only_users;

@@ -498,3 +498,101 @@ fn what_an_upstream_yanks_stays_yanked_and_its_metadata_files_are_proxied() {
     let got = curl(&[&format!("{}/packages/zeta/zeta-1.0-py3-none-any.whl.metadata", s.url)]);
     assert_eq!((got.status, got.body), (200, metadata));
 }
+
+/// An sdist of `project` with `extra` random bytes in it, so it is larger
+/// than any default body limit of a web framework.
+fn big_sdist(t: &TestDir, src: &Path, extra: usize) -> std::path::PathBuf {
+    let sdist = build(src, "sdist", &t.path().join("big-dist"));
+    let script = "import os, sys, tarfile, io
+path, extra = sys.argv[1], int(sys.argv[2])
+with tarfile.open(path) as old:
+    members = [(m, old.extractfile(m).read() if m.isfile() else None) for m in old.getmembers()]
+with tarfile.open(path + '.new', 'w:gz', compresslevel=1) as new:
+    for m, data in members:
+        new.addfile(m, io.BytesIO(data) if data is not None else None)
+    top = members[0][0].name.split('/')[0]
+    info = tarfile.TarInfo(top + '/blob.bin')
+    info.size = extra
+    new.addfile(info, io.BytesIO(os.urandom(extra)))
+os.replace(path + '.new', path)
+";
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(&sdist)
+        .arg(extra.to_string())
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    sdist
+}
+
+#[test]
+fn an_upload_larger_than_two_mebibytes_is_kept_whole() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &["-u", &users(&t), "--anonymous-read"]);
+    let src = project(t.path(), "big-thing", "1.0", &[]);
+    let sdist = big_sdist(&t, &src, 5 << 20);
+    let bytes = std::fs::read(&sdist).expect("sdist");
+    assert!(bytes.len() > 5 << 20);
+    let (ok, out) = twine(&s, "alice", &[&sdist], "/");
+    assert!(ok, "{out}");
+    let got = curl(&[&format!("{}/packages/big-thing/big_thing-1.0.tar.gz", s.url)]);
+    assert_eq!(got.status, 200);
+    assert!(got.body == bytes, "the file came back other than it went up");
+    // The generic door does not replace or drop a released file.
+    let generic = format!("{}/pypi/big-thing/big_thing-1.0.tar.gz", s.url);
+    for args in [["-X", "PUT", "--data", "other"], ["-X", "DELETE", "-H", "X-Nothing: 1"]] {
+        let mut all = vec!["-u", "alice:pw"];
+        all.extend(args);
+        all.push(&generic);
+        let refused = curl(&all);
+        assert_eq!(refused.status, 403, "{}", refused.text());
+        assert!(refused.text().contains("belongs to the package index"), "{}", refused.text());
+    }
+    let again = curl(&[&format!("{}/packages/big-thing/big_thing-1.0.tar.gz", s.url)]);
+    assert!(again.body == bytes);
+}
+
+#[test]
+fn an_upstream_file_that_breaks_off_or_does_not_match_its_hash_is_not_kept() {
+    let t = TestDir::new();
+    let upstream = crate::http_server::Server::start();
+    let src = project(t.path(), "eta", "1.0", &[]);
+    let wheel = std::fs::read(build(&src, "wheel", &t.path().join("dist"))).expect("wheel");
+    let sdist = std::fs::read(big_sdist(&t, &src, 1 << 20)).expect("sdist");
+    // The sdist is listed with the wheel's hash: whatever comes is wrong.
+    let page = format!(
+        "<a href=\"/files/eta-1.0-py3-none-any.whl#sha256={}\">eta-1.0-py3-none-any.whl</a>\n\
+         <a href=\"/files/eta-1.0.tar.gz#sha256={}\">eta-1.0.tar.gz</a>\n",
+        crate::archives::sha256_hex(&wheel),
+        crate::archives::sha256_hex(&wheel),
+    );
+    upstream.add("/simple/eta/", page.into_bytes());
+    upstream.add("/files/eta-1.0-py3-none-any.whl", wheel.clone());
+    upstream.add("/files/eta-1.0.tar.gz", sdist.clone());
+    upstream.faults("/files/eta-1.0-py3-none-any.whl", &[crate::http_server::Fault::Drop(100)]);
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    let listed = curl(&[&format!("{}/simple/eta/", s.url)]);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let wheel_url = format!("{}/packages/eta/eta-1.0-py3-none-any.whl", s.url);
+    let sdist_url = format!("{}/packages/eta/eta-1.0.tar.gz", s.url);
+    // Broken off: the client does not get a whole file, and nothing is kept.
+    let first = curl(&[&wheel_url]);
+    assert!(first.body.len() < wheel.len(), "{} of {} bytes", first.body.len(), wheel.len());
+    // The next asks the upstream again and gets all of it, and keeps it.
+    let second = curl(&[&wheel_url]);
+    assert!(second.status == 200 && second.body == wheel, "{}", second.text());
+    assert_eq!(upstream.count("/files/eta-1.0-py3-none-any.whl"), 2);
+    wait_for("the wheel kept", || {
+        t.json(&["ls", "--json"]).to_string().contains("eta-1.0-py3-none-any.whl")
+    });
+    assert!(curl(&[&wheel_url]).body == wheel);
+    assert_eq!(upstream.count("/files/eta-1.0-py3-none-any.whl"), 2, "kept after the second");
+    // Not the hash the page gave: never all of it, never kept.
+    for round in 1..=2 {
+        let got = curl(&[&sdist_url]);
+        assert!(got.body.len() < sdist.len(), "round {round}: the whole wrong file was sent");
+        assert_eq!(upstream.count("/files/eta-1.0.tar.gz"), round);
+    }
+    assert!(!t.json(&["ls", "--json"]).to_string().contains("eta-1.0.tar.gz"));
+}

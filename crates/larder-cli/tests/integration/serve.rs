@@ -245,6 +245,15 @@ fn slow_and_idle_clients_are_timed_out_and_many_are_refused() {
         let n = c.read_to_end(&mut buf).expect("the server closes idle connections");
         assert_eq!(n, 0);
     }
+    // Half an HTTP/2 preface, and a whole one with nothing after it: let go too.
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    for sent in [&preface[..9], &preface[..]] {
+        let mut c = TcpStream::connect(&s.addr).expect("connect");
+        c.write_all(sent).expect("write");
+        c.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).expect("the server closes a silent HTTP/2 connection");
+    }
     assert_eq!(curl(&[&format!("{}/healthz", s.url)]).status, 200);
     assert!(s.stop().success());
 }

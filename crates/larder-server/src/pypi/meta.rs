@@ -19,6 +19,11 @@ pub struct Meta {
 /// The largest metadata file read.
 const LIMIT: u64 = 16 << 20;
 
+/// How far into an sdist's tar PKG-INFO is looked for: entries, and bytes
+/// once decompressed.
+const SCAN_ENTRIES: usize = 100_000;
+const SCAN_BYTES: u64 = 4 << 30;
+
 /// Reads the metadata of a distribution in `file`. A distribution without any
 /// is an error naming what is missing.
 pub fn read(file: impl Read + Seek, kind: Kind) -> Result<Meta, String> {
@@ -70,8 +75,13 @@ fn sdist_pkg_info(mut file: impl Read + Seek) -> Result<Vec<u8>, String> {
     } else {
         Box::new(file)
     };
-    let mut archive = tar::Archive::new(decoded);
-    for entry in archive.entries().map_err(|e| format!("not a tar archive: {e}"))? {
+    // A compression bomb is not read to its end: PKG-INFO comes early.
+    let mut archive = tar::Archive::new(decoded.take(SCAN_BYTES));
+    for (i, entry) in archive.entries().map_err(|e| format!("not a tar archive: {e}"))?.enumerate()
+    {
+        if i >= SCAN_ENTRIES {
+            return Err(format!("the sdist has no PKG-INFO in its first {SCAN_ENTRIES} entries"));
+        }
         let entry = entry.map_err(|e| format!("a damaged tar archive: {e}"))?;
         let path = entry.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
         if is_pkg_info(&path) {

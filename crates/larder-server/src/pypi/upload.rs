@@ -12,17 +12,20 @@ use axum::extract::{FromRequest, Multipart};
 use axum::http::request::Parts;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use larder::PutOptions;
 
 use super::index::{FileRow, UPLOADED};
 use super::names::{self, Kind};
 use super::{file_key, meta, now};
-use crate::app::{AppState, Upload};
+use crate::app::{AppState, BodyPart, Upload};
 use crate::metrics::Metrics;
 
 /// The largest non-file field read.
 const FIELD_LIMIT: usize = 1 << 20;
+
+/// The most non-file fields read: twine sends about thirty, more with
+/// many classifiers.
+const MAX_FIELDS: usize = 1000;
 
 /// An answer with `status`, the message as its reason phrase and its body.
 pub fn reply(status: StatusCode, message: &str) -> Response {
@@ -35,29 +38,56 @@ pub fn reply(status: StatusCode, message: &str) -> Response {
     response
 }
 
+/// Waits for the next part of the body, for as long as a client may stay silent.
+async fn timed<T>(
+    state: &AppState,
+    next: impl std::future::Future<Output = T>,
+) -> Result<T, Response> {
+    tokio::time::timeout(state.body_timeout, next).await.map_err(|_| {
+        reply(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "no bytes of the upload for {}s; nothing was stored",
+                state.body_timeout.as_secs()
+            ),
+        )
+    })
+}
+
 fn bad(message: impl AsRef<str>) -> Response {
     reply(StatusCode::BAD_REQUEST, message.as_ref())
 }
 
 /// Handles an upload; the caller checked the credentials for writing.
 pub async fn upload(state: &Arc<AppState>, parts: &Parts, body: Body) -> Response {
+    let Some(_permit) = crate::app::upload_permit(state) else {
+        return crate::app::too_many_uploads();
+    };
     let mut request = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
     for (k, v) in &parts.headers {
         request = request.header(k, v);
     }
-    let Ok(request) = request.body(body) else { return bad("a malformed request") };
+    let Ok(mut request) = request.body(body) else { return bad("a malformed request") };
+    // Carries the router's body limit setting (none: the file streams to the store).
+    *request.extensions_mut() = parts.extensions.clone();
     let mut multipart = match Multipart::from_request(request, &()).await {
         Ok(m) => m,
         Err(e) => return bad(format!("the upload is not multipart/form-data ({})", e.body_text())),
     };
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut staged: Option<(String, Staged)> = None;
+    let mut count = 0usize;
     loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return bad(format!("a malformed multipart body ({})", e.body_text())),
+        let field = match timed(state, multipart.next_field()).await {
+            Err(response) => return response,
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return bad(format!("a malformed multipart body ({})", e.body_text())),
         };
+        count += 1;
+        if count > MAX_FIELDS {
+            return bad(format!("the upload has more than {MAX_FIELDS} fields"));
+        }
         let name = field.name().unwrap_or("").to_string();
         if name == "content" {
             let filename = field.file_name().unwrap_or("").to_string();
@@ -73,15 +103,18 @@ pub async fn upload(state: &Arc<AppState>, parts: &Parts, body: Body) -> Respons
         let mut value = Vec::new();
         let mut field = field;
         loop {
-            match field.chunk().await {
-                Ok(Some(chunk)) => {
+            match timed(state, field.chunk()).await {
+                Err(response) => return response,
+                Ok(Ok(Some(chunk))) => {
                     if value.len() + chunk.len() > FIELD_LIMIT {
                         return bad(format!("the field {name} is larger than 1 MiB"));
                     }
                     value.extend_from_slice(&chunk);
                 }
-                Ok(None) => break,
-                Err(e) => return bad(format!("a malformed multipart body ({})", e.body_text())),
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    return bad(format!("a malformed multipart body ({})", e.body_text()));
+                }
             }
         }
         // Repeated fields (classifiers) are not needed here; the first wins.
@@ -121,7 +154,7 @@ async fn stage(
             "`{filename}` is not the name of a wheel or an sdist (NAME-VERSION-TAGS.whl, NAME-VERSION.tar.gz)"
         )));
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Upload>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<BodyPart>(4);
     let (staged_tx, staged_rx) = tokio::sync::oneshot::channel();
     let (decide_tx, decide_rx) = tokio::sync::oneshot::channel::<Option<(FileRow, String)>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -157,24 +190,34 @@ async fn stage(
     });
     let mut total = 0u64;
     loop {
-        match field.chunk().await {
+        let next = match timed(state, field.chunk()).await {
+            Ok(next) => next,
+            Err(response) => {
+                let _ = tx.send(BodyPart::Failed(Upload::TimedOut)).await;
+                return Err(response);
+            }
+        };
+        match next {
             Ok(Some(chunk)) => {
                 total += chunk.len() as u64;
                 Metrics::add(&state.metrics.bytes_in, chunk.len() as u64);
                 if total > limit {
-                    let _ = tx.send(Err(Upload::TooLarge(total))).await;
+                    let _ = tx.send(BodyPart::Failed(Upload::TooLarge(total))).await;
                     return Err(reply(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         &format!("{filename} is larger than this server takes ({limit} bytes)"),
                     ));
                 }
-                if tx.send(Ok(chunk)).await.is_err() {
+                if tx.send(BodyPart::Data(chunk)).await.is_err() {
                     break;
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                let _ = tx.send(BodyPart::End).await;
+                break;
+            }
             Err(e) => {
-                let _ = tx.send(Err(Upload::Broken(e.to_string()))).await;
+                let _ = tx.send(BodyPart::Failed(Upload::Broken(e.to_string()))).await;
                 return Err(bad(format!(
                     "the file broke off ({}); nothing was stored",
                     e.body_text()
@@ -249,6 +292,7 @@ async fn finish(
         Err(why) => return refuse(decide, bad(format!("{filename}: {why}"))),
     };
     // The same name again: the same bytes are fine, other bytes never replace them.
+    let _publishing = state.pypi.publishing.lock().await;
     let existing = {
         let pypi = state.pypi.clone();
         let f = filename.clone();

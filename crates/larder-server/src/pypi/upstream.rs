@@ -18,7 +18,7 @@ use larder::PutOptions;
 
 use super::index::FileRow;
 use super::{names, now};
-use crate::app::{AppState, text};
+use crate::app::{AppState, BodyPart, text};
 
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
 
@@ -32,10 +32,19 @@ fn checked_recently(upstream: &str, project: &str, ttl: std::time::Duration) -> 
         .is_some_and(|t| t.elapsed() < ttl)
 }
 
-fn mark_checked(upstream: &str, project: &str) {
-    let mut map = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
-    map.get_or_insert_with(HashMap::new)
-        .insert((upstream.to_string(), project.to_string()), Instant::now());
+/// The most projects remembered as checked; past it the oldest are asked again.
+const CHECKED_LIMIT: usize = 100_000;
+
+fn mark_checked(upstream: &str, project: &str, ttl: std::time::Duration) {
+    let mut guard = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    if map.len() >= CHECKED_LIMIT {
+        map.retain(|_, t| t.elapsed() < ttl);
+        if map.len() >= CHECKED_LIMIT {
+            map.clear();
+        }
+    }
+    map.insert((upstream.to_string(), project.to_string()), Instant::now());
 }
 
 /// Brings what the upstreams list for `project` up to date, unless this
@@ -48,6 +57,10 @@ pub async fn refresh(state: &Arc<AppState>, project: &str) {
     // One refresh of a project at a time; the others then find it fresh.
     let lock = {
         let mut locks = pypi.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.len() > 1024 {
+            // Only locks someone holds or waits on are worth keeping.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
         locks.entry(project.to_string()).or_default().clone()
     };
     let _guard = lock.lock().await;
@@ -62,7 +75,7 @@ pub async fn refresh(state: &Arc<AppState>, project: &str) {
     };
     if local {
         for u in &pypi.upstreams {
-            mark_checked(u, project);
+            mark_checked(u, project, pypi.ttl);
         }
         return;
     }
@@ -72,7 +85,7 @@ pub async fn refresh(state: &Arc<AppState>, project: &str) {
         }
         match refresh_one(state, &upstream, project).await {
             Ok(changed) => {
-                mark_checked(&upstream, project);
+                mark_checked(&upstream, project, pypi.ttl);
                 if changed {
                     pypi.changed();
                 }
@@ -122,6 +135,10 @@ async fn refresh_one(state: &Arc<AppState>, upstream: &str, project: &str) -> Re
         return Ok(false);
     }
     if status == StatusCode::NOT_FOUND {
+        // Nothing listed before and nothing now: no change to write.
+        if known.is_none() {
+            return Ok(false);
+        }
         save(Vec::new(), None).await?;
         return Ok(true);
     }
@@ -147,9 +164,16 @@ async fn refresh_one(state: &Arc<AppState>, upstream: &str, project: &str) -> Re
     Ok(true)
 }
 
+/// A sha256 as 64 lowercase hex digits, or nothing: what an upstream gives
+/// is checked before it is trusted or written into a page.
+fn sha256_hex(text: &str) -> Option<String> {
+    (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| text.to_ascii_lowercase())
+}
+
 fn resolve(base: &reqwest::Url, href: &str) -> Option<(String, Option<String>)> {
     let url = base.join(href).ok()?;
-    let sha = url.fragment().and_then(|f| f.strip_prefix("sha256=")).map(str::to_string);
+    let sha = url.fragment().and_then(|f| f.strip_prefix("sha256=")).and_then(sha256_hex);
     let mut plain = url.clone();
     plain.set_fragment(None);
     Some((plain.to_string(), sha))
@@ -189,7 +213,7 @@ fn parse_json(
             let filename = f["filename"].as_str()?;
             let (url, fragment_sha) = resolve(base, f["url"].as_str()?)?;
             let mut r = row(upstream, project, filename, url)?;
-            r.sha256 = f["hashes"]["sha256"].as_str().map(str::to_string).or(fragment_sha);
+            r.sha256 = f["hashes"]["sha256"].as_str().and_then(sha256_hex).or(fragment_sha);
             r.size = f["size"].as_u64();
             r.upload_time = f["upload-time"].as_str().map(str::to_string);
             r.requires_python = f["requires-python"].as_str().map(str::to_string);
@@ -197,7 +221,7 @@ fn parse_json(
                 .get("core-metadata")
                 .or_else(|| f.get("dist-info-metadata"))
                 .and_then(|m| m["sha256"].as_str())
-                .map(str::to_string);
+                .and_then(sha256_hex);
             r.yanked = match &f["yanked"] {
                 serde_json::Value::Bool(true) => Some(String::new()),
                 serde_json::Value::String(reason) => Some(reason.clone()),
@@ -233,7 +257,7 @@ fn parse_html(body: &str, base: &reqwest::Url, upstream: &str, project: &str) ->
         r.requires_python = attr("data-requires-python");
         r.metadata_sha256 = attr("data-core-metadata")
             .or_else(|| attr("data-dist-info-metadata"))
-            .and_then(|m| m.strip_prefix("sha256=").map(str::to_string));
+            .and_then(|m| m.strip_prefix("sha256=").and_then(sha256_hex));
         r.yanked = attr("data-yanked");
         if r.yanked.is_none() && attrs.contains("data-yanked") {
             r.yanked = Some(String::new());
@@ -279,7 +303,7 @@ pub async fn fetch_and_keep(
     let expect: Option<larder::Digest> =
         expect.and_then(|hex| format!("sha256:{hex}").parse().ok());
     let (client_tx, client_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let (store_tx, store_rx) = tokio::sync::mpsc::channel::<Result<Bytes, crate::app::Upload>>(8);
+    let (store_tx, store_rx) = tokio::sync::mpsc::channel::<BodyPart>(8);
     // The store takes the bytes on a blocking thread, and keeps them only if
     // they are whole and right.
     let pool = state.pool.clone();
@@ -292,33 +316,75 @@ pub async fn fetch_and_keep(
         })
     });
     let metrics = state.metrics.clone();
+    let source = url.to_string();
     tokio::spawn(async move {
         let mut stream = response.bytes_stream();
         let mut client = Some(client_tx);
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
+        let mut store = Some(store_tx);
+        let mut hasher = larder::Hasher::new();
+        let mut total = 0u64;
+        // The last chunk waits until the whole file is known to be right, so
+        // a client never gets all of a file that does not match its hash.
+        let mut held: Option<Bytes> = None;
+        let failure = loop {
+            match stream.next().await {
+                Some(Ok(bytes)) => {
                     crate::metrics::Metrics::add(&metrics.bytes_out, bytes.len() as u64);
-                    if store_tx.send(Ok(bytes.clone())).await.is_err() {
-                        break;
+                    hasher.update(&bytes);
+                    total += bytes.len() as u64;
+                    // A store that fails does not stop the client being served.
+                    if let Some(tx) = &store
+                        && tx.send(BodyPart::Data(bytes.clone())).await.is_err()
+                    {
+                        store = None;
                     }
                     // A client that went away does not stop the copy being kept.
-                    if let Some(tx) = &client
-                        && tx.send(Ok(bytes)).await.is_err()
+                    if let Some(previous) = held.replace(bytes)
+                        && let Some(tx) = &client
+                        && tx.send(Ok(previous)).await.is_err()
                     {
                         client = None;
                     }
                 }
-                Err(e) => {
-                    let _ = store_tx.send(Err(crate::app::Upload::Broken(e.to_string()))).await;
-                    if let Some(tx) = &client {
-                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                Some(Err(e)) => break Some(format!("the upstream broke off ({e})")),
+                None => match length {
+                    Some(n) if n != total => {
+                        break Some(format!("the upstream sent {total} of {n} bytes"));
                     }
-                    break;
-                }
+                    _ => break None,
+                },
+            }
+            if client.is_none() && store.is_none() {
+                break Some("nobody is reading".to_string());
+            }
+        };
+        let got = hasher.finish();
+        let failure = failure.or_else(|| {
+            expect
+                .filter(|want| *want != got)
+                .map(|want| format!("{source} is {got}, not the {want} the index gives"))
+        });
+        if let Some(tx) = &store {
+            let end = match &failure {
+                None => BodyPart::End,
+                Some(why) => BodyPart::Failed(crate::app::Upload::Broken(why.clone())),
+            };
+            let _ = tx.send(end).await;
+        }
+        drop(store);
+        if let Some(tx) = &client {
+            let last = match &failure {
+                None => held.map(Ok),
+                Some(why) => Some(Err(std::io::Error::other(why.clone()))),
+            };
+            if let Some(item) = last {
+                let _ = tx.send(item).await;
             }
         }
-        drop(store_tx);
+        drop(client);
+        if let Some(why) = &failure {
+            tracing::warn!("not keeping {source}: {why}");
+        }
         match storing.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("not keeping a file from the upstream: {e}"),
@@ -347,20 +413,24 @@ mod tests {
     fn html_pages_of_other_indexes() {
         let base = reqwest::Url::parse("http://up.example/simple/pkg/").expect("url");
         let body = r#"<html><body>
-            <a href="../../packages/pkg-1.0-py3-none-any.whl#sha256=abc" data-requires-python="&gt;=3.8" data-dist-info-metadata="sha256=def">pkg-1.0-py3-none-any.whl</a><br/>
-            <a href="https://files.example/pkg-1.0.tar.gz" data-yanked>pkg-1.0.tar.gz</a>
+            <a href="../../packages/pkg-1.0-py3-none-any.whl#sha256=ABC{A}" data-requires-python="&gt;=3.8" data-dist-info-metadata="sha256={D}">pkg-1.0-py3-none-any.whl</a><br/>
+            <a href="https://files.example/pkg-1.0.tar.gz#sha256=abc&quot;&gt;&lt;script&gt;" data-yanked data-dist-info-metadata="sha256=def">pkg-1.0.tar.gz</a>
             <a href="other-1.0.tar.gz">other-1.0.tar.gz</a>
-        </body></html>"#;
-        let rows = parse_html(body, &base, "http://up.example/simple/", "pkg");
+        </body></html>"#
+            .replace("{A}", &"a".repeat(61))
+            .replace("{D}", &"d".repeat(64));
+        let rows = parse_html(&body, &base, "http://up.example/simple/", "pkg");
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert_eq!(
             rows[0].url.as_deref(),
             Some("http://up.example/packages/pkg-1.0-py3-none-any.whl")
         );
-        assert_eq!(rows[0].sha256.as_deref(), Some("abc"));
+        assert_eq!(rows[0].sha256, Some(format!("abc{}", "a".repeat(61))));
         assert_eq!(rows[0].requires_python.as_deref(), Some(">=3.8"));
-        assert_eq!(rows[0].metadata_sha256.as_deref(), Some("def"));
+        assert_eq!(rows[0].metadata_sha256, Some("d".repeat(64)));
         assert_eq!(rows[1].yanked.as_deref(), Some(""));
+        // Hashes that are not hashes are dropped, not copied into pages.
+        assert_eq!((rows[1].sha256.as_deref(), rows[1].metadata_sha256.as_deref()), (None, None));
         assert_eq!(rows[1].url.as_deref(), Some("https://files.example/pkg-1.0.tar.gz"));
     }
 }

@@ -27,10 +27,11 @@ impl Endpoint {
     /// Reads `http(s)://[user[:password]@]host[:port][/path]`; `Err` says
     /// what is wrong with it.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let shown = redact(url);
         let (scheme, rest) =
-            url.split_once("://").ok_or(format!("`{url}` has no scheme (http://)"))?;
+            url.split_once("://").ok_or(format!("`{shown}` has no scheme (http://)"))?;
         if scheme != "http" && scheme != "https" {
-            return Err(format!("`{url}` is not an http:// or https:// URL"));
+            return Err(format!("`{shown}` is not an http:// or https:// URL"));
         }
         let (authority, path) = match rest.split_once('/') {
             Some((a, p)) => (a, p.trim_end_matches('/')),
@@ -40,13 +41,13 @@ impl Endpoint {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        if host.is_empty() {
-            return Err(format!("`{url}` has no host"));
+        if host.is_empty() || host.contains(['?', '#', ' ']) {
+            return Err(format!("`{shown}` has no host"));
         }
         let (user, url_password) = match userinfo {
             Some(u) => match u.split_once(':') {
-                Some((user, pw)) => (Some(user.to_string()), Some(pw.to_string())),
-                None => (Some(u.to_string()), None),
+                Some((user, pw)) => (Some(percent_decode(user)), Some(percent_decode(pw))),
+                None => (Some(percent_decode(u)), None),
             },
             None => (None, None),
         };
@@ -88,6 +89,40 @@ impl Endpoint {
     }
 }
 
+/// `url` with any password in it replaced, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `%XX` escapes decoded (a password may hold `@` or `:` that way).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +140,12 @@ mod tests {
         assert!(Endpoint::parse("http://").is_err());
         let e = Endpoint::parse("http://a@h:1").expect("parse");
         assert!(!format!("{e:?}").contains("s3cret"));
+        // Escapes in the credentials are decoded, and round-trip.
+        let e = Endpoint::parse("http://al%40ice:p%3Aw%2F@h/x").expect("parse");
+        assert_eq!((e.user.as_deref(), e.password.as_deref()), (Some("al@ice"), Some("p:w/")));
+        assert_eq!(e.with_credentials(), "http://al%40ice:p%3Aw%2F@h/x");
+        // A password never shows in an error.
+        let why = Endpoint::parse("ftp://bob:s3cret@h").expect_err("ftp");
+        assert!(why.contains("bob:***@h") && !why.contains("s3cret"), "{why}");
     }
 }

@@ -26,6 +26,8 @@ pub struct LarderHttp {
     user: Option<String>,
     password: Option<String>,
     client: Client,
+    /// The client's timeout, which an upload stretches by its size.
+    timeout: std::time::Duration,
 }
 
 impl LarderHttp {
@@ -47,6 +49,7 @@ impl LarderHttp {
             user: endpoint.user,
             password: endpoint.password,
             client,
+            timeout: fetch.timeout,
         })
     }
 
@@ -159,7 +162,12 @@ impl Remote for LarderHttp {
         }
         let what = format!("uploading {digest}");
         let body = reqwest::blocking::Body::sized(file, size);
-        let request = self.client.put(self.url(&Target::Digest(*digest))).body(body);
+        // The client's timeout covers a whole request, body and all: an
+        // upload gets as long as it needs at 64 KiB/s, the slowest uplink
+        // worth waiting for.
+        let allowed = self.timeout + std::time::Duration::from_secs(size / (64 << 10));
+        let request =
+            self.client.put(self.url(&Target::Digest(*digest))).body(body).timeout(allowed);
         let response = self.send(request, &what)?;
         if response.status().is_success() { Ok(true) } else { Err(self.refused(response, &what)) }
     }
