@@ -364,7 +364,7 @@ async fn load(
         .run(move |store| {
             // Taken before the lookup, so an entry read under a version that
             // then changed is never kept.
-            let version = hot.version().ok();
+            let version = hot.version();
             let Some(mut found) = store.lookup(&target)? else { return Ok(None) };
             // Bytes are served only once they hashed right since their file
             // last changed; a corrupt blob is quarantined and is a miss.

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use larder::{Digest, Error, Store, Target};
+use larder::{Digest, Store, Target};
 
 /// A blob in memory, with the headers of a whole-body answer made once.
 pub struct Hot {
@@ -24,6 +24,9 @@ pub struct Hot {
 pub struct HotCache {
     max_bytes: usize,
     watch: Mutex<Store>,
+    /// Set while the watching handle writes (which may wait on SQLite's
+    /// lock): lookups then miss rather than wait on an async thread.
+    writing: std::sync::atomic::AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -51,30 +54,35 @@ fn cost(target: &Target, hot: &Hot) -> usize {
 
 impl HotCache {
     pub fn new(watch: Store, max_bytes: usize) -> HotCache {
-        HotCache { max_bytes, watch: Mutex::new(watch), inner: Mutex::default() }
+        HotCache {
+            max_bytes,
+            watch: Mutex::new(watch),
+            writing: std::sync::atomic::AtomicUsize::new(0),
+            inner: Mutex::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The index's version now; waits while the watching handle writes, so
-    /// only for blocking threads.
-    pub fn version(&self) -> Result<i64, Error> {
-        self.watch.lock().unwrap_or_else(|p| p.into_inner()).changes()
+    /// The index's version now, or `None` while the watching handle writes
+    /// (then nothing is served from memory or kept in it, and nobody waits).
+    pub fn version(&self) -> Option<i64> {
+        if self.writing.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return None;
+        }
+        self.watch.lock().unwrap_or_else(|p| p.into_inner()).changes().ok()
     }
 
     /// The blob `target` names, if it is in memory and nothing changed since.
-    /// Never waits: while the watching handle is busy writing, it is a miss.
+    /// Waits only on other lookups (a microsecond each), never on a write:
+    /// while the watching handle writes, it is a miss.
     pub fn get(&self, target: &Target) -> Option<std::sync::Arc<Hot>> {
         if self.max_bytes == 0 {
             return None;
         }
-        let version = match self.watch.try_lock() {
-            Ok(store) => store.changes().ok()?,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().changes().ok()?,
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let version = self.version()?;
         let mut inner = self.lock();
         if inner.version != version {
             inner.map.clear();
@@ -116,6 +124,14 @@ impl HotCache {
     /// Runs `f` with the watching handle (for writes that must not count as
     /// changes: the reads recorded).
     pub fn with_watch<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        struct Writing<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Writing<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Release);
+            }
+        }
+        self.writing.fetch_add(1, std::sync::atomic::Ordering::Release);
+        let _writing = Writing(&self.writing);
         f(&self.watch.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
