@@ -427,7 +427,12 @@ impl Config {
         for (remote, origin) in &remotes {
             settings.push(Setting {
                 key: "remote",
-                value: format!("{} {} ({})", remote.name, remote.url, remote.mode.name()),
+                value: format!(
+                    "{} {} ({})",
+                    remote.name,
+                    crate::remote::redact(&remote.url),
+                    remote.mode.name()
+                ),
                 origin: origin.clone(),
             });
         }

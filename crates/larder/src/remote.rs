@@ -2,9 +2,12 @@
 //! fill the local tier; writes go to those that accept writes. Each backend
 //! implements [`Remote`]; [`open`] makes one from its configuration.
 
+pub mod conformance;
 mod endpoint;
 mod larder_http;
+pub mod layout;
 mod netrc;
+mod object;
 
 use std::fs::File;
 use std::io::Read;
@@ -15,8 +18,9 @@ use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Target;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, redact};
 pub use larder_http::LarderHttp;
+pub use object::ObjectRemote;
 
 /// What a remote tier may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -54,6 +58,13 @@ pub struct RemoteConfig {
     /// What it may be used for [default: write-through].
     #[serde(default = "default_mode")]
     pub mode: RemoteMode,
+    /// An object store's endpoint, for S3-compatible servers other than AWS
+    /// (`http://127.0.0.1:3900`), or a GCS or Azure emulator.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// An S3 region [default: AWS_REGION, or us-east-1].
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -63,6 +74,8 @@ impl std::fmt::Debug for RemoteConfig {
             .field("name", &self.name)
             .field("url", &endpoint::redact(&self.url))
             .field("mode", &self.mode)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
             .finish()
     }
 }
@@ -101,7 +114,19 @@ pub struct RemoteStats {
     pub capacity: Option<u64>,
 }
 
-/// A store behind the local tier.
+/// What a remote can do besides reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It takes blobs and keys.
+    pub write: bool,
+    /// It removes them.
+    pub delete: bool,
+    /// It lists its keys.
+    pub list: bool,
+}
+
+/// A store behind the local tier. Every backend passes
+/// [`conformance::run`].
 pub trait Remote: Send + Sync {
     /// Its configured name.
     fn name(&self) -> &str;
@@ -125,6 +150,15 @@ pub trait Remote: Send + Sync {
     /// Binds `key` to the blob `digest`, which the remote must hold.
     fn bind(&self, key: &str, digest: &Digest) -> Result<()>;
 
+    /// Removes a key (not its blob) or a blob; whether it was there.
+    fn delete(&self, target: &Target) -> Result<bool>;
+
+    /// The keys that start with `prefix`, in order.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+
     /// The remote's own figures, if it can tell.
     fn stats(&self) -> Result<RemoteStats>;
 }
@@ -134,11 +168,13 @@ pub fn open(config: &RemoteConfig, fetch: &crate::build::FetchOptions) -> Result
     let scheme = config.url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "http" | "https" => Ok(Box::new(LarderHttp::new(config, fetch)?)),
+        s if object::SCHEMES.contains(&s) => Ok(Box::new(ObjectRemote::new(config, fetch)?)),
         _ => Err(Error::new(
             ErrorKind::Config,
             format!(
-                "remote {}: `{}` is not a URL larder can use; a larder server is http://HOST:PORT or https://HOST:PORT",
-                config.name, config.url
+                "remote {}: `{}` is not a URL larder can use: a larder server (http://HOST:PORT), s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, azblob://CONTAINER/PREFIX, webdav://HOST/PATH or file:///PATH",
+                config.name,
+                endpoint::redact(&config.url)
             ),
         )),
     }

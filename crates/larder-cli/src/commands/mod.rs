@@ -10,6 +10,7 @@ mod ls;
 mod pin;
 mod push;
 mod put;
+mod remote;
 mod rm;
 mod serve;
 mod stats;
@@ -61,6 +62,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Python wheels: install from a larder server, building and uploading what it lacks
     Wheels(wheels::Args),
+    /// The remote tiers: list them, check that they work
+    Remote(remote::Args),
     /// Print the effective configuration and where each value came from
     Config(config::Args),
 }
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Put(args) => put::run(&ctx, args),
         Command::Push(args) => push::run(&ctx, args),
+        Command::Remote(args) => remote::run(&ctx, args),
         Command::Get(args) => get::run(&ctx, args),
         Command::Has(args) => has::run(&ctx, args),
         Command::Rm(args) => rm::run(&ctx, args),

@@ -105,7 +105,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// `%XX` escapes decoded (a password may hold `@` or `:` that way).
-fn percent_decode(text: &str) -> String {
+pub(super) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -11,7 +11,7 @@ use std::fs::File;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 
-use super::{Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
+use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
 use crate::build::FetchOptions;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -183,6 +183,71 @@ impl Remote for LarderHttp {
         if response.status().is_success() { Ok(()) } else { Err(self.refused(response, &what)) }
     }
 
+    fn delete(&self, target: &Target) -> Result<bool> {
+        let what = format!("removing {}", describe(target));
+        let response = self.send(self.client.delete(self.url(target)), &what)?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.refused(response, &what)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        // The server's WebDAV door: one PROPFIND (Depth 1) per folder.
+        let base_path = self
+            .base
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+            .unwrap_or_default();
+        let start = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        let mut folders = vec![start.to_string()];
+        let mut keys = Vec::new();
+        while let Some(folder) = folders.pop() {
+            let what = format!("listing {}", if folder.is_empty() { "/" } else { &folder });
+            let method = reqwest::Method::from_bytes(b"PROPFIND")
+                .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+            let url = format!("{}/{}", self.base, encode_path(&folder));
+            let request = self.client.request(method, url).header("depth", "1");
+            let response = self.send(request, &what)?;
+            match response.status().as_u16() {
+                207 => {}
+                404 => continue,
+                _ => return Err(self.refused(response, &what)),
+            }
+            let body = response.text().map_err(|e| {
+                Error::new(ErrorKind::Io, format!("remote {}: {what}: {e}", self.name))
+            })?;
+            for href in hrefs(&body) {
+                let Some(path) = href.strip_prefix(&base_path).and_then(|p| p.strip_prefix('/'))
+                else {
+                    continue;
+                };
+                if path == folder {
+                    continue;
+                }
+                if path.ends_with('/') {
+                    // Only folders that may hold keys with the prefix.
+                    if path.starts_with(prefix) || prefix.starts_with(path) {
+                        folders.push(path.to_string());
+                    }
+                } else if path.starts_with(prefix) {
+                    keys.push(path.to_string());
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { write: true, delete: true, list: true }
+    }
+
     fn stats(&self) -> Result<RemoteStats> {
         let what = "reading its status";
         let response = self.send(self.client.get(format!("{}/status", self.base)), what)?;
@@ -202,6 +267,25 @@ impl Remote for LarderHttp {
 
 fn header_digest(response: &Response) -> Option<Digest> {
     response.headers().get("x-larder-digest")?.to_str().ok()?.parse().ok()
+}
+
+/// The paths of a multistatus answer, decoded.
+fn hrefs(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<D:href>") {
+        rest = &rest[start + 8..];
+        let Some(end) = rest.find("</D:href>") else { break };
+        let raw = rest[..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&");
+        out.push(super::endpoint::percent_decode(&raw));
+        rest = &rest[end..];
+    }
+    out
 }
 
 fn describe(target: &Target) -> String {

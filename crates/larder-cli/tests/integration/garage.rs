@@ -1,0 +1,152 @@
+//! A real S3 server for the tests: Garage, single node, on free ports of
+//! 127.0.0.1, with one bucket and one key that may use it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::TestDir;
+
+/// A running Garage.
+pub struct Garage {
+    child: Child,
+    config: PathBuf,
+    /// `http://127.0.0.1:PORT`, the S3 API.
+    pub endpoint: String,
+    /// The bucket made for the test.
+    pub bucket: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+/// The garage binary the test command installed.
+fn binary() -> PathBuf {
+    let path = std::env::var_os("LARDER_TEST_GARAGE").expect(
+        "LARDER_TEST_GARAGE names the garage binary; run the tests with scripts/test, which installs it",
+    );
+    PathBuf::from(path)
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Garage {
+    /// Starts Garage in a folder of `t`, with the bucket `larder`.
+    pub fn start(t: &TestDir) -> Garage {
+        let dir = t.path().join("garage");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+        let secret: String =
+            (0..32).map(|i| format!("{:02x}", (i * 37 + s3 as usize) % 256)).collect();
+        let config = dir.join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n\
+                 [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\nadmin_token = \"test-token\"\n",
+                d = dir.display()
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.join("garage.log")).expect("log");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&config)
+            .arg("server")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start garage");
+        let mut garage = Garage {
+            child,
+            config,
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            bucket: "larder".into(),
+            key_id: String::new(),
+            secret: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !garage.cli(&["status"]).status.success() {
+            assert!(Instant::now() < deadline, "garage did not start: {}", garage.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let id = garage.ok(&["node", "id", "-q"]);
+        let node = id.trim().split('@').next().expect("node id").to_string();
+        garage.ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        garage.ok(&["layout", "apply", "--version", "1"]);
+        garage.ok(&["bucket", "create", "larder"]);
+        garage.ok(&["key", "create", "larder-key"]);
+        let info = garage.ok(&["key", "info", "larder-key", "--show-secret"]);
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no {name} in {info}"))
+        };
+        garage.key_id = field("Key ID:");
+        garage.secret = field("Secret key:");
+        garage.ok(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            "larder",
+            "--key",
+            "larder-key",
+        ]);
+        // The S3 API answers once the layout is in force.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(garage.endpoint.trim_start_matches("http://")).is_err() {
+            assert!(Instant::now() < deadline, "garage's S3 API did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        garage
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary()).arg("-c").arg(&self.config).args(args).output().expect("garage")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log(&self) -> String {
+        let dir = self.config.parent().unwrap_or(Path::new("."));
+        std::fs::read_to_string(dir.join("garage.log")).unwrap_or_default()
+    }
+
+    /// The AWS variables a client needs, to set on a command.
+    pub fn env(&self) -> [(&'static str, String); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
+            ("AWS_REGION", "garage".to_string()),
+        ]
+    }
+
+    /// Stops the server (the S3 API goes down).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,156 @@
+//! Remote tiers of every kind behind the local store: each passes the
+//! conformance suite (`larder remote check`) against the real thing (Garage
+//! for S3, `larder serve` for WebDAV and larder servers), and a put on one
+//! home is a get on a cold one.
+
+use crate::garage::Garage;
+use crate::serve::Served;
+use crate::util::{TestDir, bytes};
+
+/// Writes `t`'s user configuration with these `[[remote]]` tables.
+fn remotes(t: &TestDir, tables: &[&str]) {
+    let text: String = tables.iter().map(|r| format!("[[remote]]\n{r}\n")).collect();
+    t.file("user/.config/larder/config.toml", text);
+}
+
+/// `larder` in `t` with Garage's credentials in its environment.
+fn with_garage(t: &TestDir, g: &Garage, args: &[&str]) -> crate::util::Run {
+    let mut cmd = t.command();
+    for (k, v) in g.env() {
+        cmd.env(k, v);
+    }
+    t.run_with(cmd.args(args))
+}
+
+#[test]
+fn every_kind_of_remote_passes_the_conformance_suite() {
+    let t = TestDir::new();
+    let server = TestDir::new();
+    let s = Served::start(&server, &[]);
+    let garage = Garage::start(&t);
+    let folder = t.path().join("shared-folder");
+    remotes(
+        &t,
+        &[
+            &format!("name = \"server\"\nurl = \"{}\"", s.url),
+            &format!("name = \"dav\"\nurl = \"webdav://{}/dav/root\"", s.addr),
+            &format!(
+                "name = \"s3\"\nurl = \"s3://{}/some/prefix\"\nendpoint = \"{}\"\nregion = \"garage\"",
+                garage.bucket, garage.endpoint
+            ),
+            &format!("name = \"folder\"\nurl = \"file://{}\"", folder.display()),
+        ],
+    );
+    let out = with_garage(&t, &garage, &["remote", "check", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    for row in rows.as_array().expect("rows") {
+        assert_eq!(row["ok"], true, "{row}");
+    }
+    assert_eq!(rows.as_array().map(Vec::len), Some(4), "{rows}");
+    assert_eq!(out.code, 0, "{out:#?}");
+    let listed = t.run(&["remote", "ls"]).ok();
+    assert!(
+        listed.contains("s3://larder/some/prefix") && listed.contains("write-through"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn an_s3_remote_fills_a_cold_home_and_a_corrupt_copy_is_never_served() {
+    let t = TestDir::new();
+    let garage = Garage::start(&t);
+    let table = format!(
+        "name = \"s3\"\nurl = \"s3://{}/team\"\nendpoint = \"{}\"\nregion = \"garage\"",
+        garage.bucket, garage.endpoint
+    );
+    remotes(&t, &[&table]);
+    let data = bytes(11, 3_000_000);
+    let f = t.file("model.bin", &data);
+    let digest = with_garage(
+        &t,
+        &garage,
+        &["put", "--upload", f.to_str().expect("utf-8"), "--key", "models/v3"],
+    )
+    .ok();
+    let digest = digest.trim().to_string();
+    // A cold home gets it by key and by digest, and keeps it.
+    let cold = |args: &[&str]| {
+        let mut cmd = t.command();
+        cmd.env("LARDER_HOME", t.path().join("cold"));
+        for (k, v) in garage.env() {
+            cmd.env(k, v);
+        }
+        t.run_with(cmd.args(args))
+    };
+    assert_eq!(cold(&["has", "--where", "models/v3"]).ok(), "s3\n");
+    let out = t.path().join("out.bin");
+    cold(&["get", "models/v3", "-o", out.to_str().expect("utf-8")]).ok();
+    assert!(std::fs::read(&out).expect("out") == data);
+    assert_eq!(cold(&["has", "--where", &digest]).ok(), "local\ns3\n");
+
+    // Bytes changed in the bucket: refused and not kept.
+    let other = bytes(12, 1000);
+    let g = t.file("g.bin", &other);
+    let d2 = with_garage(&t, &garage, &["put", "--upload", g.to_str().expect("utf-8")]).ok();
+    let d2 = d2.trim().to_string();
+    let hex = d2.trim_start_matches("sha256:");
+    let path = format!("team/cas/sha256/{}/{hex}", &hex[..2]);
+    overwrite_object(&garage, &path, b"not what the digest says");
+    let err = cold(&["get", &d2, "-o", "-"]).fails(3);
+    assert!(err.contains("remote s3") && err.contains("corrupt"), "{err}");
+    assert_eq!(cold(&["has", "--local", &d2]).code, 1);
+}
+
+/// Writes `bytes` at `path` in Garage's bucket behind larder's back, with
+/// the AWS command line.
+fn overwrite_object(garage: &Garage, path: &str, bytes: &[u8]) {
+    let t = TestDir::new();
+    let f = t.file("x", bytes);
+    let binary = std::env::var_os("LARDER_TEST_AWS")
+        .expect("LARDER_TEST_AWS names the aws command; run the tests with scripts/test");
+    let mut aws = std::process::Command::new(binary);
+    aws.args(["--endpoint-url", &garage.endpoint, "s3", "cp"])
+        .arg(&f)
+        .arg(format!("s3://{}/{path}", garage.bucket));
+    for (k, v) in garage.env() {
+        aws.env(k, v);
+    }
+    crate::pyproject::run_ok(aws);
+}
+
+#[test]
+fn s3_faults_are_clear_errors_and_the_local_tier_keeps_working() {
+    let t = TestDir::new();
+    let mut garage = Garage::start(&t);
+    let table = |bucket: &str| {
+        format!(
+            "name = \"s3\"\nurl = \"s3://{bucket}/p\"\nendpoint = \"{}\"\nregion = \"garage\"",
+            garage.endpoint
+        )
+    };
+    let f = t.file("a.bin", "some bytes");
+    let f = f.to_str().expect("utf-8");
+    // A missing bucket.
+    remotes(&t, &[&table("no-such-bucket")]);
+    let err = with_garage(&t, &garage, &["put", "--upload", f]).fails(2);
+    assert!(
+        err.contains("remote s3") && err.contains("bucket") && err.contains("does not exist"),
+        "{err}"
+    );
+    // Wrong credentials.
+    remotes(&t, &[&table(&garage.bucket)]);
+    let mut cmd = t.command();
+    cmd.env("AWS_ACCESS_KEY_ID", "GKnotakey").env("AWS_SECRET_ACCESS_KEY", "nope");
+    let err = t.run_with(cmd.args(["put", "--upload", f])).fails(5);
+    assert!(err.contains("remote s3") && err.contains("credentials"), "{err}");
+    // No credentials at all: the same kind of answer.
+    let err = t.run(&["get", "never/there", "-o", "-"]).fails(5);
+    assert!(err.contains("remote s3") && err.contains("credentials"), "{err}");
+    // Up: works. Down: a clear error, and local hits still work.
+    with_garage(&t, &garage, &["put", "--upload", f, "--key", "k"]).ok();
+    garage.stop();
+    let err = with_garage(&t, &garage, &["get", "elsewhere", "-o", "-"]);
+    assert_eq!(err.code, 6, "{err:#?}");
+    assert!(err.stderr.contains("remote s3"), "{err:#?}");
+    assert_eq!(with_garage(&t, &garage, &["get", "k", "-o", "-"]).ok(), "some bytes");
+}

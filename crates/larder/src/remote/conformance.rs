@@ -1,0 +1,222 @@
+//! The behaviour every [`Remote`] backend must have, as one suite that runs
+//! against any of them: the file system in the library's tests, and a real
+//! S3 server (Garage), WebDAV and a larder server in the integration tests.
+//! It works under a fresh prefix of keys and with fresh blobs, so that it can
+//! run against a remote that holds other things.
+
+use std::io::{Read, Write};
+
+use super::Remote;
+use crate::digest::Digest;
+use crate::store::Target;
+
+/// Runs the suite; `Err` says which expectation failed.
+pub fn run(remote: &dyn Remote) -> Result<(), String> {
+    let nonce = nonce();
+    let prefix = format!("conformance-{nonce}/");
+    let caps = remote.capabilities();
+    let writable = caps.write && remote.mode().writable();
+    let small = format!("small blob {nonce}\n").into_bytes();
+    let other = format!("another blob {nonce}\n").into_bytes();
+    // Larger than a part of a multipart upload, and not a whole number of them.
+    let large: Vec<u8> = (0..(40u64 << 20) + 12_345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ nonce as u8)
+        .collect();
+    let (d_small, d_other, d_large) = (Digest::of(&small), Digest::of(&other), Digest::of(&large));
+
+    // A miss is `None`, not an error.
+    expect(remote.open(&Target::Digest(d_small)).map(|b| b.is_none()), "open of a missing blob")?;
+    expect(remote.head(&Target::Digest(d_small)).map(|e| e.is_none()), "head of a missing blob")?;
+    let missing_key = Target::Key(format!("{prefix}missing"));
+    expect(remote.open(&missing_key).map(|b| b.is_none()), "open of a missing key")?;
+    expect(remote.head(&missing_key).map(|e| e.is_none()), "head of a missing key")?;
+    if !writable {
+        return Ok(());
+    }
+
+    // Put if absent: the first upload sends, the second does not.
+    expect(upload(remote, &small), "the first upload sends the bytes")?;
+    expect(
+        upload(remote, &small).map(|sent| !sent),
+        "a second upload of the same blob is skipped",
+    )?;
+    let entry = remote.head(&Target::Digest(d_small)).map_err(|e| e.to_string())?;
+    check(entry.and_then(|e| e.size), Some(small.len() as u64), "head's size of a blob")?;
+    check(
+        read(remote, &Target::Digest(d_small))?,
+        Some((small.clone(), Some(d_small))),
+        "a blob read back",
+    )?;
+
+    // Large blobs stream both ways.
+    expect(upload(remote, &large), "the upload of a large blob")?;
+    match read(remote, &Target::Digest(d_large))? {
+        Some((bytes, _)) if bytes == large => {}
+        Some((bytes, _)) => {
+            return Err(format!("a large blob came back as {} other bytes", bytes.len()));
+        }
+        None => return Err("a large blob uploaded is not there".into()),
+    }
+
+    // Keys: bound, read with their digest, rebound, nested.
+    let key = format!("{prefix}a");
+    let nested = format!("{prefix}a/b");
+    let deep = format!("{prefix}x/y/z.tar.gz");
+    expect(upload(remote, &other).map(|_| true), "an upload")?;
+    for (k, d) in [(&key, d_small), (&nested, d_other), (&deep, d_large)] {
+        remote.bind(k, &d).map_err(|e| format!("binding {k}: {e}"))?;
+    }
+    check(
+        read(remote, &Target::Key(key.clone()))?,
+        Some((small.clone(), Some(d_small))),
+        "a key read back",
+    )?;
+    check(
+        read(remote, &Target::Key(nested.clone()))?,
+        Some((other.clone(), Some(d_other))),
+        "a key under a key's name read back",
+    )?;
+    let entry = remote.head(&Target::Key(deep.clone())).map_err(|e| e.to_string())?;
+    check(entry.and_then(|e| e.digest), Some(d_large), "head's digest of a key")?;
+    remote.bind(&key, &d_other).map_err(|e| format!("rebinding {key}: {e}"))?;
+    check(
+        read(remote, &Target::Key(key.clone()))?,
+        Some((other.clone(), Some(d_other))),
+        "a rebound key read back",
+    )?;
+
+    if caps.list {
+        let listed = remote.list(&prefix).map_err(|e| format!("listing {prefix}: {e}"))?;
+        let mut want = vec![key.clone(), nested.clone(), deep.clone()];
+        want.sort();
+        check(listed, want, "the keys listed under the prefix")?;
+        let listed = remote.list(&format!("{prefix}x/")).map_err(|e| e.to_string())?;
+        check(listed, vec![deep.clone()], "the keys listed under a folder")?;
+        let listed = remote.list(&format!("{prefix}a/")).map_err(|e| e.to_string())?;
+        check(listed, vec![nested.clone()], "the keys under a key's name")?;
+    }
+
+    if caps.delete {
+        // A key removed is a miss; so is a key whose blob was removed.
+        check(
+            remote.delete(&Target::Key(nested.clone())).map_err(|e| e.to_string())?,
+            true,
+            "removing a key",
+        )?;
+        expect(remote.open(&Target::Key(nested.clone())).map(|b| b.is_none()), "a removed key")?;
+        check(
+            remote.delete(&Target::Key(nested.clone())).map_err(|e| e.to_string())?,
+            false,
+            "removing it again",
+        )?;
+        check(
+            remote.delete(&Target::Digest(d_large)).map_err(|e| e.to_string())?,
+            true,
+            "removing a blob",
+        )?;
+        expect(remote.open(&Target::Digest(d_large)).map(|b| b.is_none()), "a removed blob")?;
+        expect(
+            remote.open(&Target::Key(deep.clone())).map(|b| b.is_none()),
+            "a key whose blob was removed",
+        )?;
+        // Clean up what is left.
+        for k in [&key, &deep] {
+            remote.delete(&Target::Key(k.clone())).map_err(|e| e.to_string())?;
+        }
+        for d in [d_small, d_other] {
+            remote.delete(&Target::Digest(d)).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn nonce() -> u64 {
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    time ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Uploads `bytes` through a temporary file; whether bytes were sent.
+fn upload(remote: &dyn Remote, bytes: &[u8]) -> crate::Result<bool> {
+    let mut file = tempfile_in_tmp()?;
+    file.write_all(bytes).map_err(|e| crate::Error::new(crate::ErrorKind::Io, e.to_string()))?;
+    let file = reopen(file)?;
+    remote.upload(&Digest::of(bytes), file, bytes.len() as u64)
+}
+
+fn tempfile_in_tmp() -> crate::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(format!("larder-conformance-{}", nonce()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| crate::Error::new(crate::ErrorKind::Io, e.to_string()))?;
+    // Unlinked at once: the open file is all that is needed.
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
+fn reopen(mut file: std::fs::File) -> crate::Result<std::fs::File> {
+    use std::io::Seek;
+    file.rewind().map_err(|e| crate::Error::new(crate::ErrorKind::Io, e.to_string()))?;
+    Ok(file)
+}
+
+/// Bytes read back, with the digest the remote gave for them.
+type ReadBack = Option<(Vec<u8>, Option<Digest>)>;
+
+/// The bytes and the digest the remote gave for `target`.
+fn read(remote: &dyn Remote, target: &Target) -> Result<ReadBack, String> {
+    let Some(mut blob) = remote.open(target).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    blob.reader.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(Some((bytes, blob.digest)))
+}
+
+fn expect(got: crate::Result<bool>, what: &str) -> Result<(), String> {
+    match got {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("{what}: not as expected")),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+fn check<T: PartialEq + std::fmt::Debug>(got: T, want: T, what: &str) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        let show = |v: &T| {
+            let text = format!("{v:?}");
+            if text.len() > 200 { format!("{}…", &text[..200]) } else { text }
+        };
+        Err(format!("{what}: got {}, want {}", show(&got), show(&want)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_system_backend_conforms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = crate::remote::RemoteConfig {
+            name: "fs".into(),
+            url: format!("file://{}/remote", dir.path().display()),
+            mode: crate::remote::RemoteMode::WriteThrough,
+            endpoint: None,
+            region: None,
+        };
+        let remote =
+            crate::remote::open(&config, &crate::build::FetchOptions::default()).expect("open");
+        run(remote.as_ref()).expect("conformance");
+        // Nothing half-written is left in the folder.
+        let tmp = dir.path().join("remote/.tmp");
+        assert_eq!(std::fs::read_dir(tmp).expect("tmp").count(), 0);
+    }
+}

@@ -1,0 +1,510 @@
+//! Object stores and file systems as remote tiers, through Apache OpenDAL:
+//! `s3://BUCKET/PREFIX` (any S3-compatible endpoint, path style), `gs://`,
+//! `azblob://CONTAINER/PREFIX`, `webdav://HOST[:PORT]/PATH` (`webdavs://`
+//! for https) and `file:///PATH`. What lives there is laid out by
+//! [`super::layout`]. OpenDAL stays behind this file: nothing else in larder
+//! names it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
+
+use opendal::blocking;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::options::{ListOptions, WriteOptions};
+use opendal::services;
+
+use super::layout;
+use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
+use crate::build::FetchOptions;
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::Target;
+
+/// The runtime OpenDAL's blocking operators run on: one per process, made
+/// when the first object remote is opened.
+static RUNTIME: LazyLock<std::result::Result<tokio::runtime::Runtime, String>> =
+    LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("larder-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    });
+
+/// Bytes per part of a large upload, and parts sent at once.
+const PART: usize = 16 << 20;
+const PARTS_AT_ONCE: usize = 4;
+
+/// The URL schemes this backend takes.
+pub const SCHEMES: &[&str] = &["s3", "gs", "gcs", "azblob", "webdav", "webdavs", "file"];
+
+/// A remote tier in an object store or a file system.
+pub struct ObjectRemote {
+    name: String,
+    mode: RemoteMode,
+    location: String,
+    op: blocking::Operator,
+    /// Whether it lives in a bucket or container (which must exist) rather
+    /// than a folder (made by the first write).
+    bucketed: bool,
+    /// Whether the bucket was found, checked once, so that a missing bucket
+    /// is an error and not a miss.
+    checked: OnceLock<std::result::Result<(), (ErrorKind, String)>>,
+    /// For WebDAV, which OpenDAL writes in one piece from memory: a client
+    /// that streams a blob's file in one PUT instead.
+    dav: Option<DavUpload>,
+}
+
+/// Streams uploads to a WebDAV server.
+struct DavUpload {
+    /// `http(s)://host[:port]/root/`, with a final `/`.
+    base: String,
+    user: Option<String>,
+    password: Option<String>,
+    client: reqwest::blocking::Client,
+    timeout: Duration,
+}
+
+impl ObjectRemote {
+    /// The remote a configuration entry describes.
+    pub fn new(config: &RemoteConfig, fetch: &FetchOptions) -> Result<ObjectRemote> {
+        // OpenDAL's HTTP services need their transport installed, once.
+        static TRANSPORT: std::sync::Once = std::sync::Once::new();
+        TRANSPORT.call_once(opendal::install_default);
+        let bad =
+            |why: String| Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name));
+        let (scheme, rest) = config.url.split_once("://").ok_or_else(|| {
+            bad(format!("`{}` has no scheme", super::endpoint::redact(&config.url)))
+        })?;
+        let (authority, path) = match rest.split_once('/') {
+            Some((a, p)) => (a, p.trim_matches('/')),
+            None => (rest, ""),
+        };
+        let root = format!("/{path}/").replace("//", "/");
+        let mut dav = None;
+        let operator = match scheme {
+            "s3" => {
+                if authority.is_empty() {
+                    return Err(bad("an s3:// URL names a bucket: s3://BUCKET/PREFIX".into()));
+                }
+                let region = config
+                    .region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".to_string());
+                let mut builder =
+                    services::S3::default().bucket(authority).root(&root).region(&region);
+                if let Some(endpoint) = &config.endpoint {
+                    builder = builder.endpoint(endpoint);
+                }
+                opendal::Operator::new(builder)
+            }
+            "gs" | "gcs" => {
+                if authority.is_empty() {
+                    return Err(bad("a gs:// URL names a bucket: gs://BUCKET/PREFIX".into()));
+                }
+                let mut builder = services::Gcs::default().bucket(authority).root(&root);
+                if let Some(endpoint) = &config.endpoint {
+                    builder = builder.endpoint(endpoint);
+                }
+                opendal::Operator::new(builder)
+            }
+            "azblob" => {
+                if authority.is_empty() {
+                    return Err(bad(
+                        "an azblob:// URL names a container: azblob://CONTAINER/PREFIX".into(),
+                    ));
+                }
+                let mut builder = match std::env::var("AZURE_STORAGE_CONNECTION_STRING") {
+                    Ok(conn) if !conn.is_empty() => services::Azblob::from_connection_string(&conn)
+                        .map_err(|e| bad(format!("AZURE_STORAGE_CONNECTION_STRING: {e}")))?,
+                    _ => services::Azblob::default(),
+                };
+                builder = builder.container(authority).root(&root);
+                let account = std::env::var("AZURE_STORAGE_ACCOUNT").ok();
+                if let Some(account) = &account {
+                    builder = builder.account_name(account);
+                }
+                if let Ok(key) = std::env::var("AZURE_STORAGE_KEY") {
+                    builder = builder.account_key(&key);
+                }
+                match (&config.endpoint, &account) {
+                    (Some(endpoint), _) => builder = builder.endpoint(endpoint),
+                    (None, Some(account)) => {
+                        builder =
+                            builder.endpoint(&format!("https://{account}.blob.core.windows.net"));
+                    }
+                    (None, None) => {}
+                }
+                opendal::Operator::new(builder)
+            }
+            "webdav" | "webdavs" => {
+                let http = if scheme == "webdav" { "http" } else { "https" };
+                let endpoint =
+                    super::Endpoint::parse(&format!("{http}://{authority}")).map_err(&bad)?;
+                let client = reqwest::blocking::Client::builder()
+                    .connect_timeout(fetch.timeout)
+                    .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| bad(format!("cannot start an http client: {e}")))?;
+                dav = Some(DavUpload {
+                    base: format!("{}{root}", endpoint.base),
+                    user: endpoint.user.clone(),
+                    password: endpoint.password.clone(),
+                    client,
+                    timeout: fetch.timeout,
+                });
+                let mut builder = services::Webdav::default().endpoint(&endpoint.base).root(&root);
+                if let Some(user) = &endpoint.user {
+                    builder = builder.username(user);
+                }
+                if let Some(password) = &endpoint.password {
+                    builder = builder.password(password);
+                }
+                opendal::Operator::new(builder)
+            }
+            "file" => {
+                if !authority.is_empty() {
+                    return Err(bad(format!(
+                        "`{}` names a host; a folder is file:///ABSOLUTE/PATH",
+                        config.url
+                    )));
+                }
+                // Whole files only: a write lands in the folder by a rename.
+                let tmp = format!("{root}.tmp");
+                std::fs::create_dir_all(&tmp)
+                    .map_err(|e| bad(format!("cannot make the folder {tmp}: {e}")))?;
+                opendal::Operator::new(services::Fs::default().root(&root).atomic_write_dir(&tmp))
+            }
+            other => {
+                return Err(bad(format!("`{other}://` is not a kind of remote larder knows")));
+            }
+        }
+        .map_err(|e| bad(e.to_string()))?
+        // A timed-out attempt is retried: the timeout is inside the retry.
+        .layer(TimeoutLayer::new().with_timeout(fetch.timeout).with_io_timeout(fetch.timeout))
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_max_times(fetch.retries as usize)
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10)),
+        );
+        let runtime = RUNTIME.as_ref().map_err(|e| {
+            Error::new(ErrorKind::Io, format!("cannot start the remote runtime: {e}"))
+        })?;
+        let _entered = runtime.enter();
+        let op = blocking::Operator::new(operator).map_err(|e| bad(e.to_string()))?;
+        Ok(ObjectRemote {
+            name: config.name.clone(),
+            mode: config.mode,
+            location: super::endpoint::redact(&config.url),
+            op,
+            bucketed: matches!(scheme, "s3" | "gs" | "gcs" | "azblob"),
+            checked: OnceLock::new(),
+            dav,
+        })
+    }
+
+    /// A library error for an OpenDAL one, naming the remote and what was
+    /// being done.
+    fn error(&self, what: &str, e: &opendal::Error) -> Error {
+        if e.to_string().contains("failed to load signing credential") {
+            return Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "remote {} ({}): {what}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), GOOGLE_APPLICATION_CREDENTIALS, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY",
+                    self.name, self.location
+                ),
+            );
+        }
+        let (kind, fix) = match e.kind() {
+            opendal::ErrorKind::NotFound => (ErrorKind::NotFound, ""),
+            opendal::ErrorKind::PermissionDenied => (
+                ErrorKind::PermissionDenied,
+                "; check its credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_KEY, or the user in the URL)",
+            ),
+            opendal::ErrorKind::ConfigInvalid => {
+                (ErrorKind::Config, "; check the remote's url, endpoint and region")
+            }
+            opendal::ErrorKind::RateLimited => {
+                (ErrorKind::Busy, "; it asks to slow down: try again later")
+            }
+            _ if e.is_temporary() => {
+                (ErrorKind::Io, "; it may be down: try again later, or use --local")
+            }
+            _ => (ErrorKind::Io, ""),
+        };
+        Error::new(
+            kind,
+            format!("remote {} ({}): {what}: {}{fix}", self.name, self.location, short(e)),
+        )
+    }
+
+    /// Fails if the bucket or folder is not there (once per process).
+    fn check(&self) -> Result<()> {
+        let missing = |e: &opendal::Error| {
+            e.kind() == opendal::ErrorKind::NotFound
+                || ["NoSuchBucket", "ContainerNotFound"].iter().any(|c| e.to_string().contains(c))
+        };
+        let verdict = self.checked.get_or_init(|| match self.op.list(layout::BLOBS) {
+            Ok(_) => Ok(()),
+            Err(e) if missing(&e) && !self.bucketed => Ok(()),
+            Err(e) if missing(&e) => {
+                // An empty prefix lists as not found on some stores; the
+                // bucket itself must answer.
+                match self.op.list("/") {
+                    Ok(_) => Ok(()),
+                    Err(e) if missing(&e) => Err((
+                        ErrorKind::Config,
+                        format!(
+                            "remote {} ({}): the bucket or folder does not exist; create it, or fix the url",
+                            self.name, self.location
+                        ),
+                    )),
+                    Err(e) => {
+                        let err = self.error("reaching it", &e);
+                        Err((err.kind(), err.to_string()))
+                    }
+                }
+            }
+            Err(e) => {
+                let err = self.error("reaching it", &e);
+                Err((err.kind(), err.to_string()))
+            }
+        });
+        match verdict {
+            Ok(()) => Ok(()),
+            Err((kind, message)) => Err(Error::new(*kind, message.clone())),
+        }
+    }
+
+    /// The size of the object at `path`; `None` if there is none.
+    fn stat(&self, path: &str, what: &str) -> Result<Option<u64>> {
+        self.check()?;
+        match self.op.stat(path) {
+            Ok(meta) => Ok(Some(meta.content_length())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(what, &e)),
+        }
+    }
+
+    /// The digest a key names; `None` if there is no such key.
+    fn resolve(&self, key: &str) -> Result<Option<Digest>> {
+        crate::validate_key(key)?;
+        self.check()?;
+        let what = format!("reading the key {key}");
+        let bytes = match self.op.read(&layout::key_path(key)) {
+            Ok(b) => b.to_vec(),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.error(&what, &e)),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        text.trim().parse::<Digest>().map(Some).map_err(|_| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "remote {} ({}): the key {key} holds `{}`, not a digest",
+                    self.name,
+                    self.location,
+                    text.trim().chars().take(80).collect::<String>()
+                ),
+            )
+        })
+    }
+
+    fn digest_of(&self, target: &Target) -> Result<Option<Digest>> {
+        match target {
+            Target::Digest(d) => Ok(Some(*d)),
+            Target::Key(k) => self.resolve(k),
+        }
+    }
+}
+
+impl ObjectRemote {
+    /// One streaming PUT, after OpenDAL made the folders (MKCOL).
+    fn upload_dav(
+        &self,
+        dav: &DavUpload,
+        path: &str,
+        what: &str,
+        file: File,
+        size: u64,
+    ) -> Result<()> {
+        if let Some((folder, _)) = path.rsplit_once('/') {
+            self.op.create_dir(&format!("{folder}/")).map_err(|e| self.error(what, &e))?;
+        }
+        let url = format!("{}{path}", dav.base);
+        // As long as it needs at 64 KiB/s, like uploads to a larder server.
+        let allowed = dav.timeout + Duration::from_secs(size / (64 << 10));
+        let mut request =
+            dav.client.put(url).body(reqwest::blocking::Body::sized(file, size)).timeout(allowed);
+        if let Some(user) = &dav.user {
+            request = request.basic_auth(user, dav.password.as_deref());
+        }
+        let fail = |why: String| {
+            Error::new(
+                ErrorKind::Io,
+                format!("remote {} ({}): {what}: {why}", self.name, self.location),
+            )
+        };
+        let response = request.send().map_err(|e| fail(e.without_url().to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let kind = match status.as_u16() {
+            401 | 403 => ErrorKind::PermissionDenied,
+            413 | 507 => ErrorKind::StoreFull,
+            _ => ErrorKind::Io,
+        };
+        Err(Error::new(
+            kind,
+            format!("remote {} ({}): {what}: it answered {status}", self.name, self.location),
+        ))
+    }
+}
+
+/// OpenDAL's message without its context list, on one line.
+fn short(e: &opendal::Error) -> String {
+    let text = e.to_string();
+    let message = match text.split_once(" => ") {
+        Some((_, m)) => m.to_string(),
+        None => format!("{}", e.kind()),
+    };
+    let line: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
+}
+
+impl Remote for ObjectRemote {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn mode(&self) -> RemoteMode {
+        self.mode
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn open(&self, target: &Target) -> Result<Option<RemoteBlob>> {
+        let Some(digest) = self.digest_of(target)? else { return Ok(None) };
+        let path = layout::blob_path(&digest);
+        let what = format!("reading {digest}");
+        // A key whose blob is gone is a miss, not an error.
+        let Some(size) = self.stat(&path, &what)? else { return Ok(None) };
+        let reader = self.op.reader(&path).map_err(|e| self.error(&what, &e))?;
+        let reader = reader.into_std_read(0..size).map_err(|e| self.error(&what, &e))?;
+        Ok(Some(RemoteBlob { reader: Box::new(reader), digest: Some(digest), size: Some(size) }))
+    }
+
+    fn head(&self, target: &Target) -> Result<Option<RemoteEntry>> {
+        let Some(digest) = self.digest_of(target)? else { return Ok(None) };
+        let size = self.stat(&layout::blob_path(&digest), &format!("looking for {digest}"))?;
+        Ok(size.map(|size| RemoteEntry { digest: Some(digest), size: Some(size) }))
+    }
+
+    fn upload(&self, digest: &Digest, mut file: File, size: u64) -> Result<bool> {
+        let path = layout::blob_path(digest);
+        let what = format!("uploading {digest}");
+        // Content-addressed: what is there under this name with this size
+        // is these bytes (reads check them anyway).
+        if self.stat(&path, &what)? == Some(size) {
+            return Ok(false);
+        }
+        if let Some(dav) = &self.dav {
+            return self.upload_dav(dav, &path, &what, file, size).map(|()| true);
+        }
+        let options =
+            WriteOptions { chunk: Some(PART), concurrent: PARTS_AT_ONCE, ..Default::default() };
+        let writer = self.op.writer_options(&path, options).map_err(|e| self.error(&what, &e))?;
+        let mut writer = writer.into_std_write();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| {
+                Error::new(ErrorKind::Io, format!("{what}: reading the local copy: {e}"))
+            })?;
+            if n == 0 {
+                break;
+            }
+            writer.write_all(&buf[..n]).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("remote {} ({}): {what}: {e}", self.name, self.location),
+                )
+            })?;
+        }
+        writer.close().map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("remote {} ({}): {what}: {e}", self.name, self.location),
+            )
+        })?;
+        Ok(true)
+    }
+
+    fn bind(&self, key: &str, digest: &Digest) -> Result<()> {
+        crate::validate_key(key)?;
+        self.check()?;
+        let what = format!("binding {key}");
+        self.op
+            .write(&layout::key_path(key), layout::key_content(digest).into_bytes())
+            .map_err(|e| self.error(&what, &e))?;
+        Ok(())
+    }
+
+    fn delete(&self, target: &Target) -> Result<bool> {
+        let (path, what) = match target {
+            Target::Digest(d) => (layout::blob_path(d), format!("removing {d}")),
+            Target::Key(k) => {
+                crate::validate_key(k)?;
+                (layout::key_path(k), format!("removing {k}"))
+            }
+        };
+        if self.stat(&path, &what)?.is_none() {
+            return Ok(false);
+        }
+        self.op.delete(&path).map_err(|e| self.error(&what, &e))?;
+        Ok(true)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.check()?;
+        let folder = layout::key_folder(prefix);
+        let what = format!("listing the keys under {prefix}");
+        let entries = match self
+            .op
+            .list_options(&folder, ListOptions { recursive: true, ..Default::default() })
+        {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(&what, &e)),
+        };
+        let mut keys: Vec<String> = entries
+            .iter()
+            .filter_map(|entry| layout::key_of(entry.path()))
+            .filter(|key| key.starts_with(prefix))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let cap = self.op.info().capability();
+        Capabilities { write: cap.write, delete: cap.delete, list: cap.list }
+    }
+
+    fn stats(&self) -> Result<RemoteStats> {
+        // Object stores keep no running total; counting would list every blob.
+        Ok(RemoteStats::default())
+    }
+}
