@@ -515,7 +515,7 @@ async fn put(
         .pool
         .run(move |store| {
             let mut input = BodyReader::new(rx, seen);
-            let opts = PutOptions { key, pin: false };
+            let opts = PutOptions { key, pin: false, ..Default::default() };
             store.put_checked(&mut input, &what, expect, &opts)
         })
         .await;

@@ -230,7 +230,7 @@ fn through_store(
 ) -> Result<()> {
     let what = format!("downloading {}", plan.label);
     let failure = Arc::new(Mutex::new(None));
-    let keep = PutOptions { key: Some(key.to_string()), pin: false };
+    let keep = PutOptions { key: Some(key.to_string()), pin: false, ..Default::default() };
     let tee = |to_unpacker| Tee {
         inner: reader,
         checker: Checker::new(plan.raw_checks.iter().copied()),

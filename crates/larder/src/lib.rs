@@ -25,6 +25,7 @@ mod dirs;
 mod error;
 mod fsutil;
 pub mod holder;
+mod lockfile;
 mod progress;
 pub mod recipe;
 pub mod remote;
@@ -42,7 +43,7 @@ pub use dirs::{DirLease, DirSpec, Dirs, disk_usage};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{NoProgress, Progress};
 pub use store::{
-    Delivery, Entry, Found, GcReport, GetMode, KeyEntry, Pending, PutOptions, Removed, Stats,
-    Store, Target, VerifyReport, validate_key,
+    Delivery, Entry, Found, GcReport, GetMode, KeyEntry, Pending, PutOptions, QueuedUpload,
+    Removed, Stats, Store, Target, VerifyReport, validate_key,
 };
-pub use tiers::{Larder, PushReport};
+pub use tiers::{DrainReport, Larder, PushReport};

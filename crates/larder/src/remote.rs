@@ -30,6 +30,9 @@ pub enum RemoteMode {
     ReadOnly,
     /// Reads, and every write goes to it as it happens.
     WriteThrough,
+    /// Reads, and writes go to it in the background from a queue kept in
+    /// the index; what waits in the queue is never evicted.
+    WriteBack,
 }
 
 impl RemoteMode {
@@ -38,6 +41,7 @@ impl RemoteMode {
         match self {
             RemoteMode::ReadOnly => "read-only",
             RemoteMode::WriteThrough => "write-through",
+            RemoteMode::WriteBack => "write-back",
         }
     }
 

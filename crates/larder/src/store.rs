@@ -21,6 +21,7 @@ mod layout;
 mod maintain;
 mod put;
 mod shared;
+mod uploads;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -38,6 +39,7 @@ use crate::holder::ProcessId;
 use crate::progress::{NoProgress, Progress};
 use crate::size::format_size;
 use copy::{CopyError, copy_file_plain, copy_file_to_file, copy_hashing};
+pub use index::QueuedUpload;
 use journal::Journal;
 use layout::{Layout, TempKind, parse_temp};
 pub use put::Pending;
@@ -109,6 +111,9 @@ pub struct PutOptions {
     pub key: Option<String>,
     /// Pin the blob so eviction never removes it.
     pub pin: bool,
+    /// Write-back remotes that are owed the blob (and key): queued in the
+    /// same transaction that stores it, so a crash cannot lose the upload.
+    pub upload_to: Vec<String>,
 }
 
 /// How `get` hands a blob to a path.

@@ -1,20 +1,33 @@
 //! The local store with its remote tiers behind it: reads fall through the
 //! tiers in order and fill the local one, checking what a remote sends
-//! against its digest; writes go local first, then to every remote that takes
-//! writes.
+//! against its digest; writes go local first, then to every write-through
+//! remote at once, and to write-back remotes from the upload queue.
 
 use std::path::Path;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use crate::remote::{self, Remote};
+use crate::remote::{self, Remote, RemoteMode};
 use crate::store::{PutOptions, Store, Target};
 
 /// The local tier and its remotes.
 pub struct Larder {
     store: Store,
     remotes: Vec<Box<dyn Remote>>,
+}
+
+/// What [`Larder::drain`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Uploads that reached their remote.
+    pub sent: u64,
+    /// Uploads tried that failed (they stay queued).
+    pub failed: u64,
+    /// Uploads still owed.
+    pub left: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
 }
 
 /// What [`Larder::push`] did for one remote.
@@ -126,8 +139,12 @@ impl Larder {
         };
         progress.start(&what, blob.size);
         let mut reader = Metered { inner: blob.reader, progress };
-        let stored =
-            self.store.put_checked(&mut reader, &what, expect, &PutOptions { key, pin: false });
+        let stored = self.store.put_checked(
+            &mut reader,
+            &what,
+            expect,
+            &PutOptions { key, pin: false, ..Default::default() },
+        );
         progress.finish();
         match stored {
             Ok(digest) => Ok(Some(digest)),
@@ -171,13 +188,83 @@ impl Larder {
         self.remotes.iter().any(|r| r.mode().writable())
     }
 
-    /// Sends the stored blob `digest` (and `key`, bound to it) to every remote
-    /// that takes writes.
+    /// Options for a put that owes the write-back remotes an upload.
+    pub fn put_options(&self, key: Option<String>, pin: bool) -> PutOptions {
+        let upload_to = self
+            .remotes
+            .iter()
+            .filter(|r| r.mode() == RemoteMode::WriteBack)
+            .map(|r| r.name().to_string())
+            .collect();
+        PutOptions { key, pin, upload_to }
+    }
+
+    /// Sends the stored blob `digest` (and `key`, bound to it) to every
+    /// write-through remote; write-back ones get it from the queue.
     pub fn send(&self, digest: &Digest, key: Option<&str>) -> Result<()> {
-        for remote in self.remotes.iter().filter(|r| r.mode().writable()) {
+        for remote in self.remotes.iter().filter(|r| r.mode() == RemoteMode::WriteThrough) {
             self.send_to(remote.as_ref(), digest, key)?;
         }
         Ok(())
+    }
+
+    /// Sends the stored blob `digest` (and `key`) to every remote that takes
+    /// writes now, write-back ones included (whose queue it then leaves).
+    pub fn send_now(&self, digest: &Digest, key: Option<&str>) -> Result<()> {
+        for remote in self.remotes.iter().filter(|r| r.mode().writable()) {
+            self.send_to(remote.as_ref(), digest, key)?;
+        }
+        for queued in self.store.queued_uploads()? {
+            if queued.digest == *digest && queued.key.as_deref() == key {
+                self.store.upload_done(&queued)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tries the uploads owed whose time has come (all of them with
+    /// `everything`), oldest first. Failures stay queued, tried again later
+    /// with a growing wait.
+    pub fn drain(&self, everything: bool, progress: &dyn Progress) -> Result<DrainReport> {
+        let now = crate::time::now();
+        let due =
+            if everything { self.store.queued_uploads()? } else { self.store.due_uploads(now)? };
+        let mut report = DrainReport::default();
+        let bytes: u64 = due.iter().map(|u| u.size).sum();
+        if !due.is_empty() {
+            progress.start("uploading what the write-back remotes are owed", Some(bytes));
+        }
+        for upload in &due {
+            let Some(remote) = self.remotes.iter().find(|r| r.name() == upload.remote) else {
+                // Kept for when the remote is configured again.
+                report.last_error = Some(format!(
+                    "uploads are owed to the remote {}, which is not configured",
+                    upload.remote
+                ));
+                continue;
+            };
+            match self.send_to(remote.as_ref(), &upload.digest, upload.key.as_deref()) {
+                Ok(_) => {
+                    self.store.upload_done(upload)?;
+                    report.sent += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    // The blob left on purpose (larder rm): nothing to send.
+                    self.store.upload_done(upload)?;
+                }
+                Err(e) => {
+                    self.store.upload_failed(upload, &e.to_string(), crate::time::now())?;
+                    report.failed += 1;
+                    report.last_error = Some(e.to_string());
+                }
+            }
+            progress.advance(upload.size);
+        }
+        if !due.is_empty() {
+            progress.finish();
+        }
+        report.left = self.store.queued_uploads()?.len() as u64;
+        Ok(report)
     }
 
     fn send_to(&self, remote: &dyn Remote, digest: &Digest, key: Option<&str>) -> Result<bool> {
@@ -210,12 +297,50 @@ impl Larder {
         Ok(digest)
     }
 
+    /// Drains the upload queue as a background job: tries what is due,
+    /// sleeps until the next try is due, and stops when the queue is empty
+    /// or nothing succeeded for `give_up_after` (the next larder command
+    /// that finds uploads owed starts another). Returns `None` at once if
+    /// another process is draining this home's queue.
+    pub fn drain_until_done(
+        &self,
+        give_up_after: std::time::Duration,
+    ) -> Result<Option<DrainReport>> {
+        let lock_path = self.store.home().join("upload-queue.lock");
+        let Some(_held) = crate::lockfile::try_lock(&lock_path)? else { return Ok(None) };
+        let mut total = DrainReport::default();
+        let mut last_success = std::time::Instant::now();
+        loop {
+            let report = self.drain(false, &crate::progress::NoProgress)?;
+            total.sent += report.sent;
+            total.failed += report.failed;
+            total.left = report.left;
+            if report.last_error.is_some() {
+                total.last_error = report.last_error;
+            }
+            if report.sent > 0 {
+                last_success = std::time::Instant::now();
+            }
+            // A home removed under it (a test's folder, say) has nothing left to send.
+            let gone = !self.store.home().exists();
+            if report.left == 0 || gone || last_success.elapsed() >= give_up_after {
+                return Ok(Some(total));
+            }
+            let now = crate::time::now();
+            let next = self.store.queued_uploads()?.iter().map(|u| u.next_try).min();
+            let wait = next.map_or(1, |t| (t - now).clamp(1, 60));
+            std::thread::sleep(std::time::Duration::from_secs(wait as u64));
+        }
+    }
+
     /// Sends everything the local tier holds to every remote that takes
     /// writes, blobs the remote lacks and every key.
     pub fn push(&self, progress: &dyn Progress) -> Result<Vec<PushReport>> {
         if !self.has_writable_remote() {
             return Err(no_writable_remote());
         }
+        // What the queue owes goes first, so it leaves the queue.
+        self.drain(true, progress)?;
         let entries = self.store.list()?;
         let mut reports = Vec::new();
         for remote in self.remotes.iter().filter(|r| r.mode().writable()) {
@@ -236,6 +361,18 @@ impl Larder {
             }
             progress.finish();
             reports.push(report);
+        }
+        let left = self.store.queued_uploads()?;
+        if let Some(first) = left.first() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{} uploads are still owed (to {}{}); larder tries again later, or run larder push again",
+                    left.len(),
+                    first.remote,
+                    first.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                ),
+            ));
         }
         Ok(reports)
     }

@@ -39,7 +39,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             format_size(r.target)
         );
         if r.bytes > r.target {
-            println!("the rest is pinned; unpin entries to go lower");
+            println!(
+                "the rest is pinned or waits to be uploaded to a write-back remote; unpin entries (or larder push) to go lower"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -84,8 +84,13 @@ impl Context {
         self.larder_with(self.open_store()?)
     }
 
-    /// `store` with the configured remotes behind it.
-    pub fn larder_with(&self, store: Store) -> Result<larder::Larder> {
+    /// The same, without starting a background uploader: for the commands
+    /// that send the queue themselves.
+    pub fn open_larder_to_push(&self) -> Result<larder::Larder> {
+        self.remotes_behind(self.open_store()?)
+    }
+
+    fn remotes_behind(&self, store: Store) -> Result<larder::Larder> {
         let remotes = self
             .config
             .remotes
@@ -95,11 +100,53 @@ impl Context {
         Ok(larder::Larder::new(store, remotes))
     }
 
+    /// `store` with the configured remotes behind it.
+    pub fn larder_with(&self, store: Store) -> Result<larder::Larder> {
+        let larder = self.remotes_behind(store)?;
+        // Uploads owed from an earlier run (a crash, a reboot, a remote that
+        // was down) are taken up again by whichever command comes next.
+        let write_back =
+            larder.remotes().iter().any(|r| r.mode() == larder::remote::RemoteMode::WriteBack);
+        if write_back && !larder.store().queued_uploads()?.is_empty() {
+            start_uploading(self);
+        }
+        Ok(larder)
+    }
+
     pub fn open_dirs(&self) -> Result<larder::Dirs> {
         Ok(larder::Dirs::open(&self.config.home)?
             .with_places(self.config.dirs.clone())
             .with_store_config(self.config.capacity, self.config.verify_reads)
             .with_fetch(self.config.fetch.clone()))
+    }
+}
+
+/// Starts `larder push --queued --background`, detached, to send what the
+/// write-back remotes are owed; it exits at once if one already runs.
+pub fn start_uploading(ctx: &Context) {
+    if std::env::var_os("LARDER_UPLOADER").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["push", "--queued", "--background"])
+        .env("LARDER_HOME", &ctx.config.home)
+        .env("LARDER_UPLOADER", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // Its own session: the shell's job control and Ctrl-C leave it alone.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot start uploading in the background: {e}"),
     }
 }
 

@@ -9,13 +9,54 @@ use crate::progress::Bars;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Only send what the upload queue owes the write-back remotes
+    #[arg(long)]
+    queued: bool,
+    /// Drain the queue as a background job, retrying until it is empty
+    /// (started by larder itself when uploads are owed)
+    #[arg(long, hide = true, requires = "queued")]
+    background: bool,
     /// Print JSON
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
-    let larder = ctx.open_larder()?;
+    let larder = ctx.open_larder_to_push()?;
+    if args.background {
+        let report = larder.drain_until_done(std::time::Duration::from_secs(15 * 60))?;
+        if let Some(r) = report
+            && let Some(e) = r.last_error
+            && r.left > 0
+        {
+            tracing::warn!("{} uploads still owed: {e}", r.left);
+        }
+        larder.close()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.queued {
+        let report = larder.drain(true, &Bars::new())?;
+        larder.close()?;
+        if args.json {
+            output::print_json(&json!({
+                "sent": report.sent, "failed": report.failed, "left": report.left,
+                "error": report.last_error,
+            }))?;
+        } else {
+            println!("sent {}, still owed {}", report.sent, report.left);
+        }
+        if report.left > 0 {
+            anyhow::bail!(larder::Error::new(
+                larder::ErrorKind::Io,
+                format!(
+                    "{} uploads are still owed: {}; larder tries again later, or run larder push --queued",
+                    report.left,
+                    report.last_error.unwrap_or_default()
+                )
+            ));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let reports = larder.push(&Bars::new())?;
     larder.close()?;
     if args.json {

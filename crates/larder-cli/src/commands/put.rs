@@ -2,7 +2,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use larder::PutOptions;
 use serde_json::json;
 
 use super::Context;
@@ -20,8 +19,9 @@ pub struct Args {
     /// Pin the blob so eviction never removes it
     #[arg(long)]
     pin: bool,
-    /// Also send it to every remote that takes writes, and fail if one cannot
-    /// take it (write-through remotes get every put anyway)
+    /// Send it to every remote that takes writes now, write-back ones too,
+    /// and fail if one cannot take it (write-through remotes get every put
+    /// anyway; write-back ones otherwise get it in the background)
     #[arg(long)]
     upload: bool,
     /// Print JSON
@@ -47,7 +47,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         ));
     }
     let store = larder.store();
-    let opts = PutOptions { key: args.key.clone(), pin: args.pin };
+    let opts = larder.put_options(args.key.clone(), args.pin);
     let bars = Bars::new();
     let stdin_count = args.files.iter().filter(|f| f.as_os_str() == "-").count();
     if stdin_count > 0 && args.files.len() > 1 {
@@ -66,7 +66,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     for (file, result) in args.files.iter().zip(results) {
         // Every put reaches the remotes that take writes.
         let result = result.and_then(|digest| {
-            larder.send(&digest, args.key.as_deref()).map(|()| digest).map_err(|e| {
+            let sent = if args.upload {
+                larder.send_now(&digest, args.key.as_deref())
+            } else {
+                larder.send(&digest, args.key.as_deref())
+            };
+            sent.map(|()| digest).map_err(|e| {
                 larder::Error::new(e.kind(), format!("{digest} is stored locally, but: {e}"))
             })
         });
@@ -86,6 +91,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     if args.json {
         output::print_json(&serde_json::Value::Array(rows))?;
     }
+    let owed = !larder.store().queued_uploads()?.is_empty();
     larder.close()?;
+    if owed {
+        super::start_uploading(ctx);
+    }
     Ok(failures.exit_code())
 }

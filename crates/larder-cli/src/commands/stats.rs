@@ -25,6 +25,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             .iter()
             .map(|r| (r.name().to_string(), r.mode().name().to_string(), r.location(), r.stats()))
             .collect();
+    // What each remote is owed: uploads, bytes, failing tries and the last error.
+    let queue = larder.store().queued_uploads()?;
+    let owed = |name: &str| {
+        let rows: Vec<_> = queue.iter().filter(|u| u.remote == name).collect();
+        let failing = rows.iter().filter(|u| u.attempts > 0).count();
+        let last_error = rows.iter().find_map(|u| u.last_error.clone());
+        (rows.len(), rows.iter().map(|u| u.size).sum::<u64>(), failing, last_error)
+    };
     larder.close()?;
     if args.json {
         let local = json!({
@@ -41,7 +49,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         // The totals are the local tier's; each remote's are beside them.
         let mut tiers = vec![local.clone()];
         for (name, mode, location, stats) in &remotes {
-            tiers.push(match stats {
+            let (queued, queued_bytes, failing, last_error) = owed(name);
+            let mut row = match stats {
                 Ok(r) => json!({
                     "tier": name, "mode": mode, "url": location,
                     "entries": r.entries, "bytes": r.bytes, "capacity": r.capacity,
@@ -49,7 +58,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
                 Err(e) => {
                     json!({"tier": name, "mode": mode, "url": location, "error": e.to_string()})
                 }
-            });
+            };
+            if let Some(fields) = row.as_object_mut() {
+                fields.insert("queued".into(), json!(queued));
+                fields.insert("queued_bytes".into(), json!(queued_bytes));
+                fields.insert("failing".into(), json!(failing));
+                fields.insert("last_upload_error".into(), json!(last_error));
+            }
+            tiers.push(row);
         }
         let mut all = local.clone();
         if let Some(fields) = all.as_object_mut() {
@@ -78,7 +94,19 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         hit_ratio,
     ]];
     let dash = || "-".to_string();
+    let mut notes = Vec::new();
     for (name, mode, _, stats) in &remotes {
+        let (queued, queued_bytes, failing, last_error) = owed(name);
+        if queued > 0 {
+            notes.push(format!(
+                "{name} is owed {queued} uploads ({}){}",
+                format_size(queued_bytes),
+                match (failing, &last_error) {
+                    (0, _) | (_, None) => String::new(),
+                    (n, Some(e)) => format!("; {n} failing, the last: {e}"),
+                }
+            ));
+        }
         let row = match stats {
             Ok(r) => vec![
                 format!("{name} ({mode})"),
@@ -107,5 +135,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         &["TIER", "ENTRIES", "USED", "PINNED", "CAPACITY", "USAGE", "HITS", "MISSES", "HIT RATIO"],
         &rows,
     )?;
+    for note in notes {
+        println!("{note}");
+    }
     Ok(ExitCode::SUCCESS)
 }

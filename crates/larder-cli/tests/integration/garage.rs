@@ -54,15 +54,7 @@ impl Garage {
             ),
         )
         .expect("config");
-        let log = std::fs::File::create(dir.join("garage.log")).expect("log");
-        let child = Command::new(binary())
-            .arg("-c")
-            .arg(&config)
-            .arg("server")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start garage");
+        let child = spawn(&config);
         let mut garage = Garage {
             child,
             config,
@@ -100,13 +92,24 @@ impl Garage {
             "--key",
             "larder-key",
         ]);
-        // The S3 API answers once the layout is in force.
+        garage.wait_for_s3();
+        garage
+    }
+
+    /// Waits until the S3 API accepts connections.
+    fn wait_for_s3(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(garage.endpoint.trim_start_matches("http://")).is_err() {
-            assert!(Instant::now() < deadline, "garage's S3 API did not start");
+        while std::net::TcpStream::connect(self.endpoint.trim_start_matches("http://")).is_err() {
+            assert!(Instant::now() < deadline, "garage's S3 API did not start: {}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        garage
+    }
+
+    /// Starts the server again after [`Garage::stop`], with its data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.config);
+        self.wait_for_s3();
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
@@ -143,6 +146,24 @@ impl Garage {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `garage server` with `config`, logging beside it.
+fn spawn(config: &Path) -> Child {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("garage.log"))
+        .expect("log");
+    Command::new(binary())
+        .arg("-c")
+        .arg(config)
+        .arg("server")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start garage")
 }
 
 impl Drop for Garage {

@@ -209,8 +209,8 @@ fn sixteen_processes_share_one_download() {
         })
         .collect();
     let outputs: Vec<PathBuf> = (0..16).map(|i| t.path().join(format!("out.{i}"))).collect();
-    for _ in 0..3 {
-        // Up to thirty seconds: sixteen processes on a busy machine.
+    for _ in 0..9 {
+        // Up to ninety seconds: sixteen processes on a busy machine.
         if outputs.iter().all(|o| o.exists()) {
             break;
         }

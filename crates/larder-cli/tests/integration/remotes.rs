@@ -154,3 +154,140 @@ fn s3_faults_are_clear_errors_and_the_local_tier_keeps_working() {
     assert!(err.stderr.contains("remote s3"), "{err:#?}");
     assert_eq!(with_garage(&t, &garage, &["get", "k", "-o", "-"]).ok(), "some bytes");
 }
+
+/// The `queued` figure of `larder stats --json` for the remote `s3`.
+fn owed(t: &TestDir, garage: &Garage) -> serde_json::Value {
+    let out = with_garage(t, garage, &["stats", "--json"]).ok();
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("json");
+    stats["tiers"]
+        .as_array()
+        .expect("tiers")
+        .iter()
+        .find(|r| r["tier"] == "s3")
+        .expect("s3")
+        .clone()
+}
+
+#[test]
+fn a_write_back_remote_gets_puts_in_the_background() {
+    let t = TestDir::new();
+    let garage = Garage::start(&t);
+    let table = format!(
+        "name = \"s3\"\nurl = \"s3://{}/wb\"\nendpoint = \"{}\"\nmode = \"write-back\"",
+        garage.bucket, garage.endpoint
+    );
+    remotes(&t, &[&table]);
+    let data = bytes(21, 2_000_000);
+    let f = t.file("data.bin", &data);
+    with_garage(&t, &garage, &["put", f.to_str().expect("utf-8"), "--key", "data/x"]).ok();
+    // The put returned at once; an uploader started by it empties the queue.
+    crate::util::wait_for("the queue to drain", || owed(&t, &garage)["queued"] == 0);
+    let mut cold = t.command();
+    cold.env("LARDER_HOME", t.path().join("cold"));
+    for (k, v) in garage.env() {
+        cold.env(k, v);
+    }
+    let out = t.path().join("out.bin");
+    let got = t.run_with(cold.args(["get", "data/x", "-o"]).arg(&out));
+    assert_eq!(got.code, 0, "{got:#?}");
+    assert!(std::fs::read(&out).expect("out") == data);
+}
+
+#[test]
+fn what_a_write_back_remote_is_owed_survives_an_outage_and_is_never_evicted() {
+    let t = TestDir::new();
+    let mut garage = Garage::start(&t);
+    let table = format!(
+        "name = \"s3\"\nurl = \"s3://{}/wb\"\nendpoint = \"{}\"\nmode = \"write-back\"",
+        garage.bucket, garage.endpoint
+    );
+    remotes(&t, &[&table]);
+    garage.stop();
+    let f = t.file("data.bin", bytes(22, 100_000));
+    let digest = with_garage(&t, &garage, &["put", f.to_str().expect("utf-8"), "--key", "k"]).ok();
+    let digest = digest.trim().to_string();
+    // Stored locally, owed to the remote; the background tries fail and say why.
+    let row = owed(&t, &garage);
+    assert_eq!((row["queued"].as_u64(), row["queued_bytes"].as_u64()), (Some(1), Some(100_000)));
+    crate::util::wait_for("a failed try", || owed(&t, &garage)["failing"] == 1);
+    let row = owed(&t, &garage);
+    assert!(row["last_upload_error"].as_str().is_some_and(|e| e.contains("remote s3")), "{row}");
+    let table = with_garage(&t, &garage, &["stats"]).ok();
+    assert!(table.contains("s3 is owed 1 uploads") && table.contains("failing"), "{table}");
+    // Eviction leaves it alone, and push says what is still owed.
+    with_garage(&t, &garage, &["gc", "--to", "0"]).ok();
+    assert_eq!(with_garage(&t, &garage, &["has", "--local", &digest]).code, 0);
+    let err = with_garage(&t, &garage, &["push", "--queued"]).fails(6);
+    assert!(err.contains("1 uploads are still owed") && err.contains("remote s3"), "{err}");
+    // The remote comes back: the queue drains, and nothing was lost.
+    garage.restart();
+    let out = with_garage(&t, &garage, &["push", "--queued", "--json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["left"], 0, "{report}");
+    assert_eq!(owed(&t, &garage)["queued"], 0);
+    assert_eq!(with_garage(&t, &garage, &["has", "--where", "k"]).ok(), "local\ns3\n");
+    // Now it may be evicted like anything else.
+    with_garage(&t, &garage, &["gc", "--to", "0"]).ok();
+    assert_eq!(with_garage(&t, &garage, &["has", "--local", &digest]).code, 1);
+}
+
+/// The pids of background uploaders working for the home `home`.
+fn uploaders(home: &std::path::Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let home_var = format!("LARDER_HOME={}", home.display()).into_bytes();
+        if String::from_utf8_lossy(&cmdline).contains("push\0--queued\0--background")
+            && environ.split(|b| *b == 0).any(|v| v == home_var.as_slice())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn an_uploader_killed_mid_upload_loses_nothing() {
+    let t = TestDir::new();
+    let garage = Garage::start(&t);
+    let table = format!(
+        "name = \"s3\"\nurl = \"s3://{}/kill\"\nendpoint = \"{}\"\nmode = \"write-back\"",
+        garage.bucket, garage.endpoint
+    );
+    remotes(&t, &[&table]);
+    let data = bytes(23, 60_000_000);
+    let f = t.file("big.bin", &data);
+    let home = t.path().join("home");
+    with_garage(&t, &garage, &["put", f.to_str().expect("utf-8"), "--key", "big"]).ok();
+    // Kill the uploader wherever it is: before, during or after the upload.
+    let mut killed = 0;
+    for _ in 0..200 {
+        let pids = uploaders(&home);
+        if !pids.is_empty() {
+            for pid in pids {
+                // SAFETY: a pid we just read, and a valid signal.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                killed += 1;
+            }
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(killed > 0, "no uploader was seen");
+    // Whatever it had done, a push finishes the job and the remote has it whole.
+    with_garage(&t, &garage, &["push", "--queued"]).ok();
+    assert_eq!(owed(&t, &garage)["queued"], 0);
+    let mut cold = t.command();
+    cold.env("LARDER_HOME", t.path().join("cold"));
+    for (k, v) in garage.env() {
+        cold.env(k, v);
+    }
+    let out = t.path().join("out.bin");
+    let got = t.run_with(cold.args(["get", "big", "-o"]).arg(&out));
+    assert_eq!(got.code, 0, "{got:#?}");
+    assert!(std::fs::read(&out).expect("out") == data);
+}

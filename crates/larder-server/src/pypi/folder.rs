@@ -146,7 +146,7 @@ fn add_batch(
             }
         }
     }
-    let pin = |key: String| PutOptions { key: Some(key), pin: true };
+    let pin = |key: String| PutOptions { key: Some(key), pin: true, ..Default::default() };
     let mut items: Vec<(PathBuf, PutOptions)> = Vec::new();
     for p in &prepared {
         items.push((p.path.clone(), pin(file_key(&p.dist.project, &p.filename))));

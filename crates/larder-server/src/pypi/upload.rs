@@ -173,7 +173,11 @@ async fn stage(
             // Kept only if the upload checks out.
             match decide_rx.blocking_recv() {
                 Ok(Some((row, key))) => {
-                    pending.commit(&PutOptions { key: Some(key), pin: true })?;
+                    pending.commit(&PutOptions {
+                        key: Some(key),
+                        pin: true,
+                        ..Default::default()
+                    })?;
                     Ok(Some(row))
                 }
                 _ => Ok(None),
@@ -323,7 +327,10 @@ async fn finish(
             let stored = state
                 .pool
                 .run(move |store| {
-                    store.put_bytes(&bytes, &PutOptions { key: Some(key), pin: true })
+                    store.put_bytes(
+                        &bytes,
+                        &PutOptions { key: Some(key), pin: true, ..Default::default() },
+                    )
                 })
                 .await;
             match stored {

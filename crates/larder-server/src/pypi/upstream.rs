@@ -312,7 +312,12 @@ pub async fn fetch_and_keep(
         pool.with(|store| {
             let failure = Arc::new(std::sync::Mutex::new(None));
             let mut input = crate::app::BodyReader::new(store_rx, failure);
-            store.put_checked(&mut input, &what, expect, &PutOptions { key: Some(key), pin: false })
+            store.put_checked(
+                &mut input,
+                &what,
+                expect,
+                &PutOptions { key: Some(key), pin: false, ..Default::default() },
+            )
         })
     });
     let metrics = state.metrics.clone();

@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::digest::Digest;
 
 /// The schema, one migration per entry. Append only.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE blobs (
     digest     TEXT PRIMARY KEY,
     size       INTEGER NOT NULL,
@@ -46,7 +47,23 @@ CREATE TRIGGER blobs_pin AFTER UPDATE OF pinned ON blobs BEGIN
     UPDATE counters SET value = value + NEW.size * (NEW.pinned - OLD.pinned)
         WHERE name = 'pinned_bytes';
 END;
-"#];
+"#,
+    r#"
+-- Uploads owed to write-back remotes. A blob with a row here is never
+-- evicted; removing it on purpose drops its rows.
+CREATE TABLE uploads (
+    remote     TEXT NOT NULL,
+    digest     TEXT NOT NULL REFERENCES blobs(digest) ON DELETE CASCADE,
+    key        TEXT NOT NULL DEFAULT '',
+    queued_at  INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_try   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (remote, digest, key)
+) WITHOUT ROWID;
+CREATE INDEX uploads_digest ON uploads(digest);
+"#,
+];
 
 /// One blob's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,12 +84,7 @@ pub(crate) struct Totals {
     pub(crate) misses: u64,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::time::now;
 
 pub(crate) fn totals(conn: &Connection) -> rusqlite::Result<Totals> {
     let mut t = Totals::default();
@@ -251,8 +263,12 @@ pub(crate) fn lru_unpinned(
     conn: &Connection,
     mut visit: impl FnMut(Digest, u64) -> bool,
 ) -> rusqlite::Result<()> {
-    let mut stmt =
-        conn.prepare_cached("SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_use")?;
+    // Blobs owed to a write-back remote stay until they are uploaded.
+    let mut stmt = conn.prepare_cached(
+        "SELECT digest, size FROM blobs b WHERE pinned = 0
+           AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.digest = b.digest)
+         ORDER BY last_use",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let text: String = row.get(0)?;
@@ -263,6 +279,114 @@ pub(crate) fn lru_unpinned(
             break;
         }
     }
+    Ok(())
+}
+
+/// One upload owed to a write-back remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedUpload {
+    /// The remote's name.
+    pub remote: String,
+    /// The blob to send.
+    pub digest: Digest,
+    /// A key to bind to it there, once it is sent.
+    pub key: Option<String>,
+    /// Its size.
+    pub size: u64,
+    /// Tries so far that failed.
+    pub attempts: u32,
+    /// When it may be tried again, in seconds since the epoch.
+    pub next_try: i64,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+}
+
+pub(crate) fn enqueue(
+    tx: &Connection,
+    remote: &str,
+    digest: &Digest,
+    key: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO uploads(remote, digest, key, queued_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(remote, digest, key) DO NOTHING",
+    )?
+    .execute(params![remote, digest.to_string(), key.unwrap_or(""), now()])?;
+    Ok(())
+}
+
+/// The uploads owed, oldest first; only those due by `due` if given.
+pub(crate) fn queued(conn: &Connection, due: Option<i64>) -> rusqlite::Result<Vec<QueuedUpload>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.remote, u.digest, u.key, b.size, u.attempts, u.next_try, u.last_error
+         FROM uploads u JOIN blobs b ON b.digest = u.digest
+         WHERE ?1 IS NULL OR u.next_try <= ?1
+         ORDER BY u.queued_at, u.remote, u.digest, u.key",
+    )?;
+    let rows = stmt.query_map([due], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, Option<String>>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (remote, digest, key, size, attempts, next_try, last_error) = row?;
+        // A row always names a stored digest (its foreign key says so).
+        let Ok(digest) = digest.parse() else { continue };
+        out.push(QueuedUpload {
+            remote,
+            digest,
+            key: (!key.is_empty()).then_some(key),
+            size: size as u64,
+            attempts: attempts as u32,
+            next_try,
+            last_error,
+        });
+    }
+    Ok(out)
+}
+
+/// Bytes of blobs that wait in the upload queue.
+pub(crate) fn queued_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let bytes: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(size), 0) FROM blobs
+             WHERE digest IN (SELECT digest FROM uploads)",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(bytes as u64)
+}
+
+pub(crate) fn dequeue(
+    tx: &Connection,
+    remote: &str,
+    digest: &Digest,
+    key: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM uploads WHERE remote = ?1 AND digest = ?2 AND key = ?3")?
+        .execute(params![remote, digest.to_string(), key.unwrap_or("")])?;
+    Ok(())
+}
+
+pub(crate) fn upload_failed(
+    tx: &Connection,
+    remote: &str,
+    digest: &Digest,
+    key: Option<&str>,
+    next_try: i64,
+    error: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE uploads SET attempts = attempts + 1, next_try = ?4, last_error = ?5
+         WHERE remote = ?1 AND digest = ?2 AND key = ?3",
+    )?
+    .execute(params![remote, digest.to_string(), key.unwrap_or(""), next_try, error])?;
     Ok(())
 }
 

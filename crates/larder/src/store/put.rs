@@ -311,6 +311,9 @@ impl Store {
         if let Some(key) = &opts.key {
             index::bind_key(tx, key, &s.digest).map_err(idx)?;
         }
+        for remote in &opts.upload_to {
+            index::enqueue(tx, remote, &s.digest, opts.key.as_deref()).map_err(idx)?;
+        }
         Ok(s.digest)
     }
 
@@ -345,10 +348,19 @@ impl Store {
         })
         .map_err(idx)?;
         if freed < excess {
+            let queued = index::queued_bytes(tx).map_err(idx)?;
+            let waiting = if queued > 0 {
+                format!(
+                    ", and {} waits to be uploaded to write-back remotes (larder push sends it)",
+                    format_size(queued)
+                )
+            } else {
+                String::new()
+            };
             return Err(Error::new(
                 ErrorKind::StoreFull,
                 format!(
-                    "no room for {what} ({}): the store in {} holds {} of its {} capacity and {} of it is pinned; unpin entries (larder unpin) or raise the capacity",
+                    "no room for {what} ({}): the store in {} holds {} of its {} capacity, {} of it pinned{waiting}; unpin entries (larder unpin) or raise the capacity",
                     format_size(need),
                     self.home.display(),
                     format_size(totals.bytes),

@@ -29,7 +29,7 @@ fn put_then_get_round_trips() {
 #[test]
 fn keys_share_blobs_and_rebind() {
     let (_dir, store) = open(1 << 20);
-    let opts = |k: &str| PutOptions { key: Some(k.into()), pin: false };
+    let opts = |k: &str| PutOptions { key: Some(k.into()), pin: false, ..Default::default() };
     let a = store.put_bytes(b"same", &opts("one")).expect("put");
     let b = store.put_bytes(b"same", &opts("two")).expect("put");
     assert_eq!(a, b);
@@ -201,7 +201,8 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Put { id, size, pin } => {
                 let bytes = blob(id, size);
                 let d = Digest::of(&bytes);
-                let got = store.put_bytes(&bytes, &PutOptions { key: None, pin });
+                let got =
+                    store.put_bytes(&bytes, &PutOptions { key: None, pin, ..Default::default() });
                 match model.find(&d) {
                     Some(i) => {
                         prop_assert!(got.is_ok(), "{got:?}");
