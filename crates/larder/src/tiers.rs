@@ -71,9 +71,50 @@ impl Larder {
         &self.remotes
     }
 
-    /// Closes the local tier.
-    pub fn close(self) -> Result<()> {
+    /// Closes the local tier, leaving what the write-back remotes are owed
+    /// to the background uploader.
+    pub fn close_local(self) -> Result<()> {
         self.store.close()
+    }
+
+    /// Sends what the write-back remotes are owed, then closes the local
+    /// tier (cloud-manager's `close`). Uploads that fail stay queued for the
+    /// next run, and the error says so.
+    pub fn close(self) -> Result<()> {
+        let report = self.drain(true, &crate::progress::NoProgress)?;
+        self.store.close()?;
+        if report.left > 0 {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{} uploads are still owed and stay queued: {}",
+                    report.left,
+                    report.last_error.unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether some tier holds `target` (cloud-manager's `exists`).
+    pub fn exists(&self, target: &Target) -> Result<bool> {
+        self.contains(target)
+    }
+
+    /// Whether the local tier holds `target` (cloud-manager's `on_cache`).
+    pub fn on_cache(&self, target: &Target) -> Result<bool> {
+        self.store.on_cache(target.clone())
+    }
+
+    /// The local tier's usage, 0 to 1 (cloud-manager's `usage_ratio`).
+    pub fn usage_ratio(&self) -> Result<f64> {
+        self.store.usage_ratio()
+    }
+
+    /// Fetches `target` into the local tier (cloud-manager's `warm_up` and
+    /// `download`).
+    pub fn warm_up(&self, target: &Target) -> Result<Digest> {
+        self.fetch(target, &crate::progress::NoProgress)
     }
 
     /// Makes sure the local tier holds `target`, fetching it from the first
@@ -293,7 +334,7 @@ impl Larder {
             return Err(no_writable_remote());
         }
         let digest = self.store.put(path)?;
-        self.send(&digest, None)?;
+        self.send_now(&digest, None)?;
         Ok(digest)
     }
 
@@ -396,5 +437,50 @@ impl std::io::Read for Metered<'_> {
         let n = self.inner.read(buf)?;
         self.progress.advance(n as u64);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::RemoteConfig;
+
+    fn larder(home: &Path, folder: &Path, mode: RemoteMode) -> Larder {
+        let config = RemoteConfig {
+            name: "folder".into(),
+            url: format!("file://{}", folder.display()),
+            mode,
+            endpoint: None,
+            region: None,
+        };
+        let remote = remote::open(&config, &crate::build::FetchOptions::default()).expect("remote");
+        Larder::new(Store::open(home, 1 << 30).expect("store"), vec![remote])
+    }
+
+    #[test]
+    fn cloud_managers_calls_on_a_write_back_remote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("cloud");
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"uploaded").expect("write");
+        let first = larder(&dir.path().join("a"), &folder, RemoteMode::WriteBack);
+        // upload: the digest comes back once the remote has it.
+        let digest = first.upload(&file).expect("upload");
+        assert!(first.remotes()[0].head(&Target::Digest(digest)).expect("head").is_some());
+        // A put owes the write-back remote; close sends it.
+        let opts = first.put_options(Some("later".into()), false);
+        let later = first.store().put_bytes(b"queued", &opts).expect("put");
+        assert_eq!(first.store().queued_uploads().expect("queue").len(), 1);
+        assert!(first.usage_ratio().expect("ratio") > 0.0);
+        first.close().expect("close flushes");
+        // Another home: exists, not on cache, warm_up, then on cache.
+        let second = larder(&dir.path().join("b"), &folder, RemoteMode::ReadOnly);
+        let key = Target::Key("later".into());
+        assert!(second.exists(&key).expect("exists"));
+        assert!(!second.on_cache(&key).expect("on_cache"));
+        assert_eq!(second.warm_up(&key).expect("warm_up"), later);
+        assert!(second.on_cache(&Target::Digest(later)).expect("on_cache"));
+        assert_eq!(second.warm_up(&Target::Digest(digest)).expect("download"), digest);
+        second.close().expect("close");
     }
 }

@@ -31,12 +31,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         {
             tracing::warn!("{} uploads still owed: {e}", r.left);
         }
-        larder.close()?;
+        larder.close_local()?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.queued {
         let report = larder.drain(true, &Bars::new())?;
-        larder.close()?;
+        larder.close_local()?;
         if args.json {
             output::print_json(&json!({
                 "sent": report.sent, "failed": report.failed, "left": report.left,
@@ -58,7 +58,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let reports = larder.push(&Bars::new())?;
-    larder.close()?;
+    larder.close_local()?;
     if args.json {
         let rows = reports
             .iter()

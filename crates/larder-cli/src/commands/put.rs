@@ -92,7 +92,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         output::print_json(&serde_json::Value::Array(rows))?;
     }
     let owed = !larder.store().queued_uploads()?.is_empty();
-    larder.close()?;
+    larder.close_local()?;
     if owed {
         super::start_uploading(ctx);
     }

@@ -33,7 +33,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         let last_error = rows.iter().find_map(|u| u.last_error.clone());
         (rows.len(), rows.iter().map(|u| u.size).sum::<u64>(), failing, last_error)
     };
-    larder.close()?;
+    larder.close_local()?;
     if args.json {
         let local = json!({
             "tier": "local",
