@@ -38,9 +38,9 @@
 use std::env;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use larder::{PutOptions, Store};
@@ -621,24 +621,4 @@ impl Bench {
             );
         }
     }
-}
-
-/// Waits for `child` with `wait4`, returning its status and peak RSS in KiB.
-fn wait_with_rusage(child: std::process::Child) -> (ExitStatus, u64) {
-    use std::os::unix::process::ExitStatusExt;
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `pid` is our child, not yet reaped (std only reaps in wait);
-        // both pointers are to live locals.
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if rc == pid {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        assert!(e.kind() == io::ErrorKind::Interrupted, "wait4({pid}): {e}");
-    }
-    (ExitStatus::from_raw(status), usage.ru_maxrss.max(0) as u64)
 }

@@ -249,6 +249,18 @@ impl Larder {
         Ok(())
     }
 
+    /// [`Larder::send`] (or, with `now`, [`Larder::send_now`]) for many
+    /// blobs, a few at once; one result for each, in order.
+    pub fn send_all(&self, items: &[(Digest, Option<String>)], now: bool) -> Vec<Result<()>> {
+        in_parallel(items, |(digest, key)| {
+            if now {
+                self.send_now(digest, key.as_deref())
+            } else {
+                self.send(digest, key.as_deref())
+            }
+        })
+    }
+
     /// Sends the stored blob `digest` (and `key`) to every remote that takes
     /// writes now, write-back ones included (whose queue it then leaves).
     pub fn send_now(&self, digest: &Digest, key: Option<&str>) -> Result<()> {
@@ -275,31 +287,42 @@ impl Larder {
         if !due.is_empty() {
             progress.start("uploading what the write-back remotes are owed", Some(bytes));
         }
-        for upload in &due {
+        let outcomes = in_parallel(&due, |upload| {
             let Some(remote) = self.remotes.iter().find(|r| r.name() == upload.remote) else {
                 // Kept for when the remote is configured again.
-                report.last_error = Some(format!(
-                    "uploads are owed to the remote {}, which is not configured",
-                    upload.remote
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "uploads are owed to the remote {}, which is not configured",
+                        upload.remote
+                    ),
                 ));
-                continue;
             };
-            match self.send_to(remote.as_ref(), &upload.digest, upload.key.as_deref()) {
-                Ok(_) => {
-                    self.store.upload_done(upload)?;
-                    report.sent += 1;
-                }
+            let sent = self.send_to(remote.as_ref(), &upload.digest, upload.key.as_deref());
+            progress.advance(upload.size);
+            match sent {
+                Ok(_) => self.store.upload_done(upload).map(|()| true),
+                // The blob left on purpose (larder rm): nothing to send.
                 Err(e) if e.kind() == ErrorKind::NotFound => {
-                    // The blob left on purpose (larder rm): nothing to send.
-                    self.store.upload_done(upload)?;
+                    self.store.upload_done(upload).map(|()| false)
                 }
                 Err(e) => {
                     self.store.upload_failed(upload, &e.to_string(), crate::time::now())?;
-                    report.failed += 1;
+                    Err(e)
+                }
+            }
+        });
+        for outcome in outcomes {
+            match outcome {
+                Ok(true) => report.sent += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    if e.kind() != ErrorKind::Config {
+                        report.failed += 1;
+                    }
                     report.last_error = Some(e.to_string());
                 }
             }
-            progress.advance(upload.size);
         }
         if !due.is_empty() {
             progress.finish();
@@ -417,6 +440,39 @@ impl Larder {
         }
         Ok(reports)
     }
+}
+
+/// Transfers at once: enough to hide a remote's round trips, few enough
+/// not to swamp it.
+const TRANSFERS_AT_ONCE: usize = 8;
+
+/// Runs `job` on every item, a few at once on scoped threads; the results
+/// in the items' order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() <= 1 {
+        return items.iter().map(&job).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<R>>> =
+        std::sync::Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..TRANSFERS_AT_ONCE.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let result = job(item);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect()
 }
 
 fn no_writable_remote() -> Error {

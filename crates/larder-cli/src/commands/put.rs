@@ -61,19 +61,18 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     } else {
         store.put_files(&args.files, &opts, &bars)
     };
+    // Every put reaches the remotes that take writes, a few at once.
+    let stored: Vec<(larder::Digest, Option<String>)> =
+        results.iter().filter_map(|r| r.as_ref().ok().map(|d| (*d, args.key.clone()))).collect();
+    let mut sent = larder.send_all(&stored, args.upload).into_iter();
     let mut failures = output::Failures::default();
     let mut rows = Vec::new();
     for (file, result) in args.files.iter().zip(results) {
-        // Every put reaches the remotes that take writes.
-        let result = result.and_then(|digest| {
-            let sent = if args.upload {
-                larder.send_now(&digest, args.key.as_deref())
-            } else {
-                larder.send(&digest, args.key.as_deref())
-            };
-            sent.map(|()| digest).map_err(|e| {
-                larder::Error::new(e.kind(), format!("{digest} is stored locally, but: {e}"))
-            })
+        let result = result.and_then(|digest| match sent.next() {
+            Some(Ok(())) | None => Ok(digest),
+            Some(Err(e)) => {
+                Err(larder::Error::new(e.kind(), format!("{digest} is stored locally, but: {e}")))
+            }
         });
         match result {
             Ok(digest) => {

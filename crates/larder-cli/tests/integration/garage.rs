@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::TestDir;
-
 /// A running Garage.
 pub struct Garage {
     child: Child,
@@ -33,9 +31,9 @@ fn free_port() -> u16 {
 }
 
 impl Garage {
-    /// Starts Garage in a folder of `t`, with the bucket `larder`.
-    pub fn start(t: &TestDir) -> Garage {
-        let dir = t.path().join("garage");
+    /// Starts Garage in a folder under `root`, with the bucket `larder`.
+    pub fn start(root: &Path) -> Garage {
+        let dir = root.join("garage");
         std::fs::create_dir_all(&dir).expect("mkdir");
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
         let secret: String =
@@ -133,11 +131,13 @@ impl Garage {
     }
 
     /// The AWS variables a client needs, to set on a command.
-    pub fn env(&self) -> [(&'static str, String); 3] {
+    pub fn env(&self) -> [(&'static str, String); 4] {
         [
             ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
             ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
             ("AWS_REGION", "garage".to_string()),
+            // The AWS command line (v1) reads only this one.
+            ("AWS_DEFAULT_REGION", "garage".to_string()),
         ]
     }
 

@@ -27,7 +27,7 @@ fn every_kind_of_remote_passes_the_conformance_suite() {
     let t = TestDir::new();
     let server = TestDir::new();
     let s = Served::start(&server, &[]);
-    let garage = Garage::start(&t);
+    let garage = Garage::start(t.path());
     let folder = t.path().join("shared-folder");
     remotes(
         &t,
@@ -58,7 +58,7 @@ fn every_kind_of_remote_passes_the_conformance_suite() {
 #[test]
 fn an_s3_remote_fills_a_cold_home_and_a_corrupt_copy_is_never_served() {
     let t = TestDir::new();
-    let garage = Garage::start(&t);
+    let garage = Garage::start(t.path());
     let table = format!(
         "name = \"s3\"\nurl = \"s3://{}/team\"\nendpoint = \"{}\"\nregion = \"garage\"",
         garage.bucket, garage.endpoint
@@ -121,7 +121,7 @@ fn overwrite_object(garage: &Garage, path: &str, bytes: &[u8]) {
 #[test]
 fn s3_faults_are_clear_errors_and_the_local_tier_keeps_working() {
     let t = TestDir::new();
-    let mut garage = Garage::start(&t);
+    let mut garage = Garage::start(t.path());
     let table = |bucket: &str| {
         format!(
             "name = \"s3\"\nurl = \"s3://{bucket}/p\"\nendpoint = \"{}\"\nregion = \"garage\"",
@@ -171,7 +171,7 @@ fn owed(t: &TestDir, garage: &Garage) -> serde_json::Value {
 #[test]
 fn a_write_back_remote_gets_puts_in_the_background() {
     let t = TestDir::new();
-    let garage = Garage::start(&t);
+    let garage = Garage::start(t.path());
     let table = format!(
         "name = \"s3\"\nurl = \"s3://{}/wb\"\nendpoint = \"{}\"\nmode = \"write-back\"",
         garage.bucket, garage.endpoint
@@ -196,7 +196,7 @@ fn a_write_back_remote_gets_puts_in_the_background() {
 #[test]
 fn what_a_write_back_remote_is_owed_survives_an_outage_and_is_never_evicted() {
     let t = TestDir::new();
-    let mut garage = Garage::start(&t);
+    let mut garage = Garage::start(t.path());
     let table = format!(
         "name = \"s3\"\nurl = \"s3://{}/wb\"\nendpoint = \"{}\"\nmode = \"write-back\"",
         garage.bucket, garage.endpoint
@@ -251,7 +251,7 @@ fn uploaders(home: &std::path::Path) -> Vec<i32> {
 #[test]
 fn an_uploader_killed_mid_upload_loses_nothing() {
     let t = TestDir::new();
-    let garage = Garage::start(&t);
+    let garage = Garage::start(t.path());
     let table = format!(
         "name = \"s3\"\nurl = \"s3://{}/kill\"\nendpoint = \"{}\"\nmode = \"write-back\"",
         garage.bucket, garage.endpoint

@@ -35,7 +35,7 @@ static RUNTIME: LazyLock<std::result::Result<tokio::runtime::Runtime, String>> =
     });
 
 /// Bytes per part of a large upload, and parts sent at once.
-const PART: usize = 16 << 20;
+const PART: usize = 8 << 20;
 const PARTS_AT_ONCE: usize = 4;
 
 /// The URL schemes this backend takes.
