@@ -40,6 +40,8 @@ pub struct FetchOptions {
     pub retries: u32,
     /// The wait before the first retry; each later wait doubles.
     pub backoff: Duration,
+    /// The configured remotes, whose endpoints `s3://` loaders borrow.
+    pub remotes: Vec<crate::remote::RemoteConfig>,
 }
 
 impl Default for FetchOptions {
@@ -48,6 +50,7 @@ impl Default for FetchOptions {
             timeout: Duration::from_secs(30),
             retries: 4,
             backoff: Duration::from_millis(500),
+            remotes: Vec::new(),
         }
     }
 }
@@ -156,7 +159,7 @@ fn strip_suffix(name: &str, suffixes: &[(&str, &str)]) -> String {
 
 fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<()> {
     match &plan.source.loader {
-        Loader::Http(_) | Loader::Dirac(_) => {
+        Loader::Http(_) | Loader::Dirac(_) | Loader::S3 { .. } => {
             let key = download_key(plan.source);
             match b.store.open_verified(&Target::Key(key.clone()), b.progress) {
                 Ok((digest, file, size)) => {
@@ -199,12 +202,6 @@ fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<()> {
             let reader = source::run_command(command)?;
             unpack_input(b, plan, Input::Stream(Box::new(reader)), &plan.raw_checks, staging)
         }
-        Loader::S3 { bucket, key } => Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "s3://{bucket}/{key}: S3 loaders need an S3 remote, which this larder has not got; load it with exec:'aws s3 cp s3://{bucket}/{key} -' or an http: URL instead"
-            ),
-        )),
     }
 }
 

@@ -436,7 +436,9 @@ impl Config {
                 origin: origin.clone(),
             });
         }
-        let remotes = remotes.into_iter().map(|(r, _)| r).collect();
+        let remotes: Vec<crate::remote::RemoteConfig> =
+            remotes.into_iter().map(|(r, _)| r).collect();
+        fetch.remotes = remotes.clone();
         Ok(Config {
             home,
             capacity,

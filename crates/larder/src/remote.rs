@@ -20,7 +20,7 @@ use crate::store::Target;
 
 pub use endpoint::{Endpoint, redact};
 pub use larder_http::LarderHttp;
-pub use object::ObjectRemote;
+pub use object::{ObjectRemote, open_s3_object};
 
 /// What a remote tier may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

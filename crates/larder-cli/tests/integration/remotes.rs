@@ -291,3 +291,38 @@ fn an_uploader_killed_mid_upload_loses_nothing() {
     assert_eq!(got.code, 0, "{got:#?}");
     assert!(std::fs::read(&out).expect("out") == data);
 }
+
+#[test]
+fn a_recipe_loads_from_s3_with_the_endpoint_of_a_remote_in_the_bucket() {
+    let t = TestDir::new();
+    let garage = Garage::start(t.path());
+    // A remote in the same bucket lends its endpoint and region.
+    let table = format!(
+        "name = \"s3\"\nurl = \"s3://{}/cache\"\nendpoint = \"{}\"\nregion = \"garage\"\nmode = \"read-only\"",
+        garage.bucket, garage.endpoint
+    );
+    remotes(&t, &[&table]);
+    let data = bytes(31, 300_000);
+    let f = t.file("upload/table.csv", &data);
+    let binary = std::env::var_os("LARDER_TEST_AWS").expect("LARDER_TEST_AWS");
+    let mut aws = std::process::Command::new(binary);
+    aws.args(["--endpoint-url", &garage.endpoint, "s3", "cp", "--only-show-errors"])
+        .arg(&f)
+        .arg(format!("s3://{}/data/table.csv", garage.bucket));
+    for (k, v) in garage.env() {
+        aws.env(k, v);
+    }
+    crate::pyproject::run_ok(aws);
+    let url = format!("s3://{}/data/table.csv", garage.bucket);
+    let sha = format!("sha256:{}", crate::archives::sha256_hex(&data));
+    let dir = with_garage(&t, &garage, &["use", "--name", "tables", &url, &sha]).ok();
+    let got = std::fs::read(t.real(&dir).join("table.csv")).expect("table.csv");
+    assert!(got == data);
+    // A wrong checksum keeps nothing; a missing object is a clear error.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let err = with_garage(&t, &garage, &["use", "--name", "bad", &url, &wrong]);
+    assert_ne!(err.code, 0, "{err:#?}");
+    let missing = format!("s3://{}/data/nope.csv", garage.bucket);
+    let err = with_garage(&t, &garage, &["use", "--name", "gone", &missing]).fails(1);
+    assert!(err.contains("s3://larder/data/nope.csv does not exist"), "{err}");
+}

@@ -78,6 +78,10 @@ pub(crate) fn open_remote(
             let size = file.metadata().ok().map(|m| m.len());
             Ok((Box::new(file), size))
         }
+        Loader::S3 { bucket, key } => {
+            let (reader, size) = crate::remote::open_s3_object(bucket, key, opts)?;
+            Ok((reader, Some(size)))
+        }
         other => Err(Error::new(ErrorKind::InvalidInput, format!("{other} is not a download"))),
     }
 }

@@ -68,6 +68,41 @@ struct DavUpload {
     timeout: Duration,
 }
 
+/// Opens the object `key` of the S3 bucket `bucket` for an `s3://` recipe
+/// loader: the endpoint and region of a configured remote in that bucket
+/// (else `AWS_ENDPOINT_URL` and `AWS_REGION`), credentials as for remotes.
+/// Returns the reader and the object's size.
+pub fn open_s3_object(
+    bucket: &str,
+    key: &str,
+    fetch: &FetchOptions,
+) -> Result<(Box<dyn Read + Send>, u64)> {
+    let in_bucket = |r: &&RemoteConfig| {
+        r.url.strip_prefix("s3://").is_some_and(|rest| rest.split('/').next() == Some(bucket))
+    };
+    let borrowed = fetch.remotes.iter().find(in_bucket);
+    let config = RemoteConfig {
+        name: format!("s3://{bucket}/{key}"),
+        url: format!("s3://{bucket}"),
+        mode: RemoteMode::ReadOnly,
+        endpoint: borrowed
+            .and_then(|r| r.endpoint.clone())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty())),
+        region: borrowed.and_then(|r| r.region.clone()),
+    };
+    let remote = ObjectRemote::new(&config, fetch)?;
+    let what = format!("reading s3://{bucket}/{key}");
+    let Some(size) = remote.stat(key, &what)? else {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("s3://{bucket}/{key} does not exist; check the bucket and key"),
+        ));
+    };
+    let reader = remote.op.reader(key).map_err(|e| remote.error(&what, &e))?;
+    let reader = reader.into_std_read(0..size).map_err(|e| remote.error(&what, &e))?;
+    Ok((Box::new(reader), size))
+}
+
 impl ObjectRemote {
     /// The remote a configuration entry describes.
     pub fn new(config: &RemoteConfig, fetch: &FetchOptions) -> Result<ObjectRemote> {
