@@ -265,6 +265,51 @@ impl Dirs {
         Ok(record)
     }
 
+    /// Holds the scratch directory `name` for `holder`, made from what `fill`
+    /// writes into an empty folder, unless a directory of that name exists
+    /// already (then it is used as it is). The folder is filled beside where
+    /// the directory goes and renamed into place whole, so nobody sees it
+    /// half-filled. Returns its record, and whether it was filled here.
+    pub fn use_filled(
+        &self,
+        name: &str,
+        size: u64,
+        holder: &Holder,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<(DirRecord, bool)> {
+        validate_name(name)?;
+        let spec = DirSpec::scratch(Some(name)).with_size(size);
+        if self.coord.get(name)?.is_some() {
+            return Ok((self.use_dir(&spec, holder, &NoProgress)?, false));
+        }
+        let path = self.place(name, size)?.join(name);
+        let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let staging = parent.join(format!(".{name}.filling-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging).map_err(|e| Error::io("create", &staging, e))?;
+        let filled = fill(&staging).and_then(|()| {
+            crate::fsutil::sync_filesystem(&staging).map_err(|e| Error::io("flush", &staging, e))
+        });
+        if let Err(e) = filled {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        // Someone else's directory got there first: theirs is used.
+        let placed = fs::rename(&staging, &path).is_ok();
+        if !placed {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        match self.use_dir(&spec, holder, &NoProgress) {
+            Ok(record) => Ok((record, placed)),
+            Err(e) => {
+                if placed {
+                    let _ = fs::remove_dir_all(&path);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Holds the directory `spec` names for the calling process until the
     /// lease is dropped.
     pub fn lease(&self, spec: &DirSpec) -> Result<DirLease> {

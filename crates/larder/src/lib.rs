@@ -21,6 +21,7 @@ mod build;
 pub mod config;
 pub mod coord;
 mod digest;
+pub mod dir_transfer;
 mod dirs;
 mod error;
 mod fsutil;

@@ -149,7 +149,7 @@ impl Larder {
         self.store.warm_up(target.clone())
     }
 
-    fn fetch_from(
+    pub(crate) fn fetch_from(
         &self,
         remote: &dyn Remote,
         target: &Target,
@@ -331,7 +331,12 @@ impl Larder {
         Ok(report)
     }
 
-    fn send_to(&self, remote: &dyn Remote, digest: &Digest, key: Option<&str>) -> Result<bool> {
+    pub(crate) fn send_to(
+        &self,
+        remote: &dyn Remote,
+        digest: &Digest,
+        key: Option<&str>,
+    ) -> Result<bool> {
         let Some(found) = self.store.lookup(&Target::Digest(*digest))? else {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -448,7 +453,7 @@ const TRANSFERS_AT_ONCE: usize = 8;
 
 /// Runs `job` on every item, a few at once on scoped threads; the results
 /// in the items' order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn in_parallel<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) -> Vec<R> {
     if items.len() <= 1 {
         return items.iter().map(&job).collect();
     }

@@ -44,6 +44,17 @@ enum DirCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Send a directory to a remote: its files' blobs (deduplicated) and a
+    /// manifest; `larder use --name NAME --from-remote R` restores it elsewhere
+    Push {
+        name: String,
+        /// The remote to send it to [default: every remote that takes writes]
+        #[arg(long)]
+        remote: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a directory nobody holds (or anyway, with --force)
     Rm {
         name: String,
@@ -138,6 +149,30 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         DirCommand::Rm { name, force } => {
             dirs.remove(&name, force)?;
             println!("deleted {name}");
+        }
+        DirCommand::Push { name, remote, json } => {
+            let larder = ctx.open_larder()?;
+            let pushed =
+                larder.push_dir(&dirs, &name, remote.as_deref(), &crate::progress::Bars::new())?;
+            larder.close_local()?;
+            if json {
+                output::print_json(&json!({
+                    "name": name,
+                    "files": pushed.files,
+                    "bytes": pushed.bytes,
+                    "sent": pushed.sent,
+                    "remotes": pushed.remotes,
+                    "manifest": pushed.manifest.map(|d| d.to_string()),
+                }))?;
+            } else {
+                println!(
+                    "pushed {name} to {}: {} files, {}, {} blobs sent",
+                    pushed.remotes.join(", "),
+                    pushed.files,
+                    larder::size::format_size(pushed.bytes),
+                    pushed.sent
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -29,6 +29,10 @@ pub struct Args {
     /// How long a --holder hold lasts unless renewed, like 90s, 10m or 2h
     #[arg(long, value_name = "DURATION", requires = "holder", default_value = "1h")]
     ttl: String,
+    /// Restore the scratch directory --name from this remote (sent there by larder dir
+    /// push) if there is none of that name here
+    #[arg(long, value_name = "REMOTE", requires = "name", conflicts_with = "recipe")]
+    from_remote: Option<String>,
     /// How to build it: loaders, each followed by its transforms (see below); none for a
     /// scratch directory
     #[arg(value_name = "RECIPE")]
@@ -41,7 +45,8 @@ pub struct Args {
 const RECIPES: &str = "\
 Recipes (shared-cache's loader stacks): each loader makes a file, and the transforms after it
 apply to that file:
-  loaders:    http:URL (or the URL alone)  file:PATH  larder:DIGEST  dirac:LFN  exec:COMMAND
+  loaders:    http:URL (or the URL alone)  s3://BUCKET/KEY  file:PATH  larder:DIGEST  dirac:LFN
+              exec:COMMAND
   transforms: md5:HEX sha1:HEX sha256:HEX sha512:HEX blake3:HEX (checked while streaming)
               tar (gzip, bzip2, xz, zstd detected)  unzip  gunzip  unxz  unzstd
 The first user builds the directory; the others wait and share it. Downloads are kept in the
@@ -69,9 +74,22 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     } else {
         Holder::current_process()
     };
-    let recipe = Recipe::parse(&args.recipe)?;
-    let spec = larder::DirSpec { name: args.name.clone(), size, recipe };
-    let record = dirs.use_dir(&spec, &holder, &crate::progress::Bars::new())?;
+    let record = if let (Some(remote), Some(name)) = (&args.from_remote, &args.name) {
+        let larder = ctx.open_larder()?;
+        let (record, _) = larder.restore_dir(
+            &dirs,
+            name,
+            Some(remote),
+            &holder,
+            &crate::progress::Bars::new(),
+        )?;
+        larder.close_local()?;
+        record
+    } else {
+        let recipe = Recipe::parse(&args.recipe)?;
+        let spec = larder::DirSpec { name: args.name.clone(), size, recipe };
+        dirs.use_dir(&spec, &holder, &crate::progress::Bars::new())?
+    };
     if args.command.is_empty() {
         println!("{}", record.path);
         return Ok(ExitCode::SUCCESS);

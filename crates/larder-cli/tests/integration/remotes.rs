@@ -326,3 +326,82 @@ fn a_recipe_loads_from_s3_with_the_endpoint_of_a_remote_in_the_bucket() {
     let err = with_garage(&t, &garage, &["use", "--name", "gone", &missing]).fails(1);
     assert!(err.contains("s3://larder/data/nope.csv does not exist"), "{err}");
 }
+
+#[test]
+fn a_scratch_directory_pushed_to_s3_is_restored_in_a_cold_home() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let garage = Garage::start(t.path());
+    let table = format!(
+        "name = \"s3\"\nurl = \"s3://{}/dirs\"\nendpoint = \"{}\"\nregion = \"garage\"",
+        garage.bucket, garage.endpoint
+    );
+    remotes(&t, &[&table]);
+    let dir = t.real(&with_garage(&t, &garage, &["use", "--name", "scratch"]).ok());
+    std::fs::create_dir_all(dir.join("a/deep")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("empty")).expect("mkdir");
+    std::fs::write(dir.join("a/b.txt"), "hello\n").expect("write");
+    std::fs::write(dir.join("a/deep/same.txt"), "hello\n").expect("write");
+    std::fs::write(dir.join("run.sh"), "#!/bin/sh\necho hi\n").expect("write");
+    std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(dir.join("big.bin"), bytes(41, 3_000_000)).expect("write");
+    std::os::unix::fs::symlink("a/b.txt", dir.join("link")).expect("symlink");
+    with_garage(&t, &garage, &["dir", "meta", "scratch", "owner=alice"]).ok();
+    let out =
+        with_garage(&t, &garage, &["dir", "push", "scratch", "--remote", "s3", "--json"]).ok();
+    let pushed: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((pushed["files"].as_u64(), pushed["sent"].as_u64()), (Some(4), Some(3)), "{pushed}");
+    // Again: nothing new to send.
+    let again = with_garage(&t, &garage, &["dir", "push", "scratch"]).ok();
+    assert!(again.contains("4 files") && again.contains("0 blobs sent"), "{again}");
+
+    // Another host: a cold home restores it whole.
+    let cold = |args: &[&str]| {
+        let mut cmd = t.command();
+        cmd.env("LARDER_HOME", t.path().join("cold"));
+        for (k, v) in garage.env() {
+            cmd.env(k, v);
+        }
+        t.run_with(cmd.args(args))
+    };
+    let restored = t.real(&cold(&["use", "--name", "scratch", "--from-remote", "s3"]).ok());
+    assert_ne!(restored, dir);
+    assert_eq!(std::fs::read_to_string(restored.join("a/b.txt")).expect("b"), "hello\n");
+    assert_eq!(std::fs::read_to_string(restored.join("a/deep/same.txt")).expect("same"), "hello\n");
+    assert!(std::fs::read(restored.join("big.bin")).expect("big") == bytes(41, 3_000_000));
+    let mode = std::fs::metadata(restored.join("run.sh")).expect("run.sh").permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(
+        std::fs::read_link(restored.join("link")).expect("link"),
+        std::path::Path::new("a/b.txt")
+    );
+    assert!(restored.join("empty").is_dir());
+    let shown: serde_json::Value =
+        serde_json::from_str(&cold(&["dir", "show", "scratch", "--json"]).ok()).expect("json");
+    assert_eq!(shown["meta"]["owner"], "alice", "{shown}");
+    // Used again, it is the local one; a name the remote lacks is a clear miss.
+    assert_eq!(t.real(&cold(&["use", "--name", "scratch", "--from-remote", "s3"]).ok()), restored);
+    let err = cold(&["use", "--name", "nothere", "--from-remote", "s3"]).fails(1);
+    assert!(err.contains("remote s3 has no directory nothere"), "{err}");
+}
+
+#[test]
+fn a_manifest_that_leads_outside_its_directory_is_refused() {
+    let t = TestDir::new();
+    let folder = t.path().join("shared");
+    remotes(&t, &[&format!("name = \"folder\"\nurl = \"file://{}\"", folder.display())]);
+    // A manifest written behind larder's back, with a path that climbs out.
+    let manifest = serde_json::json!({
+        "format": "larder-dir-v1", "name": "evil", "meta": {},
+        "entries": [{"type": "symlink", "path": "x", "target": "../../../etc"}]
+    })
+    .to_string();
+    let digest = crate::util::digest_of(manifest.as_bytes());
+    let hex = digest.trim_start_matches("sha256:");
+    t.file(&format!("shared/cas/sha256/{}/{hex}", &hex[..2]), &manifest);
+    t.file("shared/keys/dirs.d/evil.k", format!("{digest}\n"));
+    let err = t.run(&["use", "--name", "evil", "--from-remote", "folder"]).fails(2);
+    assert!(err.contains("links outside the directory"), "{err}");
+    assert!(t.run(&["dir", "show", "evil"]).code != 0, "nothing was made");
+}
