@@ -156,6 +156,52 @@ fn main() {
         format!("aws s3 cp --recursive: {}", secs(c)),
         format!("{} (target <= 0.8)", ratio(p, c)),
     );
+
+    // The same files as a directory: pushed, then restored in a cold home.
+    let (mut push, mut restore, mut cp_down) = (vec![], vec![], vec![]);
+    for rep in 0..REPS {
+        let prefix = format!("dir-{rep}");
+        let home = bench.home(&format!("dir-{rep}"), &prefix);
+        let path = PathBuf::from(bench.larder_out(&home, &["use", "--name", "small"]).trim());
+        for file in &small_files {
+            fs::copy(file, path.join(file.file_name().expect("name"))).expect("copy");
+        }
+        settle();
+        let (secs, _) = bench.larder(&home, &["dir", "push", "small"], &[]);
+        push.push(secs);
+        let cold = bench.home(&format!("dir-cold-{rep}"), &prefix);
+        let (secs, _) =
+            bench.larder(&cold, &["use", "--name", "small", "--from-remote", "s3"], &[]);
+        restore.push(secs);
+        let restored = PathBuf::from(bench.larder_out(&cold, &["use", "--name", "small"]).trim());
+        assert_eq!(fs::read_dir(&restored).expect("restored").count(), scale.small_files);
+        let out = root.join(format!("ref-dir-{rep}"));
+        let src = format!("s3://{}/ref-small-{rep}/", bench.garage.bucket);
+        cp_down.push(bench.aws(
+            &["s3", "cp", "--recursive", "--only-show-errors"],
+            &[src.as_ref(), out.as_os_str()],
+        ));
+        assert_eq!(fs::read_dir(&out).expect("out").count(), scale.small_files);
+        remove(&out);
+        settle();
+    }
+    show_reps("dir push: larder", &push);
+    show_reps("use --from-remote, cold: larder", &restore);
+    show_reps("aws s3 cp --recursive, down", &cp_down);
+    let (p, c) = (median(&push), median(&cp_up));
+    table.row(
+        format!("dir push of {} files", scale.small_files),
+        secs(p),
+        format!("aws s3 cp --recursive: {}", secs(c)),
+        format!("{} (target <= 0.8)", ratio(p, c)),
+    );
+    let (r, c) = (median(&restore), median(&cp_down));
+    table.row(
+        format!("use --from-remote of {} files, cold", scale.small_files),
+        secs(r),
+        format!("aws s3 cp --recursive: {}", secs(c)),
+        format!("{} (target <= 0.8)", ratio(r, c)),
+    );
     println!();
     table.print();
 }
@@ -204,6 +250,21 @@ impl Bench {
         let stderr = fs::read_to_string(dir.join("stderr")).unwrap_or_default();
         assert!(status.success(), "larder {args:?} failed: {status}: {stderr}");
         (secs, kib * 1024)
+    }
+
+    /// Runs larder in `dir`'s home; what it printed.
+    fn larder_out(&self, dir: &Path, args: &[&str]) -> String {
+        let mut cmd = Command::new(LARDER);
+        cmd.args(args)
+            .env("HOME", dir.join("user"))
+            .env("LARDER_HOME", dir.join("home"))
+            .stdin(Stdio::null());
+        for (k, v) in self.garage.env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run larder");
+        assert!(out.status.success(), "larder {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs the AWS command line against Garage; its time.
