@@ -36,6 +36,8 @@ pub struct Config {
     pub settings: Vec<Setting>,
     /// `LARDER_*` environment variables that name no setting (likely typos).
     pub unknown_env: Vec<String>,
+    /// Folders holding `sources/<name>/source.conf`, first definition first.
+    pub pool_roots: Vec<PathBuf>,
 }
 
 /// One effective configuration value and where it came from.
@@ -83,8 +85,9 @@ pub const KEYS: [&str; 7] =
     ["home", "capacity", "log", "verify_reads", "dirs", "http_timeout", "http_retries"];
 
 /// `LARDER_*` variables that are not settings but mean something all the
-/// same: a remote's password, and the directory `larder use … -- CMD` gives.
-pub const OTHER_ENV: [&str; 2] = ["LARDER_PASSWORD", "LARDER_DIR"];
+/// same: a remote's password, the directory `larder use … -- CMD` gives, and
+/// the instance pool commands and hooks run for.
+pub const OTHER_ENV: [&str; 3] = ["LARDER_PASSWORD", "LARDER_DIR", "LARDER_INSTANCE"];
 
 /// Everything configuration is read from. [`Sources::from_process`] fills it from
 /// the real environment; tests build it by hand.
@@ -449,8 +452,23 @@ impl Config {
             remotes,
             settings,
             unknown_env,
+            pool_roots: pool_roots(sources),
         })
     }
+}
+
+/// Where pool sources are looked up, first definition first: larder's user
+/// and project folders, then crcache's (`~/.config/crcache`, `./.crcache`).
+fn pool_roots(sources: &Sources) -> Vec<PathBuf> {
+    let user = sources.user_file.as_deref().and_then(Path::parent);
+    let project = sources.project_file.as_deref().and_then(Path::parent);
+    let mut roots: Vec<PathBuf> =
+        [user, project].into_iter().flatten().map(Path::to_path_buf).collect();
+    if let Some(config_dir) = user.and_then(Path::parent) {
+        roots.push(config_dir.join("crcache"));
+    }
+    roots.push(sources.cwd.join(".crcache"));
+    roots
 }
 
 /// Relative paths in `~/.config/larder/config.toml` are relative to that folder;

@@ -8,6 +8,7 @@
 //! never leaks a count.
 
 pub mod conformance;
+mod pools;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::holder::ProcessId;
 
+pub use pools::{Failure, Instance, InstanceState, PoolCoordinator, PoolState, update};
 pub use sqlite::SqliteCoordinator;
 
 /// Who holds a directory.

@@ -27,6 +27,7 @@ mod error;
 mod fsutil;
 pub mod holder;
 mod lockfile;
+pub mod pool;
 mod progress;
 pub mod recipe;
 pub mod remote;

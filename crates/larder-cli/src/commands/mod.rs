@@ -8,6 +8,7 @@ mod get;
 mod has;
 mod ls;
 mod pin;
+mod pool;
 mod push;
 mod put;
 mod remote;
@@ -64,6 +65,8 @@ pub enum Command {
     Wheels(wheels::Args),
     /// The remote tiers: list them, check that they work
     Remote(remote::Args),
+    /// Compute pools (crcache): status, acquire, run, cp, release
+    Pool(pool::Args),
     /// Print the effective configuration and where each value came from
     Config(config::Args),
 }
@@ -163,7 +166,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     {
         sources = sources.flag("log", "debug", "serve -d");
     }
-    if cli.verbose > 0 {
+    let pool_status = matches!(&cli.command, Command::Pool(args) if args.is_status());
+    if cli.verbose > 0 && !pool_status {
         let level = match cli.verbose {
             1 => "info",
             2 => "debug",
@@ -186,6 +190,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Put(args) => put::run(&ctx, args),
         Command::Push(args) => push::run(&ctx, args),
         Command::Remote(args) => remote::run(&ctx, args),
+        Command::Pool(args) => pool::run(&ctx, args, cli.verbose),
         Command::Get(args) => get::run(&ctx, args),
         Command::Has(args) => has::run(&ctx, args),
         Command::Rm(args) => rm::run(&ctx, args),

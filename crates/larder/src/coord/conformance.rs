@@ -244,3 +244,50 @@ fn metadata_is_kept(coord: &dyn Coordinator) {
     let r = coord.begin_delete("f", &me, false).expect("begin").expect("free");
     coord.finish_delete("f", r.generation).expect("finish");
 }
+
+/// Runs every check of the pools' state against `coord`, which must start
+/// with none.
+pub fn run_pools(coord: &dyn super::PoolCoordinator) {
+    use super::{Instance, InstanceState, PoolState, update};
+    assert_eq!(coord.pools().expect("read"), PoolState::default(), "starts empty");
+
+    // A change that fails stores nothing.
+    let failed = update(coord, |state| {
+        state.counters.insert("vm".into(), 7);
+        Err::<(), _>(crate::Error::new(crate::ErrorKind::Conflict, "no"))
+    });
+    assert!(failed.is_err());
+    assert!(coord.pools().expect("read").counters.is_empty(), "a failed change leaves no trace");
+
+    // What is stored reads back the same.
+    let instance = Instance {
+        source: "vm".into(),
+        path: vec!["pool".into(), "vm".into()],
+        state: InstanceState::InUse { holder: token("ci", 60_000) },
+        since: now_ms(),
+        concurrency: 4,
+        created_at: now_ms(),
+    };
+    update(coord, |state| {
+        state.instances.insert("vm-0".into(), instance.clone());
+        Ok(())
+    })
+    .expect("store");
+    assert_eq!(coord.pools().expect("read").instances.get("vm-0"), Some(&instance));
+
+    // Changes from many threads at once are serialized: none is lost.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    update(coord, |state| {
+                        *state.counters.entry("n".into()).or_insert(0) += 1;
+                        Ok(())
+                    })
+                    .expect("update");
+                }
+            });
+        }
+    });
+    assert_eq!(coord.pools().expect("read").counters.get("n"), Some(&80));
+}

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    Attached, BuildProgress, Coordinator, DirRecord, DirState, Holder, Holding, NewDir, now_ms,
+    Attached, BuildProgress, Coordinator, DirRecord, DirState, Holder, Holding, NewDir,
+    PoolCoordinator, PoolState, now_ms,
 };
 use crate::error::{Error, Result};
 
@@ -41,6 +42,12 @@ ALTER TABLE dirs ADD COLUMN failure TEXT;
 ALTER TABLE dirs ADD COLUMN progress TEXT;
 ALTER TABLE dirs ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE dirs ADD COLUMN recipe TEXT;
+"#,
+    r#"
+CREATE TABLE pool_state (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL
+);
 "#,
 ];
 
@@ -391,6 +398,52 @@ impl Coordinator for SqliteCoordinator {
     }
 }
 
+impl PoolCoordinator for SqliteCoordinator {
+    fn pools(&self) -> Result<PoolState> {
+        let text = self.read(load_pools)?;
+        parse_pools(&self.path, text)
+    }
+
+    fn update_pools(&self, change: &mut dyn FnMut(&mut PoolState) -> Result<()>) -> Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| Error::index(&self.path, e))?;
+        let before = load_pools(&tx).map_err(|e| Error::index(&self.path, e))?;
+        let mut state = parse_pools(&self.path, before.clone())?;
+        change(&mut state)?;
+        let after = json(&state);
+        if before.as_deref() != Some(after.as_str()) {
+            tx.prepare_cached("INSERT OR REPLACE INTO pool_state(id, state) VALUES (1, ?1)")
+                .and_then(|mut stmt| stmt.execute([&after]))
+                .map_err(|e| Error::index(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| Error::index(&self.path, e))
+    }
+}
+
+fn load_pools(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT state FROM pool_state WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()
+}
+
+fn parse_pools(path: &Path, text: Option<String>) -> Result<PoolState> {
+    match text {
+        None => Ok(PoolState::default()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            Error::new(
+                crate::ErrorKind::Corrupt,
+                format!(
+                    "the pool state in {} is unreadable ({e}); release what you can, then \
+                     delete its pool_state row to start afresh",
+                    path.display()
+                ),
+            )
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -398,5 +451,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let coord = super::SqliteCoordinator::open(dir.path()).expect("open");
         super::super::conformance::run(&coord);
+        super::super::conformance::run_pools(&coord);
     }
 }

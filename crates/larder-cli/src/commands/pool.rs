@@ -1,0 +1,295 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+use larder::coord::Holder;
+use larder::pool::{Acquire, InstanceStatus, Pools, ReleaseOutcome, SourceStatus};
+use serde_json::json;
+
+use super::Context;
+use super::use_dir::{parent_process, token};
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = SOURCES)]
+pub struct Args {
+    #[command(subcommand)]
+    command: PoolCommand,
+}
+
+const SOURCES: &str = "\
+Sources are folders sources/NAME holding a source.conf (crcache's format), looked up under
+~/.config/larder, ./.larder, ~/.config/crcache and ./.crcache; the first definition wins.
+A source `local` (this host) is always there.
+
+  [DEFAULT]
+  type=ssh              ; local, ssh, command or pool
+  ssh_host=build1       ; ssh: a host, or an alias of ~/.ssh/config
+  reserve=1             ; keep released instances while there are at most this many
+  maximum=3             ; never more instances than this (0: no limit)
+  concurrency=0         ; jobs per instance (0: probe with nproc)
+  sources=a,b           ; pool: its members
+  provision=…           ; command: make $INSTANCE      run=…  run \"$@\" on $INSTANCE
+  discard=…             ; command: throw $INSTANCE away
+  timeout=10m           ; how long provisioning, hooks and discarding may take
+
+Executable files in provision.d and discard.d beside source.conf run (as run-parts runs them)
+after an instance is made and before it is thrown away, with its name as $1.";
+
+#[derive(Debug, Subcommand)]
+enum PoolCommand {
+    /// Show sources: cached and in-use instances, and the maximum
+    Status {
+        /// Show pools with their members
+        #[arg(short = 't', long)]
+        tree: bool,
+        /// Also list every instance with its state and holder
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Only these sources
+        #[arg(value_name = "SOURCE")]
+        sources: Vec<String>,
+    },
+    /// Check instances out for use and print their names
+    Acquire {
+        /// The source to take them from
+        #[arg(short = 's', long, default_value = "local")]
+        source: String,
+        /// How many, all or none
+        #[arg(short = 'n', long, value_name = "COUNT")]
+        count: Option<usize>,
+        /// How many (as crcache's `acquire N`)
+        #[arg(value_name = "COUNT", conflicts_with = "count")]
+        count_arg: Option<usize>,
+        /// Wait this long for room when the source is at its maximum, like 30s or 10m
+        #[arg(long, value_name = "DURATION")]
+        wait: Option<String>,
+        /// Hold them under this name, not as the calling process; the hold lasts --ttl
+        #[arg(long, value_name = "NAME")]
+        holder: Option<String>,
+        /// How long a --holder hold lasts
+        #[arg(long, value_name = "DURATION", requires = "holder", default_value = "1h")]
+        ttl: String,
+        /// Print JSON (names, sources and concurrency)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command on an instance, passing its output and exit status through
+    Run {
+        /// The instance
+        #[arg(short = 's', long = "instance", value_name = "INSTANCE")]
+        instance: String,
+        /// The command and its arguments; none for a shell
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Copy files or folders into, out of or between instances: [INSTANCE:]SRC [INSTANCE:]DST
+    Cp {
+        /// What to copy: a path here, or INSTANCE:PATH
+        #[arg(value_name = "[INSTANCE:]SRC")]
+        from: String,
+        /// Where to: a path here, or INSTANCE:PATH (into it, if it is a folder)
+        #[arg(value_name = "[INSTANCE:]DST")]
+        to: String,
+    },
+    /// Return instances: kept up to the reserve, else thrown away
+    Release {
+        /// Throw them away whatever the reserve
+        #[arg(short = 'f', long)]
+        discard: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true, value_name = "INSTANCE")]
+        instances: Vec<String>,
+    },
+}
+
+fn open(ctx: &Context) -> Result<Pools> {
+    Ok(Pools::open(&ctx.config.home, &ctx.config.pool_roots)?)
+}
+
+impl Args {
+    /// Whether this is `pool status`, whose `-v` (larder's global flag)
+    /// shows each source in detail, as crcache's does, rather than logging.
+    pub fn is_status(&self) -> bool {
+        matches!(self.command, PoolCommand::Status { .. })
+    }
+}
+
+/// `verbose` counts larder's global `-v`: `pool status -v` shows each
+/// source's instances, reserve, maximum and last failure.
+pub fn run(ctx: &Context, args: Args, verbose: u8) -> Result<ExitCode> {
+    match args.command {
+        PoolCommand::Status { tree, all, json, sources } => {
+            status(ctx, tree, verbose > 0, all, json, &sources)
+        }
+        PoolCommand::Acquire { source, count, count_arg, wait, holder, ttl, json } => {
+            let holder = match &holder {
+                Some(id) => token(id, larder::time::parse_duration(&ttl)?)?,
+                // The calling shell or script holds them, so its death
+                // returns them.
+                None => Holder::process(parent_process()?),
+            };
+            let wait = wait.as_deref().map(larder::time::parse_duration).transpose()?;
+            let request = Acquire { source, count: count.or(count_arg).unwrap_or(1), holder, wait };
+            let acquired = open(ctx)?.acquire(&request)?;
+            if json {
+                output::print_json(&serde_json::to_value(&acquired)?)?;
+            } else {
+                for a in &acquired {
+                    println!("{}", a.name);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PoolCommand::Run { instance, command } => {
+            let mut cmd = open(ctx)?.command(&instance, &command)?;
+            // larder becomes the command: its output, signals and exit
+            // status are the command's own.
+            use std::os::unix::process::CommandExt;
+            let err = cmd.exec();
+            Err(larder::Error::new(
+                larder::ErrorKind::InvalidInput,
+                format!(
+                    "cannot run `{}` for {instance}: {err}",
+                    command.first().map_or("a shell", String::as_str)
+                ),
+            )
+            .into())
+        }
+        PoolCommand::Cp { from, to } => {
+            open(ctx)?.copy(&from, &to)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        PoolCommand::Release { discard, json, instances } => {
+            let released = open(ctx)?.release(&instances, discard)?;
+            if json {
+                let list: Vec<_> = released
+                    .iter()
+                    .map(|(name, outcome)| json!({ "name": name, "outcome": outcome }))
+                    .collect();
+                output::print_json(&json!(list))?;
+            } else {
+                for (name, outcome) in &released {
+                    let what = match outcome {
+                        ReleaseOutcome::Cached => "cached",
+                        ReleaseOutcome::Discarded => "discarded",
+                        ReleaseOutcome::AlreadyCached => "was not in use",
+                    };
+                    eprintln!("{name}: {what}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn status(
+    ctx: &Context,
+    tree: bool,
+    verbose: bool,
+    all: bool,
+    json: bool,
+    only: &[String],
+) -> Result<ExitCode> {
+    let pools = open(ctx)?;
+    for name in only {
+        pools.sources().get(name)?;
+    }
+    let (sources, instances) = pools.status()?;
+    let shown: Vec<&SourceStatus> =
+        sources.iter().filter(|s| only.is_empty() || only.contains(&s.source)).collect();
+    let listed: Vec<&InstanceStatus> = instances
+        .iter()
+        .filter(|i| only.is_empty() || only.iter().any(|s| i.path.contains(s) || i.source == *s))
+        .collect();
+    if json {
+        let mut value = json!({ "sources": shown });
+        if all {
+            value["instances"] = serde_json::to_value(&listed)?;
+        }
+        output::print_json(&value)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let max = |s: &SourceStatus| s.maximum.map_or("-".to_string(), |m| m.to_string());
+    if verbose {
+        for (i, s) in shown.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            println!("source: {}", s.source);
+            println!("cached: {}", s.cached.join(" "));
+            println!("in-use: {}", s.in_use.join(" "));
+            println!("minimum: {}", s.reserve);
+            println!("maximum: {}", max(s));
+            println!("type: {}", s.kind);
+            if !s.members.is_empty() {
+                println!("sources: {}", s.members.join(","));
+            }
+            println!(
+                "concurrency: {}",
+                s.concurrency.map_or("probed".to_string(), |c| c.to_string())
+            );
+            println!("defined in: {}", s.origin);
+            if let Some(f) = &s.last_failure {
+                println!(
+                    "last failure: {} ({}): {}",
+                    f.instance,
+                    larder::time::format_utc(f.at / 1000),
+                    f.error
+                );
+            }
+        }
+    } else {
+        let row = |s: &SourceStatus| {
+            vec![s.source.clone(), s.cached.len().to_string(), s.in_use.len().to_string(), max(s)]
+        };
+        let mut rows = Vec::new();
+        if tree {
+            // Sources no shown pool contains first, each pool followed by
+            // its members; then the members.
+            let member_of_shown =
+                |name: &str| shown.iter().any(|p| p.members.iter().any(|m| m == name));
+            for s in shown.iter().filter(|s| !member_of_shown(&s.source)) {
+                rows.push(row(s));
+                for m in &s.members {
+                    rows.push(vec![format!("+ {m}"), String::new(), String::new(), String::new()]);
+                }
+            }
+            for s in shown.iter().filter(|s| member_of_shown(&s.source)) {
+                rows.push(row(s));
+                for m in &s.members {
+                    rows.push(vec![format!("+ {m}"), String::new(), String::new(), String::new()]);
+                }
+            }
+        } else {
+            rows = shown.iter().map(|s| row(s)).collect();
+        }
+        output::print_table(&["source", "cached", "in-use", "max"], &rows)?;
+    }
+    if all {
+        println!();
+        let rows: Vec<Vec<String>> = listed
+            .iter()
+            .map(|i| {
+                vec![
+                    i.name.clone(),
+                    i.path.join("/"),
+                    i.state.to_string(),
+                    i.holder.clone().unwrap_or_default(),
+                    if i.concurrency == 0 { "-".into() } else { i.concurrency.to_string() },
+                    larder::time::format_utc(i.since / 1000),
+                ]
+            })
+            .collect();
+        output::print_table(
+            &["instance", "source", "state", "holder", "concurrency", "since"],
+            &rows,
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
