@@ -4,16 +4,19 @@
 //!
 //! - `larder put --upload` of a large file into a fresh home whose remote is
 //!   `s3://…` (hash, store locally, upload), against `aws s3 cp FILE s3://…`;
-//! - `larder get` of it into a cold home (download, check, store, write the
-//!   output), against `aws s3 cp s3://… FILE`;
+//! - `larder get` of it into a cold home (download, check, store durably,
+//!   then copy to the output), and `larder get --link` (the output is a link
+//!   to the stored copy), against `aws s3 cp s3://… FILE`;
 //! - `larder put --upload` of many small files, against
-//!   `aws s3 cp --recursive`;
+//!   `aws s3 cp --recursive`; `larder dir push` of them as a directory, and
+//!   `larder use --from-remote` into a cold home, against the same;
 //! - the peak memory of the larder commands, which stays flat whatever the
 //!   size.
 //!
 //! ```text
 //! cargo bench --bench s3                  full sizes (1 GiB, 10,000 files of 4 KiB)
 //! cargo test -p larder-cli --bench s3     tiny sizes: a smoke test
+//! cargo bench --bench s3 -- large         only the large file (or: small)
 //! ```
 //!
 //! It needs `LARDER_TEST_GARAGE` and `LARDER_TEST_AWS`, which the test
@@ -74,14 +77,43 @@ fn main() {
     settle();
     let bench = Bench { root: root.to_path_buf(), garage: g, aws };
     let mut table = Table::default();
+    if std::env::args().any(|a| a == "hold") {
+        // A Garage to try things by hand: print its settings and wait.
+        for (k, v) in bench.garage.env() {
+            println!("export {k}={v}");
+        }
+        println!(
+            "# bucket {} endpoint {}; large file {}",
+            bench.garage.bucket,
+            bench.garage.endpoint,
+            large.display()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1800));
+    }
+    let only: Vec<String> =
+        std::env::args().skip(1).filter(|a| !a.starts_with('-') && a != "hold").collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    if wanted("large") {
+        bench_large(&bench, &scale, &large, &mut table);
+    }
+    if wanted("small") {
+        bench_small(&bench, &scale, &small, &small_files, &mut table);
+    }
+    println!();
+    table.print();
+}
+
+fn bench_large(bench: &Bench, scale: &Scale, large: &Path, table: &mut Table) {
+    let root = bench.root.as_path();
 
     // A large file: put with upload, and a get into a cold home.
     let (mut put, mut cp_up, mut get, mut cp_down) = (vec![], vec![], vec![], vec![]);
+    let mut linked = vec![];
     let (mut put_rss, mut get_rss) = (0, 0);
     for rep in 0..REPS {
         let prefix = format!("large-{rep}");
         let home = bench.home(&format!("put-{rep}"), &prefix);
-        let (secs, rss) = bench.larder(&home, &["put", "--upload", "--key", "large"], &[&large]);
+        let (secs, rss) = bench.larder(&home, &["put", "--upload", "--key", "large"], &[large]);
         put.push(secs);
         put_rss = put_rss.max(rss);
         let dest = format!("s3://{}/ref-{prefix}/large.bin", bench.garage.bucket);
@@ -94,13 +126,22 @@ fn main() {
         let (secs, rss) = bench.larder(&cold, &["get", "large", "-o"], &[&out]);
         get.push(secs);
         get_rss = get_rss.max(rss);
-        assert!(same_contents(&large, &out), "larder got other bytes");
+        assert!(same_contents(large, &out), "larder got other bytes");
+        remove(&out);
+        remove(&cold.join("home"));
+        settle();
+        // The same, handed out as a link to the cached copy: what a cache
+        // user does with a large file (one write of the bytes, not two).
+        let (secs, rss) = bench.larder(&cold, &["get", "large", "--link", "-o"], &[&out]);
+        linked.push(secs);
+        get_rss = get_rss.max(rss);
+        assert!(same_contents(large, &out), "larder got other bytes");
         remove(&out);
         let out = root.join(format!("ref-{rep}.bin"));
         cp_down.push(
             bench.aws(&["s3", "cp", "--only-show-errors"], &[dest.as_ref(), out.as_os_str()]),
         );
-        assert!(same_contents(&large, &out), "aws got other bytes");
+        assert!(same_contents(large, &out), "aws got other bytes");
         remove(&out);
         remove(&home.join("home"));
         remove(&cold.join("home"));
@@ -109,6 +150,7 @@ fn main() {
     show_reps("put --upload: larder", &put);
     show_reps("put: aws s3 cp", &cp_up);
     show_reps("get, cold: larder", &get);
+    show_reps("get --link, cold: larder", &linked);
     show_reps("get: aws s3 cp", &cp_down);
     let (p, c) = (median(&put), median(&cp_up));
     table.row(
@@ -124,12 +166,29 @@ fn main() {
         format!("aws s3 cp: {} ({})", secs(c), rate(scale.large, c)),
         format!("{} (target <= 0.8)", ratio(l, c)),
     );
+    let l = median(&linked);
+    table.row(
+        format!("get --link {} into a cold home", size(scale.large)),
+        format!("{} ({})", secs(l), rate(scale.large, l)),
+        format!("aws s3 cp: {} ({})", secs(c), rate(scale.large, c)),
+        format!("{} (target <= 0.8)", ratio(l, c)),
+    );
     table.row(
         format!("peak RSS, put and get of {}", size(scale.large)),
         size(put_rss.max(get_rss)),
         "flat: 64 MiB".into(),
         format!("{:.2}x", put_rss.max(get_rss) as f64 / (64 * MIB) as f64),
     );
+}
+
+fn bench_small(
+    bench: &Bench,
+    scale: &Scale,
+    small: &Path,
+    small_files: &[PathBuf],
+    table: &mut Table,
+) {
+    let root = bench.root.as_path();
 
     // Many small files.
     let (mut put, mut cp_up) = (vec![], vec![]);
@@ -163,7 +222,7 @@ fn main() {
         let prefix = format!("dir-{rep}");
         let home = bench.home(&format!("dir-{rep}"), &prefix);
         let path = PathBuf::from(bench.larder_out(&home, &["use", "--name", "small"]).trim());
-        for file in &small_files {
+        for file in small_files {
             fs::copy(file, path.join(file.file_name().expect("name"))).expect("copy");
         }
         settle();
@@ -202,8 +261,6 @@ fn main() {
         format!("aws s3 cp --recursive: {}", secs(c)),
         format!("{} (target <= 0.8)", ratio(r, c)),
     );
-    println!();
-    table.print();
 }
 
 struct Bench {

@@ -286,20 +286,20 @@ impl Larder {
 
     /// Writes what `manifest` lists into the empty folder `into`.
     fn fill(&self, manifest: &Manifest, into: &Path, progress: &dyn Progress) -> Result<()> {
-        let unique: Vec<Digest> = manifest
+        let unique: Vec<(Digest, u64)> = manifest
             .entries
             .iter()
             .filter_map(|e| {
-                if let ManifestEntry::File { digest, .. } = e { Some(*digest) } else { None }
+                if let ManifestEntry::File { digest, size, .. } = e {
+                    Some((*digest, *size))
+                } else {
+                    None
+                }
             })
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        for fetched in
-            in_parallel(&unique, |d| self.fetch(&Target::Digest(*d), &crate::progress::NoProgress))
-        {
-            fetched?;
-        }
+        self.fetch_all(&unique)?;
         let mut folders = Vec::new();
         for entry in &manifest.entries {
             match entry {

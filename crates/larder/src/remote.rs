@@ -144,6 +144,14 @@ pub trait Remote: Send + Sync {
     /// Opens `target` for reading; `None` if the remote lacks it.
     fn open(&self, target: &Target) -> Result<Option<RemoteBlob>>;
 
+    /// Opens the blob `digest`, whose size the caller knows (from a
+    /// manifest), for reading; `None` if the remote lacks it. Backends that
+    /// would otherwise ask for the size first skip that request.
+    fn open_sized(&self, digest: &Digest, size: u64) -> Result<Option<RemoteBlob>> {
+        let _ = size;
+        self.open(&Target::Digest(*digest))
+    }
+
     /// What the remote knows of `target`; `None` if it lacks it.
     fn head(&self, target: &Target) -> Result<Option<RemoteEntry>>;
 

@@ -149,6 +149,73 @@ impl Larder {
         self.store.warm_up(target.clone())
     }
 
+    /// Makes sure the local tier holds every blob of `wanted` (digest and
+    /// size), fetching the missing ones from the remotes a few at once and
+    /// recording them in batches: one flush and one transaction per batch,
+    /// not per blob. Each is checked against its digest as it arrives.
+    pub(crate) fn fetch_all(&self, wanted: &[(Digest, u64)]) -> Result<()> {
+        const BATCH: usize = 512;
+        let mut missing = Vec::new();
+        for (digest, size) in wanted {
+            if !self.store.on_cache(Target::Digest(*digest))? {
+                missing.push((*digest, *size));
+            }
+        }
+        for chunk in missing.chunks(BATCH) {
+            let staged = in_parallel(chunk, |(digest, size)| self.stage_blob(digest, *size));
+            let mut pending = Vec::with_capacity(staged.len());
+            for one in staged {
+                // On an error the others are dropped, which removes them.
+                pending.push(one?);
+            }
+            for stored in self.store.commit_staged(pending) {
+                stored?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams the blob `digest` of `size` bytes from the first remote that
+    /// has it into the store's staging area, checked.
+    fn stage_blob(&self, digest: &Digest, size: u64) -> Result<crate::Pending<'_>> {
+        let mut errors = Vec::new();
+        for remote in &self.remotes {
+            let blob = match remote.open_sized(digest, size) {
+                Ok(Some(blob)) => blob,
+                Ok(None) => continue,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let what = format!("remote {}'s copy of {digest}", remote.name());
+            let mut reader = blob.reader;
+            let pending = self.store.stage_stream(
+                &mut reader,
+                &what,
+                Some(size),
+                &crate::progress::NoProgress,
+            )?;
+            if pending.digest() != Some(*digest) {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "{what} hashes to {}: the remote's copy is corrupt and was not kept",
+                        pending.digest().map_or_else(|| "nothing".into(), |d| d.to_string())
+                    ),
+                ));
+            }
+            return Ok(pending);
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no tier holds {digest}; was it pushed?"),
+            )),
+        }
+    }
+
     pub(crate) fn fetch_from(
         &self,
         remote: &dyn Remote,

@@ -405,3 +405,30 @@ fn a_manifest_that_leads_outside_its_directory_is_refused() {
     assert!(err.contains("links outside the directory"), "{err}");
     assert!(t.run(&["dir", "show", "evil"]).code != 0, "nothing was made");
 }
+
+#[test]
+fn a_directory_whose_remote_blob_is_corrupt_is_not_restored() {
+    let t = TestDir::new();
+    let folder = t.path().join("shared");
+    remotes(&t, &[&format!("name = \"folder\"\nurl = \"file://{}\"", folder.display())]);
+    let dir = t.real(&t.run(&["use", "--name", "data"]).ok());
+    let good = bytes(5, 200_000);
+    std::fs::write(dir.join("good.bin"), &good).expect("write");
+    std::fs::write(dir.join("bad.bin"), bytes(6, 5_000)).expect("write");
+    t.run(&["dir", "push", "data"]).ok();
+    // The remote's copy of one file is damaged behind larder's back.
+    let hex = crate::util::digest_of(&bytes(6, 5_000)).trim_start_matches("sha256:").to_string();
+    crate::util::flip_byte(&folder.join(format!("cas/sha256/{}/{hex}", &hex[..2])), 10);
+    let mut cold = t.command();
+    cold.env("LARDER_HOME", t.path().join("cold"));
+    let err = t.run_with(cold.args(["use", "--name", "data", "--from-remote", "folder"])).fails(3);
+    assert!(err.contains(&format!("remote folder's copy of sha256:{hex} hashes to")), "{err}");
+    assert!(err.contains("corrupt and was not kept"), "{err}");
+    let mut ls = t.command();
+    ls.env("LARDER_HOME", t.path().join("cold"));
+    let listed = t.run_with(ls.args(["ls", "--json"])).ok();
+    assert!(!listed.contains(&hex), "the bad copy was not kept: {listed}");
+    let mut show = t.command();
+    show.env("LARDER_HOME", t.path().join("cold"));
+    assert!(t.run_with(show.args(["dir", "show", "data"])).code != 0, "no directory was made");
+}

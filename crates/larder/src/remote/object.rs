@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use opendal::blocking;
 use opendal::layers::{RetryLayer, TimeoutLayer};
-use opendal::options::{ListOptions, WriteOptions};
+use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 use opendal::services;
 
 use super::layout;
@@ -37,6 +37,8 @@ static RUNTIME: LazyLock<std::result::Result<tokio::runtime::Runtime, String>> =
 /// Bytes per part of a large upload, and parts sent at once.
 const PART: usize = 8 << 20;
 const PARTS_AT_ONCE: usize = 4;
+/// Blobs up to this size whose size is known are read in one request, whole.
+const SMALL_READ: u64 = 1 << 20;
 
 /// The URL schemes this backend takes.
 pub const SCHEMES: &[&str] = &["s3", "gs", "gcs", "azblob", "webdav", "webdavs", "file"];
@@ -440,6 +442,29 @@ impl Remote for ObjectRemote {
         let reader = self.op.reader(&path).map_err(|e| self.error(&what, &e))?;
         let reader = reader.into_std_read(0..size).map_err(|e| self.error(&what, &e))?;
         Ok(Some(RemoteBlob { reader: Box::new(reader), digest: Some(digest), size: Some(size) }))
+    }
+
+    fn open_sized(&self, digest: &Digest, size: u64) -> Result<Option<RemoteBlob>> {
+        self.check()?;
+        let path = layout::blob_path(digest);
+        let what = format!("reading {digest}");
+        let blob = |reader: Box<dyn Read + Send>| {
+            Some(RemoteBlob { reader, digest: Some(*digest), size: Some(size) })
+        };
+        // A small blob is one request, read whole (no more than the size
+        // asked for, whatever the object holds); a large one streams (a
+        // missing one then fails as it is read, not as a miss).
+        if size <= SMALL_READ {
+            let options = ReadOptions { range: (0..size).into(), ..Default::default() };
+            return match self.op.read_options(&path, options) {
+                Ok(bytes) => Ok(blob(Box::new(std::io::Cursor::new(bytes.to_bytes())))),
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(self.error(&what, &e)),
+            };
+        }
+        let reader = self.op.reader(&path).map_err(|e| self.error(&what, &e))?;
+        let reader = reader.into_std_read(0..size).map_err(|e| self.error(&what, &e))?;
+        Ok(blob(Box::new(reader)))
     }
 
     fn head(&self, target: &Target) -> Result<Option<RemoteEntry>> {

@@ -136,6 +136,23 @@ impl Store {
         Ok(Pending { store: self, staged: Some(staged) })
     }
 
+    /// Records staged blobs together: one flush for all of them and one
+    /// transaction, rather than one of each per blob. Returns each one's
+    /// outcome, in order.
+    pub fn commit_staged(&self, pending: Vec<Pending<'_>>) -> Vec<Result<Digest>> {
+        let mut results: Vec<Result<Digest>> = (0..pending.len())
+            .map(|_| Err(Error::new(ErrorKind::Io, "nothing was staged")))
+            .collect();
+        let staged: Vec<(usize, Staged)> = pending
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, mut p)| p.staged.take().map(|s| (i, s)))
+            .collect();
+        let opts = PutOptions::default();
+        self.commit_batch(staged, &|_| &opts, &mut results);
+        results
+    }
+
     /// Stores `bytes`.
     pub fn put_bytes(&self, bytes: &[u8], opts: &PutOptions) -> Result<Digest> {
         self.put_reader(&mut &bytes[..], opts, &NoProgress)
