@@ -155,6 +155,7 @@ impl Larder {
     /// not per blob. Each is checked against its digest as it arrives.
     pub(crate) fn fetch_all(&self, wanted: &[(Digest, u64)]) -> Result<()> {
         const BATCH: usize = 512;
+        const SMALL_BLOB: u64 = 1 << 20;
         let mut missing = Vec::new();
         for (digest, size) in wanted {
             if !self.store.on_cache(Target::Digest(*digest))? {
@@ -162,7 +163,10 @@ impl Larder {
             }
         }
         for chunk in missing.chunks(BATCH) {
-            let staged = in_parallel(chunk, |(digest, size)| self.stage_blob(digest, *size));
+            let small = chunk.iter().all(|(_, size)| *size <= SMALL_BLOB);
+            let at_once = if small { SMALL_FETCHES_AT_ONCE } else { TRANSFERS_AT_ONCE };
+            let staged =
+                in_parallel_n(chunk, at_once, |(digest, size)| self.stage_blob(digest, *size));
             let mut pending = Vec::with_capacity(staged.len());
             for one in staged {
                 // On an error the others are dropped, which removes them.
@@ -518,9 +522,23 @@ impl Larder {
 /// not to swamp it.
 const TRANSFERS_AT_ONCE: usize = 8;
 
+/// Small downloads at once. A small object costs a round trip and almost no
+/// work on either side, and servers answer each after a pause of their own
+/// (tens of milliseconds for some), so many wait at once.
+const SMALL_FETCHES_AT_ONCE: usize = 32;
+
 /// Runs `job` on every item, a few at once on scoped threads; the results
 /// in the items' order.
 pub(crate) fn in_parallel<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    in_parallel_n(items, TRANSFERS_AT_ONCE, job)
+}
+
+/// [`in_parallel`], `at_once` at a time.
+fn in_parallel_n<T: Sync, R: Send>(
+    items: &[T],
+    at_once: usize,
+    job: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     if items.len() <= 1 {
         return items.iter().map(&job).collect();
     }
@@ -528,7 +546,7 @@ pub(crate) fn in_parallel<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R +
     let results: std::sync::Mutex<Vec<Option<R>>> =
         std::sync::Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..TRANSFERS_AT_ONCE.min(items.len()) {
+        for _ in 0..at_once.min(items.len()) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -388,12 +388,20 @@ fn bad_configurations_and_names_get_one_line_errors() {
 fn pools_pick_the_least_loaded_member_and_show_as_a_tree() {
     let t = TestDir::new();
     folder_machines(&t, "a", "maximum=2\n");
-    folder_machines(&t, "b", "maximum=1\n");
+    folder_machines(&t, "b", "maximum=1\nconcurrency=5\n");
     source(&t, "both", "type=pool\nsources=a,b\nreserve=1\n");
     assert_eq!(t.run(&["pool", "acquire", "-s", "a"]).ok(), "a-0\n");
     assert_eq!(t.run(&["pool", "acquire", "-s", "both"]).ok(), "b-0\n");
     assert_eq!(t.run(&["pool", "acquire", "-s", "both"]).ok(), "a-1\n");
     t.run(&["pool", "acquire", "-s", "both"]).fails(6);
+    // A configured concurrency is reported without probing; others are probed.
+    let all = t.json(&["pool", "status", "-a", "--json"]);
+    let of = |name: &str| {
+        let list = all["instances"].as_array().expect("instances");
+        list.iter().find(|i| i["name"] == name).map(|i| i["concurrency"].clone())
+    };
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!((of("b-0"), of("a-1")), (Some(5.into()), Some(nproc.into())), "{all}");
     insta::assert_snapshot!(t.run(&["pool", "status", "-t"]).ok(), @r"
     source  cached  in-use  max
     both    0       2       3
