@@ -432,8 +432,66 @@ impl Larder {
         if !self.has_writable_remote() {
             return Err(no_writable_remote());
         }
-        let digest = self.store.put(path)?;
-        self.send_now(&digest, None)?;
+        self.put_uploading(path, &self.put_options(None, false), &crate::progress::NoProgress)
+    }
+
+    /// Stores the file at `path` and sends it to every remote that takes
+    /// writes, the upload reading the staged bytes while the local copy is
+    /// flushed and recorded, rather than after. If the upload fails the
+    /// local copy stays, and the error says so.
+    pub fn put_uploading(
+        &self,
+        path: &Path,
+        opts: &PutOptions,
+        progress: &dyn Progress,
+    ) -> Result<Digest> {
+        if let Some(key) = &opts.key {
+            crate::validate_key(key)?;
+        }
+        let pending = self.store.stage_path(path, progress)?;
+        let (Some(digest), size) = (pending.digest(), pending.size()) else {
+            return Err(Error::new(ErrorKind::Io, "nothing was staged"));
+        };
+        // One handle per remote, opened before the commit renames the file.
+        let mut sends = Vec::new();
+        for remote in self.remotes.iter().filter(|r| r.mode().writable()) {
+            sends.push((remote.as_ref(), pending.open()?));
+        }
+        let key = opts.key.as_deref();
+        let (stored, sent) = std::thread::scope(|scope| {
+            let uploads: Vec<_> = sends
+                .into_iter()
+                .map(|(remote, file)| {
+                    scope.spawn(move || {
+                        remote.upload(&digest, file, size)?;
+                        if let Some(key) = key {
+                            remote.bind(key, &digest)?;
+                        }
+                        Ok::<(), Error>(())
+                    })
+                })
+                .collect();
+            let stored = pending.commit(opts);
+            let sent: Vec<Result<()>> = uploads
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::new(ErrorKind::Io, "an upload thread panicked; see the log"))
+                    })
+                })
+                .collect();
+            (stored, sent)
+        });
+        let digest = stored?;
+        if let Some(e) = sent.into_iter().find_map(Result::err) {
+            return Err(Error::new(e.kind(), format!("{digest} is stored locally, but: {e}")));
+        }
+        // What the write-back remotes were owed, they have now.
+        for queued in self.store.queued_uploads()? {
+            if queued.digest == digest && queued.key.as_deref() == key {
+                self.store.upload_done(&queued)?;
+            }
+        }
         Ok(digest)
     }
 

@@ -56,14 +56,22 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             "`-` (standard input) must be the only file when given; put other files in another call"
         ));
     }
+    // One file to upload now: the upload runs while the local copy is
+    // flushed. Many files are stored in batches first, then sent.
+    let uploading_one = args.upload && stdin_count == 0 && args.files.len() == 1;
     let results = if stdin_count == 1 {
         vec![store.put_reader(&mut std::io::stdin().lock(), &opts, &bars)]
+    } else if uploading_one {
+        vec![larder.put_uploading(&args.files[0], &opts, &bars)]
     } else {
         store.put_files(&args.files, &opts, &bars)
     };
     // Every put reaches the remotes that take writes, a few at once.
-    let stored: Vec<(larder::Digest, Option<String>)> =
-        results.iter().filter_map(|r| r.as_ref().ok().map(|d| (*d, args.key.clone()))).collect();
+    let stored: Vec<(larder::Digest, Option<String>)> = if uploading_one {
+        Vec::new()
+    } else {
+        results.iter().filter_map(|r| r.as_ref().ok().map(|d| (*d, args.key.clone()))).collect()
+    };
     let mut sent = larder.send_all(&stored, args.upload).into_iter();
     let mut failures = output::Failures::default();
     let mut rows = Vec::new();

@@ -191,6 +191,17 @@ fn a_write_back_remote_gets_puts_in_the_background() {
     let got = t.run_with(cold.args(["get", "data/x", "-o"]).arg(&out));
     assert_eq!(got.code, 0, "{got:#?}");
     assert!(std::fs::read(&out).expect("out") == data);
+    // put --upload sends it before returning (while the local copy is
+    // flushed), so nothing is owed afterwards.
+    let more = t.file("more.bin", bytes(23, 3_000_000));
+    with_garage(
+        &t,
+        &garage,
+        &["put", "--upload", more.to_str().expect("utf-8"), "--key", "data/y"],
+    )
+    .ok();
+    assert_eq!(owed(&t, &garage)["queued"], 0);
+    assert_eq!(with_garage(&t, &garage, &["has", "--where", "data/y"]).ok(), "local\ns3\n");
 }
 
 #[test]
@@ -206,19 +217,23 @@ fn what_a_write_back_remote_is_owed_survives_an_outage_and_is_never_evicted() {
     let f = t.file("data.bin", bytes(22, 100_000));
     let digest = with_garage(&t, &garage, &["put", f.to_str().expect("utf-8"), "--key", "k"]).ok();
     let digest = digest.trim().to_string();
+    // An upload asked for now fails, but the file is stored and stays owed.
+    let g = t.file("now.bin", bytes(24, 50_000));
+    let err = with_garage(&t, &garage, &["put", "--upload", g.to_str().expect("utf-8")]).fails(6);
+    assert!(err.contains("is stored locally, but") && err.contains("remote s3"), "{err}");
     // Stored locally, owed to the remote; the background tries fail and say why.
     let row = owed(&t, &garage);
-    assert_eq!((row["queued"].as_u64(), row["queued_bytes"].as_u64()), (Some(1), Some(100_000)));
-    crate::util::wait_for("a failed try", || owed(&t, &garage)["failing"] == 1);
+    assert_eq!((row["queued"].as_u64(), row["queued_bytes"].as_u64()), (Some(2), Some(150_000)));
+    crate::util::wait_for("a failed try", || owed(&t, &garage)["failing"].as_u64() >= Some(1));
     let row = owed(&t, &garage);
     assert!(row["last_upload_error"].as_str().is_some_and(|e| e.contains("remote s3")), "{row}");
     let table = with_garage(&t, &garage, &["stats"]).ok();
-    assert!(table.contains("s3 is owed 1 uploads") && table.contains("failing"), "{table}");
+    assert!(table.contains("s3 is owed 2 uploads") && table.contains("failing"), "{table}");
     // Eviction leaves it alone, and push says what is still owed.
     with_garage(&t, &garage, &["gc", "--to", "0"]).ok();
     assert_eq!(with_garage(&t, &garage, &["has", "--local", &digest]).code, 0);
     let err = with_garage(&t, &garage, &["push", "--queued"]).fails(6);
-    assert!(err.contains("1 uploads are still owed") && err.contains("remote s3"), "{err}");
+    assert!(err.contains("2 uploads are still owed") && err.contains("remote s3"), "{err}");
     // The remote comes back: the queue drains, and nothing was lost.
     garage.restart();
     let out = with_garage(&t, &garage, &["push", "--queued", "--json"]).ok();

@@ -136,6 +136,13 @@ impl Store {
         Ok(Pending { store: self, staged: Some(staged) })
     }
 
+    /// Streams the file at `path` into the store without recording it yet,
+    /// as [`Store::stage_stream`] does for a reader.
+    pub fn stage_path(&self, path: &Path, progress: &dyn Progress) -> Result<Pending<'_>> {
+        let staged = self.stage_file(path, progress)?;
+        Ok(Pending { store: self, staged: Some(staged) })
+    }
+
     /// Records staged blobs together: one flush for all of them and one
     /// transaction, rather than one of each per blob. Returns each one's
     /// outcome, in order.
