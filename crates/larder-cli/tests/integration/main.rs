@@ -2,6 +2,7 @@
 //! `util` gives every test its own folder, home and command.
 
 mod archives;
+mod azurite;
 mod bad_input;
 mod concurrency;
 mod config;

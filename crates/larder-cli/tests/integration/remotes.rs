@@ -1,8 +1,9 @@
 //! Remote tiers of every kind behind the local store: each passes the
 //! conformance suite (`larder remote check`) against the real thing (Garage
-//! for S3, `larder serve` for WebDAV and larder servers), and a put on one
-//! home is a get on a cold one.
+//! for S3, Azurite for Azure Blob, `larder serve` for WebDAV and larder
+//! servers), and a put on one home is a get on a cold one.
 
+use crate::azurite::Azurite;
 use crate::garage::Garage;
 use crate::serve::Served;
 use crate::util::{TestDir, bytes};
@@ -11,6 +12,44 @@ use crate::util::{TestDir, bytes};
 fn remotes(t: &TestDir, tables: &[&str]) {
     let text: String = tables.iter().map(|r| format!("[[remote]]\n{r}\n")).collect();
     t.file("user/.config/larder/config.toml", text);
+}
+
+#[test]
+fn an_azure_blob_remote_fills_a_cold_home_and_a_missing_container_is_named() {
+    let t = TestDir::new();
+    let azurite = Azurite::start(t.path());
+    let table = |container: &str| {
+        format!(
+            "name = \"azure\"\nurl = \"azblob://{container}/team\"\nendpoint = \"{}\"",
+            azurite.endpoint
+        )
+    };
+    remotes(&t, &[&table(&azurite.container)]);
+    let run = |home: &str, args: &[&str]| {
+        let mut cmd = t.command();
+        cmd.env("LARDER_HOME", t.path().join(home));
+        for (k, v) in azurite.env() {
+            cmd.env(k, v);
+        }
+        t.run_with(cmd.args(args))
+    };
+    let data = bytes(31, 5_000_000);
+    let f = t.file("model.bin", &data);
+    let digest = run("a", &["put", "--upload", f.to_str().expect("utf-8"), "--key", "m/v1"]).ok();
+    assert_eq!(run("b", &["has", "--where", "m/v1"]).ok(), "azure\n");
+    let out = t.path().join("out.bin");
+    run("b", &["get", "m/v1", "-o", out.to_str().expect("utf-8")]).ok();
+    assert!(std::fs::read(&out).expect("out") == data);
+    assert_eq!(run("b", &["has", "--where", digest.trim()]).ok(), "local\nazure\n");
+    // A container that does not exist, and a wrong key: clear errors.
+    remotes(&t, &[&table("nope")]);
+    let err = run("c", &["put", "--upload", f.to_str().expect("utf-8")]).fails(2);
+    assert!(err.contains("remote azure") && err.contains("does not exist"), "{err}");
+    remotes(&t, &[&table(&azurite.container)]);
+    let mut wrong = t.command();
+    wrong.env("AZURE_STORAGE_ACCOUNT", &azurite.account).env("AZURE_STORAGE_KEY", "d3Jvbmc=");
+    let err = t.run_with(wrong.args(["get", "m/v1", "-o", "-"])).fails(5);
+    assert!(err.contains("remote azure") && err.contains("credentials"), "{err}");
 }
 
 /// `larder` in `t` with Garage's credentials in its environment.
@@ -28,11 +67,16 @@ fn every_kind_of_remote_passes_the_conformance_suite() {
     let server = TestDir::new();
     let s = Served::start(&server, &[]);
     let garage = Garage::start(t.path());
+    let azurite = Azurite::start(t.path());
     let folder = t.path().join("shared-folder");
     remotes(
         &t,
         &[
             &format!("name = \"server\"\nurl = \"{}\"", s.url),
+            &format!(
+                "name = \"azure\"\nurl = \"azblob://{}/a/prefix\"\nendpoint = \"{}\"",
+                azurite.container, azurite.endpoint
+            ),
             &format!("name = \"dav\"\nurl = \"webdav://{}/dav/root\"", s.addr),
             &format!(
                 "name = \"s3\"\nurl = \"s3://{}/some/prefix\"\nendpoint = \"{}\"\nregion = \"garage\"",
@@ -41,12 +85,16 @@ fn every_kind_of_remote_passes_the_conformance_suite() {
             &format!("name = \"folder\"\nurl = \"file://{}\"", folder.display()),
         ],
     );
-    let out = with_garage(&t, &garage, &["remote", "check", "--json"]);
+    let mut check = t.command();
+    for (k, v) in garage.env().into_iter().chain(azurite.env()) {
+        check.env(k, v);
+    }
+    let out = t.run_with(check.args(["remote", "check", "--json"]));
     let rows: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     for row in rows.as_array().expect("rows") {
         assert_eq!(row["ok"], true, "{row}");
     }
-    assert_eq!(rows.as_array().map(Vec::len), Some(4), "{rows}");
+    assert_eq!(rows.as_array().map(Vec::len), Some(5), "{rows}");
     assert_eq!(out.code, 0, "{out:#?}");
     let listed = t.run(&["remote", "ls"]).ok();
     assert!(
