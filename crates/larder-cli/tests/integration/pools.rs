@@ -77,7 +77,7 @@ fn the_local_source_is_there_by_default_and_run_passes_output_through() {
     // crcache's form, without `--`.
     assert_eq!(t.run(&["pool", "run", "-s", "local", "echo", "-n", "foo"]).ok(), "foo");
     let err = t.run(&["pool", "acquire", "-s", "local"]).fails(6);
-    assert!(err.contains("source `local` cannot give 1 more instance: it is at the maximum of 1 (local held by pid"), "{err}");
+    assert!(err.contains("source `local` cannot give 1 instance: it has room for at most 1 (now: local held by pid"), "{err}");
     t.run(&["pool", "release", "local"]).ok();
     let status = t.json(&["pool", "status", "--json", "-a"]);
     assert_eq!(status["sources"][0]["in_use"], serde_json::json!([]));
@@ -224,7 +224,7 @@ fn eight_acquires_at_once_never_exceed_a_maximum_of_three() {
             got.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
         } else {
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("at the maximum of 3"), "{err}");
+            assert!(err.contains("it has room for at most 3 (now: vm-"), "{err}");
             refused += 1;
         }
     }
@@ -393,7 +393,8 @@ fn pools_pick_the_least_loaded_member_and_show_as_a_tree() {
     assert_eq!(t.run(&["pool", "acquire", "-s", "a"]).ok(), "a-0\n");
     assert_eq!(t.run(&["pool", "acquire", "-s", "both"]).ok(), "b-0\n");
     assert_eq!(t.run(&["pool", "acquire", "-s", "both"]).ok(), "a-1\n");
-    t.run(&["pool", "acquire", "-s", "both"]).fails(6);
+    let err = t.run(&["pool", "acquire", "-s", "both", "-n", "2"]).fails(6);
+    assert!(err.contains("`both` cannot give 2 instances: it has room for at most 3, its members a for 2, b for 1 (now: a-0 held by"), "{err}");
     // A configured concurrency is reported without probing; others are probed.
     let all = t.json(&["pool", "status", "-a", "--json"]);
     let of = |name: &str| {

@@ -53,9 +53,15 @@ pub fn acquire(
     sources.get(source)?;
     // All or none: the changes are made on a copy, kept only if all fit.
     let mut trial = state.clone();
-    let taken = take(&mut trial, sources, source, count, holder, me, now)?;
-    *state = trial;
-    Ok(taken)
+    match take(&mut trial, sources, source, count, holder, me, now) {
+        Ok(taken) => {
+            *state = trial;
+            Ok(taken)
+        }
+        // Described as things are, not as the failed attempt left them.
+        Err(e) if e.kind() == ErrorKind::Busy => Err(full(state, sources, source, count)),
+        Err(e) => Err(e),
+    }
 }
 
 fn take(
@@ -318,31 +324,37 @@ fn gone(name: &str) -> Error {
     )
 }
 
-/// The error when `source` cannot give `count` instances.
+/// The error when `source` cannot give `count` instances: its limits and
+/// its members', and every instance that counts against them.
 fn full(state: &PoolState, sources: &Sources, source: &str, count: usize) -> Error {
-    let maximum = sources.maximum(source);
-    let holders: Vec<String> = state
+    let leaves: Vec<String> =
+        sources.paths(source).iter().filter_map(|p| p.last().cloned()).collect();
+    let now: Vec<String> = state
         .instances
         .iter()
-        .filter(|(_, i)| i.counts_for(source))
+        .filter(|(_, i)| i.counts_for(source) || leaves.contains(&i.source))
         .map(|(n, i)| match &i.state {
             InstanceState::InUse { holder } => format!("{n} held by {holder}"),
             other => format!("{n} {}", other.label()),
         })
         .collect();
-    let origin = sources.get(source).map(|c| c.origin()).unwrap_or_default();
-    let what = match sources.get(source).map(|c| &c.kind) {
-        Ok(SourceKind::Pool { .. }) => "its members are",
-        _ => "it is",
+    let room = |name: &str| match sources.maximum(name) {
+        0 => "any number".to_string(),
+        n => n.to_string(),
     };
+    let mut limits = format!("it has room for at most {}", room(source));
+    if let Ok(SourceKind::Pool { members }) = sources.get(source).map(|c| &c.kind) {
+        let each: Vec<String> = members.iter().map(|m| format!("{m} for {}", room(m))).collect();
+        limits.push_str(&format!(", its members {}", each.join(", ")));
+    }
+    let origin = sources.get(source).map(|c| c.origin()).unwrap_or_default();
     Error::new(
         ErrorKind::Busy,
         format!(
-            "source `{source}` cannot give {count} more instance{}: {what} at the maximum{} ({}); \
+            "source `{source}` cannot give {count} instance{}: {limits} (now: {}); \
              release one with larder pool release, wait with --wait, or raise maximum= in {origin}",
             if count == 1 { "" } else { "s" },
-            if maximum > 0 { format!(" of {maximum}") } else { String::new() },
-            if holders.is_empty() { "none in use".to_string() } else { holders.join(", ") },
+            if now.is_empty() { "none".to_string() } else { now.join(", ") },
         ),
     )
 }
@@ -450,7 +462,7 @@ mod tests {
                 "acquire local 1",
                 "acquire local 1",
             ],
-            "New(\"local\")\nok\nCached\nCached(\"local\")\nerror: source `local` cannot give 1 more instance\nlocal:in-use:local",
+            "New(\"local\")\nok\nCached\nCached(\"local\")\nerror: source `local` cannot give 1 instance\nlocal:in-use:local",
         );
     }
 
@@ -476,7 +488,7 @@ mod tests {
         check(
             vec![vm("vm", 3, 0)],
             &["acquire vm 2", "acquire vm 2", "acquire vm 1", "acquire vm 1"],
-            "New(\"vm-0\"),New(\"vm-1\")\nerror: source `vm` cannot give 2 more instances\nNew(\"vm-2\")\nerror: source `vm` cannot give 1 more instance\nvm-0:provisioning:vm vm-1:provisioning:vm vm-2:provisioning:vm",
+            "New(\"vm-0\"),New(\"vm-1\")\nerror: source `vm` cannot give 2 instances\nNew(\"vm-2\")\nerror: source `vm` cannot give 1 instance\nvm-0:provisioning:vm vm-1:provisioning:vm vm-2:provisioning:vm",
         );
     }
 
@@ -485,12 +497,12 @@ mod tests {
         check(
             vec![vm("a", 2, 0), vm("b", 1, 0), pool("p", &["a", "b"], 0, 0)],
             &["acquire a 1", "acquire p 1", "acquire p 1", "acquire p 1"],
-            "New(\"a-0\")\nNew(\"b-0\")\nNew(\"a-1\")\nerror: source `p` cannot give 1 more instance\na-0:provisioning:a a-1:provisioning:p/a b-0:provisioning:p/b",
+            "New(\"a-0\")\nNew(\"b-0\")\nNew(\"a-1\")\nerror: source `p` cannot give 1 instance\na-0:provisioning:a a-1:provisioning:p/a b-0:provisioning:p/b",
         );
         check(
             vec![vm("a", 0, 0), pool("p", &["a"], 1, 0)],
             &["acquire p 1", "acquire p 1", "acquire a 1"],
-            "New(\"a-0\")\nerror: source `p` cannot give 1 more instance\nNew(\"a-1\")\na-0:provisioning:p/a a-1:provisioning:a",
+            "New(\"a-0\")\nerror: source `p` cannot give 1 instance\nNew(\"a-1\")\na-0:provisioning:p/a a-1:provisioning:a",
         );
     }
 
@@ -510,6 +522,19 @@ mod tests {
             ],
             "New(\"a-0\"),New(\"a-1\")\nok\nok\nDiscard\ndropped\nCached\nCached(\"a-1\")\nCached\na-1:cached:q/a",
         );
+    }
+
+    #[test]
+    fn a_refused_acquire_changes_nothing_and_describes_what_it_found() {
+        let sources = Sources::from_list(vec![vm("vm", 2, 1)]).expect("sources");
+        let mut state = PoolState::default();
+        acquire(&mut state, &sources, "vm", 1, &user("u"), &me(), 1).expect("one");
+        provisioned(&mut state, "vm-0", &me(), 1, 1).expect("ready");
+        release(&mut state, &sources, "vm-0", false, &me(), 2).expect("cached");
+        let before = state.clone();
+        let err = acquire(&mut state, &sources, "vm", 3, &user("u"), &me(), 3).expect_err("three");
+        assert_eq!(state, before);
+        assert!(err.to_string().contains("at most 2 (now: vm-0 cached);"), "{err}");
     }
 
     #[test]
