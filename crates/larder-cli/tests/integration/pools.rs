@@ -332,6 +332,12 @@ fn provisioning_that_fails_or_hangs_is_thrown_away_and_reported() {
     let err = t.run(&["pool", "acquire", "-s", "vm"]).fails(6);
     assert!(err.contains("10-hang did not finish within 1s; it was killed"), "{err}");
     assert!(machines_in(&machines).is_empty());
+
+    // The source's own provision command failing.
+    let t = TestDir::new();
+    source(&t, "vm", "type=command\nprovision=exit 3\nrun=\"$@\"\n");
+    let err = t.run(&["pool", "acquire", "-s", "vm"]).fails(6);
+    assert!(err.contains("provision command of source `vm` failed for `vm-0` (exit status 3); `vm-0` was thrown away"), "{err}");
 }
 
 #[test]

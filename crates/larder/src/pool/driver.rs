@@ -32,12 +32,7 @@ impl<'a> Driver<'a> {
     pub fn provision(&self, name: &str) -> Result<()> {
         match &self.conf.kind {
             SourceKind::Command { provision: Some(script), .. } => {
-                let mut cmd = self.shell(script, name);
-                self.run_to_end(
-                    &mut cmd,
-                    &format!("provision command of source `{}`", self.conf.name),
-                    name,
-                )
+                self.run_script("provision", script, name)
             }
             SourceKind::Ssh { .. } => self.capture(name, &["true".to_string()]).map(|_| ()),
             _ => Ok(()),
@@ -48,12 +43,7 @@ impl<'a> Driver<'a> {
     pub fn discard(&self, name: &str) -> Result<()> {
         match &self.conf.kind {
             SourceKind::Command { discard: Some(script), .. } => {
-                let mut cmd = self.shell(script, name);
-                self.run_to_end(
-                    &mut cmd,
-                    &format!("discard command of source `{}`", self.conf.name),
-                    name,
-                )
+                self.run_script("discard", script, name)
             }
             _ => Ok(()),
         }
@@ -145,6 +135,13 @@ impl<'a> Driver<'a> {
         let path = dir.join("%C");
         // A socket path holds 107 bytes; %C expands to 40.
         (path.as_os_str().len() + 38 <= 100).then_some(path)
+    }
+
+    /// Runs a command source's `step` command (`provision`, `discard`).
+    fn run_script(&self, step: &str, script: &str, name: &str) -> Result<()> {
+        let mut cmd = self.shell(script, name);
+        let what = format!("{step} command of source `{}`", self.conf.name);
+        self.run_to_end(&mut cmd, &what, name)
     }
 
     /// `sh -c SCRIPT larder-pool ARGS…` with the instance in the environment.
