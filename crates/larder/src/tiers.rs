@@ -125,28 +125,7 @@ impl Larder {
         if self.store.on_cache(target.clone())? {
             return self.store.resolve(target);
         }
-        let mut errors = Vec::new();
-        for remote in &self.remotes {
-            match self.fetch_from(remote.as_ref(), target, progress) {
-                Ok(Some(digest)) => {
-                    for e in &errors {
-                        tracing::warn!("{e}");
-                    }
-                    return Ok(digest);
-                }
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            let first = errors.remove(0);
-            for e in &errors {
-                tracing::warn!("{e}");
-            }
-            return Err(first);
-        }
-        // Counts the miss, and says what is missing as the store does.
-        self.store.warm_up(target.clone())
+        self.fetch_each(target, |remote| self.fetch_from(remote, target, progress))
     }
 
     /// Makes sure the local tier holds every blob of `wanted` (digest and
@@ -226,6 +205,94 @@ impl Larder {
         target: &Target,
         progress: &dyn Progress,
     ) -> Result<Option<Digest>> {
+        self.fetch_from_into(remote, target, progress, None)
+    }
+
+    /// Makes sure the local tier holds `target` and writes it to `dest` in
+    /// the same pass when it comes from a remote: a cold `get -o FILE` reads
+    /// the remote once and writes the output as the bytes arrive, instead of
+    /// copying the stored blob afterwards. The output appears at `dest` only
+    /// once the bytes hashed right and are stored. `None`: the local tier
+    /// had it (or `dest` is a folder or a device), and nothing was written;
+    /// the store hands it out.
+    pub fn fetch_to_path(
+        &self,
+        target: &Target,
+        dest: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Option<Digest>> {
+        if self.store.on_cache(target.clone())? || self.remotes.is_empty() {
+            return Ok(None);
+        }
+        if std::fs::metadata(dest).is_ok_and(|m| !m.is_file()) {
+            return Ok(None);
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp = dir.join(format!(".{name}.larder-get.{}", std::process::id()));
+        let _ = std::fs::remove_file(&temp);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io("write", dest, e))?;
+        let fetched = self.fetch_each(target, |remote| {
+            // A remote that failed part way leaves nothing for the next.
+            out.set_len(0).map_err(|e| Error::io("write", dest, e))?;
+            std::io::Seek::rewind(&mut out).map_err(|e| Error::io("write", dest, e))?;
+            self.fetch_from_into(remote, target, progress, Some(&mut out))
+        });
+        let done = fetched.and_then(|digest| {
+            std::fs::rename(&temp, dest).map_err(|e| Error::io("write", dest, e))?;
+            Ok(Some(digest))
+        });
+        if done.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        done
+    }
+
+    /// Asks each remote in turn with `ask` until one has `target`; the
+    /// first error if none had it and some failed, else the miss.
+    fn fetch_each(
+        &self,
+        target: &Target,
+        mut ask: impl FnMut(&dyn Remote) -> Result<Option<Digest>>,
+    ) -> Result<Digest> {
+        let mut errors = Vec::new();
+        for remote in &self.remotes {
+            match ask(remote.as_ref()) {
+                Ok(Some(digest)) => {
+                    for e in &errors {
+                        tracing::warn!("{e}");
+                    }
+                    return Ok(digest);
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            let first = errors.remove(0);
+            for e in &errors {
+                tracing::warn!("{e}");
+            }
+            return Err(first);
+        }
+        // Counts the miss, and says what is missing as the store does.
+        self.store.warm_up(target.clone())
+    }
+
+    fn fetch_from_into(
+        &self,
+        remote: &dyn Remote,
+        target: &Target,
+        progress: &dyn Progress,
+        copy_to: Option<&mut std::fs::File>,
+    ) -> Result<Option<Digest>> {
         if let Target::Key(k) = target {
             // A bad key is the caller's mistake, not the remote's corruption.
             crate::validate_key(k)?;
@@ -250,9 +317,17 @@ impl Larder {
             Target::Key(k) => format!("remote {}'s copy of {k}", remote.name()),
         };
         progress.start(&what, blob.size);
-        let mut reader = Metered { inner: blob.reader, progress };
+        let mut metered = Metered { inner: blob.reader, progress };
+        let mut tee;
+        let reader: &mut dyn std::io::Read = match copy_to {
+            Some(out) => {
+                tee = Tee { inner: &mut metered, out };
+                &mut tee
+            }
+            None => &mut metered,
+        };
         let stored = self.store.put_checked(
-            &mut reader,
+            reader,
             &what,
             expect,
             &PutOptions { key, pin: false, ..Default::default() },
@@ -628,6 +703,20 @@ fn no_writable_remote() -> Error {
         ErrorKind::Config,
         "no remote takes writes: add a [[remote]] with mode = \"write-through\" to the configuration",
     )
+}
+
+/// Writes what is read through it to `out` as well.
+struct Tee<'a> {
+    inner: &'a mut dyn std::io::Read,
+    out: &'a mut std::fs::File,
+}
+
+impl std::io::Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(self.out, &buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Reports bytes read from a remote.

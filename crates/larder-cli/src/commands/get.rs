@@ -44,6 +44,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     let larder =
         ctx.larder_with(if args.verify { store.with_verify_reads(true) } else { store })?;
     if !args.local {
+        // A copy from a remote is written out as it arrives, while it is
+        // stored; nothing is left to do.
+        if let (false, false, Some(path)) = (to_stdout, args.link, &args.output)
+            && larder.fetch_to_path(&target, path, &bars)?.is_some()
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
         // Falls through the remotes and fills the local tier.
         larder.fetch(&target, &bars)?;
     }

@@ -495,3 +495,49 @@ fn a_directory_whose_remote_blob_is_corrupt_is_not_restored() {
     show.env("LARDER_HOME", t.path().join("cold"));
     assert!(t.run_with(show.args(["dir", "show", "data"])).code != 0, "no directory was made");
 }
+
+#[test]
+fn a_cold_get_to_a_file_writes_only_bytes_that_hashed_right() {
+    let t = TestDir::new();
+    let (bad, good) = (t.path().join("bad"), t.path().join("good"));
+    remotes(
+        &t,
+        &[
+            &format!("name = \"bad\"\nurl = \"file://{}\"", bad.display()),
+            &format!("name = \"good\"\nurl = \"file://{}\"", good.display()),
+        ],
+    );
+    // Both remotes get the blob; then the first one's copy is damaged.
+    let data = bytes(41, 3_000_000);
+    let f = t.file("data.bin", &data);
+    let digest = t.run(&["put", "--upload", f.to_str().expect("utf-8"), "--key", "d"]).ok();
+    let hex = digest.trim().trim_start_matches("sha256:").to_string();
+    crate::util::flip_byte(&bad.join(format!("cas/sha256/{}/{hex}", &hex[..2])), 2_999_000);
+    let cold = |args: &[&str]| {
+        let mut cmd = t.command();
+        cmd.env("LARDER_HOME", t.path().join("cold"));
+        t.run_with(cmd.args(args))
+    };
+    // The damaged copy is refused part way through; the good one is written
+    // from the start, and only it.
+    let out = t.work().join("out.bin");
+    let run = cold(&["get", "d", "-o", out.to_str().expect("utf-8")]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stderr.contains("remote bad") && run.stderr.contains("corrupt"), "{run:#?}");
+    assert!(std::fs::read(&out).expect("out") == data);
+    assert_eq!(cold(&["has", "--where", "d"]).ok(), "local\nbad\ngood\n");
+    // With only the damaged copy: an error, and no file at all.
+    remotes(&t, &[&format!("name = \"bad\"\nurl = \"file://{}\"", bad.display())]);
+    let mut other = t.command();
+    other.env("LARDER_HOME", t.path().join("other"));
+    let out2 = t.work().join("out2.bin");
+    let err = t.run_with(other.args(["get", "d", "-o", out2.to_str().expect("utf-8")])).fails(3);
+    assert!(err.contains("corrupt and was not kept"), "{err}");
+    assert!(!out2.exists());
+    let left: Vec<_> = std::fs::read_dir(t.work())
+        .expect("work")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains("larder-get"))
+        .collect();
+    assert!(left.is_empty(), "no temporary files left: {left:?}");
+}
