@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub use conf::{DEFAULT_TIMEOUT, SourceConf, SourceKind, Sources};
 use driver::Driver;
 pub use driver::{describe, shell_quote};
-use plan::Taken;
+use plan::{Released, Taken};
 
 /// How long a failed discard waits before the next sweep tries again.
 const DISCARD_RETRY: Duration = Duration::from_secs(60);
@@ -296,38 +296,48 @@ impl Pools {
                 if result.is_ok() {
                     if let Taken::New(name) = taken {
                         let concurrency = result.as_ref().copied().unwrap_or(0);
-                        let _ = update(&*self.coord, |state| {
+                        if let Err(e) = update(&*self.coord, |state| {
                             plan::provisioned(state, name, &self.me, concurrency, now_ms())
-                        });
+                        }) {
+                            tracing::warn!("{e}");
+                        }
                     }
-                    let _ = self.release(&[taken.name().to_string()], false);
+                    if let Err(e) = self.release(&[taken.name().to_string()], false) {
+                        tracing::warn!("{e}");
+                    }
                 }
             }
             return Err(error);
         }
-        let mut acquired = Vec::new();
-        for (taken, result) in results {
-            let concurrency = result?;
-            let name = taken.name().to_string();
-            let instance = update(&*self.coord, |state| {
-                if let Taken::New(name) = &taken {
-                    plan::provisioned(state, name, &self.me, concurrency, now_ms())?;
+        // All are marked in use in one update: all or none.
+        let ready: Vec<(Taken, u32)> =
+            results.into_iter().map(|(t, r)| r.map(|c| (t, c))).collect::<Result<_>>()?;
+        let instances = update(&*self.coord, |state| {
+            let mut got = Vec::new();
+            for (taken, concurrency) in &ready {
+                if let Taken::New(name) = taken {
+                    plan::provisioned(state, name, &self.me, *concurrency, now_ms())?;
                 }
-                state.instances.get(&name).cloned().ok_or_else(|| {
+                let name = taken.name();
+                let instance = state.instances.get(name).cloned().ok_or_else(|| {
                     Error::new(
                         ErrorKind::Conflict,
                         format!("`{name}` vanished while it was acquired"),
                     )
-                })
-            })?;
-            acquired.push(Acquired {
+                })?;
+                got.push((taken.clone(), instance));
+            }
+            Ok(got)
+        })?;
+        Ok(instances
+            .into_iter()
+            .map(|(taken, instance)| Acquired {
                 concurrency: self.concurrency_of(&instance),
                 source: instance.source,
                 new: matches!(taken, Taken::New(_)),
-                name,
-            });
-        }
-        Ok(acquired)
+                name: taken.name().to_string(),
+            })
+            .collect())
     }
 
     /// Acquires one instance of `source` held by this process until the
@@ -355,36 +365,53 @@ impl Pools {
         discard: bool,
     ) -> Result<Vec<(String, ReleaseOutcome)>> {
         self.sweep()?;
-        let plans = update(&*self.coord, |state| {
+        let decided = update(&*self.coord, |state| {
             let mut trial = state.clone();
+            let mut decided = Vec::new();
             for name in names {
-                plan::release(&mut trial, &self.sources, name, discard, &self.me, now_ms())?;
+                let r =
+                    plan::release(&mut trial, &self.sources, name, discard, &self.me, now_ms())?;
+                decided.push((name.clone(), r));
             }
             *state = trial;
-            Ok(())
-        });
-        plans?;
+            Ok(decided)
+        })?;
         let mut out = Vec::new();
         let mut first_error = None;
-        let state = self.coord.pools()?;
-        for name in names {
-            let outcome = match state.instances.get(name).map(|i| &i.state) {
-                Some(InstanceState::Discarding { by }) if *by == self.me => {
-                    if let Err(e) = self.discard_now(name) {
+        for (name, decision) in decided {
+            let outcome = match decision {
+                Released::Cached => ReleaseOutcome::Cached,
+                Released::AlreadyCached => ReleaseOutcome::AlreadyCached,
+                Released::Discard => {
+                    if let Err(e) = self.discard_now(&name) {
                         first_error.get_or_insert(e);
                         continue;
                     }
                     ReleaseOutcome::Discarded
                 }
-                Some(InstanceState::Idle) => ReleaseOutcome::Cached,
-                _ => ReleaseOutcome::Discarded,
             };
-            out.push((name.clone(), outcome));
+            out.push((name, outcome));
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+
+    /// Drops the records of instances without running anything: for
+    /// machines thrown away by hand, or whose discard can never succeed.
+    pub fn forget(&self, names: &[String]) -> Result<()> {
+        update(&*self.coord, |state| {
+            for name in names {
+                if state.instances.remove(name).is_none() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no instance named `{name}`; larder pool status -a lists them"),
+                    ));
+                }
+            }
+            Ok(())
+        })
     }
 
     /// The command that runs `argv` on the instance `name` (a shell if
@@ -482,8 +509,17 @@ impl Pools {
                 let driver = Driver::new(conf, &self.home);
                 driver.hooks("discard.d", name).and_then(|()| driver.discard(name))
             }
-            // Its source is no longer defined: nothing here can throw it away.
-            Some(Err(_)) | None => Ok(()),
+            // Its source is not defined here (another project's, or gone):
+            // nothing here may throw it away; its record stays.
+            Some(Err(_)) => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "its source `{}` is not defined here; run larder where it is defined, \
+                     or forget it with larder pool release --forget",
+                    source.as_deref().unwrap_or_default()
+                ),
+            )),
+            None => Ok(()),
         };
         match result {
             Ok(()) => update(&*self.coord, |state| {

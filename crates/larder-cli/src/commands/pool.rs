@@ -100,6 +100,10 @@ enum PoolCommand {
         /// Throw them away whatever the reserve
         #[arg(short = 'f', long)]
         discard: bool,
+        /// Drop their records without running anything: for machines thrown away by hand, or
+        /// whose discard keeps failing
+        #[arg(long, conflicts_with = "discard")]
+        forget: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -165,8 +169,16 @@ pub fn run(ctx: &Context, args: Args, verbose: u8) -> Result<ExitCode> {
             open(ctx)?.copy(&from, &to)?;
             Ok(ExitCode::SUCCESS)
         }
-        PoolCommand::Release { discard, json, instances } => {
-            let released = open(ctx)?.release(&instances, discard)?;
+        PoolCommand::Release { discard, forget, json, instances } => {
+            let pools = open(ctx)?;
+            if forget {
+                pools.forget(&instances)?;
+                for name in &instances {
+                    eprintln!("{name}: forgotten");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let released = pools.release(&instances, discard)?;
             if json {
                 let list: Vec<_> = released
                     .iter()

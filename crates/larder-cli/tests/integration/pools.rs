@@ -172,7 +172,7 @@ fn a_command_source_makes_runs_copies_and_discards_machines_with_hooks() {
     let err = t.run(&["pool", "cp", "vm-0:missing", "x"]).fails(6);
     assert!(
         err.contains(
-            "cannot read vm-0:missing (exit status 2): no such file or folder; nothing was copied"
+            "cannot read vm-0:missing (exit status 2): no such file or folder; the copy at x may be incomplete"
         ),
         "{err}"
     );
@@ -468,4 +468,62 @@ fn an_ssh_source_runs_copies_and_probes_on_a_real_sshd() {
     assert!(err.contains("Connection refused"), "{err}");
     assert!(err.contains("check that `ssh down true` works"), "{err}");
     assert_eq!(t.json(&["pool", "status", "-a", "--json"])["instances"], serde_json::json!([]));
+}
+
+#[test]
+fn a_discard_that_keeps_failing_is_reported_and_can_be_forgotten() {
+    let t = TestDir::new();
+    source(&t, "vm", "type=command\nrun=\"$@\"\ndiscard=echo 'host gone' >&2; exit 1\nmaximum=1\n");
+    assert_eq!(t.run(&["pool", "acquire", "-s", "vm"]).ok(), "vm-0\n");
+    // The discard command's own words pass through, then larder's one line.
+    let run = t.run(&["pool", "release", "vm-0"]);
+    assert_eq!(run.code, 6, "{run:#?}");
+    assert!(run.stderr.starts_with("host gone\n"), "{run:#?}");
+    assert!(
+        run.stderr.contains("throwing `vm-0` away failed")
+            && run.stderr.contains("tries again later"),
+        "{run:#?}"
+    );
+    let all = t.json(&["pool", "status", "-a", "--json"]);
+    assert_eq!(all["instances"][0]["state"], "discarding", "{all}");
+    // Still counted (the machine may exist), until it is forgotten.
+    t.run(&["pool", "acquire", "-s", "vm"]).fails(6);
+    assert_eq!(t.run(&["pool", "release", "--forget", "vm-0"]).stderr, "vm-0: forgotten\n");
+    assert_eq!(t.run(&["pool", "acquire", "-s", "vm"]).ok(), "vm-1\n");
+    t.run(&["pool", "release", "--forget", "nope"]).fails(1);
+}
+
+#[test]
+fn instances_of_a_source_defined_elsewhere_are_left_alone() {
+    let t = TestDir::new();
+    let machines = folder_machines(&t, "vm", "");
+    let mut holder =
+        t.bash("$L pool acquire -s vm > got && exec sleep 600").spawn().expect("spawn");
+    wait_for("the acquire", || {
+        std::fs::read_to_string(t.work().join("got")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("reap");
+    // From a folder that does not define `vm`: its instance is not swept.
+    let elsewhere = t.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let mut cmd = t.command();
+    let all = t.run_with(cmd.current_dir(&elsewhere).args(["pool", "status", "-a", "--json"])).ok();
+    assert!(all.contains("\"vm-0\""), "{all}");
+    assert_eq!(machines_in(&machines), ["vm-0"]);
+    // Where it is defined, the dead holder's instance is thrown away.
+    let all = t.json(&["pool", "status", "-a", "--json"]);
+    assert_eq!(all["instances"], serde_json::json!([]));
+    assert!(machines_in(&machines).is_empty());
+}
+
+#[test]
+fn a_copy_refused_at_the_destination_does_not_hang() {
+    let t = TestDir::new();
+    folder_machines(&t, "vm", "");
+    assert_eq!(t.run(&["pool", "acquire", "-s", "vm"]).ok(), "vm-0\n");
+    // More than a pipe holds, so the packer blocks unless the pipe closes.
+    t.file("work/big/data.bin", bytes(3, 4_000_000));
+    let err = t.run(&["pool", "cp", "big", "vm-0:no/such/place"]).fails(6);
+    assert!(err.contains("cannot write vm-0:no/such/place"), "{err}");
 }

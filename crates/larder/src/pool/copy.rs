@@ -98,17 +98,26 @@ pub fn copy(pools: &Pools, from: &Endpoint, to: &Endpoint) -> Result<()> {
         }
     };
     let unpack_errors = unpacker.stderr.take().map(last_line);
+    // The commands keep their copies of the pipe until dropped: a reader
+    // kept alive here would let a packer block for ever on a full pipe
+    // after the unpacker gave up.
+    drop(pack);
+    drop(unpack);
     let packed = packer.wait().map_err(|e| spawn_error(from, e))?;
     let unpacked = unpacker.wait().map_err(|e| spawn_error(to, e))?;
     let said = |errors: Option<std::thread::JoinHandle<String>>| {
         errors.and_then(|h| h.join().ok()).filter(|l| !l.is_empty()).map(|l| format!(": {l}"))
     };
     let (pack_said, unpack_said) = (said(pack_errors), said(unpack_errors));
-    if !packed.success() {
+    // A packer that died of a broken pipe only lost its reader: the
+    // unpacker's failure is the one to report.
+    use std::os::unix::process::ExitStatusExt;
+    let reader_gone = packed.signal() == Some(libc::SIGPIPE) && !unpacked.success();
+    if !packed.success() && !reader_gone {
         return Err(Error::new(
             ErrorKind::Io,
             format!(
-                "cannot read {from} ({}){}; nothing was copied",
+                "cannot read {from} ({}){}; the copy at {to} may be incomplete",
                 describe(packed),
                 pack_said.unwrap_or_default()
             ),

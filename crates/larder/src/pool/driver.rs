@@ -133,8 +133,11 @@ impl<'a> Driver<'a> {
         let dir = self.home.join("pool-v1").join("ssh");
         std::fs::create_dir_all(&dir).ok()?;
         let path = dir.join("%C");
-        // A socket path holds 107 bytes; %C expands to 40.
-        (path.as_os_str().len() + 38 <= 100).then_some(path)
+        // A socket path holds 107 bytes; %C expands to 40, and ssh first
+        // binds a name 17 bytes longer. ssh splits option values at spaces.
+        let fits = path.as_os_str().len() + 55 <= 107;
+        let plain = !path.to_string_lossy().contains(char::is_whitespace);
+        (fits && plain).then_some(path)
     }
 
     /// Runs a command source's `step` command (`provision`, `discard`).
@@ -228,8 +231,17 @@ pub fn run_parts(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn spawn_grouped(cmd: &mut Command, what: &str) -> Result<std::process::Child> {
-    // Its own process group, so a timeout kills whatever it started too.
+    // Its own process group, so a timeout kills whatever it started too;
+    // and it dies with larder (an interrupted acquire leaves no script
+    // making a machine nobody records).
     cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     cmd.spawn().map_err(|e| {
         Error::new(
             ErrorKind::Config,
@@ -244,7 +256,8 @@ fn wait_child(
     timeout: Duration,
     what: &str,
 ) -> Result<ExitStatus> {
-    let deadline = Instant::now() + timeout;
+    // A timeout too large to add is no deadline at all.
+    let deadline = Instant::now().checked_add(timeout);
     let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = child
@@ -253,7 +266,7 @@ fn wait_child(
         {
             return Ok(status);
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             // SAFETY: killpg only sends a signal to the child's own group.
             unsafe {
                 libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
@@ -283,25 +296,31 @@ fn capture_with_timeout(
     what: &str,
 ) -> Result<(ExitStatus, String, String)> {
     let mut child = spawn_grouped(cmd, what)?;
-    let readers: Vec<_> = [
+    let pipes = [
         child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
         child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .map(|pipe| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(mut pipe) = pipe {
-                // Enough for any probe's answer or error; the rest is dropped.
-                let _ = pipe.by_ref().take(64 << 10).read_to_end(&mut text);
-                let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-            }
-            String::from_utf8_lossy(&text).into_owned()
+    ];
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .map(|pipe| {
+            let (send, receive) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    // Enough for any probe's answer or error; the rest is dropped.
+                    let _ = pipe.by_ref().take(64 << 10).read_to_end(&mut text);
+                    let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+                }
+                let _ = send.send(String::from_utf8_lossy(&text).into_owned());
+            });
+            receive
         })
-    })
-    .collect();
+        .collect();
     let status = wait_child(&mut child, timeout, what);
-    let mut texts = readers.into_iter().map(|r| r.join().unwrap_or_default());
+    // Something the command started and left behind may hold its pipes
+    // open: what has come by shortly after it ended is all there is.
+    let mut texts =
+        readers.into_iter().map(|r| r.recv_timeout(Duration::from_secs(2)).unwrap_or_default());
     let out = texts.next().unwrap_or_default();
     let err = texts.next().unwrap_or_default();
     Ok((status?, out, err))

@@ -110,6 +110,16 @@ fn take(
         let path = path.clone();
         let leaf = path.last().cloned().unwrap_or_default();
         let name = new_name(state, sources, &leaf);
+        if let Some(other) = state.instances.get(&name) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "source `{leaf}` would make the instance `{name}`, but that name is an \
+                     instance of source `{}`; rename one of the sources",
+                    other.source
+                ),
+            ));
+        }
         state.instances.insert(
             name.clone(),
             Instance {
@@ -221,6 +231,10 @@ pub fn sweep(state: &mut PoolState, sources: &Sources, me: &Holder, now: i64) ->
     // Dead provisioners and discarders first, so the instances they left
     // no longer count against the reserve of those released next.
     for (name, instance) in state.instances.iter_mut() {
+        // Another project's source (or one removed): not ours to touch.
+        if !sources.contains(&instance.source) {
+            continue;
+        }
         match &instance.state {
             InstanceState::Provisioning { by, .. } if !by.is_alive(now) => {
                 let error = format!("its provisioning stopped when {by} died");
@@ -242,6 +256,7 @@ pub fn sweep(state: &mut PoolState, sources: &Sources, me: &Holder, now: i64) ->
     let dead: Vec<String> = state
         .instances
         .iter()
+        .filter(|(_, i)| sources.contains(&i.source))
         .filter(
             |(_, i)| matches!(&i.state, InstanceState::InUse { holder } if !holder.is_alive(now)),
         )
@@ -535,6 +550,22 @@ mod tests {
         let err = acquire(&mut state, &sources, "vm", 3, &user("u"), &me(), 3).expect_err("three");
         assert_eq!(state, before);
         assert!(err.to_string().contains("at most 2 (now: vm-0 cached);"), "{err}");
+    }
+
+    #[test]
+    fn a_new_source_never_takes_over_an_instance_of_the_same_name() {
+        let host = SourceConf {
+            name: "vm-0".into(),
+            kind: SourceKind::Ssh { host: "h".into(), config: None },
+            ..SourceConf::implicit_local()
+        };
+        let before = Sources::from_list(vec![vm("vm", 0, 0)]).expect("sources");
+        let after = Sources::from_list(vec![vm("vm", 0, 0), host]).expect("sources");
+        let mut state = PoolState::default();
+        acquire(&mut state, &before, "vm", 1, &user("u"), &me(), 1).expect("vm-0");
+        let err = acquire(&mut state, &after, "vm-0", 1, &user("u"), &me(), 2).expect_err("taken");
+        assert!(err.to_string().contains("that name is an instance of source `vm`"), "{err}");
+        assert_eq!(state.instances["vm-0"].source, "vm");
     }
 
     #[test]
