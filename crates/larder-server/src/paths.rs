@@ -19,7 +19,9 @@ pub enum Resource {
 
 /// Reads a request path; `Err` carries why it is refused (a 400).
 pub fn classify(raw: &str) -> Result<Resource, String> {
-    let path = percent_decode(raw).ok_or("the path is not valid UTF-8 after decoding")?;
+    let path = String::from_utf8(larder::percent::decode(raw))
+        .ok()
+        .ok_or("the path is not valid UTF-8 after decoding")?;
     if path.contains('\0') {
         return Err("the path contains a NUL byte".into());
     }
@@ -57,26 +59,6 @@ pub fn classify(raw: &str) -> Result<Resource, String> {
     }
     larder::validate_key(rest).map_err(|e| e.to_string())?;
     Ok(Resource::Key(rest.to_string()))
-}
-
-/// Decodes `%XX` escapes; `None` if the result is not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

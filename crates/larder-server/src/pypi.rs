@@ -135,7 +135,7 @@ pub async fn route(state: &Arc<AppState>, parts: &Parts, body: Body) -> Option<R
         let Some((project, filename)) = rest.split_once('/') else {
             return Some(text(StatusCode::NOT_FOUND, "files are at /packages/<project>/<file>"));
         };
-        let filename = percent_decode(filename);
+        let filename = larder::percent::decode_lossy(filename);
         return Some(file(state, parts, project, &filename).await);
     }
     None
@@ -199,25 +199,6 @@ async fn file(state: &Arc<AppState>, parts: &Parts, project: &str, filename: &st
         );
     }
     response
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub use larder::time::now;

@@ -27,6 +27,7 @@ mod error;
 mod fsutil;
 pub mod holder;
 mod lockfile;
+pub mod percent;
 pub mod pool;
 mod progress;
 pub mod recipe;

@@ -208,23 +208,24 @@ impl Larder {
         self.fetch_from_into(remote, target, progress, None)
     }
 
-    /// Makes sure the local tier holds `target` and writes it to `dest` in
-    /// the same pass when it comes from a remote: a cold `get -o FILE` reads
-    /// the remote once and writes the output as the bytes arrive, instead of
-    /// copying the stored blob afterwards. The output appears at `dest` only
-    /// once the bytes hashed right and are stored. `None`: the local tier
-    /// had it (or `dest` is a folder or a device), and nothing was written;
-    /// the store hands it out.
+    /// [`Larder::fetch`], writing `target` to `dest` in the same pass when it
+    /// comes from a remote: a cold `get -o FILE` reads the remote once and
+    /// writes the output as the bytes arrive, instead of copying the stored
+    /// blob afterwards. The output appears at `dest` only once the bytes
+    /// hashed right and are stored. `None`: the local tier had it (or `dest`
+    /// is a folder or a device), nothing was written, and the store hands
+    /// it out.
     pub fn fetch_to_path(
         &self,
         target: &Target,
         dest: &Path,
         progress: &dyn Progress,
     ) -> Result<Option<Digest>> {
-        if self.store.on_cache(target.clone())? || self.remotes.is_empty() {
+        if self.store.on_cache(target.clone())? {
             return Ok(None);
         }
-        if std::fs::metadata(dest).is_ok_and(|m| !m.is_file()) {
+        if self.remotes.is_empty() || std::fs::metadata(dest).is_ok_and(|m| !m.is_file()) {
+            self.fetch_each(target, |remote| self.fetch_from(remote, target, progress))?;
             return Ok(None);
         }
         let dir = match dest.parent() {
@@ -413,6 +414,12 @@ impl Larder {
         for remote in self.remotes.iter().filter(|r| r.mode().writable()) {
             self.send_to(remote.as_ref(), digest, key)?;
         }
+        self.owed_no_more(digest, key)
+    }
+
+    /// Drops `digest` (with `key`) from the write-back queue: the remotes
+    /// have it now.
+    fn owed_no_more(&self, digest: &Digest, key: Option<&str>) -> Result<()> {
         for queued in self.store.queued_uploads()? {
             if queued.digest == *digest && queued.key.as_deref() == key {
                 self.store.upload_done(&queued)?;
@@ -561,12 +568,7 @@ impl Larder {
         if let Some(e) = sent.into_iter().find_map(Result::err) {
             return Err(Error::new(e.kind(), format!("{digest} is stored locally, but: {e}")));
         }
-        // What the write-back remotes were owed, they have now.
-        for queued in self.store.queued_uploads()? {
-            if queued.digest == digest && queued.key.as_deref() == key {
-                self.store.upload_done(&queued)?;
-            }
-        }
+        self.owed_no_more(&digest, key)?;
         Ok(digest)
     }
 

@@ -128,8 +128,13 @@ fn file_name(path: &Path) -> String {
 
 /// A wheel's project (normalized), from its file name.
 fn project_of(filename: &str) -> String {
-    let name = filename.split('-').next().unwrap_or("");
-    let mut out = String::new();
+    normalize_project(filename.split('-').next().unwrap_or(""))
+}
+
+/// A project name as PEP 503 normalizes it: runs of `-`, `_` and `.` become
+/// one `-`, and letters are lowercase.
+pub fn normalize_project(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
     let mut dash = false;
     for c in name.chars() {
         if matches!(c, '-' | '_' | '.') {

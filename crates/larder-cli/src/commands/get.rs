@@ -43,16 +43,18 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     let store = ctx.open_store()?;
     let larder =
         ctx.larder_with(if args.verify { store.with_verify_reads(true) } else { store })?;
-    if !args.local {
-        // A copy from a remote is written out as it arrives, while it is
-        // stored; nothing is left to do.
-        if let (false, false, Some(path)) = (to_stdout, args.link, &args.output)
-            && larder.fetch_to_path(&target, path, &bars)?.is_some()
-        {
-            return Ok(ExitCode::SUCCESS);
+    // Falls through the remotes and fills the local tier. A copy to a file
+    // is written out as it arrives, while it is stored: nothing is left to do.
+    match (args.local, to_stdout, args.link, &args.output) {
+        (true, ..) => {}
+        (false, false, false, Some(path)) => {
+            if larder.fetch_to_path(&target, path, &bars)?.is_some() {
+                return Ok(ExitCode::SUCCESS);
+            }
         }
-        // Falls through the remotes and fills the local tier.
-        larder.fetch(&target, &bars)?;
+        _ => {
+            larder.fetch(&target, &bars)?;
+        }
     }
     let store = larder.store();
     if to_stdout {

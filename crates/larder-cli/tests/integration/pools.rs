@@ -37,6 +37,20 @@ fn folder_machines(t: &TestDir, name: &str, extra: &str) -> PathBuf {
     machines
 }
 
+/// A shell that acquires an instance of `source` and then sleeps, holding
+/// it; returned once the acquire has printed. `exec` keeps the shell's pid
+/// and start time, so the sleeper is the holder.
+fn holding_shell(t: &TestDir, source: &str) -> std::process::Child {
+    let child = t
+        .bash(&format!("$L pool acquire -s {source} > got && exec sleep 600"))
+        .spawn()
+        .expect("spawn");
+    wait_for("the acquire", || {
+        std::fs::read_to_string(t.work().join("got")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    child
+}
+
 fn names(out: &str) -> Vec<String> {
     out.split_whitespace().map(str::to_string).collect()
 }
@@ -259,12 +273,7 @@ fn eight_acquires_at_once_never_exceed_a_maximum_of_three() {
 fn a_holder_killed_with_sigkill_gives_its_instance_back() {
     let t = TestDir::new();
     let machines = folder_machines(&t, "vm", "reserve=1\n");
-    // The shell holds what it acquired; exec keeps its pid (and start time).
-    let mut holder =
-        t.bash("$L pool acquire -s vm > got && exec sleep 600").spawn().expect("spawn");
-    wait_for("the acquire", || {
-        std::fs::read_to_string(t.work().join("got")).is_ok_and(|s| s.ends_with('\n'))
-    });
+    let mut holder = holding_shell(&t, "vm");
     let status = t.json(&["pool", "status", "--json", "vm"]);
     assert_eq!(status["sources"][0]["in_use"], serde_json::json!(["vm-0"]));
     holder.kill().expect("SIGKILL");
@@ -497,11 +506,7 @@ fn a_discard_that_keeps_failing_is_reported_and_can_be_forgotten() {
 fn instances_of_a_source_defined_elsewhere_are_left_alone() {
     let t = TestDir::new();
     let machines = folder_machines(&t, "vm", "");
-    let mut holder =
-        t.bash("$L pool acquire -s vm > got && exec sleep 600").spawn().expect("spawn");
-    wait_for("the acquire", || {
-        std::fs::read_to_string(t.work().join("got")).is_ok_and(|s| s.ends_with('\n'))
-    });
+    let mut holder = holding_shell(&t, "vm");
     holder.kill().expect("SIGKILL");
     holder.wait().expect("reap");
     // From a folder that does not define `vm`: its instance is not swept.

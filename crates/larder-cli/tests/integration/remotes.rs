@@ -25,14 +25,7 @@ fn an_azure_blob_remote_fills_a_cold_home_and_a_missing_container_is_named() {
         )
     };
     remotes(&t, &[&table(&azurite.container)]);
-    let run = |home: &str, args: &[&str]| {
-        let mut cmd = t.command();
-        cmd.env("LARDER_HOME", t.path().join(home));
-        for (k, v) in azurite.env() {
-            cmd.env(k, v);
-        }
-        t.run_with(cmd.args(args))
-    };
+    let run = |home: &str, args: &[&str]| in_home(&t, home, &azurite.env(), args);
     let data = bytes(31, 5_000_000);
     let f = t.file("model.bin", &data);
     let digest = run("a", &["put", "--upload", f.to_str().expect("utf-8"), "--key", "m/v1"]).ok();
@@ -50,6 +43,17 @@ fn an_azure_blob_remote_fills_a_cold_home_and_a_missing_container_is_named() {
     wrong.env("AZURE_STORAGE_ACCOUNT", &azurite.account).env("AZURE_STORAGE_KEY", "d3Jvbmc=");
     let err = t.run_with(wrong.args(["get", "m/v1", "-o", "-"])).fails(5);
     assert!(err.contains("remote azure") && err.contains("credentials"), "{err}");
+}
+
+/// `larder` in `t` with the home `t/<home>` (another host's, say) and
+/// these variables in its environment.
+fn in_home(t: &TestDir, home: &str, env: &[(&str, String)], args: &[&str]) -> crate::util::Run {
+    let mut cmd = t.command();
+    cmd.env("LARDER_HOME", t.path().join(home));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    t.run_with(cmd.args(args))
 }
 
 /// `larder` in `t` with Garage's credentials in its environment.
@@ -122,14 +126,7 @@ fn an_s3_remote_fills_a_cold_home_and_a_corrupt_copy_is_never_served() {
     .ok();
     let digest = digest.trim().to_string();
     // A cold home gets it by key and by digest, and keeps it.
-    let cold = |args: &[&str]| {
-        let mut cmd = t.command();
-        cmd.env("LARDER_HOME", t.path().join("cold"));
-        for (k, v) in garage.env() {
-            cmd.env(k, v);
-        }
-        t.run_with(cmd.args(args))
-    };
+    let cold = |args: &[&str]| in_home(&t, "cold", &garage.env(), args);
     assert_eq!(cold(&["has", "--where", "models/v3"]).ok(), "s3\n");
     let out = t.path().join("out.bin");
     cold(&["get", "models/v3", "-o", out.to_str().expect("utf-8")]).ok();
@@ -230,13 +227,9 @@ fn a_write_back_remote_gets_puts_in_the_background() {
     with_garage(&t, &garage, &["put", f.to_str().expect("utf-8"), "--key", "data/x"]).ok();
     // The put returned at once; an uploader started by it empties the queue.
     crate::util::wait_for("the queue to drain", || owed(&t, &garage)["queued"] == 0);
-    let mut cold = t.command();
-    cold.env("LARDER_HOME", t.path().join("cold"));
-    for (k, v) in garage.env() {
-        cold.env(k, v);
-    }
     let out = t.path().join("out.bin");
-    let got = t.run_with(cold.args(["get", "data/x", "-o"]).arg(&out));
+    let got =
+        in_home(&t, "cold", &garage.env(), &["get", "data/x", "-o", out.to_str().expect("utf-8")]);
     assert_eq!(got.code, 0, "{got:#?}");
     assert!(std::fs::read(&out).expect("out") == data);
     // put --upload sends it before returning (while the local copy is
@@ -344,13 +337,9 @@ fn an_uploader_killed_mid_upload_loses_nothing() {
     // Whatever it had done, a push finishes the job and the remote has it whole.
     with_garage(&t, &garage, &["push", "--queued"]).ok();
     assert_eq!(owed(&t, &garage)["queued"], 0);
-    let mut cold = t.command();
-    cold.env("LARDER_HOME", t.path().join("cold"));
-    for (k, v) in garage.env() {
-        cold.env(k, v);
-    }
     let out = t.path().join("out.bin");
-    let got = t.run_with(cold.args(["get", "big", "-o"]).arg(&out));
+    let got =
+        in_home(&t, "cold", &garage.env(), &["get", "big", "-o", out.to_str().expect("utf-8")]);
     assert_eq!(got.code, 0, "{got:#?}");
     assert!(std::fs::read(&out).expect("out") == data);
 }
@@ -420,14 +409,7 @@ fn a_scratch_directory_pushed_to_s3_is_restored_in_a_cold_home() {
     assert!(again.contains("4 files") && again.contains("0 blobs sent"), "{again}");
 
     // Another host: a cold home restores it whole.
-    let cold = |args: &[&str]| {
-        let mut cmd = t.command();
-        cmd.env("LARDER_HOME", t.path().join("cold"));
-        for (k, v) in garage.env() {
-            cmd.env(k, v);
-        }
-        t.run_with(cmd.args(args))
-    };
+    let cold = |args: &[&str]| in_home(&t, "cold", &garage.env(), args);
     let restored = t.real(&cold(&["use", "--name", "scratch", "--from-remote", "s3"]).ok());
     assert_ne!(restored, dir);
     assert_eq!(std::fs::read_to_string(restored.join("a/b.txt")).expect("b"), "hello\n");
@@ -482,18 +464,13 @@ fn a_directory_whose_remote_blob_is_corrupt_is_not_restored() {
     // The remote's copy of one file is damaged behind larder's back.
     let hex = crate::util::digest_of(&bytes(6, 5_000)).trim_start_matches("sha256:").to_string();
     crate::util::flip_byte(&folder.join(format!("cas/sha256/{}/{hex}", &hex[..2])), 10);
-    let mut cold = t.command();
-    cold.env("LARDER_HOME", t.path().join("cold"));
-    let err = t.run_with(cold.args(["use", "--name", "data", "--from-remote", "folder"])).fails(3);
+    let err =
+        in_home(&t, "cold", &[], &["use", "--name", "data", "--from-remote", "folder"]).fails(3);
     assert!(err.contains(&format!("remote folder's copy of sha256:{hex} hashes to")), "{err}");
     assert!(err.contains("corrupt and was not kept"), "{err}");
-    let mut ls = t.command();
-    ls.env("LARDER_HOME", t.path().join("cold"));
-    let listed = t.run_with(ls.args(["ls", "--json"])).ok();
+    let listed = in_home(&t, "cold", &[], &["ls", "--json"]).ok();
     assert!(!listed.contains(&hex), "the bad copy was not kept: {listed}");
-    let mut show = t.command();
-    show.env("LARDER_HOME", t.path().join("cold"));
-    assert!(t.run_with(show.args(["dir", "show", "data"])).code != 0, "no directory was made");
+    assert!(in_home(&t, "cold", &[], &["dir", "show", "data"]).code != 0, "no directory was made");
 }
 
 #[test]
@@ -513,11 +490,7 @@ fn a_cold_get_to_a_file_writes_only_bytes_that_hashed_right() {
     let digest = t.run(&["put", "--upload", f.to_str().expect("utf-8"), "--key", "d"]).ok();
     let hex = digest.trim().trim_start_matches("sha256:").to_string();
     crate::util::flip_byte(&bad.join(format!("cas/sha256/{}/{hex}", &hex[..2])), 2_999_000);
-    let cold = |args: &[&str]| {
-        let mut cmd = t.command();
-        cmd.env("LARDER_HOME", t.path().join("cold"));
-        t.run_with(cmd.args(args))
-    };
+    let cold = |args: &[&str]| in_home(&t, "cold", &[], args);
     // The damaged copy is refused part way through; the good one is written
     // from the start, and only it.
     let out = t.work().join("out.bin");
@@ -528,10 +501,9 @@ fn a_cold_get_to_a_file_writes_only_bytes_that_hashed_right() {
     assert_eq!(cold(&["has", "--where", "d"]).ok(), "local\nbad\ngood\n");
     // With only the damaged copy: an error, and no file at all.
     remotes(&t, &[&format!("name = \"bad\"\nurl = \"file://{}\"", bad.display())]);
-    let mut other = t.command();
-    other.env("LARDER_HOME", t.path().join("other"));
     let out2 = t.work().join("out2.bin");
-    let err = t.run_with(other.args(["get", "d", "-o", out2.to_str().expect("utf-8")])).fails(3);
+    let err =
+        in_home(&t, "other", &[], &["get", "d", "-o", out2.to_str().expect("utf-8")]).fails(3);
     assert!(err.contains("corrupt and was not kept"), "{err}");
     assert!(!out2.exists());
     let left: Vec<_> = std::fs::read_dir(t.work())

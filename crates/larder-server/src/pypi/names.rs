@@ -1,24 +1,7 @@
 //! Project names and distribution file names, as PEP 503, 508 and 427 and
 //! the sdist naming rules have them.
 
-/// A name as PEP 503 normalizes it: runs of `-`, `_` and `.` become one `-`,
-/// and letters are lowercase.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut dash = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            dash = true;
-            continue;
-        }
-        if dash && !out.is_empty() {
-            out.push('-');
-        }
-        dash = false;
-        out.push(c.to_ascii_lowercase());
-    }
-    out
-}
+pub use larder::wheels::normalize_project as normalize;
 
 /// Whether `name` is a valid project name (PEP 508): letters, digits, `.`,
 /// `_` and `-`, starting and ending with a letter or digit.

@@ -15,7 +15,7 @@ use crate::recipe::Loader;
 pub(crate) fn file_name(loader: &Loader, number: usize) -> String {
     let last = |text: &str| -> String {
         let path = text.split(['?', '#']).next().unwrap_or("");
-        percent_decode(path.rsplit('/').next().unwrap_or(""))
+        crate::percent::decode_lossy(path.rsplit('/').next().unwrap_or(""))
     };
     let name = match loader {
         Loader::Http(url) => {
@@ -38,26 +38,6 @@ pub(crate) fn file_name(loader: &Loader, number: usize) -> String {
         && !name.contains(['/', '\0'])
         && name.len() <= 255;
     if usable { name } else { format!("source-{number}") }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(hex) = std::str::from_utf8(&bytes[i + 1..i + 3])
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Opens a remote loader (`http:`, `dirac:`). `scratch` is a folder it may

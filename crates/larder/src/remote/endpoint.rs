@@ -2,6 +2,7 @@
 //! password from the URL (a configuration file), `LARDER_PASSWORD`, or
 //! `~/.netrc`, never from a command line that `ps` shows.
 
+use crate::percent::decode_lossy;
 /// Where a server is, and who to be there.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -46,8 +47,8 @@ impl Endpoint {
         }
         let (user, url_password) = match userinfo {
             Some(u) => match u.split_once(':') {
-                Some((user, pw)) => (Some(percent_decode(user)), Some(percent_decode(pw))),
-                None => (Some(percent_decode(u)), None),
+                Some((user, pw)) => (Some(decode_lossy(user)), Some(decode_lossy(pw))),
+                None => (Some(decode_lossy(u)), None),
             },
             None => (None, None),
         };
@@ -102,25 +103,6 @@ pub fn redact(url: &str) -> String {
         }
         None => url.to_string(),
     }
-}
-
-/// `%XX` escapes decoded (a password may hold `@` or `:` that way).
-pub(super) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -282,7 +282,7 @@ fn hrefs(xml: &str) -> Vec<String> {
             .replace("&quot;", "\"")
             .replace("&apos;", "'")
             .replace("&amp;", "&");
-        out.push(super::endpoint::percent_decode(&raw));
+        out.push(crate::percent::decode_lossy(&raw));
         rest = &rest[end..];
     }
     out
