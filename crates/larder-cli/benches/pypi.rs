@@ -205,7 +205,7 @@ impl Drop for Server {
 }
 
 fn tool(name: &str) -> PathBuf {
-    match std::env::var_os("LARDER_TEST_TOOLS") {
+    match std::env::var_os("TEST_TOOLS_BIN") {
         Some(dir) => Path::new(&dir).join(name),
         None => PathBuf::from(name),
     }

@@ -19,7 +19,7 @@
 //! cargo bench --bench s3 -- large         only the large file (or: small)
 //! ```
 //!
-//! It needs `LARDER_TEST_GARAGE` and `LARDER_TEST_AWS`, which the test
+//! It needs `TEST_TOOL_GARAGE` and `TEST_TOOL_AWS`, which the test
 //! command sets. Each case runs 3 times and shows the median; `ratio` is
 //! larder's time over the reference's, so above 1 means larder is slower.
 
@@ -50,9 +50,9 @@ const TINY: Scale = Scale { name: "tiny", large: 8 << 20, small_files: 50, small
 
 fn main() {
     let scale = if full_scale() { FULL } else { TINY };
-    let aws = std::env::var_os("LARDER_TEST_AWS")
+    let aws = std::env::var_os("TEST_TOOL_AWS")
         .map(PathBuf::from)
-        .expect("LARDER_TEST_AWS names the aws command (the test command installs it)");
+        .expect("TEST_TOOL_AWS names the aws command (the test command installs it)");
     let root = tempfile::Builder::new().prefix("larder-bench-s3").tempdir().expect("tempdir");
     let root = root.path();
     let g = garage::Garage::start(root);

@@ -179,6 +179,14 @@ async fn route(state: &Arc<AppState>, request: Request) -> Response {
                 ),
             )
         }
+        ("PUT" | "DELETE" | "MKCOL", Resource::Key(k) | Resource::Folder(k))
+            if k.starts_with(larder::INTERNAL_KEY_PREFIX) =>
+        {
+            text(
+                StatusCode::FORBIDDEN,
+                format!("{k} is larder's own (recipe downloads); it cannot be written over HTTP"),
+            )
+        }
         ("OPTIONS", _) => options(),
         ("PROPFIND", resource) => crate::webdav::propfind(state, &parts, body, resource).await,
         ("MKCOL", resource) => crate::webdav::mkcol(state, resource).await,

@@ -11,7 +11,8 @@ pub enum Resource {
     /// `[/<instance>]/cas/<sha256>`: a blob, checked against its digest.
     Blob(Digest),
     /// Any other path, without its leading `/`: a key. Bazel's
-    /// `[/<instance>]/ac/<sha256>` is the key `ac/<sha256>`.
+    /// `/ac/<sha256>` is the key `ac/<sha256>`, and `/<instance>/ac/<sha256>`
+    /// the key `<instance>/ac/<sha256>`: instances do not share results.
     Key(String),
     /// A path ending in `/`: the keys under it, as a WebDAV collection.
     Folder(String),
@@ -46,16 +47,25 @@ pub fn classify(raw: &str) -> Result<Resource, String> {
     if folder {
         return Ok(Resource::Folder(format!("{rest}/")));
     }
-    if let [.., kind @ ("ac" | "cas"), hex] = segments.as_slice()
-        && hex.len() == 64
-        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if let [instance @ .., kind @ ("ac" | "cas"), name] = segments.as_slice() {
+        // Bazel's paths: the digest in either case is the same digest, and
+        // anything else under `ac/` or `cas/` is a client's mistake.
+        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "`{kind}/{name}` is not a Bazel cache path: it must end in the 64 hex digits of a sha256"
+            ));
+        }
+        let hex = name.to_ascii_lowercase();
         if *kind == "cas" {
             let digest =
                 format!("sha256:{hex}").parse().map_err(|e: larder::Error| e.to_string())?;
             return Ok(Resource::Blob(digest));
         }
-        return Ok(Resource::Key(format!("ac/{hex}")));
+        // Instance names partition the action cache; the CAS is shared.
+        return Ok(Resource::Key(match instance {
+            [] => format!("ac/{hex}"),
+            _ => format!("{}/ac/{hex}", instance.join("/")),
+        }));
     }
     larder::validate_key(rest).map_err(|e| e.to_string())?;
     Ok(Resource::Key(rest.to_string()))
@@ -83,10 +93,19 @@ mod tests {
         check(&format!("/cas/{hex}"), &format!("blob sha256:{hex}"));
         check(&format!("/main/cas/{hex}"), &format!("blob sha256:{hex}"));
         check(&format!("/ac/{hex}"), &format!("key ac/{hex}"));
-        check(&format!("/my/instance/ac/{hex}"), &format!("key ac/{hex}"));
+        check(&format!("/my/instance/ac/{hex}"), &format!("key my/instance/ac/{hex}"));
+        check(&format!("/ac/{}", "B".repeat(64)), &format!("key ac/{}", "b".repeat(64)));
         check("/ab/cdef0123", "key ab/cdef0123");
         check("/cache/x%20y", "key cache/x y");
-        check(&format!("/cas/{}", "A".repeat(64)), &format!("key cas/{}", "A".repeat(64)));
+        check(&format!("/cas/{}", "A".repeat(64)), &format!("blob sha256:{hex}"));
+        check(
+            "/cas/abc",
+            "error: `cas/abc` is not a Bazel cache path: it must end in the 64 hex digits of a sha256",
+        );
+        check(
+            "/main/ac/xyz",
+            "error: `ac/xyz` is not a Bazel cache path: it must end in the 64 hex digits of a sha256",
+        );
         check("/9/6/e/", "folder 9/6/e/");
         check("/a/../b", "error: the path has a `..` segment");
         check("/a/%2e%2e/b", "error: the path has a `..` segment");

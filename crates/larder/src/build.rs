@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use crate::recipe::{Checksum, Loader, Recipe, Source, Transform};
+use crate::recipe::{Algorithm, Checksum, Loader, Recipe, Source, Transform};
 use crate::store::{GetMode, PutOptions, Store, Target};
 use checksum::Checker;
 pub(crate) use extract::Budget;
@@ -163,9 +163,28 @@ fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<()> {
             let key = download_key(plan.source);
             match b.store.open_verified(&Target::Key(key.clone()), b.progress) {
                 Ok((digest, file, size)) => {
-                    tracing::info!(key, "{} is in the store already", plan.label);
-                    let input = Input::Blob { digest, file, size };
-                    return unpack_input(b, plan, input, &[], staging);
+                    // The key is computable from a public recipe, so what it
+                    // names is checked against the recipe like a fresh
+                    // download before anything is unpacked.
+                    match cached_matches(b, plan, digest, &file, size)? {
+                        None => {
+                            tracing::info!(key, "{} is in the store already", plan.label);
+                            let input = Input::Blob { digest, file, size };
+                            return unpack_input(b, plan, input, &[], staging);
+                        }
+                        Some(m) => {
+                            tracing::warn!(
+                                "{} in the store under {key} has {} {}, not the recipe's {}; \
+                                 downloading it again",
+                                plan.label,
+                                m.expected.algorithm.name(),
+                                m.actual,
+                                m.expected.hex
+                            );
+                            drop(file);
+                            let _ = b.store.remove(&Target::Key(key.clone()), false);
+                        }
+                    }
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {}
                 Err(e) => return Err(e),
@@ -202,6 +221,50 @@ fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<()> {
             let reader = source::run_command(command)?;
             unpack_input(b, plan, Input::Stream(Box::new(reader)), &plan.raw_checks, staging)
         }
+    }
+}
+
+/// Whether a blob kept under a download's key matches the recipe's checksums
+/// of the loaded bytes; `Some` names the first that does not. A sha256 is the
+/// blob's own digest; any other checksum reads the blob once.
+fn cached_matches(
+    b: &Build<'_>,
+    plan: &Plan<'_>,
+    digest: Digest,
+    file: &File,
+    size: u64,
+) -> Result<Option<checksum::Mismatch>> {
+    let own = |c: &Checksum| c.algorithm == Algorithm::Sha256;
+    if let Some(sum) = plan.raw_checks.iter().find(|c| own(c))
+        && sum.hex != digest.hex()
+    {
+        return Ok(Some(checksum::Mismatch { expected: (*sum).clone(), actual: digest.hex() }));
+    }
+    let mut checker = Checker::new(plan.raw_checks.iter().copied().filter(|c| !own(c)));
+    if checker.is_empty() {
+        return Ok(None);
+    }
+    b.progress.start(&format!("checking {}", plan.label), Some(size));
+    let mut reading = ProgressReader { inner: file, progress: b.progress };
+    let read = copy_checking(&mut reading, &mut checker);
+    b.progress.finish();
+    read.map_err(|e| Error::io("read", Path::new(&plan.label), e))?;
+    let mut rewind = file;
+    std::io::Seek::rewind(&mut rewind).map_err(|e| Error::io("read", Path::new(&plan.label), e))?;
+    Ok(checker.finish())
+}
+
+/// A reader that reports how far it got.
+struct ProgressReader<'a, R> {
+    inner: R,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
     }
 }
 

@@ -65,6 +65,24 @@ impl Holder {
         Holder::process(ProcessId::current())
     }
 
+    /// The script or shell that ran this process, as [`ProcessId::caller`]
+    /// finds it: what `larder use` without a command is held by.
+    pub fn caller() -> Result<Holder> {
+        ProcessId::caller().map(Holder::process)
+    }
+
+    /// A holder named `id` whose hold lasts `ttl` from now.
+    pub fn token(id: &str, ttl: std::time::Duration) -> Result<Holder> {
+        if id.is_empty() || id.chars().any(char::is_control) {
+            return Err(crate::Error::new(
+                crate::ErrorKind::InvalidInput,
+                format!("holder name `{}` is empty or has control characters", id.escape_debug()),
+            ));
+        }
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        Ok(Holder::Token { id: id.to_string(), expires_at: now_ms().saturating_add(ttl_ms) })
+    }
+
     /// A stable key naming this holder (a token's key does not change when
     /// its lease is renewed).
     pub fn key(&self) -> String {

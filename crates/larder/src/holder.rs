@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::error::{Error, ErrorKind};
+
 /// A process on this host: pid plus start time (clock ticks since boot, from
 /// `/proc/<pid>/stat`), which together never repeat until reboot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +38,126 @@ impl ProcessId {
     }
 }
 
+/// Programs that run the command they are given as their child and wait for
+/// it (or replace themselves with it): the process that called larder is the
+/// one that ran them.
+const WRAPPERS: &[&str] = &[
+    "timeout", "time", "env", "nice", "nohup", "stdbuf", "ionice", "chrt", "taskset", "setsid",
+    "flock", "xargs", "sudo", "doas", "su", "runuser", "setpriv", "unbuffer", "strace", "ltrace",
+];
+
+/// Programs that, as pid 1 or a parent in another session, adopt orphans: a
+/// `larder` whose parent is one of them was orphaned before it looked.
+const INITS: &[&str] = &["init", "systemd", "tini", "dumb-init", "catatonit", "docker-init"];
+
+impl ProcessId {
+    /// The process that called larder: the script or shell whose life a hold
+    /// should follow. Shells run a command in a forked copy of themselves
+    /// whenever it is more than a bare simple command (`$(larder … 2>f)`,
+    /// pipes, `( … )`), and wrappers such as `timeout` run it as their
+    /// child; such short-lived parents are skipped, up to the first process
+    /// that is neither. An error when the caller is already gone (larder was
+    /// orphaned and adopted) rather than a hold by a process that never ends.
+    pub fn caller() -> Result<ProcessId, Error> {
+        let mut pid = std::os::unix::process::parent_id();
+        let session = session_of(std::process::id());
+        let mut first = true;
+        loop {
+            let info = ProcessInfo::read(pid).ok_or_else(|| caller_gone(pid))?;
+            // An orphan is adopted by an init (or a subreaper, which is one
+            // too); pid 1 in our session is a container's own shell.
+            if first && (info.is_init() || (pid == 1 && session_of(pid) != session)) {
+                return Err(caller_gone(pid));
+            }
+            first = false;
+            let parent = info.ppid.and_then(|p| ProcessInfo::read(p).map(|i| (p, i)));
+            let skip =
+                info.is_wrapper() || parent.as_ref().is_some_and(|(_, p)| info.is_fork_of(p));
+            match parent {
+                Some((ppid, _)) if skip && ppid > 1 => pid = ppid,
+                _ => return Ok(ProcessId { pid, start: info.start }),
+            }
+        }
+    }
+}
+
+fn caller_gone(pid: u32) -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!(
+            "the process that ran larder is gone (larder's parent is now pid {pid}), so nothing \
+             would hold the result; run `larder use … -- COMMAND`, or hold it by name with \
+             `--holder NAME --ttl DURATION`"
+        ),
+    )
+}
+
+/// What `/proc` says of a process, enough to tell a fork from a program.
+struct ProcessInfo {
+    start: u64,
+    ppid: Option<u32>,
+    exe: Option<std::path::PathBuf>,
+    cmdline: Vec<u8>,
+    environ: Option<Vec<u8>>,
+}
+
+impl ProcessInfo {
+    fn read(pid: u32) -> Option<ProcessInfo> {
+        let stat = read_stat_fields(pid)?;
+        let dir = format!("/proc/{pid}");
+        Some(ProcessInfo {
+            start: stat.start,
+            ppid: (stat.ppid > 0).then_some(stat.ppid),
+            exe: std::fs::read_link(format!("{dir}/exe")).ok(),
+            cmdline: std::fs::read(format!("{dir}/cmdline")).unwrap_or_default(),
+            environ: std::fs::read(format!("{dir}/environ")).ok(),
+        })
+    }
+
+    fn program(&self) -> Option<String> {
+        let first = self.cmdline.split(|&b| b == 0).next()?;
+        let name = std::path::Path::new(std::str::from_utf8(first).ok()?).file_name()?;
+        Some(name.to_string_lossy().trim_start_matches('-').to_string())
+    }
+
+    fn is_wrapper(&self) -> bool {
+        self.program().is_some_and(|p| WRAPPERS.contains(&p.as_str()))
+    }
+
+    fn is_init(&self) -> bool {
+        self.program().is_some_and(|p| INITS.contains(&p.as_str()))
+            || self
+                .exe
+                .as_ref()
+                .and_then(|e| e.file_name())
+                .is_some_and(|n| INITS.contains(&n.to_string_lossy().as_ref()))
+    }
+
+    /// Whether this process is a copy of `parent` made by fork without exec
+    /// (a subshell): same program, same arguments, and the very environment
+    /// block it started with. A program started by exec gets a fresh block
+    /// (shells set `_` to the program's path), so it differs.
+    fn is_fork_of(&self, parent: &ProcessInfo) -> bool {
+        self.exe.is_some()
+            && self.exe == parent.exe
+            && self.cmdline == parent.cmdline
+            && self.environ.is_some()
+            && self.environ == parent.environ
+    }
+}
+
+fn session_of(pid: u32) -> Option<u32> {
+    read_stat_fields(pid).map(|s| s.session)
+}
+
+/// The fields of `/proc/<pid>/stat` larder reads.
+struct Stat {
+    state: char,
+    ppid: u32,
+    session: u32,
+    start: u64,
+}
+
 fn start_time(pid: u32) -> Option<u64> {
     read_stat(pid).map(|(_, start)| start)
 }
@@ -44,13 +166,21 @@ fn start_time(pid: u32) -> Option<u64> {
 /// name (field 2) may contain spaces and parentheses, so fields are counted
 /// from the last `)`.
 fn read_stat(pid: u32) -> Option<(char, u64)> {
+    read_stat_fields(pid).map(|s| (s.state, s.start))
+}
+
+fn read_stat_fields(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &text[text.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // After the state come fields 4..; start time is field 22, i.e. 19 further on.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
+    // Field 3 is the state; then ppid (4), pgrp (5), session (6), and the
+    // start time is field 22.
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
 }
 
 impl fmt::Display for ProcessId {

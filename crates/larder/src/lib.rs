@@ -46,7 +46,7 @@ pub use dirs::{DirLease, DirSpec, Dirs, disk_usage};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{NoProgress, Progress};
 pub use store::{
-    Delivery, Entry, Found, GcReport, GetMode, KeyEntry, Pending, PutOptions, QueuedUpload,
-    Removed, Stats, Store, Target, VerifyReport, validate_key,
+    Delivery, Entry, Found, GcReport, GetMode, INTERNAL_KEY_PREFIX, KeyEntry, Pending, PutOptions,
+    QueuedUpload, Removed, Stats, Store, Target, VerifyReport, validate_key, validate_user_key,
 };
 pub use tiers::{DrainReport, Larder, PushReport};

@@ -104,6 +104,27 @@ pub fn validate_key(key: &str) -> Result<()> {
     }
 }
 
+/// The prefix of the keys larder binds for itself (recipe downloads, under
+/// `larder/downloads/`). Their names are computable from a public recipe, so
+/// only larder may bind them: users and the HTTP door may read them, not
+/// write them.
+pub const INTERNAL_KEY_PREFIX: &str = "larder/";
+
+/// Checks a key a user asks to bind: a valid key, and not one of larder's own.
+pub fn validate_user_key(key: &str) -> Result<()> {
+    validate_key(key)?;
+    if key.starts_with(INTERNAL_KEY_PREFIX) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "key `{key}` is under `{INTERNAL_KEY_PREFIX}`, which larder keeps for itself; \
+                 choose another name"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Options for a put.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {

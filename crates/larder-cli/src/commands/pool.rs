@@ -7,7 +7,6 @@ use larder::pool::{Acquire, InstanceStatus, Pools, ReleaseOutcome, SourceStatus}
 use serde_json::json;
 
 use super::Context;
-use super::use_dir::{parent_process, token};
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -133,10 +132,10 @@ pub fn run(ctx: &Context, args: Args, verbose: u8) -> Result<ExitCode> {
         }
         PoolCommand::Acquire { source, count, count_arg, wait, holder, ttl, json } => {
             let holder = match &holder {
-                Some(id) => token(id, larder::time::parse_duration(&ttl)?)?,
+                Some(id) => Holder::token(id, larder::time::parse_duration(&ttl)?)?,
                 // The calling shell or script holds them, so its death
                 // returns them.
-                None => Holder::process(parent_process()?),
+                None => Holder::caller()?,
             };
             let wait = wait.as_deref().map(larder::time::parse_duration).transpose()?;
             let request = Acquire { source, count: count.or(count_arg).unwrap_or(1), holder, wait };

@@ -39,6 +39,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             )
         ));
     }
+    if let Some(key) = &args.key {
+        larder::validate_user_key(key)?;
+    }
     let larder = ctx.open_larder()?;
     if args.upload && !larder.has_writable_remote() {
         anyhow::bail!(larder::Error::new(

@@ -6,7 +6,6 @@ use larder::coord::Holder;
 use larder::recipe::Recipe;
 
 use super::Context;
-use super::use_dir::{parent_process, token};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["name", "what"])))]
@@ -35,8 +34,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     let _ = &args.dirs;
     let dirs = ctx.open_dirs()?;
     let holder = match &args.holder {
-        Some(id) => token(id, std::time::Duration::ZERO)?,
-        None => Holder::process(parent_process()?),
+        Some(id) => Holder::token(id, std::time::Duration::ZERO)?,
+        None => Holder::caller()?,
     };
     // One argument that is a folder, or no recipe, is the path `larder use`
     // printed; anything else is the recipe, as shared-cache's `--unuse` took it.

@@ -3,7 +3,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::Result;
 use larder::coord::Holder;
-use larder::holder::ProcessId;
 use larder::recipe::Recipe;
 
 use super::Context;
@@ -68,9 +67,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     // death. With one, larder holds it while the command runs.
     let holder = if let Some(id) = &args.holder {
         let ttl = larder::time::parse_duration(&args.ttl)?;
-        token(id, ttl)?
+        Holder::token(id, ttl)?
     } else if args.command.is_empty() {
-        Holder::process(parent_process()?)
+        Holder::caller()?
     } else {
         Holder::current_process()
     };
@@ -149,33 +148,6 @@ fn run_forwarding_signals(cmd: &mut Command) -> std::io::Result<std::process::Ex
     }
     CHILD.store(0, Ordering::SeqCst);
     status
-}
-
-/// A named holder whose hold lasts `ttl` from now.
-pub fn token(id: &str, ttl: std::time::Duration) -> Result<Holder> {
-    if id.is_empty() || id.chars().any(char::is_control) {
-        anyhow::bail!(larder::Error::new(
-            larder::ErrorKind::InvalidInput,
-            format!("holder name `{}` is empty or has control characters", id.escape_debug()),
-        ));
-    }
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-    Ok(Holder::Token {
-        id: id.to_string(),
-        expires_at: larder::coord::now_ms().saturating_add(ttl_ms),
-    })
-}
-
-/// The process that ran larder.
-pub fn parent_process() -> Result<ProcessId> {
-    // SAFETY: getppid cannot fail and has no arguments.
-    let ppid = unsafe { libc::getppid() } as u32;
-    ProcessId::of_pid(ppid).ok_or_else(|| {
-        anyhow::Error::from(larder::Error::new(
-            larder::ErrorKind::Io,
-            format!("cannot read the calling process (pid {ppid}) from /proc"),
-        ))
-    })
 }
 
 fn signal_of(status: &std::process::ExitStatus) -> u8 {

@@ -36,8 +36,8 @@ if status not in (201, 409):
 "#;
 
 fn binary() -> PathBuf {
-    let path = std::env::var_os("LARDER_TEST_AZURITE").expect(
-        "LARDER_TEST_AZURITE names azurite-blob; run the tests with scripts/test, which installs it",
+    let path = std::env::var_os("TEST_TOOL_AZURITE").expect(
+        "TEST_TOOL_AZURITE names azurite-blob; run the tests with scripts/test, which installs it",
     );
     PathBuf::from(path)
 }

@@ -278,3 +278,65 @@ fn sixteen_scripts_sharing_one_name_never_see_a_half_deleted_directory() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Regression: in shell idioms other than a bare `$(larder use …)` the shell
+/// forks a short-lived subshell (or a wrapper runs larder), so holding the
+/// parent process let the directory, with what the script wrote into it, be
+/// deleted as soon as `use` returned. The holder is the script itself.
+#[test]
+fn the_holder_is_the_calling_script_in_every_shell_idiom() {
+    let idioms = [
+        ("bare", "$($L use --name d)"),
+        ("a redirection", "$($L use --name d 2>/dev/null)"),
+        ("a pipe", "$($L use --name d | tail -n1)"),
+        ("a nested subshell", "$( ( $L use --name d ) )"),
+        ("timeout", "$(timeout 60 $L use --name d)"),
+        ("env", "$(env $L use --name d 2>/dev/null)"),
+        ("nice", "$(nice -n 1 $L use --name d 2>&1)"),
+        ("a group", "$({ $L use --name d; } 2>/dev/null)"),
+    ];
+    for (idiom, substitution) in idioms {
+        let t = TestDir::new();
+        let out = t
+            .script(&format!(
+                r#"set -e
+                d={substitution}
+                echo data > "$d/file"
+                $L dir ls >/dev/null
+                test -f "$d/file" || {{ echo "deleted under the script"; exit 1; }}
+                $L dir show d --json | grep -o '"pid": [0-9]*' | head -n1
+                echo "pid $$""#
+            ))
+            .ok();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{idiom}: {out}");
+        assert_eq!(
+            lines[0].trim_start_matches("\"pid\": "),
+            lines[1].trim_start_matches("pid "),
+            "{idiom}: held by the script"
+        );
+        // The script is gone: its directory goes with it.
+        assert_eq!(t.dirs(), serde_json::json!([]), "{idiom}");
+        assert!(!t.home.join("dirs/d").exists(), "{idiom}");
+    }
+}
+
+/// Regression: a `use` whose caller died before larder looked at its parent
+/// was held by pid 1, for ever.
+#[test]
+fn a_use_whose_caller_is_gone_holds_nothing() {
+    let t = TestDir::new();
+    let out = t.path().join("orphan.out");
+    // The subshell outlives its parent, is adopted, and only then runs larder.
+    t.script(&format!(
+        "( sleep 0.5; exec $L use --name orphan > {0} 2>&1; ) & exit 0",
+        out.display()
+    ))
+    .ok();
+    wait_for("the orphan to finish", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let said = std::fs::read_to_string(&out).expect("output");
+    assert!(said.contains("the process that ran larder is gone"), "{said}");
+    assert_eq!(t.dirs(), serde_json::json!([]));
+}

@@ -19,8 +19,8 @@ pub struct Garage {
 
 /// The garage binary the test command installed.
 fn binary() -> PathBuf {
-    let path = std::env::var_os("LARDER_TEST_GARAGE").expect(
-        "LARDER_TEST_GARAGE names the garage binary; run the tests with scripts/test, which installs it",
+    let path = std::env::var_os("TEST_TOOL_GARAGE").expect(
+        "TEST_TOOL_GARAGE names the garage binary; run the tests with scripts/test, which installs it",
     );
     PathBuf::from(path)
 }

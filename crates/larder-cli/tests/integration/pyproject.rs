@@ -42,9 +42,8 @@ pub fn build(project: &Path, what: &str, out: &Path) -> PathBuf {
 
 /// A tool the test command installed in its venv (pip, uv, twine, pypi-server).
 pub fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("LARDER_TEST_TOOLS").expect(
-        "LARDER_TEST_TOOLS names the venv of Python tools; run the tests with scripts/test",
-    );
+    let dir = std::env::var_os("TEST_TOOLS_BIN")
+        .expect("TEST_TOOLS_BIN names the venv of Python tools; run the tests with scripts/test");
     Path::new(&dir).join(name)
 }
 

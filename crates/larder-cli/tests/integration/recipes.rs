@@ -876,3 +876,55 @@ fn downloads_larger_than_the_store_are_unpacked_without_being_kept() {
     let err = t.run(&["use", "--size", "1MB", &server.url("/plain.bin")]).fails(2);
     assert!(err.contains("given with --size"), "{err}");
 }
+
+/// Regression: a blob bound to a recipe download's key (a key anyone can
+/// compute from a public recipe) was unpacked without the recipe's checksums.
+#[test]
+fn a_poisoned_download_cache_is_checked_against_the_recipe() {
+    let t = TestDir::new();
+    let server = Server::start();
+    let good = gzip(&project_tar());
+    server.add("/a.tar.gz", good.clone());
+    let url = server.url("/a.tar.gz");
+    for check in [format!("md5:{}", md5_hex(&good)), format!("sha256:{}", sha256_hex(&good))] {
+        let recipe = [&*url, &check, "tar"];
+        let mut args = vec!["use", "--name", "r"];
+        args.extend(recipe);
+        let dir = t.real(&t.run(&args).ok());
+        assert_project(&dir);
+        let mut unuse = vec!["unuse", "--name", "r"];
+        unuse.extend(recipe);
+        t.run(&unuse).ok();
+        let keys = t.json(&["ls", "--json"]);
+        let key = keys
+            .as_array()
+            .expect("array")
+            .iter()
+            .flat_map(|e| e["keys"].as_array().cloned().unwrap_or_default())
+            .filter_map(|k| k.as_str().map(String::from))
+            .find(|k| k.starts_with("larder/downloads/"))
+            .unwrap_or_else(|| panic!("no download key in {keys}"));
+        // Neither door binds larder's own keys.
+        let evil = gzip(&tar(&[Entry::File("payload/a.txt", b"evil\n")]));
+        let evil_path = t.file("evil.tar.gz", &evil);
+        let evil_path = evil_path.to_str().expect("utf-8");
+        let refused = t.run(&["put", evil_path, "--key", &key]).fails(2);
+        assert!(refused.contains("larder keeps for itself"), "{refused}");
+        let s = crate::serve::Served::start(&t, &[]);
+        let put = crate::serve::curl(&["-T", evil_path, &format!("{}/{key}", s.url)]);
+        assert_eq!(put.status, 403, "{}", put.text());
+        drop(s);
+        // Bound behind the doors' backs, the recipe's checksum still decides.
+        let store = larder::Store::open(&t.home, 1 << 30).expect("open the store");
+        let opts = larder::PutOptions { key: Some(key.clone()), ..Default::default() };
+        store
+            .put_reader(&mut evil.as_slice(), &opts, &larder::NoProgress)
+            .expect("bind the evil blob");
+        drop(store);
+        let before = server.count("/a.tar.gz");
+        let dir = t.real(&t.run(&args).ok());
+        assert_project(&dir);
+        assert_eq!(server.count("/a.tar.gz"), before + 1, "downloaded again");
+        t.run(&unuse).ok();
+    }
+}

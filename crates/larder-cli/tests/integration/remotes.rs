@@ -151,8 +151,8 @@ fn an_s3_remote_fills_a_cold_home_and_a_corrupt_copy_is_never_served() {
 fn overwrite_object(garage: &Garage, path: &str, bytes: &[u8]) {
     let t = TestDir::new();
     let f = t.file("x", bytes);
-    let binary = std::env::var_os("LARDER_TEST_AWS")
-        .expect("LARDER_TEST_AWS names the aws command; run the tests with scripts/test");
+    let binary = std::env::var_os("TEST_TOOL_AWS")
+        .expect("TEST_TOOL_AWS names the aws command; run the tests with scripts/test");
     let mut aws = std::process::Command::new(binary);
     aws.args(["--endpoint-url", &garage.endpoint, "s3", "cp"])
         .arg(&f)
@@ -356,7 +356,7 @@ fn a_recipe_loads_from_s3_with_the_endpoint_of_a_remote_in_the_bucket() {
     remotes(&t, &[&table]);
     let data = bytes(31, 300_000);
     let f = t.file("upload/table.csv", &data);
-    let binary = std::env::var_os("LARDER_TEST_AWS").expect("LARDER_TEST_AWS");
+    let binary = std::env::var_os("TEST_TOOL_AWS").expect("TEST_TOOL_AWS");
     let mut aws = std::process::Command::new(binary);
     aws.args(["--endpoint-url", &garage.endpoint, "s3", "cp", "--only-show-errors"])
         .arg(&f)

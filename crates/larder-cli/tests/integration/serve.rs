@@ -147,9 +147,13 @@ fn curl_on_every_front_door() {
     assert_eq!(wrong.status, 400);
     assert!(wrong.text().contains("nothing was stored"), "{}", wrong.text());
     assert_eq!(curl(&[&u(&format!("/cas/{}", "0".repeat(64)))]).status, 404);
+    // Instance names partition the action cache.
     let ac = format!("/my/instance/ac/{}", "a".repeat(64));
     assert_eq!(curl(&["-T", f, &u(&ac)]).status, 201);
-    assert_eq!(curl(&[&u(&format!("/ac/{}", "a".repeat(64)))]).text(), "hello\n");
+    assert_eq!(curl(&[&u(&ac)]).text(), "hello\n");
+    assert_eq!(curl(&[&u(&format!("/my/instance/ac/{}", "A".repeat(64)))]).text(), "hello\n");
+    assert_eq!(curl(&[&u(&format!("/ac/{}", "a".repeat(64)))]).status, 404);
+    assert_eq!(curl(&[&u(&format!("/other/ac/{}", "a".repeat(64)))]).status, 404);
     // Misses, deletes.
     assert_eq!(curl(&[&u("/nope")]).status, 404);
     assert_eq!(curl(&["-X", "DELETE", &u("/ccache/ab/cdef")]).status, 204);
@@ -361,7 +365,7 @@ fn webdav_as_sccache_sends_it() {
 
 /// The sccache binary: on PATH, or where the test command put it.
 fn sccache() -> PathBuf {
-    if let Some(dir) = std::env::var_os("LARDER_TEST_TOOLS") {
+    if let Some(dir) = std::env::var_os("TEST_TOOLS_BIN") {
         let path = Path::new(&dir).join("sccache");
         if path.exists() {
             return path;
