@@ -198,6 +198,7 @@ impl Dirs {
     ) -> Result<DirRecord> {
         let name = spec.resolve_name()?;
         let recipe_hash = spec.recipe_hash();
+        self.sweep_places();
         // A directory that exists stays where it is; only a new one is placed.
         let path = match self.coord.get(&name)? {
             Some(record) => {
@@ -367,8 +368,17 @@ impl Dirs {
         ))
     }
 
+    /// Removes what processes that died left in the places (half-built and
+    /// half-deleted folders of any directory).
+    fn sweep_places(&self) {
+        for place in &self.places {
+            building::remove_stale_leftovers(place);
+        }
+    }
+
     /// Every directory, after deleting those nobody holds any more.
     pub fn list(&self) -> Result<Vec<DirRecord>> {
+        self.sweep_places();
         for record in self.coord.list()? {
             self.collect(&record.name)?;
         }
@@ -426,7 +436,7 @@ impl Dirs {
         };
         let path = PathBuf::from(&record.path);
         if let Some(parent) = path.parent() {
-            building::remove_stale_staging(parent, name);
+            building::remove_stale_leftovers(parent);
         }
         // Beside the directory, so the rename never crosses filesystems.
         let trash = building::trash_path(&path, name);

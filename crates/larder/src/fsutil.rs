@@ -61,3 +61,33 @@ pub fn read_full(reader: &mut dyn io::Read, buf: &mut [u8]) -> io::Result<usize>
     }
     Ok(filled)
 }
+
+/// A fresh temporary name beside `dest` for a file that is renamed to `dest`
+/// once complete: `.NAME.larder-get.OWNER.N`, naming its owner process. The
+/// leftovers of owners that died (killed mid-write) are removed first, so
+/// they never pile up beside the output.
+pub(crate) fn output_temp(dest: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NONCE: AtomicU64 = AtomicU64::new(0);
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let prefix = format!(".{name}.larder-get.");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let owner = rest.rsplit_once('.').map_or(rest, |(owner, _)| owner);
+            if owner.parse::<crate::holder::ProcessId>().is_ok_and(|o| !o.is_alive()) {
+                tracing::info!("removing {}, left by a process that died", entry.path().display());
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let me = crate::holder::ProcessId::current();
+    dir.join(format!("{prefix}{me}.{}", NONCE.fetch_add(1, Ordering::Relaxed)))
+}

@@ -228,13 +228,7 @@ impl Larder {
             self.fetch_each(target, |remote| self.fetch_from(remote, target, progress))?;
             return Ok(None);
         }
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = dir.join(format!(".{name}.larder-get.{}", std::process::id()));
-        let _ = std::fs::remove_file(&temp);
+        let temp = crate::fsutil::output_temp(dest);
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

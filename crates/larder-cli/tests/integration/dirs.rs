@@ -340,3 +340,26 @@ fn a_use_whose_caller_is_gone_holds_nothing() {
     assert!(said.contains("the process that ran larder is gone"), "{said}");
     assert_eq!(t.dirs(), serde_json::json!([]));
 }
+
+/// Regression: a killed `unuse` (or builder) left `.larder-trash-NAME.*` and
+/// `.larder-build-NAME.*` folders that only a later use of the same name
+/// removed, so unnamed scratch directories leaked them for good.
+#[test]
+fn leftovers_of_killed_deletes_and_builds_go_at_the_next_look() {
+    let t = TestDir::new();
+    t.run(&["use", "--name", "keep", "--", "true"]).ok();
+    let dirs = t.home.join("dirs");
+    std::fs::create_dir_all(&dirs).expect("mkdir");
+    let dead = crate::util::dead_owner();
+    let trash = dirs.join(format!(".larder-trash-0f3a9c.{dead}.0"));
+    std::fs::create_dir_all(trash.join("sub")).expect("mkdir");
+    std::fs::write(trash.join("sub/file"), "x").expect("write");
+    let staging = dirs.join(format!(".larder-build-gone.{dead}.3"));
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    let live = dirs.join(format!(".larder-trash-other.{}.0", crate::util::live_owner()));
+    std::fs::create_dir_all(&live).expect("mkdir");
+    t.run(&["dir", "ls"]).ok();
+    assert!(!trash.exists(), "a dead unuse's trash is removed");
+    assert!(!staging.exists(), "a dead builder's staging folder is removed");
+    assert!(live.exists(), "a live process's folder stays");
+}

@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod dirs;
 mod garage;
+mod hosts;
 mod http_server;
 mod pools;
 mod pypi;

@@ -231,3 +231,21 @@ fn help_lists_the_commands_and_exit_codes() {
     let t = TestDir::new();
     insta::assert_snapshot!(t.run(&["--help"]).ok());
 }
+
+/// Regression: a killed `get -o FILE` left `.FILE.larder-get.PID-START.N`
+/// beside the output for good.
+#[test]
+fn a_killed_gets_partial_output_is_removed_by_the_next_get() {
+    let t = TestDir::new();
+    let digest = t.put("a.bin", "alpha");
+    let out = t.path().join("out.bin");
+    let dead = crate::util::dead_owner();
+    let leftover = t.path().join(format!(".out.bin.larder-get.{dead}.0"));
+    std::fs::write(&leftover, "half").expect("write");
+    let live = t.path().join(format!(".out.bin.larder-get.{}.9", crate::util::live_owner()));
+    std::fs::write(&live, "writing").expect("write");
+    t.run(&["get", &digest, "-o", out.to_str().expect("utf-8")]).ok();
+    assert_eq!(std::fs::read(&out).expect("read"), b"alpha");
+    assert!(!leftover.exists(), "a dead get's partial output is removed");
+    assert!(live.exists(), "a live get's is not");
+}

@@ -178,3 +178,18 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// `pid-start` of a process that has ended, as larder names owners of
+/// temporary files.
+pub fn dead_owner() -> String {
+    let mut child = Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+    let owner = larder::holder::ProcessId::of_pid(child.id()).expect("a running process");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    owner.to_string()
+}
+
+/// `pid-start` of this test process, which lives on.
+pub fn live_owner() -> String {
+    larder::holder::ProcessId::current().to_string()
+}

@@ -181,7 +181,7 @@ impl Dirs {
             Error::new(ErrorKind::InvalidInput, format!("directory {name} has no parent folder"))
         })?;
         fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
-        remove_stale_staging(parent, name);
+        remove_stale_leftovers(parent);
         // A folder already at the path was renamed there by a builder that
         // died before it marked the record ready: nobody vouches for it.
         move_aside(&path, name)?;
@@ -340,25 +340,29 @@ fn staging_name(name: &str, owner: ProcessId, generation: u64) -> String {
     format!(".larder-build-{name}.{owner}.{generation}")
 }
 
-/// Removes the staging, scratch and trash folders of `name` in `parent` whose
-/// owners died: `.larder-build-NAME.OWNER.GENERATION[.tmp]` and
-/// `.larder-trash-NAME.OWNER.NONCE`.
-pub(super) fn remove_stale_staging(parent: &Path, name: &str) {
-    let build = format!(".larder-build-{name}.");
-    let trash = format!(".larder-trash-{name}.");
+/// Removes the staging, scratch and trash folders in `parent` whose owners
+/// died, whatever directory they were for:
+/// `.larder-build-NAME.OWNER.GENERATION[.tmp]` and
+/// `.larder-trash-NAME.OWNER.NONCE` (a killed `unuse` or builder leaves them;
+/// an unnamed directory's name never comes back to clean them up).
+pub(super) fn remove_stale_leftovers(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(file_name) = file_name.to_str() else { continue };
-        let Some(rest) = file_name.strip_prefix(&build).or_else(|| file_name.strip_prefix(&trash))
+        if !(file_name.starts_with(".larder-build-") || file_name.starts_with(".larder-trash-")) {
+            continue;
+        }
+        // The name may hold dots: read the owner from the right.
+        let rest = file_name.strip_suffix(".tmp").unwrap_or(file_name);
+        let mut parts = rest.rsplitn(3, '.');
+        let (Some(counter), Some(owner), Some(_)) = (parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
-        let parts: Vec<&str> = rest.split('.').collect();
-        let owner = match parts.as_slice() {
-            [owner, _] | [owner, _, "tmp"] => owner,
-            _ => continue,
-        };
+        if counter.parse::<u64>().is_err() {
+            continue; // a build's lock file, which lives as long as its directory
+        }
         let Ok(owner) = owner.parse::<ProcessId>() else { continue };
         if !owner.is_alive() {
             tracing::info!("removing {}, left by a process that died", entry.path().display());
@@ -471,7 +475,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stale_staging_of_dead_builders_goes() {
+    fn leftovers_of_dead_owners_go_whatever_their_name() {
         let parent = tempfile::tempdir().expect("tempdir");
         let mut child = std::process::Command::new("true").spawn().expect("spawn");
         let dead = ProcessId::of_pid(child.id()).unwrap_or(ProcessId { pid: child.id(), start: 1 });
@@ -480,14 +484,23 @@ mod tests {
         for (name, owner) in [("a", dead), ("a", live), ("a.b", dead)] {
             fs::create_dir(parent.path().join(staging_name(name, owner, 7))).expect("mkdir");
         }
-        remove_stale_staging(parent.path(), "a");
+        fs::create_dir(parent.path().join(format!("{}.tmp", staging_name("c", dead, 1))))
+            .expect("mkdir");
+        fs::create_dir(parent.path().join(format!(".larder-trash-x.y.{dead}.3"))).expect("mkdir");
+        fs::create_dir(parent.path().join(format!(".larder-trash-x.{live}.4"))).expect("mkdir");
+        fs::write(parent.path().join(".larder-build-a.lock"), "").expect("lock file");
+        remove_stale_leftovers(parent.path());
         let mut left: Vec<String> = fs::read_dir(parent.path())
             .expect("read")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        let mut expected = vec![staging_name("a", live, 7), staging_name("a.b", dead, 7)];
+        let mut expected = vec![
+            staging_name("a", live, 7),
+            format!(".larder-trash-x.{live}.4"),
+            ".larder-build-a.lock".to_string(),
+        ];
         expected.sort();
-        assert_eq!(left, expected, "only a's dead builder's folder goes");
+        assert_eq!(left, expected, "only the live owners' folders and the lock file stay");
     }
 }

@@ -168,13 +168,7 @@ impl Store {
         } else {
             dest.to_path_buf()
         };
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = dir.join(format!(".{name}.larder-get.{}", layout::unique_suffix(self.me)));
-        let _ = fs::remove_file(&temp);
+        let temp = crate::fsutil::output_temp(&dest);
 
         if mode == GetMode::Link {
             if !trusted {

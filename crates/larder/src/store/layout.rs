@@ -80,11 +80,6 @@ impl Layout {
     }
 }
 
-/// A suffix no other temporary file of any process uses.
-pub(crate) fn unique_suffix(owner: ProcessId) -> String {
-    format!("{owner}.{}", NONCE.fetch_add(1, Ordering::Relaxed))
-}
-
 /// Parses a `tmp/` file name into its owner and kind.
 pub(crate) fn parse_temp(name: &str) -> Option<(ProcessId, TempKind)> {
     let mut parts = name.split('.');
