@@ -8,6 +8,9 @@ pub trait Progress: Sync {
     fn start(&self, _label: &str, _total: Option<u64>) {}
     /// `amount` more bytes (or items) are done.
     fn advance(&self, _amount: u64) {}
+    /// The phase is `done` along already: work that happened before this
+    /// process looked (a build another process runs), not a rate.
+    fn skip_to(&self, _done: u64) {}
     /// The phase is over.
     fn finish(&self) {}
 }

@@ -928,3 +928,75 @@ fn a_poisoned_download_cache_is_checked_against_the_recipe() {
         t.run(&unuse).ok();
     }
 }
+
+/// Starts `larder ARGS` on a pseudo-terminal 72 columns wide (through
+/// `script`); its standard output is everything larder drew.
+fn on_a_terminal(t: &TestDir, args: &str) -> Child {
+    t.bash(&format!("script -qefc \"stty rows 24 cols 72; $L {args}\" /dev/null"))
+        .env("TERM", "xterm")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script")
+}
+
+/// Regression: nothing showed for downloads under 32 MiB, a waiter's line
+/// could freeze at `0 B 0 B/s`, its first rates were wrong, and its line
+/// wrapped. Every wait over a second shows, within the terminal's width;
+/// a pipe gets nothing.
+#[test]
+fn every_wait_over_a_second_shows_progress_on_a_terminal_and_none_in_a_pipe() {
+    let t = TestDir::new();
+    let server = Server::start();
+    let archive = gzip(&tar(&[Entry::File("data.bin", &bytes(3, 600_000))]));
+    server.add("/p.tar.gz", archive.clone());
+    // About three seconds.
+    server.throttle("/p.tar.gz", archive.len() / 3);
+    let url = server.url("/p.tar.gz");
+    let builder = on_a_terminal(&t, &format!("use --name p {url} tar"));
+    wait_for("the build to start", || t.dir_names().contains(&"p".to_string()));
+    let waiter = on_a_terminal(&t, &format!("use --name p {url} tar"));
+    let piped = t.spawn(&["use", "--name", "p", &url, "tar"]);
+    let (builder, waiter, piped) = (finish(builder), finish(waiter), finish(piped));
+    assert_eq!(builder.code, 0, "{builder:#?}");
+    assert!(builder.stdout.contains("downloading p.tar.gz"), "{builder:#?}");
+    assert!(waiter.stdout.contains("waiting for pid"), "{waiter:#?}");
+    assert!(waiter.stdout.contains("downloading p.tar.gz"), "{waiter:#?}");
+    for run in [&builder, &waiter] {
+        // Lines are drawn padded to the terminal's width: cut into rows of
+        // 72 columns, each row is one whole line (a bar row starts with its
+        // bar); a line wider than the terminal would spill into the next row.
+        let text = strip_escapes(&run.stdout);
+        for segment in text.split(['\n', '\r']) {
+            let chars: Vec<char> = segment.chars().collect();
+            for row in chars.chunks(72) {
+                let row: String = row.iter().collect();
+                if row.contains(" eta ") {
+                    assert!(row.starts_with('['), "{row:?} is not a whole line of 72 columns");
+                }
+            }
+        }
+    }
+    assert_eq!(piped.stderr, "", "a pipe gets no progress");
+}
+
+/// `text` without terminal escape sequences.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}

@@ -457,7 +457,10 @@ impl Waiting {
             self.done = 0;
         }
         let done = phase.map_or(0, |p| p.done);
-        if done > self.done {
+        if self.done == 0 && done > 0 {
+            progress.skip_to(done);
+            self.done = done;
+        } else if done > self.done {
             progress.advance(done - self.done);
             self.done = done;
         }
