@@ -118,10 +118,10 @@ impl larder::Progress for Bars {
     }
 
     fn finish(&self) {
-        if let Some(phase) = self.slot().take() {
-            if phase.shown {
-                phase.bar.finish_and_clear();
-            }
+        if let Some(phase) = self.slot().take()
+            && phase.shown
+        {
+            phase.bar.finish_and_clear();
         }
     }
 }
