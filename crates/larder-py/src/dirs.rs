@@ -23,12 +23,23 @@ type Shared = Arc<PerProcess<larder::Dirs>>;
 /// name. The coordinator knows one holder per process, however many threads,
 /// `with` blocks or managers hold a directory, so only the last of them to
 /// let go releases it. A forked child starts with none.
-static HOLDS: Mutex<(u32, Vec<(String, String, usize)>)> = Mutex::new((0, Vec::new()));
+struct Holds {
+    pid: u32,
+    counts: Vec<HoldCount>,
+}
 
-fn holds() -> MutexGuard<'static, (u32, Vec<(String, String, usize)>)> {
+struct HoldCount {
+    scope: String,
+    name: String,
+    count: usize,
+}
+
+static HOLDS: Mutex<Holds> = Mutex::new(Holds { pid: 0, counts: Vec::new() });
+
+fn holds() -> MutexGuard<'static, Holds> {
     let mut holds = HOLDS.lock().unwrap_or_else(|p| p.into_inner());
-    if holds.0 != std::process::id() {
-        *holds = (std::process::id(), Vec::new());
+    if holds.pid != std::process::id() {
+        *holds = Holds { pid: std::process::id(), counts: Vec::new() };
     }
     holds
 }
@@ -36,9 +47,13 @@ fn holds() -> MutexGuard<'static, (u32, Vec<(String, String, usize)>)> {
 /// Counts one more hold on `name`.
 fn count_hold(scope: &str, name: &str) {
     let mut holds = holds();
-    match holds.1.iter_mut().find(|(s, n, _)| s == scope && n == name) {
-        Some(entry) => entry.2 += 1,
-        None => holds.1.push((scope.to_string(), name.to_string(), 1)),
+    match holds.counts.iter_mut().find(|c| c.scope == scope && c.name == name) {
+        Some(entry) => entry.count += 1,
+        None => holds.counts.push(HoldCount {
+            scope: scope.to_string(),
+            name: name.to_string(),
+            count: 1,
+        }),
     }
 }
 
@@ -46,12 +61,12 @@ fn count_hold(scope: &str, name: &str) {
 /// so that a new hold waits for it) if that was this process's last.
 fn uncount_hold<T>(scope: &str, name: &str, release: impl FnOnce() -> T) -> Option<T> {
     let mut holds = holds();
-    let at = holds.1.iter().position(|(s, n, _)| s == scope && n == name)?;
-    holds.1[at].2 -= 1;
-    if holds.1[at].2 > 0 {
+    let at = holds.counts.iter().position(|c| c.scope == scope && c.name == name)?;
+    holds.counts[at].count -= 1;
+    if holds.counts[at].count > 0 {
         return None;
     }
-    holds.1.swap_remove(at);
+    holds.counts.swap_remove(at);
     Some(release())
 }
 

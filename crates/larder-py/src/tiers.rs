@@ -15,10 +15,12 @@ use crate::errors::IntoPyResult;
 use crate::home;
 use crate::per_process::PerProcess;
 
-/// Reads recorded this often (or every this many), not one transaction each:
-/// what the server does too. Recency lags by at most this much.
+/// Reads are recorded this often (or every this many blobs), not in one
+/// transaction each, as the server records them: each touched row dirties a
+/// page of the index, and a commit that writes a few pages per read costs
+/// far more than the read. Recency lags by at most this much.
 const READS_EVERY: Duration = Duration::from_secs(1);
-const READS_BATCH: usize = 256;
+const READS_BATCH: usize = 16384;
 
 /// What one process has open.
 pub struct Opened {
@@ -28,7 +30,9 @@ pub struct Opened {
 
 #[derive(Default)]
 struct Reads {
+    /// Blobs read, least recently first.
     used: Vec<Digest>,
+    hits: u64,
     since: Option<Instant>,
 }
 
@@ -43,6 +47,12 @@ impl Opened {
 
     fn note_read(&self, digest: Digest) -> larder::Result<()> {
         let mut reads = self.reads();
+        reads.hits += 1;
+        // A blob read again is moved to the end: recency keeps the last read.
+        if let Some(at) = reads.used.iter().rev().take(64).position(|d| *d == digest) {
+            let at = reads.used.len() - 1 - at;
+            reads.used.remove(at);
+        }
         reads.used.push(digest);
         let since = *reads.since.get_or_insert_with(Instant::now);
         if reads.used.len() >= READS_BATCH || since.elapsed() >= READS_EVERY {
@@ -57,8 +67,8 @@ impl Opened {
 
     fn flush(&self, reads: &mut Reads) -> larder::Result<()> {
         let used = std::mem::take(&mut reads.used);
+        let hits = std::mem::take(&mut reads.hits);
         reads.since = None;
-        let hits = used.len() as u64;
         self.larder.store().note_reads(&used, hits, 0)
     }
 }
@@ -415,6 +425,16 @@ impl Tiers {
             }
         })
         .py()
+    }
+
+    /// Records the reads not recorded yet (they are, within a second, and
+    /// when the store closes).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.handle.is_open_here() {
+            return Ok(());
+        }
+        let opened = self.opened()?;
+        py.detach(|| opened.flush_reads()).py()
     }
 
     /// Whether this process has the store open.

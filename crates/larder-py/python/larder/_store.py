@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import atexit
 import io
 import pathlib
+import weakref
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
@@ -90,6 +92,19 @@ class BlobReader(io.BufferedReader):
     size: int
 
 
+# Stores whose reads (recorded in batches) are to be recorded at exit.
+_open: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for store in list(_open):
+        try:
+            store._tiers.flush()
+        except Exception:  # the program is ending; nothing can be reported
+            pass
+
+
 class Store:
     """The content store of a larder home: blobs by SHA-256 digest, keys bound
     to them, a capacity kept by evicting the least recently used unpinned
@@ -112,6 +127,7 @@ class Store:
         self._tiers = _larder.Tiers(
             _util.optional_path(home), _util.optional_size(capacity, "capacity"), self._remotes
         )
+        _open.add(self)
 
     def __reduce__(self):
         # A store sent to another process (multiprocessing's spawn) is opened
@@ -233,6 +249,7 @@ class Store:
     def close(self) -> None:
         """Closes the store in this process; later calls raise. Closing twice
         is fine."""
+        _open.discard(self)
         self._tiers.close(False)
 
 
@@ -272,4 +289,5 @@ class Larder(Store):
     def close(self) -> None:
         """Sends what write-back remotes are owed, then closes. Uploads that
         fail stay queued for the next larder command, and the error says so."""
+        _open.discard(self)
         self._tiers.close(True)
