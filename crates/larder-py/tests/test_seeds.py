@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -271,39 +269,12 @@ def mc_insert(seed: Seed):
     assert values["meta['some key']"] == "'some value'"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def mc_redis(seed: Seed):
+def mc_redis(seed: Seed, port: int):
     head = "from monolithcaching import CacheManager\n"
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        values = seed.run(head + MC_REDIS, epilogue="manager.create_cache()\nmanager.meta['id']\n",
-                          **{"port=6379": f"port={port}"})
-        assert values["manager.meta['id']"]
-        assert seed.caches_left() == []
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
-def wait_for_port(port: int) -> None:
-    for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.01)
-    raise AssertionError(f"nothing listens on {port}")
+    values = seed.run(head + MC_REDIS, epilogue="manager.create_cache()\nmanager.meta['id']\n",
+                      **{"port=6379": f"port={port}"})
+    assert values["manager.meta['id']"]
+    assert seed.caches_left() == []
 
 
 CASES = {
@@ -317,18 +288,19 @@ CASES = {
     "003-lock-unlock": mc_lock,
     "003-meta": mc_meta,
     "003-insert-meta": mc_insert,
-    "003-redis": pytest.param(
-        mc_redis,
-        marks=pytest.mark.xfail(
-            "redis" not in larder._larder.COORDINATORS,
-            reason="the Redis coordinator is not wired into larder yet",
-            raises=AssertionError,
-            strict=True,
-        ),
-    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_seed_examples_run_as_written(env, case):
     case(Seed(env))
+
+
+@pytest.mark.xfail(
+    "redis" not in larder._larder.COORDINATORS,
+    reason="the Redis coordinator is not wired into larder yet: CacheManager(host=, port=) is refused",
+    raises=AssertionError,
+    strict=True,
+)
+def test_seed_example_with_redis_runs_as_written(env, redis_port):
+    mc_redis(Seed(env), redis_port)
