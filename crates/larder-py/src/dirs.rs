@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
-use larder::coord::{DirRecord, DirState, Holder};
+use larder::coord::{DirRecord, DirState};
 use larder::recipe::Recipe;
 use larder::{DirSpec, NoProgress};
 
@@ -123,7 +123,7 @@ impl Dirs {
 
     fn unuse_quietly(&self, name: &str) {
         if let Ok(dirs) = self.handle.get() {
-            let _ = dirs.unuse(name, &Holder::current_process());
+            let _ = dirs.unuse(name, &home::holder());
         }
     }
 }
@@ -171,7 +171,7 @@ impl Dirs {
             None => None,
         };
         self.hold_with(py, name.as_deref(), |dirs| {
-            dirs.use_dir(&spec, &Holder::current_process(), &NoProgress)
+            dirs.use_dir(&spec, &home::holder(), &NoProgress)
         })
     }
 
@@ -179,7 +179,7 @@ impl Dirs {
     fn hold_path(&self, py: Python<'_>, path: PathBuf) -> PyResult<Hold> {
         let name = py.detach(|| self.handle.get()?.name_of_path(&path)).py()?;
         self.hold_with(py, Some(&name), |dirs| {
-            dirs.use_dir(&DirSpec::scratch(Some(&name)), &Holder::current_process(), &NoProgress)
+            dirs.use_dir(&DirSpec::scratch(Some(&name)), &home::holder(), &NoProgress)
         })
     }
 
@@ -206,7 +206,7 @@ impl Dirs {
                 dirs,
                 &name,
                 remote.as_deref(),
-                &Holder::current_process(),
+                &home::holder(),
                 &NoProgress,
             )?;
             restored = here;
@@ -321,7 +321,7 @@ impl Hold {
         }
         py.detach(|| {
             uncount_hold(&self.scope, &self.name, || {
-                self.dirs.get()?.unuse(&self.name, &Holder::current_process())
+                self.dirs.get()?.unuse(&self.name, &home::holder())
             })
             .transpose()
         })
@@ -337,7 +337,7 @@ impl Drop for Hold {
             // so this stays attached rather than detach and come back.
             uncount_hold(&self.scope, &self.name, || {
                 if let Ok(dirs) = self.dirs.get() {
-                    let _ = dirs.unuse(&self.name, &Holder::current_process());
+                    let _ = dirs.unuse(&self.name, &home::holder());
                 }
             });
         }

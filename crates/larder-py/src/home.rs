@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use larder::config::Sources;
+use larder::coord::Holder;
 use larder::pool::Pools;
 use larder::{Config, Dirs, Error, ErrorKind, Larder, Result, Store};
 
@@ -54,6 +55,12 @@ pub fn open_dirs(
         .with_places(places.unwrap_or_else(|| config.dirs.clone()))
         .with_store_config(config.capacity, config.verify_reads)
         .with_fetch(config.fetch.clone()))
+}
+
+/// Who holds what this process acquires (directories, instances): the
+/// process itself, so its death releases them wherever it happens.
+pub fn holder() -> Holder {
+    Holder::current_process()
 }
 
 /// The compute pools of `config`'s home, with sources found as the command

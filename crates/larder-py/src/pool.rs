@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use larder::coord::Holder;
 use larder::pool::Acquire;
 
 use crate::errors::IntoPyResult;
@@ -65,7 +64,7 @@ impl Pools {
         let wait = wait.map(|s| Duration::from_secs_f64(s.max(0.0)));
         let got = py
             .detach(|| {
-                let request = Acquire { source, count, holder: Holder::current_process(), wait };
+                let request = Acquire { source, count, holder: home::holder(), wait };
                 self.handle.get()?.acquire(&request)
             })
             .py()?;
