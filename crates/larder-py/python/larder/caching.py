@@ -20,6 +20,7 @@ What differs from Monolith's own module, on purpose:
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import weakref
@@ -41,10 +42,8 @@ def _close_all() -> None:
             pass
 
 
-# Registered after _dirs' handler, so it runs first: a manager pushes its
-# cache (s3=True) before the holds go.
-import atexit  # noqa: E402
-
+# Registered after _dirs' handler (imported above), so it runs first: a
+# manager sends its cache (s3=True) before the holds go.
 atexit.register(_close_all)
 
 
