@@ -1,25 +1,36 @@
 //! Coordination: who holds which shared directory, and the directories'
 //! states, counters and metadata. One trait, [`Coordinator`], with an SQLite
-//! backend in the larder home for one host; a Redis backend for many hosts
-//! implements the same trait and passes the same [`conformance`] suite.
+//! backend in the larder home for one host and a Redis backend for many
+//! hosts ([`redis`]); both pass the same [`conformance`] suite.
 //!
 //! Holders are released by whoever looks next once their process is gone or
 //! their lease expired, so no listing ever shows a dead holder, and a crash
 //! never leaks a count.
+//!
+//! Every grant (a directory's creation, a build claimed, a deletion begun)
+//! carries a fencing token, [`DirRecord::fence`], that only grows: finishing
+//! the work is refused once someone else holds a later grant, so a process
+//! that lost its grant (it died, or was stopped or cut off past its lease)
+//! cannot finish over the work of the one that took over.
 
 pub mod conformance;
 mod pools;
+pub mod redis;
 mod sqlite;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::holder::ProcessId;
 
-pub use pools::{Failure, Instance, InstanceState, PoolCoordinator, PoolState, update};
+pub use pools::{Failure, Instance, InstanceState, Liveness, PoolCoordinator, PoolState, update};
+pub use redis::{HostAgent, RedisCoordinator, RedisOptions};
 pub use sqlite::SqliteCoordinator;
 
 /// Who holds a directory.
@@ -94,10 +105,18 @@ impl Holder {
         }
     }
 
+    /// Whether this is a process of this host (and boot), which only this
+    /// host can check.
+    pub fn is_on_this_host(&self) -> bool {
+        let this = Host::current();
+        matches!(self, Holder::Process { host, boot_id, .. } if *host == this.name && *boot_id == this.boot_id)
+    }
+
     /// Whether the holder still holds: its process runs, or its lease has
     /// not expired at `now_ms`. A process of this host's earlier boot is gone;
     /// a process on another host cannot be checked from here and counts as
-    /// alive (hosts that share directories use tokens).
+    /// alive (a coordinator shared by hosts also gives it a lease, which its
+    /// host renews, and releases it when the lease runs out).
     pub fn is_alive(&self, now_ms: i64) -> bool {
         match self {
             Holder::Process { host, boot_id, pid, start } => {
@@ -126,14 +145,14 @@ impl fmt::Display for Holder {
 
 /// This host's name and boot id.
 #[derive(Debug, Clone)]
-struct Host {
-    name: String,
-    boot_id: String,
+pub(crate) struct Host {
+    pub(crate) name: String,
+    pub(crate) boot_id: String,
 }
 
 impl Host {
     /// Read once per process: neither changes while it runs.
-    fn current() -> &'static Host {
+    pub(crate) fn current() -> &'static Host {
         static HOST: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
         HOST.get_or_init(|| {
             let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
@@ -184,9 +203,13 @@ pub struct DirRecord {
     pub name: String,
     /// Where it is on disk.
     pub path: String,
-    /// A fencing token: it grows each time a directory of this name is
-    /// created, so work meant for an earlier one cannot touch a later one.
+    /// It grows each time a directory of this name is created, so work meant
+    /// for an earlier one cannot touch a later one.
     pub generation: u64,
+    /// The fencing token of the latest grant: the creation (then it equals
+    /// `generation`), a build claimed or a deletion begun. It only grows;
+    /// finishing a build or a deletion needs the grant's own token.
+    pub fence: u64,
     /// Where it is in its life.
     pub state: DirState,
     /// Whether it stays after its last holder.
@@ -288,38 +311,81 @@ pub trait Coordinator: Send + Sync {
     /// record to delete. `None`: leave it alone.
     fn begin_delete(&self, name: &str, deleter: &Holder, force: bool) -> Result<Option<DirRecord>>;
 
-    /// Drops the record of `name` if it is still the generation `generation`.
-    fn finish_delete(&self, name: &str, generation: u64) -> Result<()>;
+    /// Drops the record of `name` if it is still being deleted under the
+    /// grant `fence` (from [`begin_delete`](Coordinator::begin_delete)); false
+    /// if someone took the deletion over, or the directory was made anew.
+    fn finish_delete(&self, name: &str, fence: u64) -> Result<bool>;
 
     /// Makes `builder` the builder of `name` if it is being built and its
-    /// builder is `builder` already or has died, or if its last build failed;
-    /// returns the record to (re)build, with its progress cleared. `None`:
+    /// builder is `builder` already or has died (or lost its lease), or if its
+    /// last build failed; returns the record to (re)build, with its progress
+    /// cleared and a new [`fence`](DirRecord::fence) for the build. `None`:
     /// someone alive builds it, or it is ready or being deleted.
     fn claim_build(&self, name: &str, builder: &Holder) -> Result<Option<DirRecord>>;
 
-    /// Marks `name` ready if `builder` still builds its generation
-    /// `generation`; false if someone took the build over (fencing).
-    fn finish_build(&self, name: &str, generation: u64, builder: &Holder) -> Result<bool>;
+    /// Marks `name` ready if `builder` still builds it under the grant
+    /// `fence` (the record's fence when it was created with `builder`, or
+    /// when `builder` claimed it); false if someone took the build over.
+    fn finish_build(&self, name: &str, fence: u64, builder: &Holder) -> Result<bool>;
 
     /// Marks the build of `name` failed with `error` if `builder` still builds
-    /// its generation `generation`; false if someone took the build over.
-    fn fail_build(
-        &self,
-        name: &str,
-        generation: u64,
-        builder: &Holder,
-        error: &str,
-    ) -> Result<bool>;
+    /// it under the grant `fence`; false if someone took the build over.
+    fn fail_build(&self, name: &str, fence: u64, builder: &Holder, error: &str) -> Result<bool>;
 
-    /// Records how far `builder`'s build of `name` has come, for those who
-    /// wait; false if `builder` no longer builds it.
+    /// Records how far `builder`'s build of `name` under the grant `fence`
+    /// has come, for those who wait, and renews the grant's lease; false if
+    /// `builder` no longer builds it.
     fn report_progress(
         &self,
         name: &str,
-        generation: u64,
+        fence: u64,
         builder: &Holder,
         progress: &BuildProgress,
     ) -> Result<bool>;
+
+    /// Renews the lease of `holder`'s build or deletion of `name` under the
+    /// grant `fence`; false if the grant is lost (someone took it over).
+    fn renew_grant(&self, name: &str, fence: u64, holder: &Holder) -> Result<bool>;
+
+    /// How long a grant or a hold lasts unless renewed, for backends shared
+    /// by hosts that cannot see each other's processes. `None`: they last as
+    /// long as their process (one host).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A coordinator of both directories and pools.
+pub trait Backend: Coordinator + PoolCoordinator {}
+
+impl<T: Coordinator + PoolCoordinator> Backend for T {}
+
+/// Opens the coordinator `spec` names: empty or `sqlite` for the SQLite
+/// database in the larder home `home`, a `redis://`, `rediss://`,
+/// `redis+unix://` or `unix://` URL (or several, comma-separated, for a
+/// Redis Cluster) for Redis, with `options`.
+pub fn open(spec: &str, home: &Path, options: RedisOptions) -> Result<Arc<dyn Backend>> {
+    let spec = spec.trim();
+    if spec.is_empty() || spec == "sqlite" {
+        return Ok(Arc::new(SqliteCoordinator::open(home)?));
+    }
+    if redis::is_redis_url(spec) {
+        let options =
+            RedisOptions { home: options.home.or_else(|| Some(home.to_path_buf())), ..options };
+        return Ok(Arc::new(RedisCoordinator::connect(spec, options)?));
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::Config,
+        format!(
+            "coordinator `{}` is neither `sqlite` nor a redis://, rediss://, redis+unix:// or unix:// URL; fix the coordinator setting",
+            redis::redact(spec)
+        ),
+    ))
+}
+
+/// `value` as JSON, as the backends store it.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Milliseconds since the Unix epoch.

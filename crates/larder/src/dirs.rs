@@ -123,8 +123,15 @@ impl Dirs {
     /// created in `home/dirs`.
     pub fn open(home: &Path) -> Result<Dirs> {
         crate::store::check_home(home)?;
-        let coord = SqliteCoordinator::open(home)?;
-        let mut dirs = Dirs::with_coordinator(vec![home.join("dirs")], Arc::new(coord));
+        Dirs::open_with(home, Arc::new(SqliteCoordinator::open(home)?))
+    }
+
+    /// The shared directories of the larder home `home` (created in
+    /// `home/dirs`, recipes downloading through its store), coordinated by
+    /// `coord` (see [`crate::coord::open`]).
+    pub fn open_with(home: &Path, coord: Arc<dyn Coordinator>) -> Result<Dirs> {
+        crate::store::check_home(home)?;
+        let mut dirs = Dirs::with_coordinator(vec![home.join("dirs")], coord);
         dirs.home = Some(home.to_path_buf());
         Ok(dirs)
     }
@@ -438,14 +445,29 @@ impl Dirs {
         if let Some(parent) = path.parent() {
             building::remove_stale_leftovers(parent);
         }
+        // Where grants are leases, this process may have been stopped past
+        // its lease since it began: the folder is touched only if the
+        // deletion is still its own.
+        if self.coord.lease().is_some()
+            && self.coord.peek(name)?.is_none_or(|r| r.fence != record.fence)
+        {
+            return Err(deletion_taken_over(name));
+        }
         // Beside the directory, so the rename never crosses filesystems.
         let trash = building::trash_path(&path, name);
-        match fs::rename(&path, &trash) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        let moved = match fs::rename(&path, &trash) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io("delete", &path, e)),
+        };
+        if !self.coord.finish_delete(name, record.fence)? {
+            // Someone else holds the deletion now (or made the directory
+            // anew): what was moved is theirs, so it goes back.
+            if moved && path.symlink_metadata().is_err() {
+                let _ = fs::rename(&trash, &path);
+            }
+            return Err(deletion_taken_over(name));
         }
-        self.coord.finish_delete(name, record.generation)?;
         let _ = fs::remove_file(building::build_lock_path(&path, name));
         match fs::remove_dir_all(&trash) {
             Ok(()) => {}
@@ -576,6 +598,16 @@ fn check_recipe(record: &DirRecord, spec: &DirSpec) -> Result<()> {
             record.name, spec.recipe, record.name
         ),
     ))
+}
+
+fn deletion_taken_over(name: &str) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!(
+            "the deletion of directory {name} was taken over by another larder process (this one \
+             was stopped or cut off from the coordinator past its lease); nothing was deleted here"
+        ),
+    )
 }
 
 fn unknown_dir(name: &str) -> Error {

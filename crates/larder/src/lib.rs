@@ -35,6 +35,8 @@ pub mod remote;
 pub mod size;
 pub mod sqlite;
 mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod tiers;
 pub mod time;
 pub mod wheels;

@@ -503,7 +503,22 @@ impl Pools {
     /// then the source's discard step; drops the record, or on failure keeps
     /// it for a later sweep to try again.
     fn discard_now(&self, name: &str) -> Result<()> {
-        let source = self.coord.pools()?.instances.get(name).map(|i| i.source.clone());
+        let instance = self.coord.pools()?.instances.get(name).cloned();
+        // Only this process's own discard runs the commands: one stopped or
+        // cut off past its host's lease may find the instance swept and
+        // thrown away by another, and its name given to a new one.
+        if let Some(Instance { state: InstanceState::Discarding { by }, .. }) = &instance
+            && *by != self.me
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "throwing `{name}` away was taken over by {by} (this process was stopped or \
+                     cut off from the coordinator past its lease); it was left to them"
+                ),
+            ));
+        }
+        let source = instance.map(|i| i.source);
         let result = match source.as_deref().map(|s| self.sources.get(s)) {
             Some(Ok(conf)) => {
                 let driver = Driver::new(conf, &self.home);
@@ -541,9 +556,9 @@ impl Pools {
     /// Releases what dead holders held and throws away what dead
     /// provisioners and discarders left.
     fn sweep(&self) -> Result<()> {
-        let discard = update(&*self.coord, |state| {
-            Ok(plan::sweep(state, &self.sources, &self.me, now_ms()))
-        })?;
+        let alive = self.coord.liveness()?;
+        let discard =
+            update(&*self.coord, |state| Ok(plan::sweep(state, &self.sources, &self.me, &alive)))?;
         for name in discard {
             if let Err(e) = self.discard_now(&name) {
                 tracing::warn!("{e}");

@@ -2,6 +2,7 @@
 //! the library and prints.
 
 mod config;
+mod coordinator_agent;
 mod dir;
 mod gc;
 mod get;
@@ -69,6 +70,9 @@ pub enum Command {
     Pool(pool::Args),
     /// Print the effective configuration and where each value came from
     Config(config::Args),
+    /// Renew this host's leases at a Redis coordinator (started by larder itself)
+    #[command(hide = true)]
+    CoordinatorAgent(coordinator_agent::Args),
 }
 
 /// What every command gets: the effective configuration, and the store on demand.
@@ -206,6 +210,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Wheels(args) => wheels::run(&ctx, args),
         Command::Config(args) => config::run(&ctx, args),
+        Command::CoordinatorAgent(args) => coordinator_agent::run(&ctx, args),
     }
 }
 

@@ -6,6 +6,7 @@ mod azurite;
 mod bad_input;
 mod concurrency;
 mod config;
+mod coordinator;
 mod crash;
 mod dirs;
 mod garage;

@@ -41,6 +41,64 @@ pub fn run(coord: &dyn Coordinator) {
     metadata_is_kept(coord);
     one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord);
     a_failed_build_is_reported_and_built_again(coord);
+    fences_only_grow_and_refuse_late_finishes(coord);
+}
+
+/// Every grant carries a token greater than every earlier one of the same
+/// directory, and finishing needs the grant's own: a deleter or builder that
+/// lost its grant finds its late finish refused and the newer work intact.
+fn fences_only_grow_and_refuse_late_finishes(coord: &dyn Coordinator) {
+    let me = Holder::current_process();
+    let (created, _) = held(coord.attach("k", &me, &new_dir("/x/k")).expect("attach"));
+    assert_eq!(created.fence, created.generation, "the creation is the first grant");
+    coord.detach("k", &me).expect("detach");
+
+    // A deleter that died is taken over; its late finish is refused.
+    let ghost = dead_process();
+    let lost = coord.begin_delete("k", &ghost, false).expect("begin").expect("free");
+    assert!(lost.fence > created.fence, "a deletion is a new grant");
+    let deleter = token("deleter", 60_000);
+    let taken = coord.begin_delete("k", &deleter, false).expect("begin").expect("taken over");
+    assert!(taken.fence > lost.fence);
+    assert!(!coord.renew_grant("k", lost.fence, &ghost).expect("renew"), "lost");
+    assert!(coord.renew_grant("k", taken.fence, &deleter).expect("renew"));
+    assert!(!coord.finish_delete("k", lost.fence).expect("finish"), "stale deleter refused");
+    assert!(coord.get("k").expect("get").is_some(), "the record stays for the live deleter");
+    assert!(coord.finish_delete("k", taken.fence).expect("finish"));
+    assert_eq!(coord.get("k").expect("get"), None);
+
+    // Made anew: its generation is past every token the old one handed out.
+    let (again, created) = held(coord.attach("k", &me, &new_dir("/x/k")).expect("attach"));
+    assert!(created);
+    assert!(again.generation > taken.fence, "generations grow past earlier fences");
+    coord.detach("k", &me).expect("detach");
+    let r = coord.begin_delete("k", &me, false).expect("begin").expect("free");
+    assert!(coord.finish_delete("k", r.fence).expect("finish"));
+
+    // A build taken over: every call of the old grant is refused, even the
+    // same builder's with its earlier token.
+    let dead_builder = dead_process();
+    let building = NewDir { builder: Some(dead_builder.clone()), ..new_dir("/x/l") };
+    let (first, _) = held(coord.attach("l", &me, &building).expect("attach"));
+    let b = token("builder-b", 60_000);
+    let claimed = coord.claim_build("l", &b).expect("claim").expect("taken over");
+    assert!(claimed.fence > first.fence);
+    let progress = BuildProgress { phase: "x".into(), done: 1, total: None, written: 0 };
+    assert!(!coord.report_progress("l", first.fence, &dead_builder, &progress).expect("report"));
+    assert!(!coord.fail_build("l", first.fence, &dead_builder, "late").expect("fail"));
+    assert!(!coord.renew_grant("l", first.fence, &dead_builder).expect("renew"));
+    assert!(coord.renew_grant("l", claimed.fence, &b).expect("renew"));
+    let reclaimed = coord.claim_build("l", &b).expect("claim").expect("its own build");
+    assert!(reclaimed.fence > claimed.fence);
+    assert!(!coord.finish_build("l", claimed.fence, &b).expect("finish"), "an earlier grant");
+    assert!(coord.report_progress("l", reclaimed.fence, &b, &progress).expect("report"));
+    // A forced deletion during the build fences the builder off.
+    let forced = coord.begin_delete("l", &me, true).expect("begin").expect("forced");
+    assert!(forced.fence > reclaimed.fence);
+    assert!(!coord.finish_build("l", reclaimed.fence, &b).expect("finish"), "being deleted");
+    assert!(!coord.renew_grant("l", reclaimed.fence, &b).expect("renew"));
+    assert!(coord.finish_delete("l", forced.fence).expect("finish"));
+    assert_eq!(coord.get("l").expect("get"), None);
 }
 
 fn a_failed_build_is_reported_and_built_again(coord: &dyn Coordinator) {
@@ -74,13 +132,13 @@ fn a_failed_build_is_reported_and_built_again(coord: &dyn Coordinator) {
     // Whoever comes next builds it again.
     let again = coord.claim_build("i", &b).expect("claim").expect("failed builds are claimable");
     assert_eq!(again.state, DirState::Building { by: b.clone() });
-    assert!(coord.fail_build("i", rec.generation, &b, "again").expect("fail"));
+    assert!(coord.fail_build("i", again.fence, &b, "again").expect("fail"));
     // Nobody holds a failed directory: it goes, lock or not.
     coord.set_locked("i", true).expect("lock");
     coord.detach("i", &a).expect("detach");
     coord.detach("i", &b).expect("detach");
     let r = coord.begin_delete("i", &a, false).expect("begin").expect("free");
-    coord.finish_delete("i", r.generation).expect("finish");
+    coord.finish_delete("i", r.fence).expect("finish");
     assert_eq!(coord.get("i").expect("get"), None);
 }
 
@@ -102,7 +160,7 @@ fn one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord: &dyn Coord
     coord.detach("g", &a).expect("detach");
     coord.detach("g", &b).expect("detach");
     let r = coord.begin_delete("g", &a, false).expect("begin").expect("free");
-    coord.finish_delete("g", r.generation).expect("finish");
+    coord.finish_delete("g", r.fence).expect("finish");
 
     // The builder dies: a waiter takes over, and the dead one's late finish is fenced off.
     let ghost = dead_process();
@@ -115,14 +173,11 @@ fn one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord: &dyn Coord
     let claimed = coord.claim_build("h", &b).expect("claim").expect("taken over");
     assert_eq!(claimed.state, DirState::Building { by: b.clone() });
     assert!(!coord.finish_build("h", rec.generation, &ghost).expect("finish"), "fenced");
-    assert!(
-        !coord.finish_build("h", rec.generation + 1000, &b).expect("finish"),
-        "wrong generation"
-    );
-    assert!(coord.finish_build("h", rec.generation, &b).expect("finish"));
+    assert!(!coord.finish_build("h", claimed.fence + 1000, &b).expect("finish"), "wrong fence");
+    assert!(coord.finish_build("h", claimed.fence, &b).expect("finish"));
     coord.detach("h", &b).expect("detach");
     let r = coord.begin_delete("h", &b, false).expect("begin").expect("free");
-    coord.finish_delete("h", r.generation).expect("finish");
+    coord.finish_delete("h", r.fence).expect("finish");
 }
 
 /// The builder of the first build checks: it also holds what it builds.
@@ -150,7 +205,7 @@ fn first_attach_creates_and_later_ones_share(coord: &dyn Coordinator) {
     let after = coord.detach("a", &other).expect("detach").expect("record");
     assert!(after.holders.is_empty());
     let gone = coord.begin_delete("a", &me, false).expect("begin").expect("free");
-    coord.finish_delete("a", gone.generation).expect("finish");
+    coord.finish_delete("a", gone.fence).expect("finish");
     assert_eq!(coord.get("a").expect("get"), None);
 }
 
@@ -169,7 +224,7 @@ fn dead_and_expired_holders_are_released_by_whoever_looks(coord: &dyn Coordinato
     assert!(listed.iter().all(|r| r.holders.iter().all(|h| h.holder.is_alive(now_ms()))));
     coord.detach("b", &token("live", 0)).expect("detach");
     let gone = coord.begin_delete("b", &Holder::current_process(), false).expect("begin");
-    coord.finish_delete("b", gone.expect("free").generation).expect("finish");
+    coord.finish_delete("b", gone.expect("free").fence).expect("finish");
 }
 
 fn deletion_waits_for_holders_and_locks(coord: &dyn Coordinator) {
@@ -183,11 +238,11 @@ fn deletion_waits_for_holders_and_locks(coord: &dyn Coordinator) {
     coord.set_locked("c", false).expect("unlock");
     let record = coord.begin_delete("c", &me, false).expect("begin").expect("free");
     assert_eq!(record.state, DirState::Deleting { by: me.clone() });
-    coord.finish_delete("c", record.generation).expect("finish");
+    coord.finish_delete("c", record.fence).expect("finish");
     // Force deletes what is held.
     coord.attach("c", &token("t", 60_000), &new_dir("/x/c")).expect("attach");
     let record = coord.begin_delete("c", &me, true).expect("begin").expect("forced");
-    coord.finish_delete("c", record.generation).expect("finish");
+    coord.finish_delete("c", record.fence).expect("finish");
     assert_eq!(coord.get("c").expect("get"), None);
 }
 
@@ -200,16 +255,16 @@ fn attaching_during_deletion_waits_and_generations_fence(coord: &dyn Coordinator
         Attached::Deleting(r) => assert_eq!(r.generation, deleting.generation),
         other => panic!("attach during deletion must wait: {other:?}"),
     }
-    coord.finish_delete("d", deleting.generation).expect("finish");
+    coord.finish_delete("d", deleting.fence).expect("finish");
     let (second, created) = held(coord.attach("d", &me, &new_dir("/x/d")).expect("attach"));
     assert!(created);
     assert!(second.generation > first.generation, "generations grow");
     // A late finish of the old generation leaves the new one alone.
-    coord.finish_delete("d", first.generation).expect("finish");
+    assert!(!coord.finish_delete("d", first.fence).expect("finish"), "fenced");
     assert!(coord.get("d").expect("get").is_some());
     coord.detach("d", &me).expect("detach");
     let r = coord.begin_delete("d", &me, false).expect("begin").expect("free");
-    coord.finish_delete("d", r.generation).expect("finish");
+    coord.finish_delete("d", r.fence).expect("finish");
 }
 
 fn a_dead_deleter_is_taken_over(coord: &dyn Coordinator) {
@@ -227,7 +282,7 @@ fn a_dead_deleter_is_taken_over(coord: &dyn Coordinator) {
         None,
         "a live deleter keeps it"
     );
-    coord.finish_delete("e", taken.generation).expect("finish");
+    coord.finish_delete("e", taken.fence).expect("finish");
 }
 
 fn metadata_is_kept(coord: &dyn Coordinator) {
@@ -242,7 +297,7 @@ fn metadata_is_kept(coord: &dyn Coordinator) {
     assert_eq!(names, vec!["f"]);
     coord.detach("f", &me).expect("detach");
     let r = coord.begin_delete("f", &me, false).expect("begin").expect("free");
-    coord.finish_delete("f", r.generation).expect("finish");
+    coord.finish_delete("f", r.fence).expect("finish");
 }
 
 /// Runs every check of the pools' state against `coord`, which must start

@@ -4,11 +4,11 @@
 //! Instances number in the tens, so reading and writing all of it in one
 //! transaction costs less than the process that asks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::Holder;
+use super::{Holder, Host};
 use crate::error::Result;
 
 /// Every instance and what the sources remember.
@@ -109,6 +109,47 @@ pub struct Failure {
     pub at: i64,
 }
 
+/// Which holders still hold, as seen at one moment: processes of this host
+/// by pid and start time, tokens by their expiry, and processes of other
+/// hosts by their host's lease, where the backend knows it.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    now: i64,
+    /// Other hosts (name, boot id) whose lease runs; `None`: every process
+    /// of another host counts as alive (nobody here can tell).
+    hosts: Option<HashSet<(String, String)>>,
+}
+
+impl Liveness {
+    /// What this host alone can tell at `now` (milliseconds since the epoch).
+    pub fn local(now: i64) -> Liveness {
+        Liveness { now, hosts: None }
+    }
+
+    /// The same, and the other hosts whose lease runs: processes of any
+    /// other host are gone.
+    pub fn with_hosts(now: i64, hosts: HashSet<(String, String)>) -> Liveness {
+        Liveness { now, hosts: Some(hosts) }
+    }
+
+    /// When it was seen, in milliseconds since the Unix epoch.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Whether `holder` still holds.
+    pub fn is_alive(&self, holder: &Holder) -> bool {
+        match (holder, &self.hosts) {
+            (Holder::Process { host, boot_id, .. }, Some(hosts))
+                if *host != Host::current().name =>
+            {
+                hosts.contains(&(host.clone(), boot_id.clone()))
+            }
+            _ => holder.is_alive(self.now),
+        }
+    }
+}
+
 /// Where the pools' state lives. Implementations make [`update_pools`]
 /// atomic across every process and host that shares them.
 ///
@@ -118,8 +159,15 @@ pub trait PoolCoordinator: Send + Sync {
     fn pools(&self) -> Result<PoolState>;
 
     /// Runs `change` on the state and stores the result, with no other
-    /// change in between. If `change` fails, nothing is stored.
+    /// change in between. If `change` fails, nothing is stored. `change` may
+    /// run more than once (a backend may retry when another change got in
+    /// first), so it must do nothing but change the state.
     fn update_pools(&self, change: &mut dyn FnMut(&mut PoolState) -> Result<()>) -> Result<()>;
+
+    /// Which holders still hold, for sweeping what the dead left.
+    fn liveness(&self) -> Result<Liveness> {
+        Ok(Liveness::local(super::now_ms()))
+    }
 }
 
 /// Runs `change` on the pools' state atomically and returns what it returned.

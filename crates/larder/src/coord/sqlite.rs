@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::{
     Attached, BuildProgress, Coordinator, DirRecord, DirState, Holder, Holding, NewDir,
-    PoolCoordinator, PoolState, now_ms,
+    PoolCoordinator, PoolState, json, now_ms,
 };
 use crate::error::{Error, Result};
 
@@ -48,6 +48,10 @@ CREATE TABLE pool_state (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     state TEXT NOT NULL
 );
+"#,
+    r#"
+ALTER TABLE dirs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+UPDATE dirs SET fence = generation;
 "#,
 ];
 
@@ -89,6 +93,14 @@ impl SqliteCoordinator {
     }
 }
 
+/// The next fencing token: generations and fences share one counter.
+fn next_fence(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "UPDATE counters SET value = value + 1 WHERE name = 'generation' RETURNING value",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
 /// Drops the dead and expired holders of `name`.
 fn reap(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<()> {
     let now = now_ms();
@@ -116,7 +128,7 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
     let row = tx
         .prepare_cached(
             "SELECT path, generation, deleter, locked, recipe_hash, created_at, meta, builder,
-                    failure, progress, size, recipe
+                    failure, progress, size, recipe, fence
              FROM dirs WHERE name = ?1",
         )?
         .query_row([name], |r| {
@@ -133,6 +145,7 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
                 progress: r.get(9)?,
                 size: r.get(10)?,
                 recipe: r.get(11)?,
+                fence: r.get(12)?,
             })
         })
         .optional()?;
@@ -163,6 +176,7 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
         name: name.to_string(),
         path: row.path,
         generation: row.generation as u64,
+        fence: row.fence as u64,
         state,
         locked: row.locked,
         recipe_hash: row.recipe_hash,
@@ -189,10 +203,7 @@ struct Row {
     progress: Option<String>,
     size: i64,
     recipe: Option<String>,
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
+    fence: i64,
 }
 
 impl Coordinator for SqliteCoordinator {
@@ -205,17 +216,12 @@ impl Coordinator for SqliteCoordinator {
                 }
                 Some(_) => false,
                 None => {
-                    let generation: i64 = tx
-                        .prepare_cached(
-                            "UPDATE counters SET value = value + 1 WHERE name = 'generation'
-                             RETURNING value",
-                        )?
-                        .query_row([], |r| r.get(0))?;
+                    let generation = next_fence(tx)?;
                     let builder = new.builder.as_ref().map(json);
                     tx.prepare_cached(
                         "INSERT INTO dirs(name, path, generation, recipe_hash, created_at, meta,
-                                          builder, size, recipe)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                          builder, size, recipe, fence)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?3)",
                     )?
                     .execute(params![
                         name,
@@ -318,17 +324,21 @@ impl Coordinator for SqliteCoordinator {
             if !free {
                 return Ok(None);
             }
-            tx.prepare_cached("UPDATE dirs SET deleter = ?2 WHERE name = ?1")?
-                .execute(params![name, json(deleter)])?;
+            let fence = next_fence(tx)?;
+            tx.prepare_cached("UPDATE dirs SET deleter = ?2, fence = ?3 WHERE name = ?1")?
+                .execute(params![name, json(deleter), fence])?;
             load(tx, name)
         })
     }
 
-    fn finish_delete(&self, name: &str, generation: u64) -> Result<()> {
+    fn finish_delete(&self, name: &str, fence: u64) -> Result<bool> {
         self.write(|tx| {
-            tx.prepare_cached("DELETE FROM dirs WHERE name = ?1 AND generation = ?2")?
-                .execute(params![name, generation as i64])?;
-            Ok(())
+            let changed = tx
+                .prepare_cached(
+                    "DELETE FROM dirs WHERE name = ?1 AND fence = ?2 AND deleter IS NOT NULL",
+                )?
+                .execute(params![name, fence as i64])?;
+            Ok(changed == 1)
         })
     }
 
@@ -341,40 +351,36 @@ impl Coordinator for SqliteCoordinator {
                 DirState::Failed { .. } => {}
                 _ => return Ok(None),
             }
+            let fence = next_fence(tx)?;
             tx.prepare_cached(
-                "UPDATE dirs SET builder = ?2, failure = NULL, progress = NULL WHERE name = ?1",
+                "UPDATE dirs SET builder = ?2, failure = NULL, progress = NULL, fence = ?3
+                 WHERE name = ?1",
             )?
-            .execute(params![name, json(builder)])?;
+            .execute(params![name, json(builder), fence])?;
             load(tx, name)
         })
     }
 
-    fn finish_build(&self, name: &str, generation: u64, builder: &Holder) -> Result<bool> {
+    fn finish_build(&self, name: &str, fence: u64, builder: &Holder) -> Result<bool> {
         self.write(|tx| {
             let changed = tx
                 .prepare_cached(
                     "UPDATE dirs SET builder = NULL, progress = NULL
-                     WHERE name = ?1 AND generation = ?2 AND builder = ?3 AND deleter IS NULL",
+                     WHERE name = ?1 AND fence = ?2 AND builder = ?3 AND deleter IS NULL",
                 )?
-                .execute(params![name, generation as i64, json(builder)])?;
+                .execute(params![name, fence as i64, json(builder)])?;
             Ok(changed == 1)
         })
     }
 
-    fn fail_build(
-        &self,
-        name: &str,
-        generation: u64,
-        builder: &Holder,
-        error: &str,
-    ) -> Result<bool> {
+    fn fail_build(&self, name: &str, fence: u64, builder: &Holder, error: &str) -> Result<bool> {
         self.write(|tx| {
             let changed = tx
                 .prepare_cached(
                     "UPDATE dirs SET builder = NULL, progress = NULL, failure = ?4
-                     WHERE name = ?1 AND generation = ?2 AND builder = ?3 AND deleter IS NULL",
+                     WHERE name = ?1 AND fence = ?2 AND builder = ?3 AND deleter IS NULL",
                 )?
-                .execute(params![name, generation as i64, json(builder), error])?;
+                .execute(params![name, fence as i64, json(builder), error])?;
             Ok(changed == 1)
         })
     }
@@ -382,7 +388,7 @@ impl Coordinator for SqliteCoordinator {
     fn report_progress(
         &self,
         name: &str,
-        generation: u64,
+        fence: u64,
         builder: &Holder,
         progress: &BuildProgress,
     ) -> Result<bool> {
@@ -390,10 +396,23 @@ impl Coordinator for SqliteCoordinator {
             let changed = tx
                 .prepare_cached(
                     "UPDATE dirs SET progress = ?4
-                     WHERE name = ?1 AND generation = ?2 AND builder = ?3",
+                     WHERE name = ?1 AND fence = ?2 AND builder = ?3 AND deleter IS NULL",
                 )?
-                .execute(params![name, generation as i64, json(builder), json(progress)])?;
+                .execute(params![name, fence as i64, json(builder), json(progress)])?;
             Ok(changed == 1)
+        })
+    }
+
+    fn renew_grant(&self, name: &str, fence: u64, holder: &Holder) -> Result<bool> {
+        // Grants here last as long as their process: nothing to renew, only
+        // whether it is still held.
+        self.read(|conn| {
+            let holder = json(holder);
+            conn.prepare_cached(
+                "SELECT 1 FROM dirs WHERE name = ?1 AND fence = ?2
+                 AND (deleter = ?3 OR (deleter IS NULL AND builder = ?3))",
+            )?
+            .exists(params![name, fence as i64, holder])
         })
     }
 }

@@ -14,6 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use super::{DirSpec, Dirs};
@@ -82,6 +83,12 @@ impl Dirs {
                         std::thread::sleep(pause);
                     }
                     pause = (pause * 2).min(POLL_MAX);
+                    // Where grants are leases, a builder that looks alive from
+                    // here (on another host, or stopped) may have lost its
+                    // lease: the coordinator decides whether it is handed over.
+                    if *by != self.me && self.coord.lease().is_some() && !spec.recipe.is_empty() {
+                        self.claim_and_build(&record, fresh, spec, holder, progress, &mut waiting)?;
+                    }
                 }
                 _ if spec.recipe.is_empty() => {
                     waiting.end(progress);
@@ -93,21 +100,7 @@ impl Dirs {
                         ),
                     ));
                 }
-                _ => {
-                    // One build per directory in this process, whichever thread asks.
-                    if let Some(here) = BuildingHere::enter(&record.path)
-                        && let Some(claimed) = self.coord.claim_build(&name, &self.me)?
-                    {
-                        waiting.end(progress);
-                        if let DirState::Building { .. } = record.state
-                            && !fresh
-                        {
-                            tracing::warn!("the builder of {name} died; building it here");
-                        }
-                        self.run_build(&claimed, spec, holder, progress)?;
-                        drop(here);
-                    }
-                }
+                _ => self.claim_and_build(&record, fresh, spec, holder, progress, &mut waiting)?,
             }
             fresh = false;
             let gone = || {
@@ -128,6 +121,36 @@ impl Dirs {
         }
     }
 
+    /// Builds `record` if the coordinator hands the build to this process:
+    /// nobody builds it, its builder died or lost its lease, or its last
+    /// build failed.
+    fn claim_and_build(
+        &self,
+        record: &DirRecord,
+        fresh: bool,
+        spec: &DirSpec,
+        holder: &Holder,
+        progress: &dyn Progress,
+        waiting: &mut Waiting,
+    ) -> Result<()> {
+        let name = &record.name;
+        // One build per directory in this process, whichever thread asks.
+        if let Some(here) = BuildingHere::enter(&record.path)
+            && let Some(claimed) = self.coord.claim_build(name, &self.me)?
+        {
+            waiting.end(progress);
+            if let DirState::Building { by } = &record.state
+                && !fresh
+            {
+                let what = if by.is_alive(now_ms()) { "lost its lease" } else { "died" };
+                tracing::warn!("the builder of {name} ({by}) {what}; building it here");
+            }
+            self.run_build(&claimed, spec, holder, progress)?;
+            drop(here);
+        }
+        Ok(())
+    }
+
     /// Builds `record` as its claimed builder, and marks it ready or failed.
     /// On failure this holder's hold is released too: a failed build leaves
     /// nothing behind for it.
@@ -143,21 +166,35 @@ impl Dirs {
         // Held until the record says how the build ended: its release wakes
         // those who wait, and so does the kernel's if this process dies.
         let lock = lock_for_build(&build_lock_path(Path::new(&record.path), name));
-        let built = self.build_into_place(record, spec, progress);
+        let built = std::thread::scope(|scope| {
+            // Where grants are leases, they are renewed while the build runs;
+            // a stopped builder stops renewing, and is taken over.
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            if let Some(lease) = self.coord.lease() {
+                scope.spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease / 3) {
+                        match self.coord.renew_grant(name, record.fence, &self.me) {
+                            Ok(true) => {}
+                            Ok(false) => break,
+                            Err(e) => tracing::debug!("renewing the build of {name}: {e}"),
+                        }
+                    }
+                });
+            }
+            let built = self.build_into_place(record, spec, progress);
+            drop(stop);
+            built
+        });
         let result = match built {
             Ok(()) => {
-                if self.coord.finish_build(name, record.generation, &self.me)? {
+                if self.coord.finish_build(name, record.fence, &self.me)? {
                     Ok(())
                 } else {
-                    Err(Error::new(
-                        ErrorKind::Conflict,
-                        format!("the build of directory {name} was taken over by another process"),
-                    ))
+                    Err(build_taken_over(name))
                 }
             }
             Err(e) => {
-                if let Err(e) =
-                    self.coord.fail_build(name, record.generation, &self.me, &e.to_string())
+                if let Err(e) = self.coord.fail_build(name, record.fence, &self.me, &e.to_string())
                 {
                     tracing::warn!("recording the failed build of {name}: {e}");
                 }
@@ -198,7 +235,7 @@ impl Dirs {
                 inner: progress,
                 coord: &*self.coord,
                 name,
-                generation: record.generation,
+                fence: record.fence,
                 me: &self.me,
                 budget: &budget,
                 state: Mutex::new(ReportState::default()),
@@ -215,6 +252,14 @@ impl Dirs {
             // ready record over files that never reached the disk.
             crate::fsutil::sync_filesystem(&staging)
                 .map_err(|e| Error::io("flush", &staging, e))?;
+            // A builder stopped past its lease must not put its build over
+            // the one that took over: the grant is checked (and renewed)
+            // right before the build is put in place.
+            if self.coord.lease().is_some()
+                && !self.coord.renew_grant(name, record.fence, &self.me)?
+            {
+                return Err(build_taken_over(name));
+            }
             if let Err(e) = fs::rename(&staging, &path) {
                 // Something appeared at the path meanwhile (a builder of a
                 // deleted record finishing late): not ours to keep.
@@ -231,6 +276,16 @@ impl Dirs {
         }
         result
     }
+}
+
+fn build_taken_over(name: &str) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!(
+            "the build of directory {name} was taken over by another larder process (this one \
+             was stopped or cut off from the coordinator past its lease); its result was thrown away"
+        ),
+    )
 }
 
 /// Renames whatever is at `path` to a trash name beside it and deletes it.
@@ -377,7 +432,7 @@ struct Reporter<'a> {
     inner: &'a dyn Progress,
     coord: &'a dyn Coordinator,
     name: &'a str,
-    generation: u64,
+    fence: u64,
     me: &'a Holder,
     budget: &'a Budget,
     state: Mutex<ReportState>,
@@ -400,7 +455,7 @@ impl Reporter<'_> {
             total: state.total,
             written: self.budget.written(),
         };
-        if let Err(e) = self.coord.report_progress(self.name, self.generation, self.me, &progress) {
+        if let Err(e) = self.coord.report_progress(self.name, self.fence, self.me, &progress) {
             tracing::debug!("reporting progress: {e}");
         }
     }

@@ -2,7 +2,7 @@
 //! makes, what a release keeps or throws away, what a sweep reclaims from the
 //! dead. No process runs here; the caller does the work the plan names.
 
-use crate::coord::{Failure, Holder, Instance, InstanceState, PoolState};
+use crate::coord::{Failure, Holder, Instance, InstanceState, Liveness, PoolState};
 use crate::error::{Error, ErrorKind, Result};
 
 use super::conf::{SourceKind, Sources};
@@ -226,7 +226,13 @@ pub fn release(
 /// Reclaims what the dead left: instances of dead holders are released,
 /// those whose provisioner or discarder died are thrown away (by `me`, who
 /// must do it). Returns the instances `me` must discard.
-pub fn sweep(state: &mut PoolState, sources: &Sources, me: &Holder, now: i64) -> Vec<String> {
+pub fn sweep(
+    state: &mut PoolState,
+    sources: &Sources,
+    me: &Holder,
+    alive: &Liveness,
+) -> Vec<String> {
+    let now = alive.now();
     let mut discard = Vec::new();
     // Dead provisioners and discarders first, so the instances they left
     // no longer count against the reserve of those released next.
@@ -236,7 +242,7 @@ pub fn sweep(state: &mut PoolState, sources: &Sources, me: &Holder, now: i64) ->
             continue;
         }
         match &instance.state {
-            InstanceState::Provisioning { by, .. } if !by.is_alive(now) => {
+            InstanceState::Provisioning { by, .. } if !alive.is_alive(by) => {
                 let error = format!("its provisioning stopped when {by} died");
                 state.failures.insert(
                     instance.source.clone(),
@@ -246,7 +252,7 @@ pub fn sweep(state: &mut PoolState, sources: &Sources, me: &Holder, now: i64) ->
                 instance.since = now;
                 discard.push(name.clone());
             }
-            InstanceState::Discarding { by } if !by.is_alive(now) => {
+            InstanceState::Discarding { by } if !alive.is_alive(by) => {
                 instance.state = InstanceState::Discarding { by: me.clone() };
                 discard.push(name.clone());
             }
@@ -258,7 +264,7 @@ pub fn sweep(state: &mut PoolState, sources: &Sources, me: &Holder, now: i64) ->
         .iter()
         .filter(|(_, i)| sources.contains(&i.source))
         .filter(
-            |(_, i)| matches!(&i.state, InstanceState::InUse { holder } if !holder.is_alive(now)),
+            |(_, i)| matches!(&i.state, InstanceState::InUse { holder } if !alive.is_alive(holder)),
         )
         .map(|(n, _)| n.clone())
         .collect();
@@ -595,12 +601,18 @@ mod tests {
         if let Some(i) = state.instances.get_mut("vm-2") {
             i.state = InstanceState::Provisioning { by: dead.clone(), holder: dead.clone() };
         }
-        let discard = sweep(&mut state, &sources, &me(), 5);
+        let discard = sweep(&mut state, &sources, &me(), &Liveness::local(5));
         assert_eq!(discard, vec!["vm-0".to_string(), "vm-2".to_string()]);
         assert_eq!(show(&state), "vm-0:discarding:vm vm-1:cached:vm vm-2:discarding:vm");
         assert!(state.failures["vm"].error.contains("provisioning stopped"));
         discard_failed(&mut state, "vm-0", "boom", 10, 5);
-        assert!(sweep(&mut state, &sources, &me(), 9).is_empty(), "a failed discard waits");
-        assert_eq!(sweep(&mut state, &sources, &me(), 11), vec!["vm-0".to_string()]);
+        assert!(
+            sweep(&mut state, &sources, &me(), &Liveness::local(9)).is_empty(),
+            "a failed discard waits"
+        );
+        assert_eq!(
+            sweep(&mut state, &sources, &me(), &Liveness::local(11)),
+            vec!["vm-0".to_string()]
+        );
     }
 }

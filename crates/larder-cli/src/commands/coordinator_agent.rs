@@ -1,0 +1,37 @@
+//! `larder coordinator-agent`: renews this host's leases at a Redis
+//! coordinator while its processes hold something. Started detached by
+//! larder itself, never by hand.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use larder::coord::{HostAgent, RedisOptions};
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The coordinator's URL (from the environment, so that a password never
+    /// shows in the process list)
+    #[arg(long, env = "LARDER_COORDINATOR", hide_env_values = true)]
+    coordinator: String,
+    /// How long a hold lasts unless renewed, in milliseconds
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// What every key starts with
+    #[arg(long, default_value = "larder")]
+    prefix: String,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+    let options = RedisOptions {
+        lease: Duration::from_millis(args.lease_ms),
+        prefix: args.prefix,
+        agent: HostAgent::None,
+        home: Some(ctx.config.home.clone()),
+        ..RedisOptions::default()
+    };
+    larder::coord::redis::run_host_agent(&args.coordinator, options)?;
+    Ok(ExitCode::SUCCESS)
+}
