@@ -28,8 +28,8 @@ pub struct Config {
     pub verify_reads: bool,
     /// Where new shared directories go: the first with enough free space.
     pub dirs: Vec<PathBuf>,
-    /// How recipes download: timeout and retries.
-    pub fetch: crate::build::FetchOptions,
+    /// How larder talks HTTP to other servers: timeout and retries.
+    pub http: crate::http::HttpOptions,
     /// Remote tiers behind the local store, in order (`[[remote]]`).
     pub remotes: Vec<crate::remote::RemoteConfig>,
     /// Every key with its effective value and origin, in a fixed order.
@@ -357,10 +357,10 @@ impl Config {
             }
             None => (vec![home.join("dirs")], Origin::Default),
         };
-        let mut fetch = crate::build::FetchOptions::default();
+        let mut http = crate::http::HttpOptions::default();
         let timeout_origin = match timeout_raw {
             Some(r) => {
-                fetch.timeout = crate::time::parse_duration(&r.value)
+                http.timeout = crate::time::parse_duration(&r.value)
                     .ok()
                     .filter(|d| !d.is_zero())
                     .ok_or_else(|| {
@@ -378,7 +378,7 @@ impl Config {
         };
         let retries_origin = match retries_raw {
             Some(r) => {
-                fetch.retries = r.value.trim().parse().map_err(|_| {
+                http.retries = r.value.trim().parse().map_err(|_| {
                     Error::new(
                         ErrorKind::Config,
                         format!(
@@ -418,12 +418,12 @@ impl Config {
             },
             Setting {
                 key: "http_timeout",
-                value: format!("{}s", fetch.timeout.as_secs_f64()),
+                value: format!("{}s", http.timeout.as_secs_f64()),
                 origin: timeout_origin,
             },
             Setting {
                 key: "http_retries",
-                value: fetch.retries.to_string(),
+                value: http.retries.to_string(),
                 origin: retries_origin,
             },
         ];
@@ -441,14 +441,13 @@ impl Config {
         }
         let remotes: Vec<crate::remote::RemoteConfig> =
             remotes.into_iter().map(|(r, _)| r).collect();
-        fetch.remotes = remotes.clone();
         Ok(Config {
             home,
             capacity,
             log,
             verify_reads,
             dirs,
-            fetch,
+            http,
             remotes,
             settings,
             unknown_env,

@@ -19,12 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::build::FetchOptions;
 use crate::coord::{Attached, Coordinator, DirRecord, DirState, Holder, NewDir, SqliteCoordinator};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::progress::{NoProgress, Progress};
 use crate::recipe::Recipe;
+use crate::remote::RemoteConfig;
 use crate::store::Store;
 
 /// How long `use` waits for a directory of the same name to finish being deleted.
@@ -109,7 +110,10 @@ pub struct Dirs {
     store: Arc<OnceLock<Arc<Store>>>,
     /// The capacity and read checks of the store opened when a recipe needs it.
     store_config: (u64, bool),
-    fetch: FetchOptions,
+    /// How recipes download.
+    http: HttpOptions,
+    /// The configured remotes, for `s3://` loaders in their buckets.
+    remotes: Vec<RemoteConfig>,
 }
 
 impl std::fmt::Debug for Dirs {
@@ -139,7 +143,8 @@ impl Dirs {
             home: None,
             store: Arc::new(OnceLock::new()),
             store_config: (crate::config::DEFAULT_CAPACITY, false),
-            fetch: FetchOptions::default(),
+            http: HttpOptions::default(),
+            remotes: Vec::new(),
         }
     }
 
@@ -157,9 +162,11 @@ impl Dirs {
         self
     }
 
-    /// How recipes download.
-    pub fn with_fetch(mut self, fetch: FetchOptions) -> Dirs {
-        self.fetch = fetch;
+    /// How recipes download, and the remotes whose endpoints and regions
+    /// `s3://` loaders borrow.
+    pub fn with_downloads(mut self, http: HttpOptions, remotes: Vec<RemoteConfig>) -> Dirs {
+        self.http = http;
+        self.remotes = remotes;
         self
     }
 

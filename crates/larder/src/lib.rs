@@ -26,6 +26,7 @@ mod dirs;
 mod error;
 mod fsutil;
 pub mod holder;
+pub mod http;
 mod lockfile;
 pub mod percent;
 pub mod pool;
@@ -39,11 +40,11 @@ mod tiers;
 pub mod time;
 pub mod wheels;
 
-pub use build::FetchOptions;
 pub use config::Config;
 pub use digest::{Digest, Hasher};
 pub use dirs::{DirLease, DirSpec, Dirs, disk_usage};
 pub use error::{Error, ErrorKind, Result};
+pub use http::HttpOptions;
 pub use progress::{NoProgress, Progress};
 pub use store::{
     Delivery, Entry, Found, GcReport, GetMode, INTERNAL_KEY_PREFIX, KeyEntry, Pending, PutOptions,

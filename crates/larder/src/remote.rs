@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::store::Target;
 
 pub use endpoint::{Endpoint, redact};
@@ -176,11 +177,11 @@ pub trait Remote: Send + Sync {
 }
 
 /// Makes the remote a configuration entry describes.
-pub fn open(config: &RemoteConfig, fetch: &crate::build::FetchOptions) -> Result<Box<dyn Remote>> {
+pub fn open(config: &RemoteConfig, http: &HttpOptions) -> Result<Box<dyn Remote>> {
     let scheme = config.url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
-        "http" | "https" => Ok(Box::new(LarderHttp::new(config, fetch)?)),
-        s if object::SCHEMES.contains(&s) => Ok(Box::new(ObjectRemote::new(config, fetch)?)),
+        "http" | "https" => Ok(Box::new(LarderHttp::new(config, http)?)),
+        s if object::SCHEMES.contains(&s) => Ok(Box::new(ObjectRemote::new(config, http)?)),
         _ => Err(Error::new(
             ErrorKind::Config,
             format!(

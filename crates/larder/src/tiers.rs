@@ -56,7 +56,7 @@ impl Larder {
         let remotes = config
             .remotes
             .iter()
-            .map(|r| remote::open(r, &config.fetch))
+            .map(|r| remote::open(r, &config.http))
             .collect::<Result<Vec<_>>>()?;
         Ok(Larder::new(store, remotes))
     }
@@ -748,7 +748,7 @@ mod tests {
             endpoint: None,
             region: None,
         };
-        let remote = remote::open(&config, &crate::build::FetchOptions::default()).expect("remote");
+        let remote = remote::open(&config, &crate::http::HttpOptions::default()).expect("remote");
         Larder::new(Store::open(home, 1 << 30).expect("store"), vec![remote])
     }
 

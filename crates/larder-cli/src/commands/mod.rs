@@ -98,7 +98,7 @@ impl Context {
             .config
             .remotes
             .iter()
-            .map(|r| larder::remote::open(r, &self.config.fetch))
+            .map(|r| larder::remote::open(r, &self.config.http))
             .collect::<larder::Result<Vec<_>>>()?;
         Ok(larder::Larder::new(store, remotes))
     }
@@ -120,7 +120,7 @@ impl Context {
         Ok(larder::Dirs::open(&self.config.home)?
             .with_places(self.config.dirs.clone())
             .with_store_config(self.config.capacity, self.config.verify_reads)
-            .with_fetch(self.config.fetch.clone()))
+            .with_downloads(self.config.http, self.config.remotes.clone()))
     }
 }
 

@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
                 if !names.is_empty() && !names.contains(&config.name) {
                     continue;
                 }
-                let verdict = larder::remote::open(config, &ctx.config.fetch)
+                let verdict = larder::remote::open(config, &ctx.config.http)
                     .map_err(|e| e.to_string())
                     .and_then(|remote| larder::remote::conformance::run(remote.as_ref()));
                 results.push((config, verdict));

@@ -156,8 +156,8 @@ fn download_settings() {
     let f = Fixture::new();
     f.write("user/larder/config.toml", "http_timeout = \"2m\"\nhttp_retries = 7\n");
     let config = Config::load(&f.sources()).expect("load");
-    assert_eq!(config.fetch.timeout, std::time::Duration::from_secs(120));
-    assert_eq!(config.fetch.retries, 7);
+    assert_eq!(config.http.timeout, std::time::Duration::from_secs(120));
+    assert_eq!(config.http.retries, 7);
     let mut s = f.sources();
     s.env.push(("LARDER_HTTP_TIMEOUT".into(), "0s".into()));
     check(

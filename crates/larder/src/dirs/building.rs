@@ -205,7 +205,8 @@ impl Dirs {
             };
             let b = Build {
                 store,
-                fetch: &self.fetch,
+                http: &self.http,
+                remotes: &self.remotes,
                 progress: &reporter,
                 budget: &budget,
                 scratch: &scratch,

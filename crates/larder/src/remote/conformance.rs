@@ -213,7 +213,7 @@ mod tests {
             region: None,
         };
         let remote =
-            crate::remote::open(&config, &crate::build::FetchOptions::default()).expect("open");
+            crate::remote::open(&config, &crate::http::HttpOptions::default()).expect("open");
         run(remote.as_ref()).expect("conformance");
         // Nothing half-written is left in the folder.
         let tmp = dir.path().join("remote/.tmp");

@@ -12,9 +12,9 @@ use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 
 use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
-use crate::build::FetchOptions;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::store::Target;
 
 /// A larder server.
@@ -32,16 +32,11 @@ pub struct LarderHttp {
 
 impl LarderHttp {
     /// The server a configuration entry names.
-    pub fn new(config: &RemoteConfig, fetch: &FetchOptions) -> Result<LarderHttp> {
+    pub fn new(config: &RemoteConfig, http: &HttpOptions) -> Result<LarderHttp> {
         let endpoint = super::Endpoint::parse(&config.url).map_err(|why| {
             Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name))
         })?;
-        let client = Client::builder()
-            .timeout(fetch.timeout)
-            .connect_timeout(fetch.timeout)
-            .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start an http client: {e}")))?;
+        let client = crate::http::blocking_client(http)?;
         Ok(LarderHttp {
             name: config.name.clone(),
             mode: config.mode,
@@ -49,7 +44,7 @@ impl LarderHttp {
             user: endpoint.user,
             password: endpoint.password,
             client,
-            timeout: fetch.timeout,
+            timeout: http.timeout,
         })
     }
 

@@ -10,16 +10,18 @@ use std::io::{Read, Write};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
+use opendal::HttpTransporter;
 use opendal::blocking;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 use opendal::services;
+use opendal_http_transport_reqwest::ReqwestTransport;
 
 use super::layout;
 use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
-use crate::build::FetchOptions;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::store::Target;
 
 /// The runtime OpenDAL's blocking operators run on: one per process, made
@@ -71,18 +73,19 @@ struct DavUpload {
 }
 
 /// Opens the object `key` of the S3 bucket `bucket` for an `s3://` recipe
-/// loader: the endpoint and region of a configured remote in that bucket
-/// (else `AWS_ENDPOINT_URL` and `AWS_REGION`), credentials as for remotes.
+/// loader: the endpoint and region of one of `remotes` in that bucket (else
+/// `AWS_ENDPOINT_URL` and `AWS_REGION`), credentials as for remotes.
 /// Returns the reader and the object's size.
 pub fn open_s3_object(
     bucket: &str,
     key: &str,
-    fetch: &FetchOptions,
+    remotes: &[RemoteConfig],
+    http: &HttpOptions,
 ) -> Result<(Box<dyn Read + Send>, u64)> {
     let in_bucket = |r: &&RemoteConfig| {
         r.url.strip_prefix("s3://").is_some_and(|rest| rest.split('/').next() == Some(bucket))
     };
-    let borrowed = fetch.remotes.iter().find(in_bucket);
+    let borrowed = remotes.iter().find(in_bucket);
     let config = RemoteConfig {
         name: format!("s3://{bucket}/{key}"),
         url: format!("s3://{bucket}"),
@@ -92,7 +95,7 @@ pub fn open_s3_object(
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty())),
         region: borrowed.and_then(|r| r.region.clone()),
     };
-    let remote = ObjectRemote::new(&config, fetch)?;
+    let remote = ObjectRemote::new(&config, http)?;
     let what = format!("reading s3://{bucket}/{key}");
     let Some(size) = remote.stat(key, &what)? else {
         return Err(Error::new(
@@ -107,10 +110,7 @@ pub fn open_s3_object(
 
 impl ObjectRemote {
     /// The remote a configuration entry describes.
-    pub fn new(config: &RemoteConfig, fetch: &FetchOptions) -> Result<ObjectRemote> {
-        // OpenDAL's HTTP services need their transport installed, once.
-        static TRANSPORT: std::sync::Once = std::sync::Once::new();
-        TRANSPORT.call_once(opendal::install_default);
+    pub fn new(config: &RemoteConfig, http: &HttpOptions) -> Result<ObjectRemote> {
         let bad =
             |why: String| Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name));
         let (scheme, rest) = config.url.split_once("://").ok_or_else(|| {
@@ -180,20 +180,16 @@ impl ObjectRemote {
                 opendal::Operator::new(builder)
             }
             "webdav" | "webdavs" => {
-                let http = if scheme == "webdav" { "http" } else { "https" };
+                let web = if scheme == "webdav" { "http" } else { "https" };
                 let endpoint =
-                    super::Endpoint::parse(&format!("{http}://{authority}")).map_err(&bad)?;
-                let client = reqwest::blocking::Client::builder()
-                    .connect_timeout(fetch.timeout)
-                    .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| bad(format!("cannot start an http client: {e}")))?;
+                    super::Endpoint::parse(&format!("{web}://{authority}")).map_err(&bad)?;
+                let client = crate::http::blocking_client(http)?;
                 dav = Some(DavUpload {
                     base: format!("{}{root}", endpoint.base),
                     user: endpoint.user.clone(),
                     password: endpoint.password.clone(),
                     client,
-                    timeout: fetch.timeout,
+                    timeout: http.timeout,
                 });
                 let mut builder = services::Webdav::default().endpoint(&endpoint.base).root(&root);
                 if let Some(user) = &endpoint.user {
@@ -221,16 +217,22 @@ impl ObjectRemote {
                 return Err(bad(format!("`{other}://` is not a kind of remote larder knows")));
             }
         }
-        .map_err(|e| bad(e.to_string()))?
-        // A timed-out attempt is retried: the timeout is inside the retry.
-        .layer(TimeoutLayer::new().with_timeout(fetch.timeout).with_io_timeout(fetch.timeout))
-        .layer(
-            RetryLayer::new()
-                .with_jitter()
-                .with_max_times(fetch.retries as usize)
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(10)),
-        );
+        .map_err(|e| bad(e.to_string()))?;
+        // OpenDAL's HTTP services speak through larder's one client.
+        let transport =
+            HttpTransporter::new(ReqwestTransport::new(crate::http::async_client(http)?));
+        let context = operator.context().with_http_transport(transport);
+        let operator = operator
+            .with_context(context)
+            // A timed-out attempt is retried: the timeout is inside the retry.
+            .layer(TimeoutLayer::new().with_timeout(http.timeout).with_io_timeout(http.timeout))
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(http.retries as usize)
+                    .with_min_delay(http.backoff)
+                    .with_max_delay(crate::http::MAX_BACKOFF),
+            );
         let runtime = RUNTIME.as_ref().map_err(|e| {
             Error::new(ErrorKind::Io, format!("cannot start the remote runtime: {e}"))
         })?;
