@@ -8,16 +8,20 @@
 //! ```no_run
 //! # fn main() -> larder::Result<()> {
 //! let store = larder::Store::open("/tmp/larder-home".as_ref(), 20 << 30)?;
-//! let digest = store.put("/etc/hostname".as_ref())?; // cloud-manager's upload
-//! assert!(store.on_cache(digest)?);
-//! store.warm_up(digest)?;
-//! println!("{digest} uses {:.1}%", store.usage_ratio()? * 100.0);
+//! let digest = store.put("/etc/hostname".as_ref())?;
+//! assert!(store.contains(digest)?);
+//! println!("{digest}: {:.1}% used", store.stats()?.usage_ratio * 100.0);
 //! store.close()?;
 //! # Ok(()) }
 //! ```
+//!
+//! cloud-manager's names for the same calls (`exists`, `on_cache`,
+//! `warm_up`, `download`, `usage_ratio`) work too; they are listed, each
+//! with the call it stands for, in one place (`compat.rs`).
 #![deny(missing_docs)]
 
 mod build;
+mod compat;
 pub mod config;
 pub mod coord;
 mod digest;

@@ -1,11 +1,15 @@
 //! Remote tiers: stores behind the local one. Reads fall through to them and
 //! fill the local tier; writes go to those that accept writes. Each backend
-//! implements [`Remote`]; [`open`] makes one from its configuration.
+//! implements [`Remote`]; [`open`] makes one from its configuration, and
+//! [`Tier`] gives it its name and mode. [`InMemoryRemote`] and
+//! [`FailingRemote`] are doubles for tests, beside the real backends.
 
 pub mod conformance;
 mod endpoint;
+mod failing;
 mod larder_http;
 pub mod layout;
+mod memory;
 mod netrc;
 mod object;
 
@@ -20,7 +24,9 @@ use crate::http::HttpOptions;
 use crate::store::Target;
 
 pub use endpoint::{Endpoint, redact};
+pub use failing::{FailingRemote, Outage};
 pub use larder_http::LarderHttp;
+pub use memory::InMemoryRemote;
 pub use object::{ObjectRemote, open_s3_object};
 
 /// What a remote tier may be used for.
@@ -130,15 +136,10 @@ pub struct Capabilities {
     pub list: bool,
 }
 
-/// A store behind the local tier. Every backend passes
+/// A store behind the local tier: what a backend does, and nothing of how
+/// larder uses it (that is [`Tier`]'s). Every backend passes
 /// [`conformance::run`].
 pub trait Remote: Send + Sync {
-    /// Its configured name.
-    fn name(&self) -> &str;
-
-    /// What it may be used for.
-    fn mode(&self) -> RemoteMode;
-
     /// Where it is, for messages (without credentials).
     fn location(&self) -> String;
 
@@ -174,6 +175,62 @@ pub trait Remote: Send + Sync {
 
     /// The remote's own figures, if it can tell.
     fn stats(&self) -> Result<RemoteStats>;
+}
+
+/// A remote as one tier of a [`crate::Larder`]: the backend, and the policy
+/// the configuration gives it: its name (which the upload queue and messages
+/// use) and what it may be used for.
+pub struct Tier {
+    name: String,
+    mode: RemoteMode,
+    remote: Box<dyn Remote>,
+}
+
+impl std::fmt::Debug for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tier")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("location", &self.remote.location())
+            .finish()
+    }
+}
+
+impl Tier {
+    /// `remote` as the tier `name`, used as `mode` says.
+    pub fn new(name: impl Into<String>, mode: RemoteMode, remote: Box<dyn Remote>) -> Tier {
+        Tier { name: name.into(), mode, remote }
+    }
+
+    /// The tier a `[[remote]]` describes.
+    pub fn open(config: &RemoteConfig, http: &HttpOptions) -> Result<Tier> {
+        Ok(Tier::new(config.name.clone(), config.mode, open(config, http)?))
+    }
+
+    /// Its configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it may be used for.
+    pub fn mode(&self) -> RemoteMode {
+        self.mode
+    }
+
+    /// Whether writes go to it (and it can take them).
+    pub fn writable(&self) -> bool {
+        self.mode.writable()
+    }
+
+    /// The backend.
+    pub fn remote(&self) -> &dyn Remote {
+        self.remote.as_ref()
+    }
+
+    /// Runs [`conformance::run`] against it, writing only if its mode allows.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        conformance::run(self.remote(), self.writable())
+    }
 }
 
 /// Makes the remote a configuration entry describes.

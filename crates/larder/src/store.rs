@@ -351,19 +351,8 @@ impl Store {
         }
     }
 
-    /// Whether the store holds `target` in any tier (cloud-manager's `exists`).
-    /// With only the local tier, the same as [`Store::on_cache`].
+    /// Whether the store (the local tier) holds `target`.
     pub fn contains(&self, target: impl Into<Target>) -> Result<bool> {
-        self.on_cache(target)
-    }
-
-    /// The same as [`Store::contains`] (cloud-manager's name for it).
-    pub fn exists(&self, target: impl Into<Target>) -> Result<bool> {
-        self.contains(target)
-    }
-
-    /// Whether the local tier holds `target` (cloud-manager's `on_cache`).
-    pub fn on_cache(&self, target: impl Into<Target>) -> Result<bool> {
         let target = target.into();
         let conn = self.lock();
         let digest = match &target {
@@ -414,12 +403,7 @@ impl Store {
         })
     }
 
-    /// Bytes held over capacity (cloud-manager's `usage_ratio`).
-    pub fn usage_ratio(&self) -> Result<f64> {
-        Ok(self.stats()?.usage_ratio)
-    }
-
-    /// Closes the store (cloud-manager's `close`). Dropping the store does the
+    /// Closes the store. Dropping the store does the
     /// same, without reporting errors. Every change is already committed.
     pub fn close(self) -> Result<()> {
         let conn = self.conn.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -22,7 +22,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     let target = Target::parse(&args.target)?;
     let found = if args.local {
         let store = ctx.open_store()?;
-        let found = store.on_cache(target)?;
+        let found = store.contains(target)?;
         store.close()?;
         found
     } else if args.where_ {

@@ -98,7 +98,7 @@ impl Context {
             .config
             .remotes
             .iter()
-            .map(|r| larder::remote::open(r, &self.config.http))
+            .map(|r| larder::remote::Tier::open(r, &self.config.http))
             .collect::<larder::Result<Vec<_>>>()?;
         Ok(larder::Larder::new(store, remotes))
     }
@@ -108,9 +108,7 @@ impl Context {
         let larder = self.remotes_behind(store)?;
         // Uploads owed from an earlier run (a crash, a reboot, a remote that
         // was down) are taken up again by whichever command comes next.
-        let write_back =
-            larder.remotes().iter().any(|r| r.mode() == larder::remote::RemoteMode::WriteBack);
-        if write_back && !larder.store().queued_uploads()?.is_empty() {
+        if larder.uploader_needed()? {
             start_uploading(self);
         }
         Ok(larder)

@@ -80,9 +80,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
                 if !names.is_empty() && !names.contains(&config.name) {
                     continue;
                 }
-                let verdict = larder::remote::open(config, &ctx.config.http)
+                let verdict = larder::remote::Tier::open(config, &ctx.config.http)
                     .map_err(|e| e.to_string())
-                    .and_then(|remote| larder::remote::conformance::run(remote.as_ref()));
+                    .and_then(|tier| tier.check());
                 results.push((config, verdict));
             }
             let failed = results.iter().any(|(_, v)| v.is_err());

@@ -23,7 +23,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         larder
             .remotes()
             .iter()
-            .map(|r| (r.name().to_string(), r.mode().name().to_string(), r.location(), r.stats()))
+            .map(|r| {
+                let remote = r.remote();
+                (
+                    r.name().to_string(),
+                    r.mode().name().to_string(),
+                    remote.location(),
+                    remote.stats(),
+                )
+            })
             .collect();
     // What each remote is owed: uploads, bytes, failing tries and the last error.
     let queue = larder.store().queued_uploads()?;

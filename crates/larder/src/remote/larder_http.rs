@@ -11,7 +11,7 @@ use std::fs::File;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 
-use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
+use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteStats};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
@@ -19,8 +19,8 @@ use crate::store::Target;
 
 /// A larder server.
 pub struct LarderHttp {
+    /// Its configured name, for messages.
     name: String,
-    mode: RemoteMode,
     /// `scheme://host[:port][/path]`, without credentials or a final `/`.
     base: String,
     user: Option<String>,
@@ -39,7 +39,6 @@ impl LarderHttp {
         let client = crate::http::blocking_client(http)?;
         Ok(LarderHttp {
             name: config.name.clone(),
-            mode: config.mode,
             base: endpoint.base,
             user: endpoint.user,
             password: endpoint.password,
@@ -108,14 +107,6 @@ impl LarderHttp {
 }
 
 impl Remote for LarderHttp {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn mode(&self) -> RemoteMode {
-        self.mode
-    }
-
     fn location(&self) -> String {
         self.base.clone()
     }

@@ -47,8 +47,8 @@ pub const SCHEMES: &[&str] = &["s3", "gs", "gcs", "azblob", "webdav", "webdavs",
 
 /// A remote tier in an object store or a file system.
 pub struct ObjectRemote {
+    /// Its configured name, for messages.
     name: String,
-    mode: RemoteMode,
     location: String,
     op: blocking::Operator,
     /// Whether it lives in a bucket or container (which must exist) rather
@@ -240,7 +240,6 @@ impl ObjectRemote {
         let op = blocking::Operator::new(operator).map_err(|e| bad(e.to_string()))?;
         Ok(ObjectRemote {
             name: config.name.clone(),
-            mode: config.mode,
             location: super::endpoint::redact(&config.url),
             op,
             bucketed: matches!(scheme, "s3" | "gs" | "gcs" | "azblob"),
@@ -423,14 +422,6 @@ fn short(e: &opendal::Error) -> String {
 }
 
 impl Remote for ObjectRemote {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn mode(&self) -> RemoteMode {
-        self.mode
-    }
-
     fn location(&self) -> String {
         self.location.clone()
     }
