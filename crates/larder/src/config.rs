@@ -41,14 +41,19 @@ pub struct Config {
 }
 
 /// One effective configuration value and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Setting {
     /// The key as written in a config file.
     pub key: &'static str,
     /// The effective value, as text.
     pub value: String,
-    /// Where it came from.
+    /// Where it came from (as text in JSON: `default`, `FILE:LINE`, `env NAME`, `flag NAME`).
+    #[serde(serialize_with = "as_text")]
     pub origin: Origin,
+}
+
+fn as_text<S: serde::Serializer>(value: &impl fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// Where a configuration value came from.

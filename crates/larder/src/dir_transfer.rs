@@ -67,8 +67,10 @@ pub enum ManifestEntry {
 }
 
 /// What [`Larder::push_dir`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PushedDir {
+    /// The directory's name.
+    pub name: String,
     /// Files in the directory.
     pub files: u64,
     /// Their bytes.
@@ -122,6 +124,7 @@ impl Larder {
         let unique: Vec<Digest> =
             digests.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
         let mut report = PushedDir {
+            name: name.to_string(),
             files: files.len() as u64,
             bytes,
             remotes: targets.iter().map(|r| r.name().to_string()).collect(),

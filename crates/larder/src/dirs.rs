@@ -11,6 +11,9 @@
 
 mod building;
 mod place;
+mod status;
+
+pub use status::{DirStatus, HeldBy};
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -30,6 +30,7 @@ mod dirs;
 mod error;
 mod fsutil;
 pub mod holder;
+mod home;
 pub mod http;
 mod lockfile;
 pub mod percent;
@@ -46,12 +47,17 @@ pub mod wheels;
 
 pub use config::Config;
 pub use digest::{Digest, Hasher};
-pub use dirs::{DirLease, DirSpec, Dirs, disk_usage};
+pub use dirs::{DirLease, DirSpec, DirStatus, Dirs, HeldBy, disk_usage};
 pub use error::{Error, ErrorKind, Result};
+pub use home::{Home, RemoteCheck, StartUploader};
 pub use http::HttpOptions;
 pub use progress::{NoProgress, Progress};
 pub use store::{
     Delivery, Entry, Found, GcReport, GetMode, INTERNAL_KEY_PREFIX, KeyEntry, Pending, PutOptions,
-    QueuedUpload, Removed, Stats, Store, Target, VerifyReport, validate_key, validate_user_key,
+    Quarantined, QueuedUpload, Removed, Stats, Store, Target, VerifyReport, validate_key,
+    validate_user_key,
 };
-pub use tiers::{DrainReport, Larder, PushReport};
+pub use tiers::{
+    DrainReport, Figures, GetTo, Larder, LarderStats, PushReport, Put, RemoteTierStats, Stored,
+    TierStats,
+};

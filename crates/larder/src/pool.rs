@@ -87,6 +87,25 @@ pub enum ReleaseOutcome {
     AlreadyCached,
 }
 
+/// An instance released, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleasedInstance {
+    /// Its name.
+    pub name: String,
+    /// What became of it.
+    pub outcome: ReleaseOutcome,
+}
+
+/// `larder pool status`: sources, and with `-a` every instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolReport {
+    /// The sources shown.
+    pub sources: Vec<SourceStatus>,
+    /// Their instances, if asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceStatus>>,
+}
+
 /// A source as `larder pool status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceStatus {
@@ -153,6 +172,25 @@ impl Pools {
     /// The sources.
     pub fn sources(&self) -> &Sources {
         &self.sources
+    }
+
+    /// [`Pools::status`] of the sources `only` names (every one if empty),
+    /// with their instances if `instances`: an instance is shown when its
+    /// source, or a pool it counts for, is.
+    pub fn report(&self, only: &[String], instances: bool) -> Result<PoolReport> {
+        for name in only {
+            self.sources.get(name)?;
+        }
+        let (sources, all) = self.status()?;
+        let shown = |name: &str| only.is_empty() || only.iter().any(|s| s == name);
+        Ok(PoolReport {
+            sources: sources.into_iter().filter(|s| shown(&s.source)).collect(),
+            instances: instances.then(|| {
+                all.into_iter()
+                    .filter(|i| shown(&i.source) || i.path.iter().any(|p| shown(p)))
+                    .collect()
+            }),
+        })
     }
 
     /// Every source with its counts, by name, after a sweep.
@@ -359,11 +397,7 @@ impl Pools {
     /// its reserve, else thrown away (with `discard.d`); `discard` throws
     /// them away whatever the reserve. Every name is checked before any is
     /// released.
-    pub fn release(
-        &self,
-        names: &[String],
-        discard: bool,
-    ) -> Result<Vec<(String, ReleaseOutcome)>> {
+    pub fn release(&self, names: &[String], discard: bool) -> Result<Vec<ReleasedInstance>> {
         self.sweep()?;
         let decided = update(&*self.coord, |state| {
             let mut trial = state.clone();
@@ -390,7 +424,7 @@ impl Pools {
                     ReleaseOutcome::Discarded
                 }
             };
-            out.push((name, outcome));
+            out.push(ReleasedInstance { name, outcome });
         }
         match first_error {
             Some(e) => Err(e),

@@ -16,7 +16,7 @@ mod object;
 use std::fs::File;
 use std::io::Read;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -30,7 +30,7 @@ pub use memory::InMemoryRemote;
 pub use object::{ObjectRemote, open_s3_object};
 
 /// What a remote tier may be used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RemoteMode {
     /// Reads only.
@@ -58,13 +58,15 @@ impl RemoteMode {
     }
 }
 
-/// A `[[remote]]` of the configuration.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// A `[[remote]]` of the configuration. In JSON its URL shows without a
+/// password.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     /// Its name, for messages and `larder stats`.
     pub name: String,
     /// Where it is: `http(s)://[user@]host[:port][/path]` for a larder server.
+    #[serde(serialize_with = "redacted")]
     pub url: String,
     /// What it may be used for [default: write-through].
     #[serde(default = "default_mode")]
@@ -91,6 +93,10 @@ impl std::fmt::Debug for RemoteConfig {
     }
 }
 
+fn redacted<S: serde::Serializer>(url: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&endpoint::redact(url))
+}
+
 fn default_mode() -> RemoteMode {
     RemoteMode::WriteThrough
 }
@@ -115,7 +121,7 @@ pub struct RemoteEntry {
 }
 
 /// A remote's own figures, for `larder stats`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RemoteStats {
     /// Blobs it holds.
     pub entries: Option<u64>,

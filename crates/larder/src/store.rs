@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -158,7 +159,7 @@ pub enum Delivery {
 }
 
 /// One entry, as `larder ls` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
     /// The blob's digest.
     pub digest: Digest,
@@ -175,7 +176,7 @@ pub struct Entry {
 }
 
 /// The store's totals.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stats {
     /// Blobs held.
     pub entries: u64,
@@ -194,7 +195,7 @@ pub struct Stats {
 }
 
 /// What `gc` did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {
     /// Blobs evicted.
     pub evicted: u64,
@@ -209,14 +210,14 @@ pub struct GcReport {
 }
 
 /// What `verify` found (and, with repair, fixed).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// Blobs re-hashed.
     pub checked: u64,
     /// Bytes re-hashed.
     pub bytes: u64,
     /// Blobs whose bytes did not match, with where they were quarantined.
-    pub corrupt: Vec<(Digest, PathBuf)>,
+    pub corrupt: Vec<Quarantined>,
     /// Indexed blobs whose file is gone.
     pub missing: Vec<Digest>,
     /// Files in the content folder the index does not know.
@@ -225,11 +226,23 @@ pub struct VerifyReport {
     pub adopted: u64,
     /// Index rows of missing files dropped (with repair).
     pub dropped: u64,
+    /// Whether the store was found consistent (after any repair).
+    pub clean: bool,
+}
+
+/// A blob whose bytes did not match its digest, moved aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quarantined {
+    /// The digest it was stored under.
+    pub digest: Digest,
+    /// Where its file went.
+    pub quarantined: PathBuf,
 }
 
 impl VerifyReport {
-    /// Whether the store was found consistent (after any repair).
-    pub fn is_clean(&self, repaired: bool) -> bool {
+    /// Whether what was found leaves the store consistent, after a repair
+    /// if there was one.
+    fn is_clean(&self, repaired: bool) -> bool {
         self.corrupt.is_empty()
             && (repaired || (self.missing.is_empty() && self.orphans.is_empty()))
     }

@@ -11,18 +11,24 @@ use crate::progress::Progress;
 use crate::remote::{RemoteMode, Tier};
 use crate::store::{PutOptions, Store, Target};
 
+mod ops;
 mod queue;
+mod stats;
 
+pub use ops::{GetTo, Put, Stored};
 pub use queue::DrainReport;
+pub use stats::{Figures, LarderStats, RemoteTierStats, TierStats};
 
 /// The local tier and its remotes.
 pub struct Larder {
     store: Store,
     remotes: Vec<Tier>,
+    /// How to start a background uploader, when uploads are owed.
+    uploader: Option<crate::home::StartUploader>,
 }
 
 /// What [`Larder::push`] did for one remote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PushReport {
     /// The remote's name.
     pub remote: String,
@@ -37,7 +43,24 @@ pub struct PushReport {
 impl Larder {
     /// The store with these remotes behind it, in order.
     pub fn new(store: Store, remotes: Vec<Tier>) -> Larder {
-        Larder { store, remotes }
+        Larder { store, remotes, uploader: None }
+    }
+
+    /// Starts a background uploader with `start` when closing leaves uploads
+    /// owed (see [`crate::Home::with_uploader`]).
+    pub fn with_uploader(mut self, start: crate::home::StartUploader) -> Larder {
+        self.uploader = Some(start);
+        self
+    }
+
+    /// Starts the background uploader if uploads are owed and there is one.
+    pub(crate) fn start_uploader_if_needed(&self) -> Result<()> {
+        if let Some(start) = &self.uploader
+            && self.uploader_needed()?
+        {
+            start(self.store.home());
+        }
+        Ok(())
     }
 
     /// The store and remotes a configuration describes.
@@ -63,9 +86,16 @@ impl Larder {
     }
 
     /// Closes the local tier, leaving what the write-back remotes are owed
-    /// to the background uploader.
+    /// to the background uploader (started now, if there is one to start).
     pub fn close_local(self) -> Result<()> {
-        self.store.close()
+        let owed = self.uploader.is_some() && self.uploader_needed()?;
+        let home = self.store.home().to_path_buf();
+        let Larder { store, uploader, .. } = self;
+        store.close()?;
+        if let (true, Some(start)) = (owed, uploader) {
+            start(&home);
+        }
+        Ok(())
     }
 
     /// Sends what the write-back remotes are owed, then closes the local

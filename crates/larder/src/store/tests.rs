@@ -98,7 +98,7 @@ fn sweep_undoes_what_a_dead_writer_left() {
     assert!(!layout.blob(&lost).exists(), "an unrecorded blob stays behind");
     assert_eq!(store.read(&kept.into()).expect("read"), b"kept");
     let report = store.verify(false, &NoProgress).expect("verify");
-    assert!(report.is_clean(false), "{report:?}");
+    assert!(report.clean, "{report:?}");
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn a_lost_index_is_rebuilt_from_the_content_folder() {
     assert_eq!(store.stats().expect("stats").entries, 0);
     let report = store.verify(true, &NoProgress).expect("verify");
     assert_eq!(report.adopted, 5);
-    assert!(report.is_clean(true));
+    assert!(report.clean);
     for d in digests {
         assert!(store.contains(d).expect("contains"));
     }
@@ -294,7 +294,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     let report =
         store.verify(false, &NoProgress).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert!(report.is_clean(false), "{report:?}");
+    prop_assert!(report.clean, "{report:?}");
     Ok(())
 }
 
