@@ -127,7 +127,7 @@ pub fn run(home: &Home, args: Args, verbose: u8) -> Result<ExitCode> {
         }
         PoolCommand::Acquire { source, count, count_arg, wait, holder, ttl, json } => {
             let holder = match &holder {
-                Some(id) => Holder::token(id, larder::time::parse_duration(&ttl)?)?,
+                Some(id) => Holder::token(id, larder::time::parse_ttl(&ttl)?)?,
                 // The calling shell or script holds them, so its death
                 // returns them.
                 None => Holder::caller()?,

@@ -67,7 +67,7 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     // script), so its `larder unuse` releases the directory, and so does its
     // death. With one, larder holds it while the command runs.
     let holder = if let Some(id) = &args.holder {
-        let ttl = larder::time::parse_duration(&args.ttl)?;
+        let ttl = larder::time::parse_ttl(&args.ttl)?;
         Holder::token(id, ttl)?
     } else if args.command.is_empty() {
         Holder::caller()?

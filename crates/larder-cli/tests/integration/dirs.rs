@@ -221,6 +221,9 @@ fn a_named_holder_lasts_its_ttl_and_renews_by_using_again() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(t.dirs(), serde_json::json!([]));
     assert!(!t.home.join("dirs/brief").exists());
+    // A hold that would be over as it begins is refused.
+    let err = t.run(&["use", "--holder", "x", "--ttl", "0s"]).fails(2);
+    assert!(err.contains("ends the hold as it begins"), "{err}");
     let err = t.run(&["use", "--holder", "x", "--ttl", "10y"]).fails(2);
     assert!(err.contains("malformed duration `10y`"), "{err}");
 }

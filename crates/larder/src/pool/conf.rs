@@ -637,7 +637,7 @@ mod tests {
         check(
             "v",
             "[DEFAULT]\ntype=local\ntimeout=soon\n",
-            "/c/sources/v/source.conf:3: timeout: malformed duration `soon`: write a number and s, m, h or d, like 90s or 10m",
+            "/c/sources/v/source.conf:3: timeout: malformed duration `soon`: write numbers with d, h, m, s or ms, like 90s, 10m or 1h30m",
         );
     }
 

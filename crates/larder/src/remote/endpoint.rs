@@ -1,8 +1,13 @@
 //! A server's URL with its credentials taken out: the user from the URL, the
 //! password from the URL (a configuration file), `LARDER_PASSWORD`, or
-//! `~/.netrc`, never from a command line that `ps` shows.
+//! `~/.netrc`, never from a command line that `ps` shows. URLs are read by
+//! the `url` crate, so IPv6 hosts (`http://[::1]:8000`) and escapes in the
+//! credentials are handled as browsers and curl handle them.
 
-use crate::percent::decode_lossy;
+use url::{Host, Url};
+
+use crate::percent::{decode_lossy, encode_component};
+
 /// Where a server is, and who to be there.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -29,41 +34,33 @@ impl Endpoint {
     /// what is wrong with it.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
         let shown = redact(url);
-        let (scheme, rest) =
-            url.split_once("://").ok_or(format!("`{shown}` has no scheme (http://)"))?;
-        if scheme != "http" && scheme != "https" {
+        if !url.contains("://") {
+            return Err(format!("`{shown}` has no scheme (http://)"));
+        }
+        let parsed = Url::parse(url).map_err(|e| match e {
+            url::ParseError::EmptyHost => format!("`{shown}` has no host"),
+            e => format!("`{shown}` is not a URL: {e}"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!("`{shown}` is not an http:// or https:// URL"));
         }
-        let (authority, path) = match rest.split_once('/') {
-            Some((a, p)) => (a, p.trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (userinfo, host) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if host.is_empty() || host.contains(['?', '#', ' ']) {
-            return Err(format!("`{shown}` has no host"));
+        let Some(host) = parsed.host() else { return Err(format!("`{shown}` has no host")) };
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(format!(
+                "`{shown}` has a query or fragment; give http(s)://HOST[:PORT][/PATH]"
+            ));
         }
-        let (user, url_password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((user, pw)) => (Some(decode_lossy(user)), Some(decode_lossy(pw))),
-                None => (Some(decode_lossy(u)), None),
-            },
-            None => (None, None),
-        };
-        let hostname = host.split(':').next().unwrap_or(host);
+        let user = Some(decode_lossy(parsed.username())).filter(|u| !u.is_empty());
+        let url_password = parsed.password().map(decode_lossy);
         let password = match user.as_deref() {
             Some(user) => url_password
                 .or_else(|| std::env::var("LARDER_PASSWORD").ok().filter(|p| !p.is_empty()))
-                .or_else(|| super::netrc::password(hostname, Some(user))),
+                .or_else(|| super::netrc::password(&netrc_name(&host), Some(user))),
             None => None,
         };
-        let base = if path.is_empty() {
-            format!("{scheme}://{host}")
-        } else {
-            format!("{scheme}://{host}/{path}")
-        };
+        let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let path = parsed.path().trim_end_matches('/');
+        let base = format!("{}://{host}{port}{path}", parsed.scheme());
         Ok(Endpoint { base, user, password })
     }
 
@@ -72,36 +69,49 @@ impl Endpoint {
     pub fn with_credentials(&self) -> String {
         let Some(user) = &self.user else { return self.base.clone() };
         let (scheme, rest) = self.base.split_once("://").unwrap_or(("http", &self.base));
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect()
-        };
         match &self.password {
-            Some(pw) => format!("{scheme}://{}:{}@{rest}", enc(user), enc(pw)),
-            None => format!("{scheme}://{}@{rest}", enc(user)),
+            Some(pw) => {
+                format!("{scheme}://{}:{}@{rest}", encode_component(user), encode_component(pw))
+            }
+            None => format!("{scheme}://{}@{rest}", encode_component(user)),
         }
+    }
+}
+
+/// A host as `~/.netrc` names it: a name, or an address without brackets.
+fn netrc_name(host: &Host<&str>) -> String {
+    match host {
+        Host::Domain(name) => name.to_string(),
+        Host::Ipv4(addr) => addr.to_string(),
+        Host::Ipv6(addr) => addr.to_string(),
     }
 }
 
 /// `url` with any password in it replaced, for messages.
 pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => match parsed.set_password(Some("***")) {
+            Ok(()) => parsed.to_string(),
+            Err(()) => redact_text(url),
+        },
+        Ok(_) => url.to_string(),
+        // Not a URL the parser takes, but it may still hold a password.
+        Err(_) => redact_text(url),
+    }
+}
+
+/// [`redact`] for text `url` cannot parse: whatever sits between `:` and
+/// the last `@` of the authority goes.
+fn redact_text(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+        Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
+            format!("{scheme}://{user}:***@{host}{path}")
         }
-        None => url.to_string(),
+        _ => url.to_string(),
     }
 }
 
@@ -120,6 +130,7 @@ mod tests {
         assert_eq!((e.base.as_str(), e.user), ("https://cache.example", None));
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("http://").is_err());
+        assert!(Endpoint::parse("cache.example:8000").is_err());
         let e = Endpoint::parse("http://a@h:1").expect("parse");
         assert!(!format!("{e:?}").contains("s3cret"));
         // Escapes in the credentials are decoded, and round-trip.
@@ -129,5 +140,25 @@ mod tests {
         // A password never shows in an error.
         let why = Endpoint::parse("ftp://bob:s3cret@h").expect_err("ftp");
         assert!(why.contains("bob:***@h") && !why.contains("s3cret"), "{why}");
+    }
+
+    /// Regression: the host was cut at its first `:`, so an IPv6 address
+    /// lost its port into its name and the netrc lookup missed.
+    #[test]
+    fn ipv6_hosts_keep_their_port_and_their_name() {
+        let e = Endpoint::parse("http://alice:pw@[::1]:8000/cache").expect("parse");
+        assert_eq!(e.base, "http://[::1]:8000/cache");
+        assert_eq!(e.password.as_deref(), Some("pw"));
+        let url = Url::parse("http://[::1]:8000").expect("url");
+        assert_eq!(netrc_name(&url.host().expect("host")), "::1");
+        assert_eq!(redact("http://bob:s3cret@[::1]:8000/x"), "http://bob:***@[::1]:8000/x");
+    }
+
+    #[test]
+    fn passwords_are_redacted_in_any_url() {
+        assert_eq!(redact("s3://key:secret@bucket/prefix"), "s3://key:***@bucket/prefix");
+        assert_eq!(redact("http://bob@h:8000"), "http://bob@h:8000");
+        assert_eq!(redact("http://h:8000"), "http://h:8000");
+        assert_eq!(redact("weird://bob:pw@"), "weird://bob:***@");
     }
 }

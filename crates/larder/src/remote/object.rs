@@ -113,18 +113,24 @@ impl ObjectRemote {
     pub fn new(config: &RemoteConfig, http: &HttpOptions) -> Result<ObjectRemote> {
         let bad =
             |why: String| Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name));
-        let (scheme, rest) = config.url.split_once("://").ok_or_else(|| {
-            bad(format!("`{}` has no scheme", super::endpoint::redact(&config.url)))
-        })?;
-        let (authority, path) = match rest.split_once('/') {
-            Some((a, p)) => (a, p.trim_matches('/')),
-            None => (rest, ""),
-        };
-        let root = format!("/{path}/").replace("//", "/");
+        let shown = super::endpoint::redact(&config.url);
+        if !config.url.contains("://") {
+            return Err(bad(format!("`{shown}` has no scheme")));
+        }
+        let url = url::Url::parse(&config.url)
+            .map_err(|e| bad(format!("`{shown}` is not a URL: {e}")))?;
+        let scheme = url.scheme();
+        // The server, with any user and port (webdav), and the bucket or
+        // container (object stores).
+        let authority = url.authority();
+        let bucket = url.host_str().unwrap_or("");
+        // The prefix or folder as a name: the URL carries it escaped.
+        let path = crate::percent::decode_lossy(url.path());
+        let root = format!("/{}/", path.trim_matches('/')).replace("//", "/");
         let mut dav = None;
         let operator = match scheme {
             "s3" => {
-                if authority.is_empty() {
+                if bucket.is_empty() {
                     return Err(bad("an s3:// URL names a bucket: s3://BUCKET/PREFIX".into()));
                 }
                 let region = config
@@ -134,24 +140,24 @@ impl ObjectRemote {
                     .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
                     .unwrap_or_else(|| "us-east-1".to_string());
                 let mut builder =
-                    services::S3::default().bucket(authority).root(&root).region(&region);
+                    services::S3::default().bucket(bucket).root(&root).region(&region);
                 if let Some(endpoint) = &config.endpoint {
                     builder = builder.endpoint(endpoint);
                 }
                 opendal::Operator::new(builder)
             }
             "gs" | "gcs" => {
-                if authority.is_empty() {
+                if bucket.is_empty() {
                     return Err(bad("a gs:// URL names a bucket: gs://BUCKET/PREFIX".into()));
                 }
-                let mut builder = services::Gcs::default().bucket(authority).root(&root);
+                let mut builder = services::Gcs::default().bucket(bucket).root(&root);
                 if let Some(endpoint) = &config.endpoint {
                     builder = builder.endpoint(endpoint);
                 }
                 opendal::Operator::new(builder)
             }
             "azblob" => {
-                if authority.is_empty() {
+                if bucket.is_empty() {
                     return Err(bad(
                         "an azblob:// URL names a container: azblob://CONTAINER/PREFIX".into(),
                     ));
@@ -161,7 +167,7 @@ impl ObjectRemote {
                         .map_err(|e| bad(format!("AZURE_STORAGE_CONNECTION_STRING: {e}")))?,
                     _ => services::Azblob::default(),
                 };
-                builder = builder.container(authority).root(&root);
+                builder = builder.container(bucket).root(&root);
                 let account = std::env::var("AZURE_STORAGE_ACCOUNT").ok();
                 if let Some(account) = &account {
                     builder = builder.account_name(account);
