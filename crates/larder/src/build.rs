@@ -21,6 +21,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
 use crate::progress::Progress;
@@ -39,6 +40,8 @@ pub(crate) struct Build<'a> {
     /// The configured remotes, whose endpoints and regions `s3://` loaders
     /// borrow for their bucket.
     pub(crate) remotes: &'a [RemoteConfig],
+    /// Credentials and defaults for `s3://` loaders.
+    pub(crate) env: &'a Environment,
     pub(crate) progress: &'a dyn Progress,
     pub(crate) budget: &'a Budget,
     /// A folder beside the staging folder for files a build needs for a while

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::coord::{Attached, Coordinator, DirRecord, DirState, Holder, NewDir, SqliteCoordinator};
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
 use crate::progress::{NoProgress, Progress};
@@ -117,6 +118,8 @@ pub struct Dirs {
     http: HttpOptions,
     /// The configured remotes, for `s3://` loaders in their buckets.
     remotes: Vec<RemoteConfig>,
+    /// Credentials and defaults for `s3://` loaders.
+    env: Environment,
 }
 
 impl std::fmt::Debug for Dirs {
@@ -148,6 +151,7 @@ impl Dirs {
             store_config: (crate::config::DEFAULT_CAPACITY, false),
             http: HttpOptions::default(),
             remotes: Vec::new(),
+            env: Environment::default(),
         }
     }
 
@@ -165,11 +169,18 @@ impl Dirs {
         self
     }
 
-    /// How recipes download, and the remotes whose endpoints and regions
-    /// `s3://` loaders borrow.
-    pub fn with_downloads(mut self, http: HttpOptions, remotes: Vec<RemoteConfig>) -> Dirs {
+    /// How recipes download: over HTTP as `http` says; `s3://` loaders with
+    /// the endpoint and region of one of `remotes` in their bucket, and
+    /// credentials and defaults from `env`.
+    pub fn with_downloads(
+        mut self,
+        http: HttpOptions,
+        remotes: Vec<RemoteConfig>,
+        env: Environment,
+    ) -> Dirs {
         self.http = http;
         self.remotes = remotes;
+        self.env = env;
         self
     }
 

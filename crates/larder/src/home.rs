@@ -98,12 +98,12 @@ impl Home {
         Ok(Dirs::open(&self.config.home)?
             .with_places(self.config.dirs.clone())
             .with_store_config(self.config.capacity, self.config.verify_reads)
-            .with_downloads(self.config.http, self.config.remotes.clone()))
+            .with_downloads(self.config.http, self.config.remotes.clone(), self.config.env.clone()))
     }
 
     /// The compute pools, with sources from the configured folders.
     pub fn pools(&self) -> Result<Pools> {
-        Pools::open(&self.config.home, &self.config.pool_roots)
+        Pools::open(&self.config.home, &self.config.pool_roots, &self.config.env)
     }
 
     /// Runs the conformance suite against the remotes `names` (all if
@@ -126,7 +126,7 @@ impl Home {
             .iter()
             .filter(|r| names.is_empty() || names.contains(&r.name))
             .map(|config| {
-                let verdict = Tier::open(config, &self.config.http)
+                let verdict = Tier::open(config, &self.config.http, &self.config.env)
                     .map_err(|e| e.to_string())
                     .and_then(|tier| tier.check());
                 RemoteCheck {

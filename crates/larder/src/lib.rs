@@ -27,6 +27,7 @@ pub mod coord;
 mod digest;
 pub mod dir_transfer;
 mod dirs;
+pub mod env;
 mod error;
 mod fsutil;
 pub mod holder;

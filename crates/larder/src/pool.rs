@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::coord::{
     Failure, Holder, Instance, InstanceState, PoolCoordinator, SqliteCoordinator, now_ms, update,
 };
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 
 pub use conf::{DEFAULT_TIMEOUT, SourceConf, SourceKind, Sources};
@@ -40,6 +41,8 @@ pub struct Pools {
     sources: Sources,
     coord: Arc<dyn PoolCoordinator>,
     me: Holder,
+    /// The shell `pool run` starts without a command.
+    shell: String,
 }
 
 impl std::fmt::Debug for Pools {
@@ -154,10 +157,14 @@ pub struct InstanceStatus {
 impl Pools {
     /// The pools of the home `home`, with sources read from `roots` (each
     /// holding `sources/<name>/source.conf`; the first definition wins).
-    pub fn open(home: &Path, roots: &[PathBuf]) -> Result<Pools> {
-        let sources = Sources::load(roots)?;
+    /// `~/` in a source's paths is `env`'s home folder, and `pool run`
+    /// without a command runs `env`'s shell.
+    pub fn open(home: &Path, roots: &[PathBuf], env: &Environment) -> Result<Pools> {
+        let sources = Sources::load(roots, env.home_dir().as_deref())?;
         let coord = Arc::new(SqliteCoordinator::open(home)?);
-        Ok(Pools::with_coordinator(home, sources, coord))
+        let mut pools = Pools::with_coordinator(home, sources, coord);
+        pools.shell = env.shell().to_string();
+        Ok(pools)
     }
 
     /// Pools over a given coordinator and sources.
@@ -166,7 +173,13 @@ impl Pools {
         sources: Sources,
         coord: Arc<dyn PoolCoordinator>,
     ) -> Pools {
-        Pools { home: home.to_path_buf(), sources, coord, me: Holder::current_process() }
+        Pools {
+            home: home.to_path_buf(),
+            sources,
+            coord,
+            me: Holder::current_process(),
+            shell: "sh".to_string(),
+        }
     }
 
     /// The sources.
@@ -453,7 +466,7 @@ impl Pools {
     pub fn command(&self, name: &str, argv: &[String]) -> Result<Command> {
         let instance = self.live_instance(name)?;
         let conf = self.sources.get(&instance.source)?;
-        Ok(Driver::new(conf, &self.home).command(name, argv))
+        Ok(Driver::new(conf, &self.home, &self.shell).command(name, argv))
     }
 
     /// Copies files or folders, as `cp -r` would, between this host and
@@ -524,7 +537,7 @@ impl Pools {
             Error::new(ErrorKind::Conflict, format!("`{name}` vanished while it was provisioned"))
         })?;
         let conf = self.sources.get(&instance.source)?;
-        let driver = Driver::new(conf, &self.home);
+        let driver = Driver::new(conf, &self.home, &self.shell);
         driver.provision(name)?;
         driver.hooks("provision.d", name)?;
         match self.concurrency_of(&instance) {
@@ -540,7 +553,7 @@ impl Pools {
         let source = self.coord.pools()?.instances.get(name).map(|i| i.source.clone());
         let result = match source.as_deref().map(|s| self.sources.get(s)) {
             Some(Ok(conf)) => {
-                let driver = Driver::new(conf, &self.home);
+                let driver = Driver::new(conf, &self.home, &self.shell);
                 driver.hooks("discard.d", name).and_then(|()| driver.discard(name))
             }
             // Its source is not defined here (another project's, or gone):

@@ -19,6 +19,7 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
 use crate::store::Target;
@@ -208,9 +209,9 @@ impl Tier {
         Tier { name: name.into(), mode, remote }
     }
 
-    /// The tier a `[[remote]]` describes.
-    pub fn open(config: &RemoteConfig, http: &HttpOptions) -> Result<Tier> {
-        Ok(Tier::new(config.name.clone(), config.mode, open(config, http)?))
+    /// The tier a `[[remote]]` describes (see [`open`]).
+    pub fn open(config: &RemoteConfig, http: &HttpOptions, env: &Environment) -> Result<Tier> {
+        Ok(Tier::new(config.name.clone(), config.mode, open(config, http, env)?))
     }
 
     /// Its configured name.
@@ -239,12 +240,17 @@ impl Tier {
     }
 }
 
-/// Makes the remote a configuration entry describes.
-pub fn open(config: &RemoteConfig, http: &HttpOptions) -> Result<Box<dyn Remote>> {
+/// Makes the remote a configuration entry describes, speaking HTTP as
+/// `http` says, with credentials and defaults from `env`.
+pub fn open(
+    config: &RemoteConfig,
+    http: &HttpOptions,
+    env: &Environment,
+) -> Result<Box<dyn Remote>> {
     let scheme = config.url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
-        "http" | "https" => Ok(Box::new(LarderHttp::new(config, http)?)),
-        s if object::SCHEMES.contains(&s) => Ok(Box::new(ObjectRemote::new(config, http)?)),
+        "http" | "https" => Ok(Box::new(LarderHttp::new(config, http, env)?)),
+        s if object::SCHEMES.contains(&s) => Ok(Box::new(ObjectRemote::new(config, http, env)?)),
         _ => Err(Error::new(
             ErrorKind::Config,
             format!(

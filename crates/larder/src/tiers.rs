@@ -70,7 +70,7 @@ impl Larder {
         let remotes = config
             .remotes
             .iter()
-            .map(|r| Tier::open(r, &config.http))
+            .map(|r| Tier::open(r, &config.http, &config.env))
             .collect::<Result<Vec<_>>>()?;
         Ok(Larder::new(store, remotes))
     }

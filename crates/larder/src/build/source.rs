@@ -58,7 +58,8 @@ pub(crate) fn open_remote(
             Ok((Box::new(file), size))
         }
         Loader::S3 { bucket, key } => {
-            let (reader, size) = crate::remote::open_s3_object(bucket, key, b.remotes, b.http)?;
+            let (reader, size) =
+                crate::remote::open_s3_object(bucket, key, b.remotes, b.http, b.env)?;
             Ok((reader, Some(size)))
         }
         other => Err(Error::new(ErrorKind::InvalidInput, format!("{other} is not a download"))),

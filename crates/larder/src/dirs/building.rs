@@ -207,6 +207,7 @@ impl Dirs {
                 store,
                 http: &self.http,
                 remotes: &self.remotes,
+                env: &self.env,
                 progress: &reporter,
                 budget: &budget,
                 scratch: &scratch,

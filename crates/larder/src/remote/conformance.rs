@@ -215,7 +215,7 @@ mod tests {
             region: None,
         };
         let remote =
-            crate::remote::open(&config, &crate::http::HttpOptions::default()).expect("open");
+            crate::remote::open(&config, &Default::default(), &Default::default()).expect("open");
         run(remote.as_ref(), true).expect("conformance");
         // Nothing half-written is left in the folder.
         let tmp = dir.path().join("remote/.tmp");

@@ -6,6 +6,7 @@
 
 use url::{Host, Url};
 
+use crate::env::Environment;
 use crate::percent::{decode_lossy, encode_component};
 
 /// Where a server is, and who to be there.
@@ -30,9 +31,16 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Reads `http(s)://[user[:password]@]host[:port][/path]`; `Err` says
-    /// what is wrong with it.
+    /// [`Endpoint::parse_in`] the process's environment, for callers that
+    /// have no configuration at hand.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
+        Endpoint::parse_in(url, &Environment::from_process())
+    }
+
+    /// Reads `http(s)://[user[:password]@]host[:port][/path]`, the password
+    /// (for a user the URL names) from the URL, else `LARDER_PASSWORD`, else
+    /// the netrc file, as `env` gives them; `Err` says what is wrong with it.
+    pub fn parse_in(url: &str, env: &Environment) -> Result<Endpoint, String> {
         let shown = redact(url);
         if !url.contains("://") {
             return Err(format!("`{shown}` has no scheme (http://)"));
@@ -54,8 +62,8 @@ impl Endpoint {
         let url_password = parsed.password().map(decode_lossy);
         let password = match user.as_deref() {
             Some(user) => url_password
-                .or_else(|| std::env::var("LARDER_PASSWORD").ok().filter(|p| !p.is_empty()))
-                .or_else(|| super::netrc::password(&netrc_name(&host), Some(user))),
+                .or_else(|| env.password().map(str::to_string))
+                .or_else(|| super::netrc::password(env, &netrc_name(&host), Some(user))),
             None => None,
         };
         let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
@@ -119,26 +127,50 @@ fn redact_text(url: &str) -> String {
 mod tests {
     use super::*;
 
+    fn none() -> Environment {
+        Environment::default()
+    }
+
+    /// Regression: the netrc lookup of an IPv6 host used `[`, so it missed.
+    #[test]
+    fn passwords_come_from_the_environment_then_netrc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let netrc = dir.path().join("netrc");
+        std::fs::write(&netrc, "machine ::1 login alice password from-netrc\n").expect("write");
+        let env = Environment::from_vars([("NETRC", netrc.display().to_string())]);
+        let e = Endpoint::parse_in("http://alice@[::1]:8000", &env).expect("parse");
+        assert_eq!(e.password.as_deref(), Some("from-netrc"));
+        let env = Environment::from_vars([
+            ("NETRC", netrc.display().to_string()),
+            ("LARDER_PASSWORD", "from-env".to_string()),
+        ]);
+        let e = Endpoint::parse_in("http://alice@[::1]:8000", &env).expect("parse");
+        assert_eq!(e.password.as_deref(), Some("from-env"));
+        let e = Endpoint::parse_in("http://alice:in-url@[::1]:8000", &env).expect("parse");
+        assert_eq!(e.password.as_deref(), Some("in-url"));
+    }
+
     #[test]
     fn urls() {
-        let e = Endpoint::parse("http://alice:s3cret@cache.example:8000/base/").expect("parse");
+        let e = Endpoint::parse_in("http://alice:s3cret@cache.example:8000/base/", &none())
+            .expect("parse");
         assert_eq!(e.base, "http://cache.example:8000/base");
         assert_eq!(e.user.as_deref(), Some("alice"));
         assert_eq!(e.password.as_deref(), Some("s3cret"));
         assert_eq!(e.with_credentials(), "http://alice:s3cret@cache.example:8000/base");
-        let e = Endpoint::parse("https://cache.example").expect("parse");
+        let e = Endpoint::parse_in("https://cache.example", &none()).expect("parse");
         assert_eq!((e.base.as_str(), e.user), ("https://cache.example", None));
-        assert!(Endpoint::parse("ftp://x").is_err());
-        assert!(Endpoint::parse("http://").is_err());
-        assert!(Endpoint::parse("cache.example:8000").is_err());
-        let e = Endpoint::parse("http://a@h:1").expect("parse");
+        assert!(Endpoint::parse_in("ftp://x", &none()).is_err());
+        assert!(Endpoint::parse_in("http://", &none()).is_err());
+        assert!(Endpoint::parse_in("cache.example:8000", &none()).is_err());
+        let e = Endpoint::parse_in("http://a@h:1", &none()).expect("parse");
         assert!(!format!("{e:?}").contains("s3cret"));
         // Escapes in the credentials are decoded, and round-trip.
-        let e = Endpoint::parse("http://al%40ice:p%3Aw%2F@h/x").expect("parse");
+        let e = Endpoint::parse_in("http://al%40ice:p%3Aw%2F@h/x", &none()).expect("parse");
         assert_eq!((e.user.as_deref(), e.password.as_deref()), (Some("al@ice"), Some("p:w/")));
         assert_eq!(e.with_credentials(), "http://al%40ice:p%3Aw%2F@h/x");
         // A password never shows in an error.
-        let why = Endpoint::parse("ftp://bob:s3cret@h").expect_err("ftp");
+        let why = Endpoint::parse_in("ftp://bob:s3cret@h", &none()).expect_err("ftp");
         assert!(why.contains("bob:***@h") && !why.contains("s3cret"), "{why}");
     }
 
@@ -146,7 +178,7 @@ mod tests {
     /// lost its port into its name and the netrc lookup missed.
     #[test]
     fn ipv6_hosts_keep_their_port_and_their_name() {
-        let e = Endpoint::parse("http://alice:pw@[::1]:8000/cache").expect("parse");
+        let e = Endpoint::parse_in("http://alice:pw@[::1]:8000/cache", &none()).expect("parse");
         assert_eq!(e.base, "http://[::1]:8000/cache");
         assert_eq!(e.password.as_deref(), Some("pw"));
         let url = Url::parse("http://[::1]:8000").expect("url");

@@ -13,6 +13,7 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 
 use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteStats};
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
 use crate::percent::encode_path;
@@ -33,8 +34,8 @@ pub struct LarderHttp {
 
 impl LarderHttp {
     /// The server a configuration entry names.
-    pub fn new(config: &RemoteConfig, http: &HttpOptions) -> Result<LarderHttp> {
-        let endpoint = super::Endpoint::parse(&config.url).map_err(|why| {
+    pub fn new(config: &RemoteConfig, http: &HttpOptions, env: &Environment) -> Result<LarderHttp> {
+        let endpoint = super::Endpoint::parse_in(&config.url, env).map_err(|why| {
             Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name))
         })?;
         let client = crate::http::blocking_client(http)?;

@@ -20,6 +20,7 @@ use opendal_http_transport_reqwest::ReqwestTransport;
 use super::layout;
 use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
 use crate::store::Target;
@@ -74,13 +75,14 @@ struct DavUpload {
 
 /// Opens the object `key` of the S3 bucket `bucket` for an `s3://` recipe
 /// loader: the endpoint and region of one of `remotes` in that bucket (else
-/// `AWS_ENDPOINT_URL` and `AWS_REGION`), credentials as for remotes.
+/// `AWS_ENDPOINT_URL` and `AWS_REGION` of `env`), credentials as for remotes.
 /// Returns the reader and the object's size.
 pub fn open_s3_object(
     bucket: &str,
     key: &str,
     remotes: &[RemoteConfig],
     http: &HttpOptions,
+    env: &Environment,
 ) -> Result<(Box<dyn Read + Send>, u64)> {
     let in_bucket = |r: &&RemoteConfig| {
         r.url.strip_prefix("s3://").is_some_and(|rest| rest.split('/').next() == Some(bucket))
@@ -92,10 +94,10 @@ pub fn open_s3_object(
         mode: RemoteMode::ReadOnly,
         endpoint: borrowed
             .and_then(|r| r.endpoint.clone())
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty())),
+            .or_else(|| env.get("AWS_ENDPOINT_URL").map(str::to_string)),
         region: borrowed.and_then(|r| r.region.clone()),
     };
-    let remote = ObjectRemote::new(&config, http)?;
+    let remote = ObjectRemote::new(&config, http, env)?;
     let what = format!("reading s3://{bucket}/{key}");
     let Some(size) = remote.stat(key, &what)? else {
         return Err(Error::new(
@@ -110,7 +112,11 @@ pub fn open_s3_object(
 
 impl ObjectRemote {
     /// The remote a configuration entry describes.
-    pub fn new(config: &RemoteConfig, http: &HttpOptions) -> Result<ObjectRemote> {
+    pub fn new(
+        config: &RemoteConfig,
+        http: &HttpOptions,
+        env: &Environment,
+    ) -> Result<ObjectRemote> {
         let bad =
             |why: String| Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name));
         let shown = super::endpoint::redact(&config.url);
@@ -136,8 +142,7 @@ impl ObjectRemote {
                 let region = config
                     .region
                     .clone()
-                    .or_else(|| std::env::var("AWS_REGION").ok())
-                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .or_else(|| env.aws_region().map(str::to_string))
                     .unwrap_or_else(|| "us-east-1".to_string());
                 let mut builder =
                     services::S3::default().bucket(bucket).root(&root).region(&region);
@@ -162,18 +167,18 @@ impl ObjectRemote {
                         "an azblob:// URL names a container: azblob://CONTAINER/PREFIX".into(),
                     ));
                 }
-                let mut builder = match std::env::var("AZURE_STORAGE_CONNECTION_STRING") {
-                    Ok(conn) if !conn.is_empty() => services::Azblob::from_connection_string(&conn)
+                let mut builder = match env.get("AZURE_STORAGE_CONNECTION_STRING") {
+                    Some(conn) => services::Azblob::from_connection_string(conn)
                         .map_err(|e| bad(format!("AZURE_STORAGE_CONNECTION_STRING: {e}")))?,
-                    _ => services::Azblob::default(),
+                    None => services::Azblob::default(),
                 };
                 builder = builder.container(bucket).root(&root);
-                let account = std::env::var("AZURE_STORAGE_ACCOUNT").ok();
-                if let Some(account) = &account {
+                let account = env.get("AZURE_STORAGE_ACCOUNT");
+                if let Some(account) = account {
                     builder = builder.account_name(account);
                 }
-                if let Ok(key) = std::env::var("AZURE_STORAGE_KEY") {
-                    builder = builder.account_key(&key);
+                if let Some(key) = env.get("AZURE_STORAGE_KEY") {
+                    builder = builder.account_key(key);
                 }
                 match (&config.endpoint, &account) {
                     (Some(endpoint), _) => builder = builder.endpoint(endpoint),
@@ -187,8 +192,8 @@ impl ObjectRemote {
             }
             "webdav" | "webdavs" => {
                 let web = if scheme == "webdav" { "http" } else { "https" };
-                let endpoint =
-                    super::Endpoint::parse(&format!("{web}://{authority}")).map_err(&bad)?;
+                let endpoint = super::Endpoint::parse_in(&format!("{web}://{authority}"), env)
+                    .map_err(&bad)?;
                 let client = crate::http::blocking_client(http)?;
                 dav = Some(DavUpload {
                     base: format!("{}{root}", endpoint.base),

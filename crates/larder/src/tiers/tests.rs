@@ -246,7 +246,7 @@ fn cloud_managers_calls_on_a_write_back_remote() {
             endpoint: None,
             region: None,
         };
-        let tier = Tier::open(&config, &crate::http::HttpOptions::default()).expect("remote");
+        let tier = Tier::open(&config, &Default::default(), &Default::default()).expect("remote");
         Larder::new(Store::open(&dir.path().join(home), 1 << 30).expect("store"), vec![tier])
     };
     let file = dir.path().join("f");
