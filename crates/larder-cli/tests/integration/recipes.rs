@@ -430,6 +430,17 @@ fn check_refused(archive: Vec<u8>, steps: &[&str], expected: &str) {
     assert!(!t.home.join("evil").exists(), "nothing landed outside");
 }
 
+/// A tar with one file deeper than any filesystem takes (a GNU long name).
+fn deep_tar() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(1);
+    header.set_mode(0o644);
+    let path = format!("{}f", "deep/".repeat(1000));
+    builder.append_data(&mut header, path, &b"x"[..]).expect("append");
+    builder.into_inner().expect("tar")
+}
+
 #[test]
 fn crafted_archives_are_refused() {
     let abs = std::env::temp_dir().join("larder-test-absolute-evil");
@@ -464,6 +475,13 @@ fn crafted_archives_are_refused() {
             tar(&[Entry::Dir("sub"), Entry::Symlink("d", "sub"), Entry::File("d/f", b"x")]),
             "entry `d/f` would be written through the link `d`",
         ),
+        // Regression: refused as leading outside the directory.
+        (
+            tar(&[Entry::Symlink("a", "b"), Entry::Symlink("b", "a")]),
+            "the link `a` is part of a loop of links",
+        ),
+        // Regression: exit 6 with a bare `File name too long (os error 36)`.
+        (deep_tar(), "entry `deep/deep/deep/"),
     ];
     for (archive, expected) in cases {
         check_refused(gzip(&archive), &["tar"], expected);
