@@ -20,31 +20,37 @@
 //! with the call it stands for, in one place (`compat.rs`).
 #![deny(missing_docs)]
 
-mod build;
-mod compat;
+// The API: what other programs (and a Python binding) build on, beside the
+// types re-exported below. See ARCHITECTURE.md, "API boundary".
 pub mod config;
 pub mod coord;
-mod digest;
 pub mod dir_transfer;
-mod dirs;
 pub mod env;
-mod error;
-mod fsutil;
-pub mod holder;
-mod home;
-pub mod http;
-mod lockfile;
-pub mod percent;
 pub mod pool;
-mod progress;
 pub mod recipe;
 pub mod remote;
+
+// Helpers public only so that larder's own crates (the server, the command
+// line, the Python package code) share them; not a promise to anyone else.
+pub mod holder;
+pub mod http;
+pub mod percent;
 pub mod size;
 pub mod sqlite;
-mod store;
-mod tiers;
 pub mod time;
 pub mod wheels;
+
+mod build;
+mod compat;
+mod digest;
+mod dirs;
+mod error;
+mod fsutil;
+mod home;
+mod lockfile;
+mod progress;
+mod store;
+mod tiers;
 
 pub use config::Config;
 pub use digest::{Digest, Hasher};

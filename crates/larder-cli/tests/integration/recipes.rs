@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::archives::{Entry, bzip2, gzip, md5_hex, sha256_hex, sum_hex, tar, xz, zip, zstd};
 use crate::http_server::{Fault, Server};
-use crate::util::{Run, TestDir, bytes, wait_for};
+use crate::util::{Run, TestDir, bytes, wait_for, wait_until};
 
 /// A small project tree as a tar: files, a folder, a symlink, a hard link.
 fn project_tar() -> Vec<u8> {
@@ -209,14 +209,9 @@ fn sixteen_processes_share_one_download() {
         })
         .collect();
     let outputs: Vec<PathBuf> = (0..16).map(|i| t.path().join(format!("out.{i}"))).collect();
-    for _ in 0..9 {
-        // Up to ninety seconds: sixteen processes on a busy machine.
-        if outputs.iter().all(|o| o.exists()) {
-            break;
-        }
-        wait_for_quietly(|| outputs.iter().all(|o| o.exists()));
-    }
-    assert!(outputs.iter().all(|o| o.exists()), "all sixteen got the directory");
+    // Up to ninety seconds: sixteen processes on a busy machine.
+    let all = wait_until(Duration::from_secs(90), || outputs.iter().all(|o| o.exists()));
+    assert!(all, "all sixteen got the directory");
     let paths: Vec<String> =
         outputs.iter().map(|o| std::fs::read_to_string(o).expect("out")).collect();
     assert!(paths.iter().all(|p| *p == paths[0]), "{paths:?}");
@@ -232,15 +227,6 @@ fn sixteen_processes_share_one_download() {
     // Their scripts ended: the next look deletes it.
     assert!(t.dir_names().is_empty());
     assert!(!Path::new(paths[0].trim()).exists());
-}
-
-fn wait_for_quietly(mut done: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -481,3 +481,23 @@ pub(crate) fn all_blobs(conn: &Connection) -> rusqlite::Result<Vec<(Digest, u64)
     }
     Ok(out)
 }
+
+/// Starts the savepoint in which one blob of a batch is recorded.
+pub(crate) fn begin_record(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch("SAVEPOINT record")
+}
+
+/// Ends the savepoint [`begin_record`] started, undoing its changes first
+/// unless `keep`.
+pub(crate) fn end_record(tx: &Connection, keep: bool) -> rusqlite::Result<()> {
+    if !keep {
+        tx.execute_batch("ROLLBACK TO record")?;
+    }
+    tx.execute_batch("RELEASE record")
+}
+
+/// A number that changes whenever another connection commits to the index
+/// (SQLite's `data_version`); no disk access.
+pub(crate) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+}
