@@ -99,33 +99,35 @@ static ASYNC: Mutex<Vec<(Duration, reqwest::Client)>> = Mutex::new(Vec::new());
 /// connection, a response, and each read of a body. A request that sends a
 /// large body sets a longer one of its own.
 pub fn blocking_client(opts: &HttpOptions) -> Result<reqwest::blocking::Client> {
-    let mut made = BLOCKING.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, client)) = made.iter().find(|(t, _)| *t == opts.timeout) {
-        return Ok(client.clone());
-    }
-    let client = reqwest::blocking::Client::builder()
-        .timeout(opts.timeout)
-        .connect_timeout(opts.timeout)
-        .user_agent(USER_AGENT)
-        .build()
-        .map_err(cannot_start)?;
-    made.push((opts.timeout, client.clone()));
-    Ok(client)
+    shared(&BLOCKING, opts, || {
+        reqwest::blocking::Client::builder()
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout)
+            .user_agent(USER_AGENT)
+            .build()
+    })
 }
 
 /// The process's async client for `opts`, for OpenDAL. Only connecting is
 /// timed here: a request's whole time depends on its size, and the caller
 /// bounds each operation and each read itself.
 pub fn async_client(opts: &HttpOptions) -> Result<reqwest::Client> {
-    let mut made = ASYNC.lock().unwrap_or_else(|p| p.into_inner());
+    shared(&ASYNC, opts, || {
+        reqwest::Client::builder().connect_timeout(opts.timeout).user_agent(USER_AGENT).build()
+    })
+}
+
+/// The client in `made` for `opts`' timeout, made with `build` the first time.
+fn shared<C: Clone>(
+    made: &Mutex<Vec<(Duration, C)>>,
+    opts: &HttpOptions,
+    build: impl FnOnce() -> reqwest::Result<C>,
+) -> Result<C> {
+    let mut made = made.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, client)) = made.iter().find(|(t, _)| *t == opts.timeout) {
         return Ok(client.clone());
     }
-    let client = reqwest::Client::builder()
-        .connect_timeout(opts.timeout)
-        .user_agent(USER_AGENT)
-        .build()
-        .map_err(cannot_start)?;
+    let client = build().map_err(cannot_start)?;
     made.push((opts.timeout, client.clone()));
     Ok(client)
 }
