@@ -56,12 +56,18 @@ impl Failures {
     }
 }
 
-/// Prints a JSON value on stdout.
-pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+/// Prints a report of the library as JSON on stdout, its keys in order.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let value = serde_json::to_value(value)?;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
+    serde_json::to_writer_pretty(&mut out, &value)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// Bad usage: arguments that cannot work together (exit 2).
+pub fn usage(message: impl Into<String>) -> larder::Error {
+    larder::Error::new(ErrorKind::InvalidInput, message)
 }
 
 /// Prints rows as left-aligned columns separated by two spaces.

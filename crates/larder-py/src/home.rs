@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 
 use larder::config::Sources;
-use larder::coord::Holder;
+use larder::coord::{Holder, HostAgent, RedisOptions};
 use larder::pool::Pools;
-use larder::{Config, Dirs, Error, ErrorKind, Larder, Result, Store};
+use larder::{Config, Dirs, Home, Larder, Result};
 
 /// The coordinators [`open_dirs`] can use, by URL scheme; the Python package
 /// exposes this list so its tests know what to expect.
-pub const COORDINATORS: &[&str] = &["local"];
+pub const COORDINATORS: &[&str] = &["local", "redis"];
 
 /// The effective configuration: files, `LARDER_*` variables, then what the
 /// Python caller gave (as the command line's flags would be).
@@ -30,31 +30,37 @@ pub fn config(home: Option<PathBuf>, capacity: Option<u64>) -> Result<Config> {
 /// The local store of `config`, with the configured remotes behind it when
 /// `remotes` is true (else none: the local tier alone).
 pub fn open_larder(config: &Config, remotes: bool) -> Result<Larder> {
+    let home = Home::new(config.clone());
     if remotes {
-        return Larder::open(config);
+        return home.larder_to_push();
     }
-    let store = Store::open(&config.home, config.capacity)?.with_verify_reads(config.verify_reads);
-    Ok(Larder::new(store, Vec::new()))
+    Ok(Larder::new(home.store()?, Vec::new()))
 }
 
 /// The shared directories of `config`'s home, created in `places` (else the
-/// configured `dirs`), coordinated by `coordinator` (a URL; else the home's
-/// own SQLite coordinator).
+/// configured `dirs`), coordinated by `coordinator` (a Redis URL; else the
+/// home's own SQLite coordinator).
 pub fn open_dirs(
     config: &Config,
     places: Option<Vec<PathBuf>>,
     coordinator: Option<&str>,
 ) -> Result<Dirs> {
     let dirs = match coordinator {
-        None => Dirs::open(&config.home)?,
-        // The Redis coordinator plugs in here, as
-        // `Dirs::with_coordinator(Vec::new(), <the coordinator for url>)`.
-        Some(url) => return Err(no_coordinator(url)),
+        None => Home::new(config.clone()).dirs()?,
+        Some(url) => {
+            // This process renews its own holds while it lives, so its
+            // death (or its host's) ends them one lease later.
+            let options = RedisOptions { agent: HostAgent::Thread, ..RedisOptions::default() };
+            let backend = larder::coord::open(url, &config.home, options)?;
+            Dirs::open_with(&config.home, backend)?
+                .with_store_config(config.capacity, config.verify_reads)
+                .with_downloads(config.http, config.remotes.clone(), config.env.clone())
+        }
     };
-    Ok(dirs
-        .with_places(places.unwrap_or_else(|| config.dirs.clone()))
-        .with_store_config(config.capacity, config.verify_reads)
-        .with_fetch(config.fetch.clone()))
+    Ok(match places {
+        Some(places) => dirs.with_places(places),
+        None => dirs.with_places(config.dirs.clone()),
+    })
 }
 
 /// Who holds what this process acquires (directories, instances): the
@@ -66,15 +72,5 @@ pub fn holder() -> Holder {
 /// The compute pools of `config`'s home, with sources found as the command
 /// line finds them.
 pub fn open_pools(config: &Config) -> Result<Pools> {
-    Pools::open(&config.home, &config.pool_roots)
-}
-
-fn no_coordinator(url: &str) -> Error {
-    Error::new(
-        ErrorKind::Config,
-        format!(
-            "coordinator {url}: this larder has no coordinator for it (it knows {}); leave host and port unset to use this host's own",
-            COORDINATORS.join(", ")
-        ),
-    )
+    Home::new(config.clone()).pools()
 }

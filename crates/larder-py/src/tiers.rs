@@ -379,10 +379,10 @@ impl Tiers {
         let opened = self.opened()?;
         let r = py.detach(|| opened.larder.store().verify(repair, &NoProgress)).py()?;
         Ok(VerifyOut {
-            clean: r.is_clean(repair),
+            clean: r.clean,
             checked: r.checked,
             bytes: r.bytes,
-            corrupt: r.corrupt.iter().map(|(d, _)| d.to_string()).collect(),
+            corrupt: r.corrupt.iter().map(|q| q.digest.to_string()).collect(),
             missing: r.missing.iter().map(ToString::to_string).collect(),
             orphans: r.orphans,
             adopted: r.adopted,

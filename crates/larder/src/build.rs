@@ -19,46 +19,29 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::progress::Progress;
 use crate::recipe::{Algorithm, Checksum, Loader, Recipe, Source, Transform};
+use crate::remote::RemoteConfig;
 use crate::store::{GetMode, PutOptions, Store, Target};
 use checksum::Checker;
 pub(crate) use extract::Budget;
 use extract::Compression;
 
-/// How downloads behave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchOptions {
-    /// How long to wait for a connection, a response, or the next bytes.
-    pub timeout: Duration,
-    /// How many times to try again after a failure that may pass (a timeout, a
-    /// dropped connection, a 5xx answer) before giving up.
-    pub retries: u32,
-    /// The wait before the first retry; each later wait doubles.
-    pub backoff: Duration,
-    /// The configured remotes, whose endpoints `s3://` loaders borrow.
-    pub remotes: Vec<crate::remote::RemoteConfig>,
-}
-
-impl Default for FetchOptions {
-    fn default() -> FetchOptions {
-        FetchOptions {
-            timeout: Duration::from_secs(30),
-            retries: 4,
-            backoff: Duration::from_millis(500),
-            remotes: Vec::new(),
-        }
-    }
-}
-
 /// What a build needs.
 pub(crate) struct Build<'a> {
     pub(crate) store: &'a Store,
-    pub(crate) fetch: &'a FetchOptions,
+    /// How downloads talk HTTP.
+    pub(crate) http: &'a HttpOptions,
+    /// The configured remotes, whose endpoints and regions `s3://` loaders
+    /// borrow for their bucket.
+    pub(crate) remotes: &'a [RemoteConfig],
+    /// Credentials and defaults for `s3://` loaders.
+    pub(crate) env: &'a Environment,
     pub(crate) progress: &'a dyn Progress,
     pub(crate) budget: &'a Budget,
     /// A folder beside the staging folder for files a build needs for a while
@@ -190,7 +173,7 @@ fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<()> {
                 Err(e) => return Err(e),
             }
             let scratch = b.scratch.join(format!("fetch-{}", plan.number));
-            let fetched = source::open_remote(&plan.source.loader, b.fetch, &scratch).and_then(
+            let fetched = source::open_remote(b, &plan.source.loader, &scratch).and_then(
                 |(reader, total)| match total {
                     // Too large for the store: unpack it without keeping it.
                     Some(t) if t > b.store.capacity() => {

@@ -4,12 +4,16 @@
 //! Every effective value remembers where it came from, so `larder config` can
 //! say why a value is what it is.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use toml::Spanned;
 
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind};
+use crate::remote::RemoteConfig;
 use crate::size::{format_size, parse_size};
 
 /// The default capacity of the local tier, as cloud-manager's example used.
@@ -28,8 +32,11 @@ pub struct Config {
     pub verify_reads: bool,
     /// Where new shared directories go: the first with enough free space.
     pub dirs: Vec<PathBuf>,
-    /// How recipes download: timeout and retries.
-    pub fetch: crate::build::FetchOptions,
+    /// How larder talks HTTP to other servers: timeout and retries.
+    pub http: crate::http::HttpOptions,
+    /// What larder takes from the environment besides its settings:
+    /// credentials and defaults for remotes, `HOME`, `SHELL`.
+    pub env: Environment,
     /// Remote tiers behind the local store, in order (`[[remote]]`).
     pub remotes: Vec<crate::remote::RemoteConfig>,
     /// Every key with its effective value and origin, in a fixed order.
@@ -41,14 +48,19 @@ pub struct Config {
 }
 
 /// One effective configuration value and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Setting {
     /// The key as written in a config file.
     pub key: &'static str,
     /// The effective value, as text.
     pub value: String,
-    /// Where it came from.
+    /// Where it came from (as text in JSON: `default`, `FILE:LINE`, `env NAME`, `flag NAME`).
+    #[serde(serialize_with = "as_text")]
     pub origin: Origin,
+}
+
+fn as_text<S: serde::Serializer>(value: &impl fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// Where a configuration value came from.
@@ -80,10 +92,6 @@ impl fmt::Display for Origin {
     }
 }
 
-/// The keys larder knows, in the order `larder config` prints them.
-pub const KEYS: [&str; 7] =
-    ["home", "capacity", "log", "verify_reads", "dirs", "http_timeout", "http_retries"];
-
 /// `LARDER_*` variables that are not settings but mean something all the
 /// same: a remote's password, the directory `larder use … -- CMD` gives, and
 /// the instance pool commands and hooks run for.
@@ -104,6 +112,8 @@ pub struct Sources {
     pub cwd: PathBuf,
     /// `LARDER_*` environment variables.
     pub env: Vec<(String, String)>,
+    /// The other variables larder reads (see [`crate::env`]).
+    pub environment: Environment,
     /// Flags: key, value, and the flag's name for `larder config`.
     pub flags: Vec<(&'static str, String, String)>,
 }
@@ -129,6 +139,7 @@ impl Sources {
             default_home,
             cwd,
             env,
+            environment: Environment::from_process(),
             flags: Vec::new(),
         })
     }
@@ -140,41 +151,176 @@ impl Sources {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    home: Option<toml::Spanned<String>>,
-    capacity: Option<toml::Spanned<SizeValue>>,
-    log: Option<toml::Spanned<String>>,
-    verify_reads: Option<toml::Spanned<BoolValue>>,
-    dirs: Option<toml::Spanned<ListValue>>,
-    http_timeout: Option<toml::Spanned<SizeValue>>,
-    http_retries: Option<toml::Spanned<SizeValue>>,
-    remote: Option<Vec<toml::Spanned<crate::remote::RemoteConfig>>>,
+/// One setting: its key, what a config file may write for it, how its text
+/// is read into the configuration, its default, and how `larder config`
+/// shows it. [`Config::load`] runs down this table.
+struct Key {
+    name: &'static str,
+    /// What a config file may give besides text.
+    takes: Takes,
+    /// Reads `text` into `config`; relative paths are relative to `base`.
+    /// `Err` says what is wrong with the value.
+    set: fn(&mut Config, text: &str, base: &Path) -> Result<(), String>,
+    /// Sets the value used when nothing sets it.
+    default: fn(&mut Config, &Sources) -> Result<(), Error>,
+    /// The effective value, as text.
+    show: fn(&Config) -> String,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ListValue {
-    List(Vec<String>),
-    Text(String),
+/// What a config file may write for a key besides a string.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Text,
+    /// A whole number (bytes, seconds, retries).
+    Number,
+    /// `true` or `false`.
+    Bool,
+    /// A list of strings (joined with `:`).
+    List,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum BoolValue {
-    Bool(bool),
-    Text(String),
+impl Takes {
+    fn describe(self) -> &'static str {
+        match self {
+            Takes::Text => "text",
+            Takes::Number => "a number or text",
+            Takes::Bool => "true, false or text",
+            Takes::List => "a list of folders or text",
+        }
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SizeValue {
-    Bytes(u64),
-    Text(String),
-}
+/// The settings, in the order `larder config` prints them. `dirs` comes
+/// after `home`, whose default it uses.
+const TABLE: [Key; 7] = [
+    Key {
+        name: "home",
+        takes: Takes::Text,
+        set: |c, text, base| {
+            if text.trim().is_empty() {
+                return Err(
+                    "it is empty; set it to a folder, or unset it to use the default".into()
+                );
+            }
+            c.home = resolve_path(text, base, &c.env);
+            Ok(())
+        },
+        default: |c, sources| {
+            c.home = sources.default_home.clone().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    "no home folder is known (HOME is unset); set LARDER_HOME to a folder for larder's data",
+                )
+            })?;
+            Ok(())
+        },
+        show: |c| c.home.display().to_string(),
+    },
+    Key {
+        name: "capacity",
+        takes: Takes::Number,
+        set: |c, text, _| {
+            c.capacity = parse_size(text).map_err(|e| e.to_string())?;
+            Ok(())
+        },
+        default: |c, _| {
+            c.capacity = DEFAULT_CAPACITY;
+            Ok(())
+        },
+        show: |c| format!("{} ({} bytes)", format_size(c.capacity), c.capacity),
+    },
+    Key {
+        name: "log",
+        takes: Takes::Text,
+        set: |c, text, _| {
+            c.log = text.to_string();
+            Ok(())
+        },
+        default: |c, _| {
+            c.log = "warn".into();
+            Ok(())
+        },
+        show: |c| c.log.clone(),
+    },
+    Key {
+        name: "verify_reads",
+        takes: Takes::Bool,
+        set: |c, text, _| {
+            c.verify_reads = parse_bool(text).ok_or(format!("`{text}` is not true or false"))?;
+            Ok(())
+        },
+        default: |c, _| {
+            c.verify_reads = false;
+            Ok(())
+        },
+        show: |c| c.verify_reads.to_string(),
+    },
+    Key {
+        name: "dirs",
+        takes: Takes::List,
+        set: |c, text, base| {
+            c.dirs = text
+                .split(':')
+                .filter(|d| !d.trim().is_empty())
+                .map(|d| resolve_path(d.trim(), base, &c.env))
+                .collect();
+            if c.dirs.is_empty() {
+                return Err("it names no folder; give folders separated by `:`".into());
+            }
+            Ok(())
+        },
+        default: |c, _| {
+            c.dirs = vec![c.home.join("dirs")];
+            Ok(())
+        },
+        show: |c| c.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
+    },
+    Key {
+        name: "http_timeout",
+        takes: Takes::Number,
+        set: |c, text, _| {
+            c.http.timeout = crate::time::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or(format!("`{text}` is not a duration; write it like 30s or 2m"))?;
+            Ok(())
+        },
+        default: |c, _| {
+            c.http.timeout = crate::http::HttpOptions::default().timeout;
+            Ok(())
+        },
+        show: |c| format!("{}s", c.http.timeout.as_secs_f64()),
+    },
+    Key {
+        name: "http_retries",
+        takes: Takes::Number,
+        set: |c, text, _| {
+            c.http.retries = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{text}` is not a number of retries, like 4"))?;
+            Ok(())
+        },
+        default: |c, _| {
+            c.http.retries = crate::http::HttpOptions::default().retries;
+            Ok(())
+        },
+        show: |c| c.http.retries.to_string(),
+    },
+];
 
-/// A raw value before it is parsed, with where it came from and what relative
+/// The keys larder knows, in the order `larder config` prints them.
+pub const KEYS: [&str; 7] = {
+    let mut keys = [""; 7];
+    let mut i = 0;
+    while i < TABLE.len() {
+        keys[i] = TABLE[i].name;
+        i += 1;
+    }
+    keys
+};
+
+/// A value before it is read, with where it came from and what relative
 /// paths in it are relative to.
 struct Raw {
     value: String,
@@ -182,105 +328,52 @@ struct Raw {
     base: PathBuf,
 }
 
+/// The `[[remote]]` tables of a config file, each with where it starts.
+#[derive(Deserialize)]
+struct FileRemotes {
+    #[serde(default)]
+    remote: Vec<Spanned<RemoteConfig>>,
+}
+
+/// What one config file sets.
+struct FileValues {
+    raw: Vec<(usize, Raw)>,
+    /// `None` if the file lists no remotes (those of a file before stay).
+    remotes: Option<Vec<(RemoteConfig, Origin)>>,
+}
+
 impl Config {
     /// Loads the layered configuration.
     pub fn load(sources: &Sources) -> Result<Config, Error> {
-        let mut raw: [Option<Raw>; 7] = Default::default();
+        let mut raw: Vec<Option<Raw>> = TABLE.iter().map(|_| None).collect();
         // The remotes of the last file that lists any, with where each was.
-        let mut remotes: Vec<(crate::remote::RemoteConfig, Origin)> = Vec::new();
-        let slot = |key: &str| KEYS.iter().position(|k| *k == key);
-
+        let mut remotes: Vec<(RemoteConfig, Origin)> = Vec::new();
         for path in [&sources.user_file, &sources.project_file].into_iter().flatten() {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("read config file", path, e)),
-            };
-            let base = config_base(path);
-            let file: FileConfig = toml::from_str(&text).map_err(|e| {
-                let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
-                Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "{}:{line}: {}; known keys are {} and [[remote]] tables",
-                        path.display(),
-                        e.message().trim_end_matches('\n'),
-                        KEYS.join(", ")
-                    ),
-                )
-            })?;
-            let at = |span: std::ops::Range<usize>| Origin::File {
-                path: path.clone(),
-                line: line_of(&text, span.start),
-            };
-            if let Some(v) = file.home {
-                raw[0] =
-                    Some(Raw { origin: at(v.span()), value: v.into_inner(), base: base.clone() });
+            let Some(file) = read_file(path)? else { continue };
+            for (i, value) in file.raw {
+                raw[i] = Some(value);
             }
-            if let Some(v) = file.capacity {
-                let origin = at(v.span());
-                let value = match v.into_inner() {
-                    SizeValue::Bytes(n) => n.to_string(),
-                    SizeValue::Text(t) => t,
-                };
-                raw[1] = Some(Raw { value, origin, base: base.clone() });
-            }
-            if let Some(v) = file.log {
-                raw[2] =
-                    Some(Raw { origin: at(v.span()), value: v.into_inner(), base: base.clone() });
-            }
-            if let Some(v) = file.verify_reads {
-                let origin = at(v.span());
-                let value = match v.into_inner() {
-                    BoolValue::Bool(b) => b.to_string(),
-                    BoolValue::Text(t) => t,
-                };
-                raw[3] = Some(Raw { value, origin, base: base.clone() });
-            }
-            if let Some(v) = file.dirs {
-                let origin = at(v.span());
-                let value = match v.into_inner() {
-                    ListValue::List(items) => items.join(":"),
-                    ListValue::Text(t) => t,
-                };
-                raw[4] = Some(Raw { value, origin, base: base.clone() });
-            }
-            if let Some(list) = file.remote {
-                remotes = list
-                    .into_iter()
-                    .map(|r| {
-                        let origin = at(r.span());
-                        (r.into_inner(), origin)
-                    })
-                    .collect();
-            }
-            for (i, v) in [(5, file.http_timeout), (6, file.http_retries)] {
-                if let Some(v) = v {
-                    let origin = at(v.span());
-                    let value = match v.into_inner() {
-                        SizeValue::Bytes(n) => n.to_string(),
-                        SizeValue::Text(t) => t,
-                    };
-                    raw[i] = Some(Raw { value, origin, base: base.clone() });
-                }
+            if let Some(list) = file.remotes {
+                remotes = list;
             }
         }
         let mut unknown_env = Vec::new();
         for (name, value) in &sources.env {
             let key = name.trim_start_matches("LARDER_").to_ascii_lowercase();
-            if slot(&key).is_none() && !OTHER_ENV.contains(&name.as_str()) {
-                unknown_env.push(name.clone());
-            }
-            if let Some(i) = slot(&key) {
-                raw[i] = Some(Raw {
-                    value: value.clone(),
-                    origin: Origin::Env(name.clone()),
-                    base: sources.cwd.clone(),
-                });
+            match TABLE.iter().position(|k| k.name == key) {
+                Some(i) => {
+                    raw[i] = Some(Raw {
+                        value: value.clone(),
+                        origin: Origin::Env(name.clone()),
+                        base: sources.cwd.clone(),
+                    });
+                }
+                None if !OTHER_ENV.contains(&name.as_str()) => unknown_env.push(name.clone()),
+                None => {}
             }
         }
         for (key, value, flag) in &sources.flags {
-            if let Some(i) = slot(key) {
+            if let Some(i) = TABLE.iter().position(|k| k.name == *key) {
                 raw[i] = Some(Raw {
                     value: value.clone(),
                     origin: Origin::Flag(flag.clone()),
@@ -289,108 +382,37 @@ impl Config {
             }
         }
 
-        let [home_raw, capacity_raw, log_raw, verify_raw, dirs_raw, timeout_raw, retries_raw] = raw;
-        let (home, home_origin) = match home_raw {
-            Some(r) if r.value.trim().is_empty() => {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "home is empty ({}); set it to a folder, or unset it to use the default",
-                        r.origin
-                    ),
-                ));
-            }
-            Some(r) => (resolve_path(&r.value, &r.base), r.origin),
-            None => match &sources.default_home {
-                Some(h) => (h.clone(), Origin::Default),
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        "no home folder is known (HOME is unset); set LARDER_HOME to a folder for larder's data",
-                    ));
-                }
-            },
+        let mut config = Config {
+            home: PathBuf::new(),
+            capacity: DEFAULT_CAPACITY,
+            log: String::new(),
+            verify_reads: false,
+            dirs: Vec::new(),
+            http: crate::http::HttpOptions::default(),
+            env: sources.environment.clone(),
+            remotes: Vec::new(),
+            settings: Vec::new(),
+            unknown_env,
+            pool_roots: pool_roots(sources),
         };
-        let (capacity, capacity_origin) = match capacity_raw {
-            Some(r) => {
-                let bytes = parse_size(&r.value).map_err(|e| {
-                    Error::new(ErrorKind::Config, format!("capacity ({}): {e}", r.origin))
-                })?;
-                (bytes, r.origin)
-            }
-            None => (DEFAULT_CAPACITY, Origin::Default),
-        };
-        let (log, log_origin) = match log_raw {
-            Some(r) => (r.value, r.origin),
-            None => ("warn".to_string(), Origin::Default),
-        };
-        let (verify_reads, verify_origin) = match verify_raw {
-            Some(r) => (
-                parse_bool(&r.value).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Config,
-                        format!("verify_reads ({}): `{}` is not true or false", r.origin, r.value),
-                    )
-                })?,
-                r.origin,
-            ),
-            None => (false, Origin::Default),
-        };
-        let (dirs, dirs_origin) = match dirs_raw {
-            Some(r) => {
-                let dirs: Vec<PathBuf> = r
-                    .value
-                    .split(':')
-                    .filter(|d| !d.trim().is_empty())
-                    .map(|d| resolve_path(d.trim(), &r.base))
-                    .collect();
-                if dirs.is_empty() {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        format!(
-                            "dirs ({}) names no folder; give folders separated by `:`",
-                            r.origin
-                        ),
-                    ));
-                }
-                (dirs, r.origin)
-            }
-            None => (vec![home.join("dirs")], Origin::Default),
-        };
-        let mut fetch = crate::build::FetchOptions::default();
-        let timeout_origin = match timeout_raw {
-            Some(r) => {
-                fetch.timeout = crate::time::parse_duration(&r.value)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
+        for (key, raw) in TABLE.iter().zip(raw) {
+            let origin = match raw {
+                Some(raw) => {
+                    (key.set)(&mut config, &raw.value, &raw.base).map_err(|why| {
                         Error::new(
                             ErrorKind::Config,
-                            format!(
-                                "http_timeout ({}): `{}` is not a duration; write it like 30s or 2m",
-                                r.origin, r.value
-                            ),
+                            format!("{} ({}): {why}", key.name, raw.origin),
                         )
                     })?;
-                r.origin
-            }
-            None => Origin::Default,
-        };
-        let retries_origin = match retries_raw {
-            Some(r) => {
-                fetch.retries = r.value.trim().parse().map_err(|_| {
-                    Error::new(
-                        ErrorKind::Config,
-                        format!(
-                            "http_retries ({}): `{}` is not a number of retries, like 4",
-                            r.origin, r.value
-                        ),
-                    )
-                })?;
-                r.origin
-            }
-            None => Origin::Default,
-        };
+                    raw.origin
+                }
+                None => {
+                    (key.default)(&mut config, sources)?;
+                    Origin::Default
+                }
+            };
+            config.settings.push(Setting { key: key.name, value: (key.show)(&config), origin });
+        }
         for (i, (remote, origin)) in remotes.iter().enumerate() {
             if remotes[..i].iter().any(|(r, _)| r.name == remote.name) {
                 return Err(Error::new(
@@ -401,34 +423,7 @@ impl Config {
                     ),
                 ));
             }
-        }
-        let mut settings = vec![
-            Setting { key: "home", value: home.display().to_string(), origin: home_origin },
-            Setting {
-                key: "capacity",
-                value: format!("{} ({capacity} bytes)", format_size(capacity)),
-                origin: capacity_origin,
-            },
-            Setting { key: "log", value: log.clone(), origin: log_origin },
-            Setting { key: "verify_reads", value: verify_reads.to_string(), origin: verify_origin },
-            Setting {
-                key: "dirs",
-                value: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
-                origin: dirs_origin,
-            },
-            Setting {
-                key: "http_timeout",
-                value: format!("{}s", fetch.timeout.as_secs_f64()),
-                origin: timeout_origin,
-            },
-            Setting {
-                key: "http_retries",
-                value: fetch.retries.to_string(),
-                origin: retries_origin,
-            },
-        ];
-        for (remote, origin) in &remotes {
-            settings.push(Setting {
+            config.settings.push(Setting {
                 key: "remote",
                 value: format!(
                     "{} {} ({})",
@@ -439,22 +434,108 @@ impl Config {
                 origin: origin.clone(),
             });
         }
-        let remotes: Vec<crate::remote::RemoteConfig> =
-            remotes.into_iter().map(|(r, _)| r).collect();
-        fetch.remotes = remotes.clone();
-        Ok(Config {
-            home,
-            capacity,
-            log,
-            verify_reads,
-            dirs,
-            fetch,
-            remotes,
-            settings,
-            unknown_env,
-            pool_roots: pool_roots(sources),
-        })
+        config.remotes = remotes.into_iter().map(|(r, _)| r).collect();
+        // What larder took from the environment for remotes, secrets hidden.
+        for (name, value) in config.env.shown() {
+            if !matches!(name, "HOME" | "SHELL") {
+                let origin = Origin::Env(name.to_string());
+                config.settings.push(Setting { key: name, value: value.to_string(), origin });
+            }
+        }
+        Ok(config)
     }
+}
+
+/// Reads one config file; `None` if there is none.
+fn read_file(path: &Path) -> Result<Option<FileValues>, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read config file", path, e)),
+    };
+    let base = config_base(path);
+    let at =
+        |offset: usize| Origin::File { path: path.to_path_buf(), line: line_of(&text, offset) };
+    let bad = |offset: usize, why: String| {
+        Error::new(ErrorKind::Config, format!("{}: {why}", at(offset)))
+    };
+    let syntax = |e: toml::de::Error| bad(e.span().map_or(0, |s| s.start), tidy(e.message()));
+    let table: BTreeMap<String, Spanned<toml::Value>> = toml::from_str(&text).map_err(syntax)?;
+    let mut raw = Vec::new();
+    let mut remotes = None;
+    for (key, value) in &table {
+        let start = value.span().start;
+        if key == "remote" {
+            if !value.get_ref().is_array() {
+                // The key's own line: the value of `[remote]` starts after it.
+                let line_start = text[..start].rfind("[remote]").unwrap_or(start);
+                return Err(bad(
+                    line_start,
+                    "`[remote]` is one table, but remotes are a list: write `[[remote]]`, with two brackets, above each remote".into(),
+                ));
+            }
+            let file: FileRemotes = toml::from_str(&text).map_err(syntax)?;
+            remotes = Some(
+                file.remote
+                    .into_iter()
+                    .map(|r| {
+                        let origin = at(r.span().start);
+                        (r.into_inner(), origin)
+                    })
+                    .collect(),
+            );
+            continue;
+        }
+        let Some(i) = TABLE.iter().position(|k| k.name == key) else {
+            let mut why = format!("unknown key `{key}`");
+            if let Some(near) = nearest(key, KEYS.iter().copied().chain(["remote"])) {
+                why.push_str(&format!(" (did you mean `{near}`?)"));
+            }
+            why.push_str(&format!("; known keys are {} and [[remote]] tables", KEYS.join(", ")));
+            // The key's line: its value may start on a later one.
+            let key_start = text[..start].rfind(key.as_str()).unwrap_or(start);
+            return Err(bad(key_start, why));
+        };
+        let takes = TABLE[i].takes;
+        let value_text = match (value.get_ref(), takes) {
+            (toml::Value::String(s), _) => s.clone(),
+            (toml::Value::Integer(n), Takes::Number) if *n >= 0 => n.to_string(),
+            (toml::Value::Boolean(b), Takes::Bool) => b.to_string(),
+            (toml::Value::Array(items), Takes::List) => {
+                let folders: Option<Vec<&str>> = items.iter().map(toml::Value::as_str).collect();
+                folders
+                    .ok_or_else(|| bad(start, format!("{key} takes {}", takes.describe())))?
+                    .join(":")
+            }
+            (other, _) => {
+                return Err(bad(
+                    start,
+                    format!("{key} takes {}, not {}", takes.describe(), other.type_str()),
+                ));
+            }
+        };
+        raw.push((i, Raw { value: value_text, origin: at(start), base: base.clone() }));
+    }
+    Ok(Some(FileValues { raw, remotes }))
+}
+
+/// A TOML error's message on one line.
+fn tidy(message: &str) -> String {
+    message.trim_end_matches('\n').replace('\n', " ")
+}
+
+/// The candidate closest to `word`, if it is close enough to be what was
+/// meant: for "did you mean" hints.
+pub(crate) fn nearest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
 }
 
 /// Where pool sources are looked up, first definition first: larder's user
@@ -482,11 +563,11 @@ fn config_base(path: &Path) -> PathBuf {
     }
 }
 
-fn resolve_path(value: &str, base: &Path) -> PathBuf {
+fn resolve_path(value: &str, base: &Path, env: &Environment) -> PathBuf {
     if let Some(rest) = value.strip_prefix("~/")
-        && let Some(home) = std::env::var_os("HOME")
+        && let Some(home) = env.home_dir()
     {
-        return PathBuf::from(home).join(rest);
+        return home.join(rest);
     }
     base.join(value)
 }

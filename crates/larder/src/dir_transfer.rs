@@ -15,7 +15,7 @@ use crate::digest::Digest;
 use crate::dirs::Dirs;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use crate::remote::Remote;
+use crate::remote::Tier;
 use crate::store::{GetMode, PutOptions, Target};
 use crate::tiers::{Larder, in_parallel};
 
@@ -67,8 +67,10 @@ pub enum ManifestEntry {
 }
 
 /// What [`Larder::push_dir`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PushedDir {
+    /// The directory's name.
+    pub name: String,
     /// Files in the directory.
     pub files: u64,
     /// Their bytes.
@@ -122,13 +124,14 @@ impl Larder {
         let unique: Vec<Digest> =
             digests.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
         let mut report = PushedDir {
+            name: name.to_string(),
             files: files.len() as u64,
             bytes,
             remotes: targets.iter().map(|r| r.name().to_string()).collect(),
             ..PushedDir::default()
         };
         for remote in &targets {
-            let sent = in_parallel(&unique, |d| self.send_to(*remote, d, None));
+            let sent = in_parallel(&unique, |d| self.send_to(remote, d, None));
             for outcome in sent {
                 if outcome? {
                     report.sent += 1;
@@ -148,7 +151,7 @@ impl Larder {
         let opts = PutOptions { key: Some(key.clone()), ..PutOptions::default() };
         let digest = self.store().put_bytes(&json, &opts)?;
         for remote in &targets {
-            self.send_to(*remote, &digest, Some(&key))?;
+            self.send_to(remote, &digest, Some(&key))?;
         }
         report.manifest = Some(digest);
         Ok(report)
@@ -192,13 +195,13 @@ impl Larder {
     }
 
     /// The remotes a push goes to: the one named, or every one that takes writes.
-    fn write_targets(&self, remote: Option<&str>) -> Result<Vec<&dyn Remote>> {
+    fn write_targets(&self, remote: Option<&str>) -> Result<Vec<&Tier>> {
         match remote {
             Some(name) => {
                 let Some(r) = self.remotes().iter().find(|r| r.name() == name) else {
                     return Err(unknown_remote(self, name));
                 };
-                if !r.mode().writable() {
+                if !r.writable() {
                     return Err(Error::new(
                         ErrorKind::Config,
                         format!(
@@ -206,15 +209,10 @@ impl Larder {
                         ),
                     ));
                 }
-                Ok(vec![r.as_ref()])
+                Ok(vec![r])
             }
             None => {
-                let all: Vec<&dyn Remote> = self
-                    .remotes()
-                    .iter()
-                    .filter(|r| r.mode().writable())
-                    .map(|r| r.as_ref())
-                    .collect();
+                let all: Vec<&Tier> = self.remotes().iter().filter(|r| r.writable()).collect();
                 if all.is_empty() {
                     return Err(Error::new(
                         ErrorKind::Config,
@@ -239,7 +237,7 @@ impl Larder {
                 let Some(remote) = self.remotes().iter().find(|x| x.name() == r) else {
                     return Err(unknown_remote(self, r));
                 };
-                self.fetch_from(remote.as_ref(), &key, progress)?.ok_or_else(|| {
+                self.fetch_from(remote, &key, progress)?.ok_or_else(|| {
                     Error::new(
                         ErrorKind::NotFound,
                         format!(

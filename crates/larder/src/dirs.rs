@@ -11,6 +11,9 @@
 
 mod building;
 mod place;
+mod status;
+
+pub use status::{DirStatus, HeldBy};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,12 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::build::FetchOptions;
 use crate::coord::{Attached, Coordinator, DirRecord, DirState, Holder, NewDir, SqliteCoordinator};
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::progress::{NoProgress, Progress};
 use crate::recipe::Recipe;
+use crate::remote::RemoteConfig;
 use crate::store::Store;
 
 /// How long `use` waits for a directory of the same name to finish being deleted.
@@ -109,7 +114,12 @@ pub struct Dirs {
     store: Arc<OnceLock<Arc<Store>>>,
     /// The capacity and read checks of the store opened when a recipe needs it.
     store_config: (u64, bool),
-    fetch: FetchOptions,
+    /// How recipes download.
+    http: HttpOptions,
+    /// The configured remotes, for `s3://` loaders in their buckets.
+    remotes: Vec<RemoteConfig>,
+    /// Credentials and defaults for `s3://` loaders.
+    env: Environment,
 }
 
 impl std::fmt::Debug for Dirs {
@@ -146,7 +156,9 @@ impl Dirs {
             home: None,
             store: Arc::new(OnceLock::new()),
             store_config: (crate::config::DEFAULT_CAPACITY, false),
-            fetch: FetchOptions::default(),
+            http: HttpOptions::default(),
+            remotes: Vec::new(),
+            env: Environment::default(),
         }
     }
 
@@ -164,9 +176,18 @@ impl Dirs {
         self
     }
 
-    /// How recipes download.
-    pub fn with_fetch(mut self, fetch: FetchOptions) -> Dirs {
-        self.fetch = fetch;
+    /// How recipes download: over HTTP as `http` says; `s3://` loaders with
+    /// the endpoint and region of one of `remotes` in their bucket, and
+    /// credentials and defaults from `env`.
+    pub fn with_downloads(
+        mut self,
+        http: HttpOptions,
+        remotes: Vec<RemoteConfig>,
+        env: Environment,
+    ) -> Dirs {
+        self.http = http;
+        self.remotes = remotes;
+        self.env = env;
         self
     }
 

@@ -8,47 +8,65 @@
 //! ```no_run
 //! # fn main() -> larder::Result<()> {
 //! let store = larder::Store::open("/tmp/larder-home".as_ref(), 20 << 30)?;
-//! let digest = store.put("/etc/hostname".as_ref())?; // cloud-manager's upload
-//! assert!(store.on_cache(digest)?);
-//! store.warm_up(digest)?;
-//! println!("{digest} uses {:.1}%", store.usage_ratio()? * 100.0);
+//! let digest = store.put("/etc/hostname".as_ref())?;
+//! assert!(store.contains(digest)?);
+//! println!("{digest}: {:.1}% used", store.stats()?.usage_ratio * 100.0);
 //! store.close()?;
 //! # Ok(()) }
 //! ```
+//!
+//! cloud-manager's names for the same calls (`exists`, `on_cache`,
+//! `warm_up`, `download`, `usage_ratio`) work too; they are listed, each
+//! with the call it stands for, in one place (`compat.rs`).
 #![deny(missing_docs)]
 
-mod build;
+// The API: what other programs (and a Python binding) build on, beside the
+// types re-exported below. See ARCHITECTURE.md, "API boundary".
 pub mod config;
 pub mod coord;
-mod digest;
 pub mod dir_transfer;
-mod dirs;
-mod error;
-mod fsutil;
-pub mod holder;
-mod lockfile;
-pub mod percent;
+pub mod env;
 pub mod pool;
-mod progress;
 pub mod recipe;
 pub mod remote;
+
+// Helpers public only so that larder's own crates (the server, the command
+// line, the Python package code) share them; not a promise to anyone else.
+pub mod holder;
+pub mod http;
+pub mod percent;
 pub mod size;
 pub mod sqlite;
-mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-mod tiers;
 pub mod time;
 pub mod wheels;
 
-pub use build::FetchOptions;
+mod build;
+mod compat;
+mod digest;
+mod dirs;
+mod error;
+mod fsutil;
+mod home;
+mod lockfile;
+mod progress;
+mod store;
+mod tiers;
+
 pub use config::Config;
 pub use digest::{Digest, Hasher};
-pub use dirs::{DirLease, DirSpec, Dirs, disk_usage};
+pub use dirs::{DirLease, DirSpec, DirStatus, Dirs, HeldBy, disk_usage};
 pub use error::{Error, ErrorKind, Result};
+pub use home::{Home, RemoteCheck, StartUploader};
+pub use http::HttpOptions;
 pub use progress::{NoProgress, Progress};
 pub use store::{
     Delivery, Entry, Found, GcReport, GetMode, INTERNAL_KEY_PREFIX, KeyEntry, Pending, PutOptions,
-    QueuedUpload, Removed, Stats, Store, Target, VerifyReport, validate_key, validate_user_key,
+    Quarantined, QueuedUpload, Removed, Stats, Store, Target, VerifyReport, validate_key,
+    validate_user_key,
 };
-pub use tiers::{DrainReport, Larder, PushReport};
+pub use tiers::{
+    DrainReport, Figures, GetTo, Larder, LarderStats, PushReport, Put, RemoteTierStats, Stored,
+    TierStats,
+};

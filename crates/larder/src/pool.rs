@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::coord::{
     Failure, Holder, Instance, InstanceState, PoolCoordinator, SqliteCoordinator, now_ms, update,
 };
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 
 pub use conf::{DEFAULT_TIMEOUT, SourceConf, SourceKind, Sources};
@@ -40,6 +41,8 @@ pub struct Pools {
     sources: Sources,
     coord: Arc<dyn PoolCoordinator>,
     me: Holder,
+    /// The shell `pool run` starts without a command.
+    shell: String,
 }
 
 impl std::fmt::Debug for Pools {
@@ -85,6 +88,25 @@ pub enum ReleaseOutcome {
     Discarded,
     /// It was not in use.
     AlreadyCached,
+}
+
+/// An instance released, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleasedInstance {
+    /// Its name.
+    pub name: String,
+    /// What became of it.
+    pub outcome: ReleaseOutcome,
+}
+
+/// `larder pool status`: sources, and with `-a` every instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolReport {
+    /// The sources shown.
+    pub sources: Vec<SourceStatus>,
+    /// Their instances, if asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceStatus>>,
 }
 
 /// A source as `larder pool status` shows it.
@@ -135,10 +157,14 @@ pub struct InstanceStatus {
 impl Pools {
     /// The pools of the home `home`, with sources read from `roots` (each
     /// holding `sources/<name>/source.conf`; the first definition wins).
-    pub fn open(home: &Path, roots: &[PathBuf]) -> Result<Pools> {
-        let sources = Sources::load(roots)?;
+    /// `~/` in a source's paths is `env`'s home folder, and `pool run`
+    /// without a command runs `env`'s shell.
+    pub fn open(home: &Path, roots: &[PathBuf], env: &Environment) -> Result<Pools> {
+        let sources = Sources::load(roots, env.home_dir().as_deref())?;
         let coord = Arc::new(SqliteCoordinator::open(home)?);
-        Ok(Pools::with_coordinator(home, sources, coord))
+        let mut pools = Pools::with_coordinator(home, sources, coord);
+        pools.shell = env.shell().to_string();
+        Ok(pools)
     }
 
     /// Pools over a given coordinator and sources.
@@ -147,12 +173,37 @@ impl Pools {
         sources: Sources,
         coord: Arc<dyn PoolCoordinator>,
     ) -> Pools {
-        Pools { home: home.to_path_buf(), sources, coord, me: Holder::current_process() }
+        Pools {
+            home: home.to_path_buf(),
+            sources,
+            coord,
+            me: Holder::current_process(),
+            shell: "sh".to_string(),
+        }
     }
 
     /// The sources.
     pub fn sources(&self) -> &Sources {
         &self.sources
+    }
+
+    /// [`Pools::status`] of the sources `only` names (every one if empty),
+    /// with their instances if `instances`: an instance is shown when its
+    /// source, or a pool it counts for, is.
+    pub fn report(&self, only: &[String], instances: bool) -> Result<PoolReport> {
+        for name in only {
+            self.sources.get(name)?;
+        }
+        let (sources, all) = self.status()?;
+        let shown = |name: &str| only.is_empty() || only.iter().any(|s| s == name);
+        Ok(PoolReport {
+            sources: sources.into_iter().filter(|s| shown(&s.source)).collect(),
+            instances: instances.then(|| {
+                all.into_iter()
+                    .filter(|i| shown(&i.source) || i.path.iter().any(|p| shown(p)))
+                    .collect()
+            }),
+        })
     }
 
     /// Every source with its counts, by name, after a sweep.
@@ -359,11 +410,7 @@ impl Pools {
     /// its reserve, else thrown away (with `discard.d`); `discard` throws
     /// them away whatever the reserve. Every name is checked before any is
     /// released.
-    pub fn release(
-        &self,
-        names: &[String],
-        discard: bool,
-    ) -> Result<Vec<(String, ReleaseOutcome)>> {
+    pub fn release(&self, names: &[String], discard: bool) -> Result<Vec<ReleasedInstance>> {
         self.sweep()?;
         let decided = update(&*self.coord, |state| {
             let mut trial = state.clone();
@@ -390,7 +437,7 @@ impl Pools {
                     ReleaseOutcome::Discarded
                 }
             };
-            out.push((name, outcome));
+            out.push(ReleasedInstance { name, outcome });
         }
         match first_error {
             Some(e) => Err(e),
@@ -419,7 +466,7 @@ impl Pools {
     pub fn command(&self, name: &str, argv: &[String]) -> Result<Command> {
         let instance = self.live_instance(name)?;
         let conf = self.sources.get(&instance.source)?;
-        Ok(Driver::new(conf, &self.home).command(name, argv))
+        Ok(Driver::new(conf, &self.home, &self.shell).command(name, argv))
     }
 
     /// Copies files or folders, as `cp -r` would, between this host and
@@ -490,7 +537,7 @@ impl Pools {
             Error::new(ErrorKind::Conflict, format!("`{name}` vanished while it was provisioned"))
         })?;
         let conf = self.sources.get(&instance.source)?;
-        let driver = Driver::new(conf, &self.home);
+        let driver = Driver::new(conf, &self.home, &self.shell);
         driver.provision(name)?;
         driver.hooks("provision.d", name)?;
         match self.concurrency_of(&instance) {
@@ -521,7 +568,7 @@ impl Pools {
         let source = instance.map(|i| i.source);
         let result = match source.as_deref().map(|s| self.sources.get(s)) {
             Some(Ok(conf)) => {
-                let driver = Driver::new(conf, &self.home);
+                let driver = Driver::new(conf, &self.home, &self.shell);
                 driver.hooks("discard.d", name).and_then(|()| driver.discard(name))
             }
             // Its source is not defined here (another project's, or gone):

@@ -1,29 +1,37 @@
 //! Remote tiers: stores behind the local one. Reads fall through to them and
 //! fill the local tier; writes go to those that accept writes. Each backend
-//! implements [`Remote`]; [`open`] makes one from its configuration.
+//! implements [`Remote`]; [`open`] makes one from its configuration, and
+//! [`Tier`] gives it its name and mode. [`InMemoryRemote`] and
+//! [`FailingRemote`] are doubles for tests, beside the real backends.
 
 pub mod conformance;
 mod endpoint;
+mod failing;
 mod larder_http;
 pub mod layout;
+mod memory;
 mod netrc;
 mod object;
 
 use std::fs::File;
 use std::io::Read;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::store::Target;
 
 pub use endpoint::{Endpoint, redact};
+pub use failing::{FailingRemote, Outage};
 pub use larder_http::LarderHttp;
+pub use memory::InMemoryRemote;
 pub use object::{ObjectRemote, open_s3_object};
 
 /// What a remote tier may be used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RemoteMode {
     /// Reads only.
@@ -51,13 +59,15 @@ impl RemoteMode {
     }
 }
 
-/// A `[[remote]]` of the configuration.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// A `[[remote]]` of the configuration. In JSON its URL shows without a
+/// password.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     /// Its name, for messages and `larder stats`.
     pub name: String,
     /// Where it is: `http(s)://[user@]host[:port][/path]` for a larder server.
+    #[serde(serialize_with = "redacted")]
     pub url: String,
     /// What it may be used for [default: write-through].
     #[serde(default = "default_mode")]
@@ -84,6 +94,10 @@ impl std::fmt::Debug for RemoteConfig {
     }
 }
 
+fn redacted<S: serde::Serializer>(url: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&endpoint::redact(url))
+}
+
 fn default_mode() -> RemoteMode {
     RemoteMode::WriteThrough
 }
@@ -108,7 +122,7 @@ pub struct RemoteEntry {
 }
 
 /// A remote's own figures, for `larder stats`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RemoteStats {
     /// Blobs it holds.
     pub entries: Option<u64>,
@@ -129,15 +143,10 @@ pub struct Capabilities {
     pub list: bool,
 }
 
-/// A store behind the local tier. Every backend passes
+/// A store behind the local tier: what a backend does, and nothing of how
+/// larder uses it (that is [`Tier`]'s). Every backend passes
 /// [`conformance::run`].
 pub trait Remote: Send + Sync {
-    /// Its configured name.
-    fn name(&self) -> &str;
-
-    /// What it may be used for.
-    fn mode(&self) -> RemoteMode;
-
     /// Where it is, for messages (without credentials).
     fn location(&self) -> String;
 
@@ -175,12 +184,73 @@ pub trait Remote: Send + Sync {
     fn stats(&self) -> Result<RemoteStats>;
 }
 
-/// Makes the remote a configuration entry describes.
-pub fn open(config: &RemoteConfig, fetch: &crate::build::FetchOptions) -> Result<Box<dyn Remote>> {
+/// A remote as one tier of a [`crate::Larder`]: the backend, and the policy
+/// the configuration gives it: its name (which the upload queue and messages
+/// use) and what it may be used for.
+pub struct Tier {
+    name: String,
+    mode: RemoteMode,
+    remote: Box<dyn Remote>,
+}
+
+impl std::fmt::Debug for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tier")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("location", &self.remote.location())
+            .finish()
+    }
+}
+
+impl Tier {
+    /// `remote` as the tier `name`, used as `mode` says.
+    pub fn new(name: impl Into<String>, mode: RemoteMode, remote: Box<dyn Remote>) -> Tier {
+        Tier { name: name.into(), mode, remote }
+    }
+
+    /// The tier a `[[remote]]` describes (see [`open`]).
+    pub fn open(config: &RemoteConfig, http: &HttpOptions, env: &Environment) -> Result<Tier> {
+        Ok(Tier::new(config.name.clone(), config.mode, open(config, http, env)?))
+    }
+
+    /// Its configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it may be used for.
+    pub fn mode(&self) -> RemoteMode {
+        self.mode
+    }
+
+    /// Whether writes go to it (and it can take them).
+    pub fn writable(&self) -> bool {
+        self.mode.writable()
+    }
+
+    /// The backend.
+    pub fn remote(&self) -> &dyn Remote {
+        self.remote.as_ref()
+    }
+
+    /// Runs [`conformance::run`] against it, writing only if its mode allows.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        conformance::run(self.remote(), self.writable())
+    }
+}
+
+/// Makes the remote a configuration entry describes, speaking HTTP as
+/// `http` says, with credentials and defaults from `env`.
+pub fn open(
+    config: &RemoteConfig,
+    http: &HttpOptions,
+    env: &Environment,
+) -> Result<Box<dyn Remote>> {
     let scheme = config.url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
-        "http" | "https" => Ok(Box::new(LarderHttp::new(config, fetch)?)),
-        s if object::SCHEMES.contains(&s) => Ok(Box::new(ObjectRemote::new(config, fetch)?)),
+        "http" | "https" => Ok(Box::new(LarderHttp::new(config, http, env)?)),
+        s if object::SCHEMES.contains(&s) => Ok(Box::new(ObjectRemote::new(config, http, env)?)),
         _ => Err(Error::new(
             ErrorKind::Config,
             format!(

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -158,7 +159,7 @@ pub enum Delivery {
 }
 
 /// One entry, as `larder ls` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
     /// The blob's digest.
     pub digest: Digest,
@@ -175,7 +176,7 @@ pub struct Entry {
 }
 
 /// The store's totals.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stats {
     /// Blobs held.
     pub entries: u64,
@@ -194,7 +195,7 @@ pub struct Stats {
 }
 
 /// What `gc` did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {
     /// Blobs evicted.
     pub evicted: u64,
@@ -209,14 +210,14 @@ pub struct GcReport {
 }
 
 /// What `verify` found (and, with repair, fixed).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// Blobs re-hashed.
     pub checked: u64,
     /// Bytes re-hashed.
     pub bytes: u64,
     /// Blobs whose bytes did not match, with where they were quarantined.
-    pub corrupt: Vec<(Digest, PathBuf)>,
+    pub corrupt: Vec<Quarantined>,
     /// Indexed blobs whose file is gone.
     pub missing: Vec<Digest>,
     /// Files in the content folder the index does not know.
@@ -225,11 +226,23 @@ pub struct VerifyReport {
     pub adopted: u64,
     /// Index rows of missing files dropped (with repair).
     pub dropped: u64,
+    /// Whether the store was found consistent (after any repair).
+    pub clean: bool,
+}
+
+/// A blob whose bytes did not match its digest, moved aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quarantined {
+    /// The digest it was stored under.
+    pub digest: Digest,
+    /// Where its file went.
+    pub quarantined: PathBuf,
 }
 
 impl VerifyReport {
-    /// Whether the store was found consistent (after any repair).
-    pub fn is_clean(&self, repaired: bool) -> bool {
+    /// Whether what was found leaves the store consistent, after a repair
+    /// if there was one.
+    fn is_clean(&self, repaired: bool) -> bool {
         self.corrupt.is_empty()
             && (repaired || (self.missing.is_empty() && self.orphans.is_empty()))
     }
@@ -351,19 +364,8 @@ impl Store {
         }
     }
 
-    /// Whether the store holds `target` in any tier (cloud-manager's `exists`).
-    /// With only the local tier, the same as [`Store::on_cache`].
+    /// Whether the store (the local tier) holds `target`.
     pub fn contains(&self, target: impl Into<Target>) -> Result<bool> {
-        self.on_cache(target)
-    }
-
-    /// The same as [`Store::contains`] (cloud-manager's name for it).
-    pub fn exists(&self, target: impl Into<Target>) -> Result<bool> {
-        self.contains(target)
-    }
-
-    /// Whether the local tier holds `target` (cloud-manager's `on_cache`).
-    pub fn on_cache(&self, target: impl Into<Target>) -> Result<bool> {
         let target = target.into();
         let conn = self.lock();
         let digest = match &target {
@@ -414,12 +416,7 @@ impl Store {
         })
     }
 
-    /// Bytes held over capacity (cloud-manager's `usage_ratio`).
-    pub fn usage_ratio(&self) -> Result<f64> {
-        Ok(self.stats()?.usage_ratio)
-    }
-
-    /// Closes the store (cloud-manager's `close`). Dropping the store does the
+    /// Closes the store. Dropping the store does the
     /// same, without reporting errors. Every change is already committed.
     pub fn close(self) -> Result<()> {
         let conn = self.conn.into_inner().unwrap_or_else(|p| p.into_inner());

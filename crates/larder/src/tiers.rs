@@ -8,30 +8,27 @@ use std::path::Path;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use crate::remote::{self, Remote, RemoteMode};
+use crate::remote::{RemoteMode, Tier};
 use crate::store::{PutOptions, Store, Target};
+
+mod ops;
+mod queue;
+mod stats;
+
+pub use ops::{GetTo, Put, Stored};
+pub use queue::DrainReport;
+pub use stats::{Figures, LarderStats, RemoteTierStats, TierStats};
 
 /// The local tier and its remotes.
 pub struct Larder {
     store: Store,
-    remotes: Vec<Box<dyn Remote>>,
-}
-
-/// What [`Larder::drain`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DrainReport {
-    /// Uploads that reached their remote.
-    pub sent: u64,
-    /// Uploads tried that failed (they stay queued).
-    pub failed: u64,
-    /// Uploads still owed.
-    pub left: u64,
-    /// The last failure, if any.
-    pub last_error: Option<String>,
+    remotes: Vec<Tier>,
+    /// How to start a background uploader, when uploads are owed.
+    uploader: Option<crate::home::StartUploader>,
 }
 
 /// What [`Larder::push`] did for one remote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PushReport {
     /// The remote's name.
     pub remote: String,
@@ -45,8 +42,25 @@ pub struct PushReport {
 
 impl Larder {
     /// The store with these remotes behind it, in order.
-    pub fn new(store: Store, remotes: Vec<Box<dyn Remote>>) -> Larder {
-        Larder { store, remotes }
+    pub fn new(store: Store, remotes: Vec<Tier>) -> Larder {
+        Larder { store, remotes, uploader: None }
+    }
+
+    /// Starts a background uploader with `start` when closing leaves uploads
+    /// owed (see [`crate::Home::with_uploader`]).
+    pub fn with_uploader(mut self, start: crate::home::StartUploader) -> Larder {
+        self.uploader = Some(start);
+        self
+    }
+
+    /// Starts the background uploader if uploads are owed and there is one.
+    pub(crate) fn start_uploader_if_needed(&self) -> Result<()> {
+        if let Some(start) = &self.uploader
+            && self.uploader_needed()?
+        {
+            start(self.store.home());
+        }
+        Ok(())
     }
 
     /// The store and remotes a configuration describes.
@@ -56,7 +70,7 @@ impl Larder {
         let remotes = config
             .remotes
             .iter()
-            .map(|r| remote::open(r, &config.fetch))
+            .map(|r| Tier::open(r, &config.http, &config.env))
             .collect::<Result<Vec<_>>>()?;
         Ok(Larder::new(store, remotes))
     }
@@ -67,14 +81,21 @@ impl Larder {
     }
 
     /// The remote tiers, in order.
-    pub fn remotes(&self) -> &[Box<dyn Remote>] {
+    pub fn remotes(&self) -> &[Tier] {
         &self.remotes
     }
 
     /// Closes the local tier, leaving what the write-back remotes are owed
-    /// to the background uploader.
+    /// to the background uploader (started now, if there is one to start).
     pub fn close_local(self) -> Result<()> {
-        self.store.close()
+        let owed = self.uploader.is_some() && self.uploader_needed()?;
+        let home = self.store.home().to_path_buf();
+        let Larder { store, uploader, .. } = self;
+        store.close()?;
+        if let (true, Some(start)) = (owed, uploader) {
+            start(&home);
+        }
+        Ok(())
     }
 
     /// Sends what the write-back remotes are owed, then closes the local
@@ -96,33 +117,12 @@ impl Larder {
         Ok(())
     }
 
-    /// Whether some tier holds `target` (cloud-manager's `exists`).
-    pub fn exists(&self, target: &Target) -> Result<bool> {
-        self.contains(target)
-    }
-
-    /// Whether the local tier holds `target` (cloud-manager's `on_cache`).
-    pub fn on_cache(&self, target: &Target) -> Result<bool> {
-        self.store.on_cache(target.clone())
-    }
-
-    /// The local tier's usage, 0 to 1 (cloud-manager's `usage_ratio`).
-    pub fn usage_ratio(&self) -> Result<f64> {
-        self.store.usage_ratio()
-    }
-
-    /// Fetches `target` into the local tier (cloud-manager's `warm_up` and
-    /// `download`).
-    pub fn warm_up(&self, target: &Target) -> Result<Digest> {
-        self.fetch(target, &crate::progress::NoProgress)
-    }
-
     /// Makes sure the local tier holds `target`, fetching it from the first
-    /// remote that has it (cloud-manager's `warm_up`). A remote's copy is
+    /// remote that has it. A remote's copy is
     /// kept only if it hashes to the digest asked for (or, for a key, that the
     /// remote gave).
     pub fn fetch(&self, target: &Target, progress: &dyn Progress) -> Result<Digest> {
-        if self.store.on_cache(target.clone())? {
+        if self.store.contains(target.clone())? {
             return self.store.resolve(target);
         }
         self.fetch_each(target, |remote| self.fetch_from(remote, target, progress))
@@ -137,7 +137,7 @@ impl Larder {
         const SMALL_BLOB: u64 = 1 << 20;
         let mut missing = Vec::new();
         for (digest, size) in wanted {
-            if !self.store.on_cache(Target::Digest(*digest))? {
+            if !self.store.contains(Target::Digest(*digest))? {
                 missing.push((*digest, *size));
             }
         }
@@ -163,7 +163,7 @@ impl Larder {
     fn stage_blob(&self, digest: &Digest, size: u64) -> Result<crate::Pending<'_>> {
         let mut errors = Vec::new();
         for remote in &self.remotes {
-            let blob = match remote.open_sized(digest, size) {
+            let blob = match remote.remote().open_sized(digest, size) {
                 Ok(Some(blob)) => blob,
                 Ok(None) => continue,
                 Err(e) => {
@@ -201,7 +201,7 @@ impl Larder {
 
     pub(crate) fn fetch_from(
         &self,
-        remote: &dyn Remote,
+        remote: &Tier,
         target: &Target,
         progress: &dyn Progress,
     ) -> Result<Option<Digest>> {
@@ -221,7 +221,7 @@ impl Larder {
         dest: &Path,
         progress: &dyn Progress,
     ) -> Result<Option<Digest>> {
-        if self.store.on_cache(target.clone())? {
+        if self.store.contains(target.clone())? {
             return Ok(None);
         }
         if self.remotes.is_empty() || std::fs::metadata(dest).is_ok_and(|m| !m.is_file()) {
@@ -255,11 +255,11 @@ impl Larder {
     fn fetch_each(
         &self,
         target: &Target,
-        mut ask: impl FnMut(&dyn Remote) -> Result<Option<Digest>>,
+        mut ask: impl FnMut(&Tier) -> Result<Option<Digest>>,
     ) -> Result<Digest> {
         let mut errors = Vec::new();
         for remote in &self.remotes {
-            match ask(remote.as_ref()) {
+            match ask(remote) {
                 Ok(Some(digest)) => {
                     for e in &errors {
                         tracing::warn!("{e}");
@@ -278,12 +278,12 @@ impl Larder {
             return Err(first);
         }
         // Counts the miss, and says what is missing as the store does.
-        self.store.warm_up(target.clone())
+        self.store.mark_used(target)
     }
 
     fn fetch_from_into(
         &self,
-        remote: &dyn Remote,
+        remote: &Tier,
         target: &Target,
         progress: &dyn Progress,
         copy_to: Option<&mut std::fs::File>,
@@ -292,7 +292,7 @@ impl Larder {
             // A bad key is the caller's mistake, not the remote's corruption.
             crate::validate_key(k)?;
         }
-        let Some(blob) = remote.open(target)? else { return Ok(None) };
+        let Some(blob) = remote.remote().open(target)? else { return Ok(None) };
         let (expect, key) = match (target, blob.digest) {
             (Target::Digest(d), _) => (Some(*d), None),
             (Target::Key(k), Some(d)) => (Some(d), Some(k.clone())),
@@ -338,13 +338,13 @@ impl Larder {
         }
     }
 
-    /// Whether any tier holds `target` (cloud-manager's `exists`).
+    /// Whether any tier holds `target`.
     pub fn contains(&self, target: &Target) -> Result<bool> {
-        if self.store.on_cache(target.clone())? {
+        if self.store.contains(target.clone())? {
             return Ok(true);
         }
         for remote in &self.remotes {
-            if remote.head(target)?.is_some() {
+            if remote.remote().head(target)?.is_some() {
                 return Ok(true);
             }
         }
@@ -354,11 +354,11 @@ impl Larder {
     /// The names of the tiers that hold `target`: `local` and remotes' names.
     pub fn where_is(&self, target: &Target) -> Result<Vec<String>> {
         let mut tiers = Vec::new();
-        if self.store.on_cache(target.clone())? {
+        if self.store.contains(target.clone())? {
             tiers.push("local".to_string());
         }
         for remote in &self.remotes {
-            if remote.head(target)?.is_some() {
+            if remote.remote().head(target)?.is_some() {
                 tiers.push(remote.name().to_string());
             }
         }
@@ -367,7 +367,15 @@ impl Larder {
 
     /// Whether some remote takes writes.
     pub fn has_writable_remote(&self) -> bool {
-        self.remotes.iter().any(|r| r.mode().writable())
+        self.remotes.iter().any(Tier::writable)
+    }
+
+    /// Whether uploads are owed to a write-back remote: then a background
+    /// uploader should be running (the binary starts one; it exits at once
+    /// if another drains this home's queue).
+    pub fn uploader_needed(&self) -> Result<bool> {
+        let write_back = self.remotes.iter().any(|r| r.mode() == RemoteMode::WriteBack);
+        Ok(write_back && self.store.has_queued_uploads()?)
     }
 
     /// Options for a put that owes the write-back remotes an upload.
@@ -385,7 +393,7 @@ impl Larder {
     /// write-through remote; write-back ones get it from the queue.
     pub fn send(&self, digest: &Digest, key: Option<&str>) -> Result<()> {
         for remote in self.remotes.iter().filter(|r| r.mode() == RemoteMode::WriteThrough) {
-            self.send_to(remote.as_ref(), digest, key)?;
+            self.send_to(remote, digest, key)?;
         }
         Ok(())
     }
@@ -405,82 +413,15 @@ impl Larder {
     /// Sends the stored blob `digest` (and `key`) to every remote that takes
     /// writes now, write-back ones included (whose queue it then leaves).
     pub fn send_now(&self, digest: &Digest, key: Option<&str>) -> Result<()> {
-        for remote in self.remotes.iter().filter(|r| r.mode().writable()) {
-            self.send_to(remote.as_ref(), digest, key)?;
+        for remote in self.remotes.iter().filter(|r| r.writable()) {
+            self.send_to(remote, digest, key)?;
         }
         self.owed_no_more(digest, key)
     }
 
-    /// Drops `digest` (with `key`) from the write-back queue: the remotes
-    /// have it now.
-    fn owed_no_more(&self, digest: &Digest, key: Option<&str>) -> Result<()> {
-        for queued in self.store.queued_uploads()? {
-            if queued.digest == *digest && queued.key.as_deref() == key {
-                self.store.upload_done(&queued)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Tries the uploads owed whose time has come (all of them with
-    /// `everything`), oldest first. Failures stay queued, tried again later
-    /// with a growing wait.
-    pub fn drain(&self, everything: bool, progress: &dyn Progress) -> Result<DrainReport> {
-        let now = crate::time::now();
-        let due =
-            if everything { self.store.queued_uploads()? } else { self.store.due_uploads(now)? };
-        let mut report = DrainReport::default();
-        let bytes: u64 = due.iter().map(|u| u.size).sum();
-        if !due.is_empty() {
-            progress.start("uploading what the write-back remotes are owed", Some(bytes));
-        }
-        let outcomes = in_parallel(&due, |upload| {
-            let Some(remote) = self.remotes.iter().find(|r| r.name() == upload.remote) else {
-                // Kept for when the remote is configured again.
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "uploads are owed to the remote {}, which is not configured",
-                        upload.remote
-                    ),
-                ));
-            };
-            let sent = self.send_to(remote.as_ref(), &upload.digest, upload.key.as_deref());
-            progress.advance(upload.size);
-            match sent {
-                Ok(_) => self.store.upload_done(upload).map(|()| true),
-                // The blob left on purpose (larder rm): nothing to send.
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    self.store.upload_done(upload).map(|()| false)
-                }
-                Err(e) => {
-                    self.store.upload_failed(upload, &e.to_string(), crate::time::now())?;
-                    Err(e)
-                }
-            }
-        });
-        for outcome in outcomes {
-            match outcome {
-                Ok(true) => report.sent += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    if e.kind() != ErrorKind::Config {
-                        report.failed += 1;
-                    }
-                    report.last_error = Some(e.to_string());
-                }
-            }
-        }
-        if !due.is_empty() {
-            progress.finish();
-        }
-        report.left = self.store.queued_uploads()?.len() as u64;
-        Ok(report)
-    }
-
     pub(crate) fn send_to(
         &self,
-        remote: &dyn Remote,
+        remote: &Tier,
         digest: &Digest,
         key: Option<&str>,
     ) -> Result<bool> {
@@ -495,9 +436,9 @@ impl Larder {
         };
         let mut found = found;
         self.store.check_found(&mut found)?;
-        let sent = remote.upload(digest, found.file, found.size)?;
+        let sent = remote.remote().upload(digest, found.file, found.size)?;
         if let Some(key) = key {
-            remote.bind(key, digest)?;
+            remote.remote().bind(key, digest)?;
         }
         Ok(sent)
     }
@@ -530,8 +471,8 @@ impl Larder {
         };
         // One handle per remote, opened before the commit renames the file.
         let mut sends = Vec::new();
-        for remote in self.remotes.iter().filter(|r| r.mode().writable()) {
-            sends.push((remote.as_ref(), pending.open()?));
+        for remote in self.remotes.iter().filter(|r| r.writable()) {
+            sends.push((remote.remote(), pending.open()?));
         }
         let key = opts.key.as_deref();
         let (stored, sent) = std::thread::scope(|scope| {
@@ -566,42 +507,6 @@ impl Larder {
         Ok(digest)
     }
 
-    /// Drains the upload queue as a background job: tries what is due,
-    /// sleeps until the next try is due, and stops when the queue is empty
-    /// or nothing succeeded for `give_up_after` (the next larder command
-    /// that finds uploads owed starts another). Returns `None` at once if
-    /// another process is draining this home's queue.
-    pub fn drain_until_done(
-        &self,
-        give_up_after: std::time::Duration,
-    ) -> Result<Option<DrainReport>> {
-        let lock_path = self.store.home().join("upload-queue.lock");
-        let Some(_held) = crate::lockfile::try_lock(&lock_path)? else { return Ok(None) };
-        let mut total = DrainReport::default();
-        let mut last_success = std::time::Instant::now();
-        loop {
-            let report = self.drain(false, &crate::progress::NoProgress)?;
-            total.sent += report.sent;
-            total.failed += report.failed;
-            total.left = report.left;
-            if report.last_error.is_some() {
-                total.last_error = report.last_error;
-            }
-            if report.sent > 0 {
-                last_success = std::time::Instant::now();
-            }
-            // A home removed under it (a test's folder, say) has nothing left to send.
-            let gone = !self.store.home().exists();
-            if report.left == 0 || gone || last_success.elapsed() >= give_up_after {
-                return Ok(Some(total));
-            }
-            let now = crate::time::now();
-            let next = self.store.queued_uploads()?.iter().map(|u| u.next_try).min();
-            let wait = next.map_or(1, |t| (t - now).clamp(1, 60));
-            std::thread::sleep(std::time::Duration::from_secs(wait as u64));
-        }
-    }
-
     /// Sends everything the local tier holds to every remote that takes
     /// writes, blobs the remote lacks and every key.
     pub fn push(&self, progress: &dyn Progress) -> Result<Vec<PushReport>> {
@@ -612,18 +517,18 @@ impl Larder {
         self.drain(true, progress)?;
         let entries = self.store.list()?;
         let mut reports = Vec::new();
-        for remote in self.remotes.iter().filter(|r| r.mode().writable()) {
+        for remote in self.remotes.iter().filter(|r| r.writable()) {
             let mut report =
                 PushReport { remote: remote.name().to_string(), ..PushReport::default() };
             progress.start(&format!("pushing to {}", remote.name()), Some(entries.len() as u64));
             for entry in &entries {
-                if self.send_to(remote.as_ref(), &entry.digest, None)? {
+                if self.send_to(remote, &entry.digest, None)? {
                     report.uploaded += 1;
                 } else {
                     report.present += 1;
                 }
                 for key in &entry.keys {
-                    remote.bind(key, &entry.digest)?;
+                    remote.remote().bind(key, &entry.digest)?;
                     report.keys += 1;
                 }
                 progress.advance(1);
@@ -730,46 +635,4 @@ impl std::io::Read for Metered<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::remote::RemoteConfig;
-
-    fn larder(home: &Path, folder: &Path, mode: RemoteMode) -> Larder {
-        let config = RemoteConfig {
-            name: "folder".into(),
-            url: format!("file://{}", folder.display()),
-            mode,
-            endpoint: None,
-            region: None,
-        };
-        let remote = remote::open(&config, &crate::build::FetchOptions::default()).expect("remote");
-        Larder::new(Store::open(home, 1 << 30).expect("store"), vec![remote])
-    }
-
-    #[test]
-    fn cloud_managers_calls_on_a_write_back_remote() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let folder = dir.path().join("cloud");
-        let file = dir.path().join("f");
-        std::fs::write(&file, b"uploaded").expect("write");
-        let first = larder(&dir.path().join("a"), &folder, RemoteMode::WriteBack);
-        // upload: the digest comes back once the remote has it.
-        let digest = first.upload(&file).expect("upload");
-        assert!(first.remotes()[0].head(&Target::Digest(digest)).expect("head").is_some());
-        // A put owes the write-back remote; close sends it.
-        let opts = first.put_options(Some("later".into()), false);
-        let later = first.store().put_bytes(b"queued", &opts).expect("put");
-        assert_eq!(first.store().queued_uploads().expect("queue").len(), 1);
-        assert!(first.usage_ratio().expect("ratio") > 0.0);
-        first.close().expect("close flushes");
-        // Another home: exists, not on cache, warm_up, then on cache.
-        let second = larder(&dir.path().join("b"), &folder, RemoteMode::ReadOnly);
-        let key = Target::Key("later".into());
-        assert!(second.exists(&key).expect("exists"));
-        assert!(!second.on_cache(&key).expect("on_cache"));
-        assert_eq!(second.warm_up(&key).expect("warm_up"), later);
-        assert!(second.on_cache(&Target::Digest(later)).expect("on_cache"));
-        assert_eq!(second.warm_up(&Target::Digest(digest)).expect("download"), digest);
-        second.close().expect("close");
-    }
-}
+mod tests;

@@ -12,28 +12,58 @@ pub fn format_rfc3339(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
-/// Parses a duration: `90s`, `10m`, `2h`, `1d`, or a bare number of seconds.
+/// Parses a duration as [`human_duration`] writes it: numbers each followed
+/// by a unit, largest first (`90s`, `10m`, `1h30m`, `2d12h`, `250ms`), or a
+/// bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, crate::Error> {
     let bad = || {
         crate::Error::new(
             crate::ErrorKind::InvalidInput,
             format!(
-                "malformed duration `{text}`: write a number and s, m, h or d, like 90s or 10m"
+                "malformed duration `{text}`: write numbers with d, h, m, s or ms, like 90s, 10m or 1h30m"
             ),
         )
     };
+    const UNITS: [(&str, u64); 5] =
+        [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(bad)?,
-        "h" => n.checked_mul(3600).ok_or_else(bad)?,
-        "d" => n.checked_mul(86_400).ok_or_else(bad)?,
-        _ => return Err(bad()),
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = t.parse().map_err(|_| bad())?;
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut rest = t;
+    let mut millis: u64 = 0;
+    // Units must come largest first, each once: `1h30m`, not `30m1h`.
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let letters = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit = &rest[..letters];
+        let at = UNITS[next_unit..].iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
+        let (_, scale) = UNITS[next_unit + at];
+        next_unit += at + 1;
+        millis = n.checked_mul(scale).and_then(|m| m.checked_add(millis)).ok_or_else(bad)?;
+        rest = rest[letters..].trim_start();
+    }
+    if t.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_millis(millis))
+}
+
+/// Parses how long a hold lasts unless renewed (`--ttl`): a duration, and
+/// not zero, which would make a hold that is over before it begins.
+pub fn parse_ttl(text: &str) -> Result<std::time::Duration, crate::Error> {
+    let ttl = parse_duration(text)?;
+    if ttl.is_zero() {
+        return Err(crate::Error::new(
+            crate::ErrorKind::InvalidInput,
+            format!("a TTL of `{text}` ends the hold as it begins; give one like 90s, 10m or 1h"),
+        ));
+    }
+    Ok(ttl)
 }
 
 fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
@@ -78,6 +108,8 @@ pub fn human_duration(d: std::time::Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
     fn times() {
         assert_eq!(super::format_utc(0), "1970-01-01 00:00:00");
@@ -96,8 +128,35 @@ mod tests {
         check("2h", Some(7200));
         check("1d", Some(86_400));
         check("45", Some(45));
+        check("1h30m", Some(5400));
+        check("2d12h", Some(216_000));
+        check("1h 30m 5s", Some(5405));
         check("1.5h", None);
         check("h", None);
         check("10y", None);
+        check("", None);
+        check("30m1h", None);
+        check("1m1m", None);
+        check("5", Some(5));
+        check("-5s", None);
+        assert_eq!(super::parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+    }
+
+    /// Regression: `human_duration` printed `1h30m`, which the parser refused,
+    /// so a value larder suggested could not be given back to it.
+    #[test]
+    fn what_is_printed_parses_back() {
+        for d in [250, 1000, 90_000, 5_400_000, 7_200_000, 86_400_000, 90_061_000] {
+            let d = Duration::from_millis(d);
+            let text = super::human_duration(d);
+            assert_eq!(super::parse_duration(&text).ok(), Some(d), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_zero_ttl_is_refused() {
+        assert!(super::parse_ttl("0s").is_err());
+        assert!(super::parse_ttl("0").is_err());
+        assert_eq!(super::parse_ttl("90s").ok(), Some(Duration::from_secs(90)));
     }
 }

@@ -1,9 +1,8 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::json;
+use larder::Home;
 
-use super::Context;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -13,14 +12,10 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
-    let settings = &ctx.config.settings;
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    let settings = &home.config().settings;
     if args.json {
-        let rows = settings
-            .iter()
-            .map(|s| json!({ "key": s.key, "value": s.value, "origin": s.origin.to_string() }))
-            .collect();
-        output::print_json(&serde_json::Value::Array(rows))?;
+        output::print_json(settings)?;
     } else {
         let rows: Vec<Vec<String>> = settings
             .iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use larder::coord::{HostAgent, RedisOptions};
 
-use super::Context;
+use larder::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,12 +24,12 @@ pub struct Args {
     prefix: String,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let options = RedisOptions {
         lease: Duration::from_millis(args.lease_ms),
         prefix: args.prefix,
         agent: HostAgent::None,
-        home: Some(ctx.config.home.clone()),
+        home: Some(home.config().home.clone()),
         ..RedisOptions::default()
     };
     larder::coord::redis::run_host_agent(&args.coordinator, options)?;

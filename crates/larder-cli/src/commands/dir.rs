@@ -1,12 +1,9 @@
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
-use larder::coord::{DirRecord, DirState};
-use serde_json::json;
+use larder::Home;
 
-use super::Context;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -64,23 +61,23 @@ enum DirCommand {
     },
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
-    let dirs = ctx.open_dirs()?;
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    let dirs = home.dirs()?;
     match args.command {
         DirCommand::Ls { json } => {
-            let records = dirs.list()?;
+            let all = dirs.statuses()?;
             if json {
-                output::print_json(&records.iter().map(record_json).collect())?;
+                output::print_json(&all)?;
             } else {
-                let rows: Vec<Vec<String>> = records
+                let rows: Vec<Vec<String>> = all
                     .iter()
                     .map(|r| {
                         vec![
                             r.name.clone(),
-                            state(r).to_string(),
+                            r.state.to_string(),
                             r.holders.len().to_string(),
                             if r.locked { "locked" } else { "" }.to_string(),
-                            larder::size::format_size(larder::disk_usage(Path::new(&r.path))),
+                            larder::size::format_size(r.size),
                             r.path.clone(),
                         ]
                     })
@@ -89,17 +86,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             }
         }
         DirCommand::Show { name, json } => {
-            let r = dirs.show(&name)?;
+            let r = dirs.status(&name)?;
             if json {
-                output::print_json(&record_json(&r))?;
+                output::print_json(&r)?;
             } else {
                 println!("name:     {}", r.name);
                 println!("path:     {}", r.path);
-                println!("state:    {}", state_detail(&r));
-                println!(
-                    "size:     {}",
-                    larder::size::format_size(larder::disk_usage(Path::new(&r.path)))
-                );
+                println!("state:    {}", r.detail);
+                println!("size:     {}", larder::size::format_size(r.size));
                 println!(
                     "recipe:   {}",
                     r.recipe.as_deref().unwrap_or("none (a scratch directory)")
@@ -129,17 +123,16 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             let mut pairs = Vec::new();
             for entry in &entries {
                 let Some((k, v)) = entry.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-                    anyhow::bail!(larder::Error::new(
-                        larder::ErrorKind::InvalidInput,
-                        format!("`{entry}` is not KEY=VALUE; write entries like owner=alice"),
-                    ));
+                    anyhow::bail!(output::usage(format!(
+                        "`{entry}` is not KEY=VALUE; write entries like owner=alice"
+                    )));
                 };
                 pairs.push((k.to_string(), v.to_string()));
             }
             let r =
                 if pairs.is_empty() { dirs.show(&name)? } else { dirs.insert_meta(&name, &pairs)? };
             if json {
-                output::print_json(&json!(r.meta))?;
+                output::print_json(&r.meta)?;
             } else {
                 let rows: Vec<Vec<String>> =
                     r.meta.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
@@ -151,19 +144,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             println!("deleted {name}");
         }
         DirCommand::Push { name, remote, json } => {
-            let larder = ctx.open_larder()?;
+            let larder = home.larder()?;
             let pushed =
                 larder.push_dir(&dirs, &name, remote.as_deref(), &crate::progress::Bars::new())?;
             larder.close_local()?;
             if json {
-                output::print_json(&json!({
-                    "name": name,
-                    "files": pushed.files,
-                    "bytes": pushed.bytes,
-                    "sent": pushed.sent,
-                    "remotes": pushed.remotes,
-                    "manifest": pushed.manifest.map(|d| d.to_string()),
-                }))?;
+                output::print_json(&pushed)?;
             } else {
                 println!(
                     "pushed {name} to {}: {} files, {}, {} blobs sent",
@@ -178,45 +164,6 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn state(r: &DirRecord) -> &'static str {
-    match r.state {
-        DirState::Building { .. } => "building",
-        DirState::Ready => "ready",
-        DirState::Failed { .. } => "failed",
-        DirState::Deleting { .. } => "deleting",
-    }
-}
-
-/// The state with who builds or deletes it, how far a build has come, or why
-/// it failed.
-fn state_detail(r: &DirRecord) -> String {
-    match &r.state {
-        DirState::Building { by } => {
-            let alive = by.is_alive(larder::coord::now_ms());
-            let how_far = match &r.progress {
-                Some(p) => match p.total {
-                    Some(t) if t > 0 => format!(
-                        ": {} ({} of {})",
-                        p.phase,
-                        larder::size::format_size(p.done),
-                        larder::size::format_size(t)
-                    ),
-                    _ => format!(": {} ({})", p.phase, larder::size::format_size(p.done)),
-                },
-                None => String::new(),
-            };
-            if alive {
-                format!("building by {by}{how_far}")
-            } else {
-                format!("building, but its builder ({by}) died; the next use builds it again")
-            }
-        }
-        DirState::Ready => "ready".to_string(),
-        DirState::Failed { error } => format!("failed: {error}"),
-        DirState::Deleting { by } => format!("being deleted by {by}"),
-    }
-}
-
 /// Seconds as people say them: 42s, 5m, 3h, 2d.
 fn age(secs: i64) -> String {
     match secs {
@@ -225,28 +172,4 @@ fn age(secs: i64) -> String {
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     }
-}
-
-fn record_json(r: &DirRecord) -> serde_json::Value {
-    json!({
-        "name": r.name,
-        "path": r.path,
-        "state": state(r),
-        "detail": state_detail(r),
-        "generation": r.generation,
-        "locked": r.locked,
-        "size": larder::disk_usage(Path::new(&r.path)),
-        "reserved": r.size,
-        "recipe": r.recipe,
-        "recipe_hash": r.recipe_hash,
-        "progress": r.progress.as_ref().map(|p| json!({
-            "phase": p.phase, "done": p.done, "total": p.total, "written": p.written,
-        })),
-        "created_at": r.created_at,
-        "meta": r.meta,
-        "holders": r.holders.iter().map(|h| json!({
-            "holder": serde_json::to_value(&h.holder).unwrap_or_default(),
-            "since": h.since,
-        })).collect::<Vec<_>>(),
-    })
 }

@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use larder::Home;
 use larder::size::{format_size, parse_size};
-use serde_json::json;
 
-use super::Context;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -17,19 +16,13 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let to = args.to.as_deref().map(parse_size).transpose()?;
-    let store = ctx.open_store()?;
+    let store = home.store()?;
     let r = store.gc(to)?;
     store.close()?;
     if args.json {
-        output::print_json(&json!({
-            "evicted": r.evicted,
-            "freed": r.freed,
-            "swept": r.swept,
-            "bytes": r.bytes,
-            "target": r.target,
-        }))?;
+        output::print_json(&r)?;
     } else {
         println!(
             "evicted {} entries ({}); {} in use, target {}",

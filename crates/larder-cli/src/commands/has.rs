@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use larder::Target;
-
-use super::Context;
+use larder::{Home, Target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,21 +16,21 @@ pub struct Args {
     where_: bool,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let target = Target::parse(&args.target)?;
     let found = if args.local {
-        let store = ctx.open_store()?;
-        let found = store.on_cache(target)?;
+        let store = home.store()?;
+        let found = store.contains(target)?;
         store.close()?;
         found
     } else if args.where_ {
-        let tiers = ctx.open_larder()?.where_is(&target)?;
+        let tiers = home.larder()?.where_is(&target)?;
         for tier in &tiers {
             println!("{tier}");
         }
         !tiers.is_empty()
     } else {
-        ctx.open_larder()?.contains(&target)?
+        home.larder()?.contains(&target)?
     };
     Ok(if found { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

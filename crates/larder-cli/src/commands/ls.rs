@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use larder::Home;
 use larder::size::format_size;
-use serde_json::json;
 
-use super::Context;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -17,25 +16,12 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
-    let store = ctx.open_store()?;
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    let store = home.store()?;
     let entries = store.list()?;
     store.close()?;
     if args.json {
-        let rows = entries
-            .iter()
-            .map(|e| {
-                json!({
-                    "digest": e.digest.to_string(),
-                    "size": e.size,
-                    "pinned": e.pinned,
-                    "keys": e.keys,
-                    "created_at": e.created_at,
-                    "used_at": e.used_at,
-                })
-            })
-            .collect();
-        output::print_json(&serde_json::Value::Array(rows))?;
+        output::print_json(&entries)?;
         return Ok(ExitCode::SUCCESS);
     }
     let pin = |p: bool| if p { "pinned" } else { "" }.to_string();

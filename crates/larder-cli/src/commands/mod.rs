@@ -1,5 +1,6 @@
 //! One file per subcommand: each defines its arguments and a `run` that calls
-//! the library and prints.
+//! the library and prints. The library's `Home` is the one composition root:
+//! commands get their store, tiers, directories and pools from it.
 
 mod config;
 mod coordinator_agent;
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
-use larder::{Config, Store, config::Sources};
+use larder::{Config, Home, config::Sources};
 
 use crate::Cli;
 
@@ -75,69 +76,17 @@ pub enum Command {
     CoordinatorAgent(coordinator_agent::Args),
 }
 
-/// What every command gets: the effective configuration, and the store on demand.
-pub struct Context {
-    pub config: Config,
-}
-
-impl Context {
-    pub fn open_store(&self) -> Result<Store> {
-        let store = Store::open(&self.config.home, self.config.capacity)?;
-        Ok(store.with_verify_reads(self.config.verify_reads))
-    }
-
-    /// The store with the configured remotes behind it.
-    pub fn open_larder(&self) -> Result<larder::Larder> {
-        self.larder_with(self.open_store()?)
-    }
-
-    /// The same, without starting a background uploader: for the commands
-    /// that send the queue themselves.
-    pub fn open_larder_to_push(&self) -> Result<larder::Larder> {
-        self.remotes_behind(self.open_store()?)
-    }
-
-    fn remotes_behind(&self, store: Store) -> Result<larder::Larder> {
-        let remotes = self
-            .config
-            .remotes
-            .iter()
-            .map(|r| larder::remote::open(r, &self.config.fetch))
-            .collect::<larder::Result<Vec<_>>>()?;
-        Ok(larder::Larder::new(store, remotes))
-    }
-
-    /// `store` with the configured remotes behind it.
-    pub fn larder_with(&self, store: Store) -> Result<larder::Larder> {
-        let larder = self.remotes_behind(store)?;
-        // Uploads owed from an earlier run (a crash, a reboot, a remote that
-        // was down) are taken up again by whichever command comes next.
-        let write_back =
-            larder.remotes().iter().any(|r| r.mode() == larder::remote::RemoteMode::WriteBack);
-        if write_back && !larder.store().queued_uploads()?.is_empty() {
-            start_uploading(self);
-        }
-        Ok(larder)
-    }
-
-    pub fn open_dirs(&self) -> Result<larder::Dirs> {
-        Ok(larder::Dirs::open(&self.config.home)?
-            .with_places(self.config.dirs.clone())
-            .with_store_config(self.config.capacity, self.config.verify_reads)
-            .with_fetch(self.config.fetch.clone()))
-    }
-}
-
-/// Starts `larder push --queued --background`, detached, to send what the
-/// write-back remotes are owed; it exits at once if one already runs.
-pub fn start_uploading(ctx: &Context) {
+/// Starts `larder push --queued --background` for the home at `home`,
+/// detached, to send what the write-back remotes are owed; it exits at once
+/// if one already runs. The library decides when (see `Home::with_uploader`).
+fn start_uploading(home: &std::path::Path) {
     if std::env::var_os("LARDER_UPLOADER").is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else { return };
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["push", "--queued", "--background"])
-        .env("LARDER_HOME", &ctx.config.home)
+        .env("LARDER_HOME", home)
         .env("LARDER_UPLOADER", "1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -170,6 +119,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     {
         sources = sources.flag("log", "debug", "serve -d");
     }
+    // Flags that are settings, so `larder config` and the library see them.
+    if let Command::Get(args) = &cli.command
+        && args.verify()
+    {
+        sources = sources.flag("verify_reads", "true", "get --verify");
+    }
+    if let Command::Use(args) = &cli.command
+        && let Some(dirs) = args.dirs()
+    {
+        sources = sources.flag("dirs", dirs, "use --dirs");
+    }
     let pool_status = matches!(&cli.command, Command::Pool(args) if args.is_status());
     if cli.verbose > 0 && !pool_status {
         let level = match cli.verbose {
@@ -189,28 +149,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             known.join(", ")
         );
     }
-    let ctx = Context { config };
+    let home = &Home::new(config).with_uploader(start_uploading);
     match cli.command {
-        Command::Put(args) => put::run(&ctx, args),
-        Command::Push(args) => push::run(&ctx, args),
-        Command::Remote(args) => remote::run(&ctx, args),
-        Command::Pool(args) => pool::run(&ctx, args, cli.verbose),
-        Command::Get(args) => get::run(&ctx, args),
-        Command::Has(args) => has::run(&ctx, args),
-        Command::Rm(args) => rm::run(&ctx, args),
-        Command::Pin(args) => pin::run(&ctx, args, true),
-        Command::Unpin(args) => pin::run(&ctx, args, false),
-        Command::Ls(args) => ls::run(&ctx, args),
-        Command::Stats(args) => stats::run(&ctx, args),
-        Command::Gc(args) => gc::run(&ctx, args),
-        Command::Verify(args) => verify::run(&ctx, args),
-        Command::Use(args) => use_dir::run(&ctx, args),
-        Command::Unuse(args) => unuse::run(&ctx, args),
-        Command::Dir(args) => dir::run(&ctx, args),
-        Command::Serve(args) => serve::run(&ctx, args),
-        Command::Wheels(args) => wheels::run(&ctx, args),
-        Command::Config(args) => config::run(&ctx, args),
-        Command::CoordinatorAgent(args) => coordinator_agent::run(&ctx, args),
+        Command::Put(args) => put::run(home, args),
+        Command::Push(args) => push::run(home, args),
+        Command::Remote(args) => remote::run(home, args),
+        Command::Pool(args) => pool::run(home, args, cli.verbose),
+        Command::Get(args) => get::run(home, args),
+        Command::Has(args) => has::run(home, args),
+        Command::Rm(args) => rm::run(home, args),
+        Command::Pin(args) => pin::run(home, args, true),
+        Command::Unpin(args) => pin::run(home, args, false),
+        Command::Ls(args) => ls::run(home, args),
+        Command::Stats(args) => stats::run(home, args),
+        Command::Gc(args) => gc::run(home, args),
+        Command::Verify(args) => verify::run(home, args),
+        Command::Use(args) => use_dir::run(home, args),
+        Command::Unuse(args) => unuse::run(home, args),
+        Command::Dir(args) => dir::run(home, args),
+        Command::Serve(args) => serve::run(home, args),
+        Command::Wheels(args) => wheels::run(home, args),
+        Command::Config(args) => config::run(home, args),
+        Command::CoordinatorAgent(args) => coordinator_agent::run(home, args),
     }
 }
 

@@ -1,9 +1,8 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use larder::Target;
+use larder::{Home, Target};
 
-use super::Context;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -13,9 +12,9 @@ pub struct Args {
     targets: Vec<String>,
 }
 
-pub fn run(ctx: &Context, args: Args, pinned: bool) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args, pinned: bool) -> Result<ExitCode> {
     let targets = args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>()?;
-    let store = ctx.open_store()?;
+    let store = home.store()?;
     let mut failures = output::Failures::default();
     for target in &targets {
         match store.set_pinned(target, pinned) {

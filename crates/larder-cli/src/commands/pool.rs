@@ -2,11 +2,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
+use larder::Home;
 use larder::coord::Holder;
-use larder::pool::{Acquire, InstanceStatus, Pools, ReleaseOutcome, SourceStatus};
-use serde_json::json;
+use larder::pool::{Acquire, ReleaseOutcome, SourceStatus};
 
-use super::Context;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -111,10 +110,6 @@ enum PoolCommand {
     },
 }
 
-fn open(ctx: &Context) -> Result<Pools> {
-    Ok(Pools::open(&ctx.config.home, &ctx.config.pool_roots)?)
-}
-
 impl Args {
     /// Whether this is `pool status`, whose `-v` (larder's global flag)
     /// shows each source in detail, as crcache's does, rather than logging.
@@ -125,23 +120,23 @@ impl Args {
 
 /// `verbose` counts larder's global `-v`: `pool status -v` shows each
 /// source's instances, reserve, maximum and last failure.
-pub fn run(ctx: &Context, args: Args, verbose: u8) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args, verbose: u8) -> Result<ExitCode> {
     match args.command {
         PoolCommand::Status { tree, all, json, sources } => {
-            status(ctx, tree, verbose > 0, all, json, &sources)
+            status(home, tree, verbose > 0, all, json, &sources)
         }
         PoolCommand::Acquire { source, count, count_arg, wait, holder, ttl, json } => {
             let holder = match &holder {
-                Some(id) => Holder::token(id, larder::time::parse_duration(&ttl)?)?,
+                Some(id) => Holder::token(id, larder::time::parse_ttl(&ttl)?)?,
                 // The calling shell or script holds them, so its death
                 // returns them.
                 None => Holder::caller()?,
             };
             let wait = wait.as_deref().map(larder::time::parse_duration).transpose()?;
             let request = Acquire { source, count: count.or(count_arg).unwrap_or(1), holder, wait };
-            let acquired = open(ctx)?.acquire(&request)?;
+            let acquired = home.pools()?.acquire(&request)?;
             if json {
-                output::print_json(&serde_json::to_value(&acquired)?)?;
+                output::print_json(&acquired)?;
             } else {
                 for a in &acquired {
                     println!("{}", a.name);
@@ -150,26 +145,23 @@ pub fn run(ctx: &Context, args: Args, verbose: u8) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PoolCommand::Run { instance, command } => {
-            let mut cmd = open(ctx)?.command(&instance, &command)?;
+            let mut cmd = home.pools()?.command(&instance, &command)?;
             // larder becomes the command: its output, signals and exit
             // status are the command's own.
             use std::os::unix::process::CommandExt;
             let err = cmd.exec();
-            Err(larder::Error::new(
-                larder::ErrorKind::InvalidInput,
-                format!(
-                    "cannot run `{}` for {instance}: {err}",
-                    command.first().map_or("a shell", String::as_str)
-                ),
-            )
+            Err(output::usage(format!(
+                "cannot run `{}` for {instance}: {err}",
+                command.first().map_or("a shell", String::as_str)
+            ))
             .into())
         }
         PoolCommand::Cp { from, to } => {
-            open(ctx)?.copy(&from, &to)?;
+            home.pools()?.copy(&from, &to)?;
             Ok(ExitCode::SUCCESS)
         }
         PoolCommand::Release { discard, forget, json, instances } => {
-            let pools = open(ctx)?;
+            let pools = home.pools()?;
             if forget {
                 pools.forget(&instances)?;
                 for name in &instances {
@@ -179,19 +171,15 @@ pub fn run(ctx: &Context, args: Args, verbose: u8) -> Result<ExitCode> {
             }
             let released = pools.release(&instances, discard)?;
             if json {
-                let list: Vec<_> = released
-                    .iter()
-                    .map(|(name, outcome)| json!({ "name": name, "outcome": outcome }))
-                    .collect();
-                output::print_json(&json!(list))?;
+                output::print_json(&released)?;
             } else {
-                for (name, outcome) in &released {
-                    let what = match outcome {
+                for r in &released {
+                    let what = match r.outcome {
                         ReleaseOutcome::Cached => "cached",
                         ReleaseOutcome::Discarded => "discarded",
                         ReleaseOutcome::AlreadyCached => "was not in use",
                     };
-                    eprintln!("{name}: {what}");
+                    eprintln!("{}: {what}", r.name);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -200,32 +188,19 @@ pub fn run(ctx: &Context, args: Args, verbose: u8) -> Result<ExitCode> {
 }
 
 fn status(
-    ctx: &Context,
+    home: &Home,
     tree: bool,
     verbose: bool,
     all: bool,
     json: bool,
     only: &[String],
 ) -> Result<ExitCode> {
-    let pools = open(ctx)?;
-    for name in only {
-        pools.sources().get(name)?;
-    }
-    let (sources, instances) = pools.status()?;
-    let shown: Vec<&SourceStatus> =
-        sources.iter().filter(|s| only.is_empty() || only.contains(&s.source)).collect();
-    let listed: Vec<&InstanceStatus> = instances
-        .iter()
-        .filter(|i| only.is_empty() || only.iter().any(|s| i.path.contains(s) || i.source == *s))
-        .collect();
+    let report = home.pools()?.report(only, all)?;
     if json {
-        let mut value = json!({ "sources": shown });
-        if all {
-            value["instances"] = serde_json::to_value(&listed)?;
-        }
-        output::print_json(&value)?;
+        output::print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let shown: Vec<&SourceStatus> = report.sources.iter().collect();
     let max = |s: &SourceStatus| s.maximum.map_or("-".to_string(), |m| m.to_string());
     if verbose {
         for (i, s) in shown.iter().enumerate() {
@@ -282,7 +257,7 @@ fn status(
         }
         output::print_table(&["source", "cached", "in-use", "max"], &rows)?;
     }
-    if all {
+    if let Some(listed) = &report.instances {
         println!();
         let rows: Vec<Vec<String>> = listed
             .iter()

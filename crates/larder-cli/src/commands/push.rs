@@ -1,9 +1,8 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::json;
+use larder::Home;
 
-use super::Context;
 use crate::output;
 use crate::progress::Bars;
 
@@ -21,8 +20,8 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
-    let larder = ctx.open_larder_to_push()?;
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    let larder = home.larder_to_push()?;
     if args.background {
         let report = larder.drain_until_done(std::time::Duration::from_secs(15 * 60))?;
         if let Some(r) = report
@@ -38,10 +37,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         let report = larder.drain(true, &Bars::new())?;
         larder.close_local()?;
         if args.json {
-            output::print_json(&json!({
-                "sent": report.sent, "failed": report.failed, "left": report.left,
-                "error": report.last_error,
-            }))?;
+            output::print_json(&report)?;
         } else {
             println!("sent {}, still owed {}", report.sent, report.left);
         }
@@ -60,11 +56,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     let reports = larder.push(&Bars::new())?;
     larder.close_local()?;
     if args.json {
-        let rows = reports
-            .iter()
-            .map(|r| json!({"remote": r.remote, "uploaded": r.uploaded, "present": r.present, "keys": r.keys}))
-            .collect();
-        output::print_json(&serde_json::Value::Array(rows))?;
+        output::print_json(&reports)?;
     } else {
         let rows: Vec<Vec<String>> = reports
             .iter()

@@ -1,9 +1,8 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::json;
+use larder::Home;
 
-use super::Context;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -31,24 +30,12 @@ enum Command {
     },
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     match args.command {
         Command::Ls { json } => {
-            let remotes = &ctx.config.remotes;
+            let remotes = &home.config().remotes;
             if json {
-                let rows = remotes
-                    .iter()
-                    .map(|r| {
-                        json!({
-                            "name": r.name,
-                            "url": larder::remote::redact(&r.url),
-                            "mode": r.mode.name(),
-                            "endpoint": r.endpoint,
-                            "region": r.region,
-                        })
-                    })
-                    .collect();
-                output::print_json(&serde_json::Value::Array(rows))?;
+                output::print_json(remotes)?;
             } else {
                 let rows: Vec<Vec<String>> = remotes
                     .iter()
@@ -61,60 +48,20 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { names, json } => {
-            for name in &names {
-                if !ctx.config.remotes.iter().any(|r| &r.name == name) {
-                    let known: Vec<&str> =
-                        ctx.config.remotes.iter().map(|r| r.name.as_str()).collect();
-                    return Err(larder::Error::new(
-                        larder::ErrorKind::NotFound,
-                        format!(
-                            "no remote is named {name}; the configured ones: {}",
-                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                        ),
-                    )
-                    .into());
-                }
-            }
-            let mut results = Vec::new();
-            for config in &ctx.config.remotes {
-                if !names.is_empty() && !names.contains(&config.name) {
-                    continue;
-                }
-                let verdict = larder::remote::open(config, &ctx.config.fetch)
-                    .map_err(|e| e.to_string())
-                    .and_then(|remote| larder::remote::conformance::run(remote.as_ref()));
-                results.push((config, verdict));
-            }
-            let failed = results.iter().any(|(_, v)| v.is_err());
+            let results = home.check_remotes(&names)?;
             if json {
-                let rows = results
-                    .iter()
-                    .map(|(r, v)| {
-                        json!({
-                            "name": r.name,
-                            "url": larder::remote::redact(&r.url),
-                            "ok": v.is_ok(),
-                            "error": v.as_ref().err(),
-                        })
-                    })
-                    .collect();
-                output::print_json(&serde_json::Value::Array(rows))?;
+                output::print_json(&results)?;
             } else {
                 let rows: Vec<Vec<String>> = results
                     .iter()
-                    .map(|(r, v)| {
-                        vec![
-                            r.name.clone(),
-                            larder::remote::redact(&r.url),
-                            match v {
-                                Ok(()) => "ok".to_string(),
-                                Err(e) => e.clone(),
-                            },
-                        ]
+                    .map(|r| {
+                        let verdict = r.error.clone().unwrap_or_else(|| "ok".to_string());
+                        vec![r.name.clone(), r.url.clone(), verdict]
                     })
                     .collect();
                 output::print_table(&["REMOTE", "URL", "RESULT"], &rows)?;
             }
+            let failed = results.iter().any(|r| !r.ok);
             Ok(if failed { ExitCode::from(6) } else { ExitCode::SUCCESS })
         }
     }

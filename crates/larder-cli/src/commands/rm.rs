@@ -1,9 +1,8 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use larder::{Removed, Target};
+use larder::{Home, Removed, Target};
 
-use super::Context;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -16,9 +15,9 @@ pub struct Args {
     force: bool,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let targets = args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>()?;
-    let store = ctx.open_store()?;
+    let store = home.store()?;
     let mut failures = output::Failures::default();
     for target in &targets {
         match store.remove(target, args.force) {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::Context;
+use larder::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -66,17 +66,18 @@ impl Args {
     }
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    let config = home.config();
     let home = match &args.dir {
         Some(dir) => std::env::current_dir()?.join(dir),
-        None => ctx.config.home.clone(),
+        None => config.home.clone(),
     };
     let mut options = larder_server::ServeOptions::new(
         home.clone(),
-        ctx.config.capacity,
+        config.capacity,
         SocketAddr::new(args.host, args.port),
     );
-    options.verify_reads = ctx.config.verify_reads;
+    options.verify_reads = config.verify_reads;
     options.user_db = args.user_db;
     options.anonymous_read = args.anonymous_read;
     options.read_only_users = args.read_only_users;

@@ -2,10 +2,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use larder::Home;
 use larder::coord::Holder;
 use larder::recipe::Recipe;
-
-use super::Context;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["name", "what"])))]
@@ -27,12 +26,12 @@ pub struct Args {
     holder: Option<String>,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     if let Some(size) = &args.size {
         larder::size::parse_size(size)?;
     }
     let _ = &args.dirs;
-    let dirs = ctx.open_dirs()?;
+    let dirs = home.dirs()?;
     let holder = match &args.holder {
         Some(id) => Holder::token(id, std::time::Duration::ZERO)?,
         None => Holder::caller()?,

@@ -2,10 +2,9 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::Result;
+use larder::Home;
 use larder::coord::Holder;
 use larder::recipe::Recipe;
-
-use super::Context;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = RECIPES)]
@@ -54,19 +53,21 @@ store, so the same URL and checksum is downloaded once.
 Example:
   larder use --name=test-repo --size=10GB http:https://example.org/a.tar.gz md5:7b9d… tar";
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
-    let size = args.size.as_deref().map(larder::size::parse_size).transpose()?.unwrap_or(0);
-    let mut dirs = ctx.open_dirs()?;
-    if let Some(list) = &args.dirs {
-        let cwd = std::env::current_dir()?;
-        let places = list.split(':').filter(|d| !d.is_empty()).map(|d| cwd.join(d)).collect();
-        dirs = dirs.with_places(places);
+impl Args {
+    /// The folders `--dirs` gives (the `dirs` setting, for this command).
+    pub fn dirs(&self) -> Option<&str> {
+        self.dirs.as_deref()
     }
+}
+
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    let size = args.size.as_deref().map(larder::size::parse_size).transpose()?.unwrap_or(0);
+    let dirs = home.dirs()?;
     // Without a command, the holder is the calling process (the shell or job
     // script), so its `larder unuse` releases the directory, and so does its
     // death. With one, larder holds it while the command runs.
     let holder = if let Some(id) = &args.holder {
-        let ttl = larder::time::parse_duration(&args.ttl)?;
+        let ttl = larder::time::parse_ttl(&args.ttl)?;
         Holder::token(id, ttl)?
     } else if args.command.is_empty() {
         Holder::caller()?
@@ -74,7 +75,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
         Holder::current_process()
     };
     let record = if let (Some(remote), Some(name)) = (&args.from_remote, &args.name) {
-        let larder = ctx.open_larder()?;
+        let larder = home.larder()?;
         let (record, _) = larder.restore_dir(
             &dirs,
             name,
@@ -98,10 +99,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
     );
     dirs.unuse(&record.name, &holder)?;
     let status = status.map_err(|e| {
-        larder::Error::new(
-            larder::ErrorKind::InvalidInput,
-            format!("cannot run `{}`: {e}; check the command after --", args.command[0]),
-        )
+        crate::output::usage(format!(
+            "cannot run `{}`: {e}; check the command after --",
+            args.command[0]
+        ))
     })?;
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

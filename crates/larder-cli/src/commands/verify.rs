@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use larder::Home;
 use larder::size::format_size;
-use serde_json::json;
 
-use super::Context;
 use crate::output;
 use crate::progress::Bars;
 
@@ -18,26 +17,17 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<ExitCode> {
-    let store = ctx.open_store()?;
+pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    let store = home.store()?;
     let r = store.verify(args.repair, &Bars::new())?;
     store.close()?;
-    let clean = r.is_clean(args.repair);
+    let clean = r.clean;
     if args.json {
-        output::print_json(&json!({
-            "checked": r.checked,
-            "bytes": r.bytes,
-            "corrupt": r.corrupt.iter().map(|(d, q)| json!({"digest": d.to_string(), "quarantined": q})).collect::<Vec<_>>(),
-            "missing": r.missing.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "orphans": r.orphans,
-            "adopted": r.adopted,
-            "dropped": r.dropped,
-            "clean": clean,
-        }))?;
+        output::print_json(&r)?;
     } else {
         println!("checked {} blobs ({})", r.checked, format_size(r.bytes));
-        for (digest, place) in &r.corrupt {
-            println!("corrupt: {digest} (moved to {})", place.display());
+        for q in &r.corrupt {
+            println!("corrupt: {} (moved to {})", q.digest, q.quarantined.display());
         }
         for digest in &r.missing {
             let what = if args.repair {

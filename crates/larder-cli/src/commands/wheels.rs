@@ -5,8 +5,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::Context;
 use crate::output;
+use larder::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,7 +41,7 @@ enum WheelsCommand {
     },
 }
 
-pub fn run(_ctx: &Context, args: Args) -> Result<ExitCode> {
+pub fn run(_home: &Home, args: Args) -> Result<ExitCode> {
     let WheelsCommand::Install { url, upload, requirements, python, json, packages } = args.command;
     let report = larder::wheels::install(&larder::wheels::WheelsInstall {
         url,

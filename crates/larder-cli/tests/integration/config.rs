@@ -67,7 +67,7 @@ fn an_unknown_key_names_the_file_and_line() {
     let t = TestDir::new();
     t.file("work/.larder/config.toml", "capacity = \"1GiB\"\ncapasity = \"2GiB\"\n");
     let err = t.run(&["stats"]).fails(2);
-    insta::assert_snapshot!(err, @"larder: error: $T/work/.larder/config.toml:2: unknown field `capasity`, expected one of `home`, `capacity`, `log`, `verify_reads`, `dirs`, `http_timeout`, `http_retries`, `remote`; known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables");
+    insta::assert_snapshot!(err, @"larder: error: $T/work/.larder/config.toml:2: unknown key `capasity` (did you mean `capacity`?); known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables");
     assert!(!t.home.exists(), "a bad config touches nothing");
 }
 

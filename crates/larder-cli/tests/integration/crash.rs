@@ -49,12 +49,9 @@ fn a_put_from_a_pipe_killed_mid_stream_leaves_nothing() {
     stdin.flush().expect("flush");
     // Wait until the partial write is visible, then kill.
     let tmp = t.home.join("store-v1/tmp");
-    for _ in 0..200 {
-        if std::fs::read_dir(&tmp).map(|d| d.count() > 0).unwrap_or(false) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::util::wait_until(Duration::from_secs(2), || {
+        std::fs::read_dir(&tmp).is_ok_and(|mut d| d.next().is_some())
+    });
     child.kill().expect("kill");
     child.wait().expect("wait");
     drop(stdin);

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::util::{LARDER, TestDir, wait_for};
 
@@ -202,25 +201,41 @@ fn a_new_directory_goes_to_the_first_folder_with_room() {
     assert!(err.contains("give other folders with --dirs"), "{err}");
 }
 
+/// How long from now (in milliseconds) the hold of `holder` on `name` lasts.
+fn lease_left(t: &TestDir, name: &str) -> i64 {
+    let shown = t.json(&["dir", "show", name, "--json"]);
+    let holder = &shown["holders"][0]["holder"];
+    assert_eq!((&holder["kind"], &holder["id"]), (&"token".into(), &"ci-job".into()), "{shown}");
+    holder["expires_at"].as_i64().expect("expires_at") - larder::coord::now_ms()
+}
+
 #[test]
 fn a_named_holder_lasts_its_ttl_and_renews_by_using_again() {
     let t = TestDir::new();
-    let path = t.run(&["use", "--name", "tok", "--holder", "ci-job", "--ttl", "1s"]).ok();
+    let path = t.run(&["use", "--name", "tok", "--holder", "ci-job", "--ttl", "90s"]).ok();
     assert_eq!(path, "$T/home/dirs/tok\n");
-    let shown = t.json(&["dir", "show", "tok", "--json"]);
-    assert_eq!(shown["holders"][0]["holder"]["kind"], "token");
-    assert_eq!(shown["holders"][0]["holder"]["id"], "ci-job");
-    // Renewed for an hour: it outlives the first second.
-    t.run(&["use", "--name", "tok", "--holder", "ci-job", "--ttl", "1h"]).ok();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(t.dirs()[0]["holders"].as_array().map(Vec::len), Some(1));
+    assert!((0..=90_000).contains(&lease_left(&t, "tok")));
+    // Using it again renews the lease, for the TTL given now.
+    t.run(&["use", "--name", "tok", "--holder", "ci-job", "--ttl", "1h30m"]).ok();
+    assert!(lease_left(&t, "tok") > 3_600_000);
+    assert_eq!(t.dirs()[0]["holders"].as_array().map(Vec::len), Some(1), "one holder");
     t.run(&["unuse", "--name", "tok", "--holder", "ci-job"]).ok();
     assert_eq!(t.dirs(), serde_json::json!([]));
-    // Not renewed: the lease runs out and whoever looks next releases it.
-    t.run(&["use", "--name", "brief", "--holder", "ci-job", "--ttl", "1s"]).ok();
-    std::thread::sleep(Duration::from_millis(1500));
+    // A lease that ran out (given its expiry, rather than waited for) is
+    // released by whoever looks next, and the directory goes with it.
+    let dirs = larder::Dirs::open(&t.home).expect("dirs");
+    let expired = larder::coord::Holder::Token {
+        id: "ci-job".into(),
+        expires_at: larder::coord::now_ms() - 1,
+    };
+    let spec = larder::DirSpec::scratch(Some("brief"));
+    dirs.use_dir(&spec, &expired, &larder::NoProgress).expect("use");
+    assert!(t.home.join("dirs/brief").exists());
     assert_eq!(t.dirs(), serde_json::json!([]));
     assert!(!t.home.join("dirs/brief").exists());
+    // A hold that would be over as it begins is refused.
+    let err = t.run(&["use", "--holder", "x", "--ttl", "0s"]).fails(2);
+    assert!(err.contains("ends the hold as it begins"), "{err}");
     let err = t.run(&["use", "--holder", "x", "--ttl", "10y"]).fails(2);
     assert!(err.contains("malformed duration `10y`"), "{err}");
 }

@@ -169,14 +169,24 @@ pub fn flip_byte(path: &Path, at: usize) {
 
 /// Waits up to ten seconds for `done`.
 #[track_caller]
-pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1000 {
+pub fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    if !wait_until(std::time::Duration::from_secs(10), done) {
+        panic!("timed out waiting for {what}");
+    }
+}
+
+/// Polls `done` until it holds or `limit` passes; whether it held.
+pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
         if done() {
-            return;
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    panic!("timed out waiting for {what}");
 }
 
 /// `pid-start` of a process that has ended, as larder names owners of

@@ -220,17 +220,30 @@ fn target_stays_inside(at: &Path, target: &Path) -> bool {
     true
 }
 
+/// Where a link leads, followed on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    /// Every step stays inside the root.
+    Inside,
+    /// A step leaves it.
+    Outside,
+    /// It never ends: links that lead back to each other.
+    Loop,
+}
+
 /// Follows the link at `link` (relative to `root`) the way the kernel would,
 /// reading links on disk, and says whether every step stays inside `root`.
 /// Names that do not exist are followed by name alone.
-fn resolves_inside(root: &Path, link: &Path) -> bool {
+fn resolve(root: &Path, link: &Path) -> Resolved {
+    /// As many links as the kernel follows in one path before it gives up.
+    const MAX_HOPS: usize = 40;
     let mut stack: Vec<std::ffi::OsString> =
         link.parent().map(|p| p.iter().map(|c| c.to_os_string()).collect()).unwrap_or_default();
-    let Ok(first) = fs::read_link(root.join(link)) else { return false };
+    let Ok(first) = fs::read_link(root.join(link)) else { return Resolved::Outside };
     let mut queue: std::collections::VecDeque<std::ffi::OsString> =
         first.iter().map(|c| c.to_os_string()).collect();
     if first.is_absolute() {
-        return false;
+        return Resolved::Outside;
     }
     let mut hops = 0;
     while let Some(part) = queue.pop_front() {
@@ -238,19 +251,22 @@ fn resolves_inside(root: &Path, link: &Path) -> bool {
             Some(".") => continue,
             Some("..") => {
                 if stack.pop().is_none() {
-                    return false;
+                    return Resolved::Outside;
                 }
                 continue;
             }
-            Some("/") => return false,
+            Some("/") => return Resolved::Outside,
             _ => {}
         }
         stack.push(part);
         let here: PathBuf = stack.iter().collect();
         if let Ok(target) = fs::read_link(root.join(&here)) {
             hops += 1;
-            if hops > 40 || target.is_absolute() {
-                return false;
+            if hops > MAX_HOPS {
+                return Resolved::Loop;
+            }
+            if target.is_absolute() {
+                return Resolved::Outside;
             }
             stack.pop();
             for c in target.iter().rev() {
@@ -258,7 +274,19 @@ fn resolves_inside(root: &Path, link: &Path) -> bool {
             }
         }
     }
-    true
+    Resolved::Inside
+}
+
+/// An I/O failure placing the entry `rel`: a name the filesystem will not
+/// take is the archive's fault, and says which entry.
+fn placing_error(step: &str, root: &Path, rel: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::InvalidFilename {
+        return refused(
+            step,
+            format!("entry `{}` has a name the filesystem cannot hold ({e})", shown(rel)),
+        );
+    }
+    unpack_error(step, root, e)
 }
 
 /// Makes the folders above `rel` inside `root`, refusing to pass through a
@@ -289,9 +317,9 @@ fn make_parents(root: &Path, rel: &Path, step: &str) -> Result<()> {
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&here).map_err(|e| unpack_error(step, root, e))?;
+                fs::create_dir(&here).map_err(|e| placing_error(step, root, rel, e))?;
             }
-            Err(e) => return Err(unpack_error(step, root, e)),
+            Err(e) => return Err(placing_error(step, root, rel, e)),
         }
     }
     Ok(())
@@ -337,7 +365,7 @@ fn write_file(
         .create_new(true)
         .mode(file_mode(mode))
         .open(&dest)
-        .map_err(|e| unpack_error(step, root, e))?;
+        .map_err(|e| placing_error(step, root, rel, e))?;
     let mut out = Charged { inner: &mut file, budget };
     io::copy(data, &mut out).map_err(|e| unpack_error(step, root, e))?;
     Ok(file)
@@ -396,79 +424,139 @@ fn untar_entries(input: &mut dyn Read, root: &Path, budget: &Budget, step: &str)
             continue;
         }
         let raw = entry.path().map_err(|e| unpack_error(step, root, e))?.into_owned();
-        let Some(rel) = safe_relative(&raw) else {
+        let link_name = |entry: &tar::Entry<'_, _>| -> Result<PathBuf> {
+            let name = entry.link_name().map_err(|e| unpack_error(step, root, e))?;
+            Ok(name.map(|t| t.into_owned()).unwrap_or_default())
+        };
+        let what = match kind {
+            T::Directory => Kind::Dir { mode: entry.header().mode().unwrap_or(0o755) },
+            T::Regular | T::Continuous | T::GNUSparse => Kind::File {
+                mode: entry.header().mode().unwrap_or(0o644),
+                mtime: entry.header().mtime().ok(),
+            },
+            T::Symlink => Kind::Symlink { target: link_name(&entry)? },
+            T::Link => Kind::HardLink { target: link_name(&entry)? },
+            T::Char | T::Block | T::Fifo => Kind::Special,
+            other => Kind::Unknown(format!("{other:?}")),
+        };
+        let place = Place { root, budget, step };
+        place.entry(&raw, what, &mut entry, &mut links)?;
+    }
+    check_links(root, &links, step)
+}
+
+/// What an archive entry is, whichever format it came from.
+enum Kind {
+    Dir {
+        mode: u32,
+    },
+    /// Its bytes are the entry's data.
+    File {
+        mode: u32,
+        mtime: Option<u64>,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    /// A second name for a file the archive made before.
+    HardLink {
+        target: PathBuf,
+    },
+    /// A device file or a fifo.
+    Special,
+    Unknown(String),
+}
+
+/// Where entries go: the one place the safety checks of every archive
+/// format live, so that tar and zip cannot drift apart.
+struct Place<'a> {
+    root: &'a Path,
+    budget: &'a Budget,
+    step: &'a str,
+}
+
+/// The longest name of one path component, and of a whole path, that
+/// Linux filesystems take (`NAME_MAX`, `PATH_MAX`).
+const NAME_MAX: usize = 255;
+const PATH_MAX: usize = 4095;
+
+impl Place<'_> {
+    /// Places the entry `raw` (its name in the archive) of kind `kind`,
+    /// reading a file's bytes from `data`: checks its path, charges the
+    /// budget, and refuses anything that could land outside the root or
+    /// write through a link. Links made are added to `links`, to be followed
+    /// once every entry is in place.
+    fn entry(
+        &self,
+        raw: &Path,
+        kind: Kind,
+        data: &mut dyn Read,
+        links: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let (root, step) = (self.root, self.step);
+        let Some(rel) = safe_relative(raw) else {
             return Err(refused(
                 step,
-                format!("entry `{}` has an absolute path or `..`", raw.display()),
+                format!("entry `{}` has an absolute path or `..`", shown(raw)),
             ));
         };
-        budget.charge_entry().map_err(|e| unpack_error(step, root, e))?;
+        self.budget.charge_entry().map_err(|e| unpack_error(step, root, e))?;
         if rel.as_os_str().is_empty() {
-            continue;
+            return Ok(());
         }
+        self.check_length(&rel)?;
         let dest = root.join(&rel);
-        match kind {
-            T::Directory => {
+        let placed = match kind {
+            Kind::Dir { mode } => {
                 make_parents(root, &rel, step)?;
+                // The entry's own name is looked at, not what a link there
+                // points to: a link is replaced, never followed.
                 match fs::symlink_metadata(&dest) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
                         clear(&dest, root, step)?;
-                        fs::create_dir(&dest).map_err(|e| unpack_error(step, root, e))?;
+                        fs::create_dir(&dest).map_err(|e| self.io(&rel, e))?;
                     }
-                    Err(_) => fs::create_dir(&dest).map_err(|e| unpack_error(step, root, e))?,
+                    Err(_) => fs::create_dir(&dest).map_err(|e| self.io(&rel, e))?,
                 }
-                let mode = entry.header().mode().unwrap_or(0o755);
-                let perms = fs::Permissions::from_mode(dir_mode(mode));
-                fs::set_permissions(&dest, perms).map_err(|e| unpack_error(step, root, e))?;
+                fs::set_permissions(&dest, fs::Permissions::from_mode(dir_mode(mode)))
             }
-            T::Regular | T::Continuous | T::GNUSparse => {
-                let mode = entry.header().mode().unwrap_or(0o644);
-                let mtime = entry.header().mtime().ok();
-                let file = write_file(root, &rel, &mut entry, mode, budget, step)?;
+            Kind::File { mode, mtime } => {
+                let file = write_file(root, &rel, data, mode, self.budget, step)?;
                 let when = mtime.and_then(|secs| {
                     std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
                 });
                 if let Some(when) = when {
                     let _ = file.set_modified(when);
                 }
+                Ok(())
             }
-            T::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| unpack_error(step, root, e))?
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+            Kind::Symlink { target } => {
                 if !target_stays_inside(&rel, &target) {
                     return Err(refused(
                         step,
                         format!(
                             "entry `{}` is a link to `{}`, outside the directory",
-                            rel.display(),
-                            target.display()
+                            shown(&rel),
+                            shown(&target)
                         ),
                     ));
                 }
                 make_parents(root, &rel, step)?;
                 clear(&dest, root, step)?;
-                std::os::unix::fs::symlink(&target, &dest)
-                    .map_err(|e| unpack_error(step, root, e))?;
-                links.push(rel);
+                let made = std::os::unix::fs::symlink(&target, &dest);
+                links.push(rel.clone());
+                made
             }
-            T::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| unpack_error(step, root, e))?
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+            Kind::HardLink { target } => {
                 let source = safe_relative(&target).filter(|t| !t.as_os_str().is_empty());
                 let Some(source) = source else {
                     return Err(refused(
                         step,
                         format!(
                             "entry `{}` is a hard link to `{}`, outside the directory",
-                            rel.display(),
-                            target.display()
+                            shown(&rel),
+                            shown(&target)
                         ),
                     ));
                 };
@@ -482,44 +570,80 @@ fn untar_entries(input: &mut dyn Read, root: &Path, budget: &Budget, step: &str)
                         step,
                         format!(
                             "entry `{}` is a hard link to `{}`, which is not a file of the archive",
-                            rel.display(),
-                            source.display()
+                            shown(&rel),
+                            shown(&source)
                         ),
                     ));
                 }
                 make_parents(root, &rel, step)?;
                 clear(&dest, root, step)?;
                 fs::hard_link(root.join(&source), &dest)
-                    .map_err(|e| unpack_error(step, root, e))?;
             }
-            T::Char | T::Block | T::Fifo => {
+            Kind::Special => {
                 return Err(refused(
                     step,
-                    format!("entry `{}` is a device file or a fifo", rel.display()),
+                    format!("entry `{}` is a device file or a fifo", shown(&rel)),
                 ));
             }
-            other => {
+            Kind::Unknown(what) => {
                 return Err(refused(
                     step,
-                    format!("entry `{}` has an unknown type ({other:?})", rel.display()),
+                    format!("entry `{}` has an unknown type ({what})", shown(&rel)),
                 ));
             }
-        }
+        };
+        placed.map_err(|e| self.io(&rel, e))
     }
-    check_links(root, &links, step)
+
+    /// Refuses an entry whose name no filesystem here could hold, naming it,
+    /// before anything is made for it.
+    fn check_length(&self, rel: &Path) -> Result<()> {
+        let full = self.root.join(rel).as_os_str().len();
+        let longest = rel.iter().map(|c| c.len()).max().unwrap_or(0);
+        if longest > NAME_MAX || full > PATH_MAX {
+            return Err(refused(
+                self.step,
+                format!(
+                    "entry `{}` has a path too long for the filesystem ({} bytes, {} in its longest part; at most {PATH_MAX} and {NAME_MAX})",
+                    shown(rel),
+                    rel.as_os_str().len(),
+                    longest
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn io(&self, rel: &Path, e: io::Error) -> Error {
+        placing_error(self.step, self.root, rel, e)
+    }
+}
+
+/// A path for a message: whole if short, else its start and its length.
+fn shown(path: &Path) -> String {
+    let text = path.display().to_string();
+    match text.char_indices().nth(100) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
 }
 
 /// Checks, once everything is unpacked, that every link resolves inside the
 /// root: links to links can escape where each alone looked harmless.
 fn check_links(root: &Path, links: &[PathBuf], step: &str) -> Result<()> {
     for link in links {
-        if !resolves_inside(root, link) {
-            let _ = fs::remove_file(root.join(link));
-            return Err(refused(
-                step,
-                format!("the link `{}` leads outside the directory", link.display()),
-            ));
+        // A later entry of the same name replaced it: nothing to follow.
+        let still_a_link = fs::symlink_metadata(root.join(link)).is_ok_and(|m| m.is_symlink());
+        if !still_a_link {
+            continue;
         }
+        let why = match resolve(root, link) {
+            Resolved::Inside => continue,
+            Resolved::Outside => "leads outside the directory",
+            Resolved::Loop => "is part of a loop of links that never ends in a file or folder",
+        };
+        let _ = fs::remove_file(root.join(link));
+        return Err(refused(step, format!("the link `{}` {why}", shown(link))));
     }
     Ok(())
 }
@@ -558,60 +682,25 @@ pub(crate) fn unzip(file: File, root: &Path, budget: &Budget, step: &str) -> Res
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(zip_error)?;
         let raw = PathBuf::from(entry.name().map_err(zip_error)?.into_owned());
-        let Some(rel) = safe_relative(&raw) else {
-            return Err(refused(
-                step,
-                format!("entry `{}` has an absolute path or `..`", raw.display()),
-            ));
-        };
-        budget.charge_entry().map_err(|e| unpack_error(step, root, e))?;
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
         let mode = entry.unix_mode().unwrap_or(0o644);
-        let dest = root.join(&rel);
-        if entry.is_dir() {
-            make_parents(root, &rel, step)?;
-            if !dest.is_dir() {
-                clear(&dest, root, step)?;
-                fs::create_dir(&dest).map_err(|e| unpack_error(step, root, e))?;
-            }
-            let perms = fs::Permissions::from_mode(dir_mode(mode));
-            fs::set_permissions(&dest, perms).map_err(|e| unpack_error(step, root, e))?;
+        let kind = if entry.is_dir() {
+            Kind::Dir { mode }
         } else if entry.is_symlink() {
             let mut target = String::new();
             (&mut entry).take(4096).read_to_string(&mut target).map_err(|e| {
-                refused(
-                    step,
-                    format!("entry `{}` is a link with a bad target ({e})", rel.display()),
-                )
+                refused(step, format!("entry `{}` is a link with a bad target ({e})", shown(&raw)))
             })?;
-            let target = PathBuf::from(target);
-            if !target_stays_inside(&rel, &target) {
-                return Err(refused(
-                    step,
-                    format!(
-                        "entry `{}` is a link to `{}`, outside the directory",
-                        rel.display(),
-                        target.display()
-                    ),
-                ));
-            }
-            make_parents(root, &rel, step)?;
-            clear(&dest, root, step)?;
-            std::os::unix::fs::symlink(&target, &dest).map_err(|e| unpack_error(step, root, e))?;
-            links.push(rel);
+            Kind::Symlink { target: PathBuf::from(target) }
         } else {
             const S_IFMT: u32 = 0o170000;
             const S_IFREG: u32 = 0o100000;
             if mode & S_IFMT != 0 && mode & S_IFMT != S_IFREG {
-                return Err(refused(
-                    step,
-                    format!("entry `{}` is a device file or a fifo", rel.display()),
-                ));
+                Kind::Special
+            } else {
+                Kind::File { mode, mtime: None }
             }
-            write_file(root, &rel, &mut entry, mode, budget, step)?;
-        }
+        };
+        Place { root, budget, step }.entry(&raw, kind, &mut entry, &mut links)?;
     }
     check_links(root, &links, step)
 }
@@ -656,13 +745,105 @@ mod tests {
         std::os::unix::fs::symlink("y/y/y", r.join("z")).expect("link");
         fs::create_dir(r.join("d")).expect("dir");
         std::os::unix::fs::symlink("../d/../missing", r.join("d/ok")).expect("link");
-        assert!(resolves_inside(r, Path::new("y")));
-        assert!(!resolves_inside(r, Path::new("x")), "y/.. is the root's parent");
-        assert!(resolves_inside(r, Path::new("z")));
-        assert!(resolves_inside(r, Path::new("d/ok")));
+        assert_eq!(resolve(r, Path::new("y")), Resolved::Inside);
+        assert_eq!(resolve(r, Path::new("x")), Resolved::Outside, "y/.. is the root's parent");
+        assert_eq!(resolve(r, Path::new("z")), Resolved::Inside);
+        assert_eq!(resolve(r, Path::new("d/ok")), Resolved::Inside);
         std::os::unix::fs::symlink("a", r.join("b")).expect("link");
         std::os::unix::fs::symlink("b", r.join("a")).expect("link");
-        assert!(!resolves_inside(r, Path::new("a")), "a loop never resolves");
+        assert_eq!(resolve(r, Path::new("a")), Resolved::Loop, "a loop never resolves");
+    }
+
+    fn untar_bytes(archive: &[u8], root: &Path) -> Result<()> {
+        untar(&mut &archive[..], root, &Budget::new(None), "tar test.tar")
+    }
+
+    /// A tar whose entries' names may be long (GNU long names).
+    fn long_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, kind, link) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_mode(0o644);
+            header.set_size(0);
+            if kind.is_symlink() {
+                builder.append_link(&mut header, name, link).expect("append link");
+            } else {
+                builder.append_data(&mut header, name, &b""[..]).expect("append");
+            }
+        }
+        builder.into_inner().expect("tar")
+    }
+
+    /// Regression: a path deeper than the filesystem takes ended in exit 6
+    /// with a bare `File name too long (os error 36)`.
+    #[test]
+    fn a_too_deep_path_is_refused_naming_its_entry() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let deep = format!("{}file", "directory-name/".repeat(300));
+        let archive = long_tar(&[(&deep, tar::EntryType::Regular, "")]);
+        let err = untar_bytes(&archive, root.path()).expect_err("too deep");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("entry `directory-name/directory-name/"), "{text}");
+        assert!(text.contains("has a path too long for the filesystem (4504 bytes"), "{text}");
+        assert!(text.contains("larder refused the archive") && text.len() < 400, "{text}");
+        let long_name = format!("{}.txt", "n".repeat(300));
+        let archive = long_tar(&[(&long_name, tar::EntryType::Regular, "")]);
+        let err = untar_bytes(&archive, root.path()).expect_err("too long");
+        assert!(err.to_string().contains("304 in its longest part"), "{err}");
+    }
+
+    /// Regression: links that lead to each other were refused as leading
+    /// outside the directory.
+    #[test]
+    fn a_loop_of_links_is_refused_as_a_loop() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let archive =
+            long_tar(&[("a", tar::EntryType::Symlink, "b"), ("b", tar::EntryType::Symlink, "a")]);
+        let err = untar_bytes(&archive, root.path()).expect_err("loop");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("the link `a` is part of a loop of links"), "{err}");
+    }
+
+    fn zip_bytes(build: impl FnOnce(&mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>)) -> File {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        build(&mut writer);
+        let bytes = writer.finish().expect("zip").into_inner();
+        let mut file = tempfile::tempfile().expect("tempfile");
+        file.write_all(&bytes).expect("write");
+        std::io::Seek::rewind(&mut file).expect("rewind");
+        file
+    }
+
+    /// Regression: zip took a folder entry over a link to a folder for the
+    /// folder itself (it followed the link), where tar replaced the link.
+    #[test]
+    fn a_folder_entry_replaces_a_link_in_zip_as_in_tar() {
+        let options = zip::write::SimpleFileOptions::default();
+        let zipped = zip_bytes(|w| {
+            w.add_directory("real/", options.unix_permissions(0o755)).expect("dir");
+            w.add_symlink("d", "real", options).expect("link");
+            w.add_directory("d/", options.unix_permissions(0o700)).expect("dir");
+        });
+        let root = tempfile::tempdir().expect("tempdir");
+        unzip(zipped, root.path(), &Budget::new(None), "unzip test.zip").expect("unzip");
+        let tarred = long_tar(&[
+            ("real/", tar::EntryType::Directory, ""),
+            ("d", tar::EntryType::Symlink, "real"),
+            ("d/", tar::EntryType::Directory, ""),
+        ]);
+        let other = tempfile::tempdir().expect("tempdir");
+        untar_bytes(&tarred, other.path()).expect("untar");
+        for r in [root.path(), other.path()] {
+            let d = fs::symlink_metadata(r.join("d")).expect("d");
+            assert!(
+                d.is_dir() && !d.file_type().is_symlink(),
+                "{}: d is a folder now",
+                r.display()
+            );
+            assert!(r.join("real").is_dir());
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! two different versions of a file are never joined.
 
 use std::io::{self, Read};
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
@@ -13,15 +12,15 @@ use reqwest::header::{
     ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
 };
 
-use super::FetchOptions;
 use super::source::LoadError;
+use crate::http::{HttpOptions, describe, is_transient, status_text};
 use crate::size::format_size;
 
 /// A download in progress.
 pub(crate) struct HttpReader {
     client: Client,
     url: String,
-    opts: FetchOptions,
+    opts: HttpOptions,
     response: Option<Response>,
     /// Bytes handed out so far.
     pos: u64,
@@ -38,24 +37,16 @@ pub(crate) struct HttpReader {
     resume_url: Option<String>,
 }
 
-/// One client per process: it keeps connections and TLS sessions.
-fn client(opts: &FetchOptions) -> io::Result<Client> {
-    Client::builder()
-        .timeout(opts.timeout)
-        .connect_timeout(opts.timeout)
-        .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| io::Error::other(format!("cannot start an http client: {e}")))
-}
-
 impl HttpReader {
     /// Starts downloading `url`: the first response is awaited here, so that a
     /// URL that does not exist fails at once.
-    pub(crate) fn open(url: &str, opts: &FetchOptions) -> io::Result<HttpReader> {
+    pub(crate) fn open(url: &str, opts: &HttpOptions) -> io::Result<HttpReader> {
+        // The process's one client: it keeps connections and TLS sessions.
+        let client = crate::http::blocking_client(opts).map_err(io::Error::other)?;
         let mut reader = HttpReader {
-            client: client(opts)?,
+            client,
             url: url.to_string(),
-            opts: opts.clone(),
+            opts: *opts,
             response: None,
             pos: 0,
             total: None,
@@ -102,10 +93,7 @@ impl HttpReader {
                 self.url, self.failures
             )));
         }
-        // Exponential backoff, capped, so a brief outage is ridden out and a
-        // long one gives up in reasonable time.
-        let delay = self.opts.backoff.saturating_mul(1 << (self.failures - 1).min(6));
-        let delay = delay.min(Duration::from_secs(30));
+        let delay = self.opts.retry_delay(self.failures);
         tracing::info!(url = %self.url, "{why}; trying again in {delay:?}");
         std::thread::sleep(delay);
         Ok(())
@@ -184,10 +172,7 @@ impl HttpReader {
                 self.total = Some(self.pos);
                 Ok(None)
             }
-            s if s.is_server_error()
-                || s == StatusCode::TOO_MANY_REQUESTS
-                || s == StatusCode::REQUEST_TIMEOUT =>
-            {
+            s if is_transient(s) => {
                 Err(Failure::Transient(format!("the server answered {}", status_text(s))))
             }
             s => {
@@ -282,33 +267,6 @@ enum Failure {
 
 fn permanent(message: String) -> io::Error {
     io::Error::other(LoadError { message, not_found: false })
-}
-
-fn status_text(s: StatusCode) -> String {
-    match s.canonical_reason() {
-        Some(reason) => format!("{} {reason}", s.as_u16()),
-        None => s.as_u16().to_string(),
-    }
-}
-
-/// A reqwest error as a short phrase, without the URL (the caller names it).
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "the server did not answer in time".to_string();
-    }
-    if e.is_connect() {
-        return "cannot connect to the server".to_string();
-    }
-    if e.is_redirect() {
-        return "too many redirects".to_string();
-    }
-    let mut text = String::from("the request failed");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 fn validator_of(response: &Response) -> Option<String> {

@@ -5,7 +5,6 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use super::FetchOptions;
 use super::http::HttpReader;
 use crate::error::{Error, ErrorKind, Result};
 use crate::recipe::Loader;
@@ -43,13 +42,13 @@ pub(crate) fn file_name(loader: &Loader, number: usize) -> String {
 /// Opens a remote loader (`http:`, `dirac:`). `scratch` is a folder it may
 /// use for files the loader's tool writes; the caller removes it.
 pub(crate) fn open_remote(
+    b: &super::Build<'_>,
     loader: &Loader,
-    opts: &FetchOptions,
     scratch: &Path,
 ) -> Result<(Box<dyn Read>, Option<u64>)> {
     match loader {
         Loader::Http(url) => {
-            let reader = HttpReader::open(url, opts).map_err(read_error)?;
+            let reader = HttpReader::open(url, b.http).map_err(read_error)?;
             let total = reader.total();
             Ok((Box::new(reader), total))
         }
@@ -59,7 +58,8 @@ pub(crate) fn open_remote(
             Ok((Box::new(file), size))
         }
         Loader::S3 { bucket, key } => {
-            let (reader, size) = crate::remote::open_s3_object(bucket, key, opts)?;
+            let (reader, size) =
+                crate::remote::open_s3_object(bucket, key, b.remotes, b.http, b.env)?;
             Ok((reader, Some(size)))
         }
         other => Err(Error::new(ErrorKind::InvalidInput, format!("{other} is not a download"))),

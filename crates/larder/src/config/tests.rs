@@ -23,6 +23,7 @@ impl Fixture {
             default_home: Some(PathBuf::from("/default/home")),
             cwd: self.dir.path().join("proj"),
             env: Vec::new(),
+            environment: Environment::default(),
             flags: Vec::new(),
         }
     }
@@ -117,8 +118,70 @@ fn unknown_key_names_file_and_line() {
     check(
         &f,
         f.sources(),
-        "error: $T/proj/.larder/config.toml:3: unknown field `capasity`, expected one of `home`, `capacity`, `log`, `verify_reads`, `dirs`, `http_timeout`, `http_retries`, `remote`; known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables",
+        "error: $T/proj/.larder/config.toml:3: unknown key `capasity` (did you mean `capacity`?); known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables",
     );
+    // Nothing near: no guess.
+    f.write("proj/.larder/config.toml", "colour = \"blue\"\n");
+    check(
+        &f,
+        f.sources(),
+        "error: $T/proj/.larder/config.toml:1: unknown key `colour`; known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables",
+    );
+    f.write("proj/.larder/config.toml", "verify-reads = true\n");
+    let got = render(&f, Config::load(&f.sources()));
+    assert!(got.contains("(did you mean `verify_reads`?)"), "{got}");
+}
+
+#[test]
+fn a_single_bracketed_remote_says_to_write_two() {
+    let f = Fixture::new();
+    f.write(
+        "user/larder/config.toml",
+        "capacity = \"1GiB\"\n\n[remote]\nname = \"team\"\nurl = \"http://cache:8000\"\n",
+    );
+    check(
+        &f,
+        f.sources(),
+        "error: $T/user/larder/config.toml:3: `[remote]` is one table, but remotes are a list: write `[[remote]]`, with two brackets, above each remote",
+    );
+}
+
+#[test]
+fn values_of_the_wrong_kind_say_what_the_key_takes() {
+    let f = Fixture::new();
+    f.write("user/larder/config.toml", "log = 3\n");
+    check(&f, f.sources(), "error: $T/user/larder/config.toml:1: log takes text, not integer");
+    f.write("user/larder/config.toml", "verify_reads = 1\n");
+    check(
+        &f,
+        f.sources(),
+        "error: $T/user/larder/config.toml:1: verify_reads takes true, false or text, not integer",
+    );
+}
+
+#[test]
+fn what_remotes_take_from_the_environment_is_shown_without_secrets() {
+    let f = Fixture::new();
+    let mut s = f.sources();
+    s.environment = Environment::from_vars([
+        ("AWS_REGION", "eu-west-1".to_string()),
+        ("LARDER_PASSWORD", "s3cret".to_string()),
+        ("HOME", "/home/a".to_string()),
+    ]);
+    let config = Config::load(&s).expect("load");
+    assert_eq!(config.env.aws_region(), Some("eu-west-1"));
+    let got = render(&f, Ok(config));
+    assert!(
+        got.ends_with(
+            "AWS_REGION=eu-west-1 <- env AWS_REGION\nLARDER_PASSWORD=(set) <- env LARDER_PASSWORD"
+        ),
+        "{got}"
+    );
+    assert!(!got.contains("s3cret") && !got.contains("/home/a"), "{got}");
+    // `~/` in a path is the environment's HOME.
+    s.env.push(("LARDER_DIRS".into(), "~/scratch".into()));
+    let config = Config::load(&s).expect("load");
+    assert_eq!(config.dirs, [PathBuf::from("/home/a/scratch")]);
 }
 
 #[test]
@@ -156,8 +219,8 @@ fn download_settings() {
     let f = Fixture::new();
     f.write("user/larder/config.toml", "http_timeout = \"2m\"\nhttp_retries = 7\n");
     let config = Config::load(&f.sources()).expect("load");
-    assert_eq!(config.fetch.timeout, std::time::Duration::from_secs(120));
-    assert_eq!(config.fetch.retries, 7);
+    assert_eq!(config.http.timeout, std::time::Duration::from_secs(120));
+    assert_eq!(config.http.retries, 7);
     let mut s = f.sources();
     s.env.push(("LARDER_HTTP_TIMEOUT".into(), "0s".into()));
     check(

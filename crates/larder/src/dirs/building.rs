@@ -242,7 +242,9 @@ impl Dirs {
             };
             let b = Build {
                 store,
-                fetch: &self.fetch,
+                http: &self.http,
+                remotes: &self.remotes,
+                env: &self.env,
                 progress: &reporter,
                 budget: &budget,
                 scratch: &scratch,

@@ -107,25 +107,30 @@ pub struct Sources {
     by_name: BTreeMap<String, SourceConf>,
 }
 
-/// The keys `source.conf` may set.
-const KEYS: [&str; 11] = [
-    "type",
-    "reserve",
-    "maximum",
-    "concurrency",
-    "sources",
-    "ssh_host",
-    "ssh_config",
-    "provision",
-    "run",
-    "discard",
-    "timeout",
+/// The keys `source.conf` may set, each with the one type of source it is
+/// for (`None`: every type).
+const KEYS: [(&str, Option<&str>); 11] = [
+    ("type", None),
+    ("reserve", None),
+    ("maximum", None),
+    ("concurrency", None),
+    ("sources", Some("pool")),
+    ("ssh_host", Some("ssh")),
+    ("ssh_config", Some("ssh")),
+    ("provision", Some("command")),
+    ("run", Some("command")),
+    ("discard", Some("command")),
+    ("timeout", None),
 ];
+
+/// The types of source.
+const TYPES: [&str; 4] = ["local", "ssh", "pool", "command"];
 
 impl Sources {
     /// Reads `sources/*/source.conf` under each of `roots`, in order; the
     /// first definition of a name wins. `local` is implicit unless defined.
-    pub fn load(roots: &[PathBuf]) -> Result<Sources> {
+    /// `~/` in their paths is `home_dir`.
+    pub fn load(roots: &[PathBuf], home_dir: Option<&Path>) -> Result<Sources> {
         let mut by_name = BTreeMap::new();
         for root in roots {
             let dir = root.join("sources");
@@ -152,7 +157,7 @@ impl Sources {
                 }
                 let text =
                     std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
-                let conf = parse(&name, &path, &file, &text)?;
+                let conf = parse(&name, &path, &file, &text, home_dir)?;
                 by_name.insert(name, conf);
             }
         }
@@ -312,7 +317,13 @@ impl Sources {
 }
 
 /// Parses one `source.conf` (`file`, in the folder `dir`) of the source `name`.
-pub fn parse(name: &str, dir: &Path, file: &Path, text: &str) -> Result<SourceConf> {
+pub fn parse(
+    name: &str,
+    dir: &Path,
+    file: &Path,
+    text: &str,
+    home_dir: Option<&Path>,
+) -> Result<SourceConf> {
     let bad = |line: usize, why: String| {
         Error::new(ErrorKind::Config, format!("{}:{line}: {why}", file.display()))
     };
@@ -371,10 +382,14 @@ pub fn parse(name: &str, dir: &Path, file: &Path, text: &str) -> Result<SourceCo
         }
         let key = trimmed[..at].trim().to_ascii_lowercase();
         let value = trimmed[at + 1..].trim().to_string();
-        let Some(&known) = KEYS.iter().find(|k| **k == key) else {
+        let Some(&(known, _)) = KEYS.iter().find(|(k, _)| *k == key) else {
+            let names = KEYS.map(|(k, _)| k);
+            let hint = crate::config::nearest(&key, names)
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default();
             return Err(bad(
                 line,
-                format!("unknown key `{key}`; known keys are {}", KEYS.join(", ")),
+                format!("unknown key `{key}`{hint}; known keys are {}", names.join(", ")),
             ));
         };
         values.insert(known, (value, line));
@@ -399,36 +414,25 @@ pub fn parse(name: &str, dir: &Path, file: &Path, text: &str) -> Result<SourceCo
             ));
         }
     };
-    let for_type = |key: &str, types: &str| -> Result<()> {
-        match values.get(key) {
-            Some((_, l)) => Err(bad(
-                *l,
-                format!("{key} is only for {types} sources, and this one is type={type_name}"),
-            )),
-            None => Ok(()),
+    if !TYPES.contains(&type_name) {
+        return Err(bad(
+            type_line,
+            format!("unknown type `{type_name}`; use local, ssh, pool or command"),
+        ));
+    }
+    // Keys for another type of source are mistakes, not options to ignore.
+    for (key, owner) in KEYS {
+        if let (Some(owner), Some((_, line))) = (owner, values.get(key))
+            && owner != type_name
+        {
+            return Err(bad(
+                *line,
+                format!("{key} is only for {owner} sources, and this one is type={type_name}"),
+            ));
         }
-    };
+    }
     let kind = match type_name {
-        "local" => {
-            for key in ["sources", "ssh_host", "ssh_config", "provision", "run", "discard"] {
-                for_type(
-                    key,
-                    if key.starts_with("ssh") {
-                        "ssh"
-                    } else if key == "sources" {
-                        "pool"
-                    } else {
-                        "command"
-                    },
-                )?;
-            }
-            SourceKind::Local
-        }
         "ssh" => {
-            for key in ["provision", "run", "discard"] {
-                for_type(key, "command")?;
-            }
-            for_type("sources", "pool")?;
             let host = text_of("ssh_host").ok_or_else(|| {
                 bad(
                     type_line,
@@ -442,14 +446,10 @@ pub fn parse(name: &str, dir: &Path, file: &Path, text: &str) -> Result<SourceCo
                     format!("ssh_host `{host}` is not a host name"),
                 ));
             }
-            let config = text_of("ssh_config").map(|c| dir.join(expand_home(&c)));
+            let config = text_of("ssh_config").map(|c| dir.join(expand_home(&c, home_dir)));
             SourceKind::Ssh { host, config }
         }
         "command" => {
-            for key in ["ssh_host", "ssh_config"] {
-                for_type(key, "ssh")?;
-            }
-            for_type("sources", "pool")?;
             let run = text_of("run").ok_or_else(|| {
                 bad(
                     type_line,
@@ -464,12 +464,6 @@ pub fn parse(name: &str, dir: &Path, file: &Path, text: &str) -> Result<SourceCo
             }
         }
         "pool" => {
-            for key in ["ssh_host", "ssh_config"] {
-                for_type(key, "ssh")?;
-            }
-            for key in ["provision", "run", "discard"] {
-                for_type(key, "command")?;
-            }
             let members: Vec<String> = text_of("sources")
                 .unwrap_or_default()
                 .split([',', '\n'])
@@ -488,12 +482,8 @@ pub fn parse(name: &str, dir: &Path, file: &Path, text: &str) -> Result<SourceCo
             }
             SourceKind::Pool { members }
         }
-        other => {
-            return Err(bad(
-                type_line,
-                format!("unknown type `{other}`; use local, ssh, pool or command"),
-            ));
-        }
+        // `local`, the one type left of those checked above.
+        _ => SourceKind::Local,
     };
     let maximum = number("maximum")?;
     if matches!(kind, SourceKind::Local | SourceKind::Ssh { .. }) && maximum > 1 {
@@ -522,11 +512,10 @@ pub fn parse(name: &str, dir: &Path, file: &Path, text: &str) -> Result<SourceCo
     })
 }
 
-fn expand_home(path: &str) -> PathBuf {
-    match path.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME")
-            .map_or_else(|| PathBuf::from(path), |h| PathBuf::from(h).join(rest)),
-        None => PathBuf::from(path),
+fn expand_home(path: &str, home_dir: Option<&Path>) -> PathBuf {
+    match (path.strip_prefix("~/"), home_dir) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => PathBuf::from(path),
     }
 }
 
@@ -538,7 +527,7 @@ mod tests {
     /// source's debug form, or the error) with `expected`.
     fn check(name: &str, text: &str, expected: &str) {
         let dir = Path::new("/c/sources").join(name);
-        let got = match parse(name, &dir, &dir.join("source.conf"), text) {
+        let got = match parse(name, &dir, &dir.join("source.conf"), text, None) {
             Ok(conf) => format!(
                 "{} reserve={} maximum={} concurrency={} timeout={}s {:?}",
                 conf.kind.type_name(),
@@ -602,7 +591,7 @@ mod tests {
         check(
             "p",
             "[DEFAULT]\ntype=local\nmaxmum=2\n",
-            "/c/sources/p/source.conf:3: unknown key `maxmum`; known keys are type, reserve, maximum, concurrency, sources, ssh_host, ssh_config, provision, run, discard, timeout",
+            "/c/sources/p/source.conf:3: unknown key `maxmum` (did you mean `maximum`?); known keys are type, reserve, maximum, concurrency, sources, ssh_host, ssh_config, provision, run, discard, timeout",
         );
         check(
             "p",
@@ -637,7 +626,7 @@ mod tests {
         check(
             "v",
             "[DEFAULT]\ntype=local\ntimeout=soon\n",
-            "/c/sources/v/source.conf:3: timeout: malformed duration `soon`: write a number and s, m, h or d, like 90s or 10m",
+            "/c/sources/v/source.conf:3: timeout: malformed duration `soon`: write numbers with d, h, m, s or ms, like 90s, 10m or 1h30m",
         );
     }
 

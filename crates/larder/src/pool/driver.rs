@@ -19,12 +19,15 @@ use super::conf::{SourceConf, SourceKind};
 pub struct Driver<'a> {
     conf: &'a SourceConf,
     home: &'a Path,
+    /// The shell a `run` without a command starts.
+    shell: &'a str,
 }
 
 impl<'a> Driver<'a> {
-    /// The driver of `conf`; ssh connections are shared under `home`.
-    pub fn new(conf: &'a SourceConf, home: &'a Path) -> Driver<'a> {
-        Driver { conf, home }
+    /// The driver of `conf`; ssh connections are shared under `home`, and a
+    /// `run` without a command starts `shell`.
+    pub fn new(conf: &'a SourceConf, home: &'a Path, shell: &'a str) -> Driver<'a> {
+        Driver { conf, home, shell }
     }
 
     /// Makes the instance `name`: runs a command source's `provision`, or
@@ -90,7 +93,7 @@ impl<'a> Driver<'a> {
                         cmd.args(args);
                         cmd
                     }
-                    None => Command::new(std::env::var_os("SHELL").unwrap_or_else(|| "sh".into())),
+                    None => Command::new(self.shell),
                 };
                 cmd.env("LARDER_INSTANCE", name);
                 cmd
@@ -117,7 +120,7 @@ impl<'a> Driver<'a> {
             SourceKind::Command { run, .. } => {
                 let mut cmd = self.shell(run, name);
                 if argv.is_empty() {
-                    cmd.arg(std::env::var_os("SHELL").unwrap_or_else(|| "sh".into()));
+                    cmd.arg(self.shell);
                 } else {
                     cmd.args(argv);
                 }

@@ -1,5 +1,6 @@
 //! The behaviour every [`Remote`] backend must have, as one suite that runs
-//! against any of them: the file system in the library's tests, and a real
+//! against any of them: the file system and the in-memory double in the
+//! library's tests, and a real
 //! S3 server (Garage), WebDAV and a larder server in the integration tests.
 //! It works under a fresh prefix of keys and with fresh blobs, so that it can
 //! run against a remote that holds other things.
@@ -10,12 +11,13 @@ use super::Remote;
 use crate::digest::Digest;
 use crate::store::Target;
 
-/// Runs the suite; `Err` says which expectation failed.
-pub fn run(remote: &dyn Remote) -> Result<(), String> {
+/// Runs the suite, writing (and removing what it wrote) only with `write`
+/// and if the remote can; `Err` says which expectation failed.
+pub fn run(remote: &dyn Remote, write: bool) -> Result<(), String> {
     let nonce = nonce();
     let prefix = format!("conformance-{nonce}/");
     let caps = remote.capabilities();
-    let writable = caps.write && remote.mode().writable();
+    let writable = caps.write && write;
     let small = format!("small blob {nonce}\n").into_bytes();
     let other = format!("another blob {nonce}\n").into_bytes();
     // Larger than a part of a multipart upload, and not a whole number of them.
@@ -213,10 +215,24 @@ mod tests {
             region: None,
         };
         let remote =
-            crate::remote::open(&config, &crate::build::FetchOptions::default()).expect("open");
-        run(remote.as_ref()).expect("conformance");
+            crate::remote::open(&config, &Default::default(), &Default::default()).expect("open");
+        run(remote.as_ref(), true).expect("conformance");
         // Nothing half-written is left in the folder.
         let tmp = dir.path().join("remote/.tmp");
         assert_eq!(std::fs::read_dir(tmp).expect("tmp").count(), 0);
+    }
+
+    #[test]
+    fn the_in_memory_double_conforms() {
+        let remote = crate::remote::InMemoryRemote::new();
+        run(&remote, true).expect("conformance");
+        assert_eq!(remote.blob_count(), 0, "the suite cleans up");
+    }
+
+    #[test]
+    fn a_read_only_check_writes_nothing() {
+        let remote = crate::remote::InMemoryRemote::new();
+        run(&remote, false).expect("conformance");
+        assert_eq!(remote.uploads(), 0);
     }
 }

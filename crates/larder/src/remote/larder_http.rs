@@ -11,16 +11,18 @@ use std::fs::File;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 
-use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
-use crate::build::FetchOptions;
+use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteStats};
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
+use crate::percent::encode_path;
 use crate::store::Target;
 
 /// A larder server.
 pub struct LarderHttp {
+    /// Its configured name, for messages.
     name: String,
-    mode: RemoteMode,
     /// `scheme://host[:port][/path]`, without credentials or a final `/`.
     base: String,
     user: Option<String>,
@@ -32,24 +34,18 @@ pub struct LarderHttp {
 
 impl LarderHttp {
     /// The server a configuration entry names.
-    pub fn new(config: &RemoteConfig, fetch: &FetchOptions) -> Result<LarderHttp> {
-        let endpoint = super::Endpoint::parse(&config.url).map_err(|why| {
+    pub fn new(config: &RemoteConfig, http: &HttpOptions, env: &Environment) -> Result<LarderHttp> {
+        let endpoint = super::Endpoint::parse_in(&config.url, env).map_err(|why| {
             Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name))
         })?;
-        let client = Client::builder()
-            .timeout(fetch.timeout)
-            .connect_timeout(fetch.timeout)
-            .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start an http client: {e}")))?;
+        let client = crate::http::blocking_client(http)?;
         Ok(LarderHttp {
             name: config.name.clone(),
-            mode: config.mode,
             base: endpoint.base,
             user: endpoint.user,
             password: endpoint.password,
             client,
-            timeout: fetch.timeout,
+            timeout: http.timeout,
         })
     }
 
@@ -113,14 +109,6 @@ impl LarderHttp {
 }
 
 impl Remote for LarderHttp {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn mode(&self) -> RemoteMode {
-        self.mode
-    }
-
     fn location(&self) -> String {
         self.base.clone()
     }
@@ -195,10 +183,9 @@ impl Remote for LarderHttp {
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         // The server's WebDAV door: one PROPFIND (Depth 1) per folder.
-        let base_path = self
-            .base
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+        // The path part of the base: hrefs are absolute paths on the server.
+        let base_path = url::Url::parse(&self.base)
+            .map(|u| u.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
         let start = match prefix.rfind('/') {
             Some(i) => &prefix[..=i],
@@ -221,7 +208,13 @@ impl Remote for LarderHttp {
             let body = response.text().map_err(|e| {
                 Error::new(ErrorKind::Io, format!("remote {}: {what}: {e}", self.name))
             })?;
-            for href in hrefs(&body) {
+            let paths = hrefs(&body).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("remote {}: {what}: the answer is not WebDAV XML: {e}", self.name),
+                )
+            })?;
+            for href in paths {
                 let Some(path) = href.strip_prefix(&base_path).and_then(|p| p.strip_prefix('/'))
                 else {
                     continue;
@@ -269,23 +262,47 @@ fn header_digest(response: &Response) -> Option<Digest> {
     response.headers().get("x-larder-digest")?.to_str().ok()?.parse().ok()
 }
 
-/// The paths of a multistatus answer, decoded.
-fn hrefs(xml: &str) -> Vec<String> {
+/// The paths (`href`s in the `DAV:` namespace, whatever its prefix) of a
+/// multistatus answer, unescaped and decoded.
+fn hrefs(xml: &str) -> Result<Vec<String>, String> {
+    use quick_xml::events::Event;
+    use quick_xml::name::{Namespace, ResolveResult};
+    let mut reader = quick_xml::NsReader::from_str(xml);
     let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<D:href>") {
-        rest = &rest[start + 8..];
-        let Some(end) = rest.find("</D:href>") else { break };
-        let raw = rest[..end]
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&");
-        out.push(crate::percent::decode_lossy(&raw));
-        rest = &rest[end..];
+    // The raw text of the href being read, escapes and all.
+    let mut href: Option<String> = None;
+    loop {
+        let (ns, event) = reader.read_resolved_event().map_err(|e| e.to_string())?;
+        match event {
+            Event::Start(e)
+                if ns == ResolveResult::Bound(Namespace("DAV:"))
+                    && e.local_name().as_ref() == "href" =>
+            {
+                href = Some(String::new());
+            }
+            Event::Text(t) => {
+                if let Some(h) = href.as_mut() {
+                    h.push_str(t.as_ref());
+                }
+            }
+            Event::GeneralRef(r) => {
+                if let Some(h) = href.as_mut() {
+                    h.push('&');
+                    h.push_str(r.as_ref());
+                    h.push(';');
+                }
+            }
+            Event::End(_) => {
+                if let Some(raw) = href.take() {
+                    let text =
+                        quick_xml::escape::unescape(raw.trim()).map_err(|e| e.to_string())?;
+                    out.push(crate::percent::decode_lossy(&text));
+                }
+            }
+            Event::Eof => return Ok(out),
+            _ => {}
+        }
     }
-    out
 }
 
 fn describe(target: &Target) -> String {
@@ -295,15 +312,24 @@ fn describe(target: &Target) -> String {
     }
 }
 
-/// Percent-encodes a key for a URL path, keeping its `/`.
-fn encode_path(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+#[cfg(test)]
+mod tests {
+    use super::hrefs;
+
+    /// Regression: hrefs were found by searching for `<D:href>`, so a server
+    /// that names the DAV namespace with another prefix listed nothing.
+    #[test]
+    fn hrefs_are_read_in_the_dav_namespace_whatever_its_prefix() {
+        let larder = r#"<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response>
+            <D:href>/base/a%20b</D:href></D:response><D:response><D:href>/base/x&amp;y/</D:href>
+            </D:response></D:multistatus>"#;
+        assert_eq!(hrefs(larder).expect("xml"), ["/base/a b", "/base/x&y/"]);
+        let other = r#"<multistatus xmlns="DAV:" xmlns:o="urn:other"><response>
+            <href>/k/%C3%A9</href><o:href>/not/this</o:href></response></multistatus>"#;
+        assert_eq!(hrefs(other).expect("xml"), ["/k/é"]);
+        let lower = r#"<d:multistatus xmlns:d="DAV:"><d:response><d:href>/k</d:href>
+            </d:response></d:multistatus>"#;
+        assert_eq!(hrefs(lower).expect("xml"), ["/k"]);
+        assert!(hrefs("<D:multistatus xmlns:D=\"DAV:\"><D:href>/k</D:multistatus>").is_err());
     }
-    out
 }

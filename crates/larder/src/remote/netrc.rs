@@ -1,15 +1,12 @@
 //! Passwords from `~/.netrc` (or the file `NETRC` names), as curl and pip
 //! read them: `machine HOST login USER password SECRET`, or `default …`.
 
-use std::path::PathBuf;
+use crate::env::Environment;
 
-/// The password for `user` (or any login, if `None`) on `host`.
-pub(crate) fn password(host: &str, user: Option<&str>) -> Option<String> {
-    let path = match std::env::var_os("NETRC") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".netrc"),
-    };
-    let text = std::fs::read_to_string(path).ok()?;
+/// The password for `user` (or any login, if `None`) on `host`, from the
+/// netrc file `env` names.
+pub(crate) fn password(env: &Environment, host: &str, user: Option<&str>) -> Option<String> {
+    let text = std::fs::read_to_string(env.netrc()?).ok()?;
     lookup(&text, host, user)
 }
 

@@ -10,16 +10,19 @@ use std::io::{Read, Write};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
+use opendal::HttpTransporter;
 use opendal::blocking;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 use opendal::services;
+use opendal_http_transport_reqwest::ReqwestTransport;
 
 use super::layout;
 use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
-use crate::build::FetchOptions;
 use crate::digest::Digest;
+use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::store::Target;
 
 /// The runtime OpenDAL's blocking operators run on: one per process, made
@@ -45,8 +48,8 @@ pub const SCHEMES: &[&str] = &["s3", "gs", "gcs", "azblob", "webdav", "webdavs",
 
 /// A remote tier in an object store or a file system.
 pub struct ObjectRemote {
+    /// Its configured name, for messages.
     name: String,
-    mode: RemoteMode,
     location: String,
     op: blocking::Operator,
     /// Whether it lives in a bucket or container (which must exist) rather
@@ -71,28 +74,30 @@ struct DavUpload {
 }
 
 /// Opens the object `key` of the S3 bucket `bucket` for an `s3://` recipe
-/// loader: the endpoint and region of a configured remote in that bucket
-/// (else `AWS_ENDPOINT_URL` and `AWS_REGION`), credentials as for remotes.
+/// loader: the endpoint and region of one of `remotes` in that bucket (else
+/// `AWS_ENDPOINT_URL` and `AWS_REGION` of `env`), credentials as for remotes.
 /// Returns the reader and the object's size.
 pub fn open_s3_object(
     bucket: &str,
     key: &str,
-    fetch: &FetchOptions,
+    remotes: &[RemoteConfig],
+    http: &HttpOptions,
+    env: &Environment,
 ) -> Result<(Box<dyn Read + Send>, u64)> {
     let in_bucket = |r: &&RemoteConfig| {
         r.url.strip_prefix("s3://").is_some_and(|rest| rest.split('/').next() == Some(bucket))
     };
-    let borrowed = fetch.remotes.iter().find(in_bucket);
+    let borrowed = remotes.iter().find(in_bucket);
     let config = RemoteConfig {
         name: format!("s3://{bucket}/{key}"),
         url: format!("s3://{bucket}"),
         mode: RemoteMode::ReadOnly,
         endpoint: borrowed
             .and_then(|r| r.endpoint.clone())
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty())),
+            .or_else(|| env.get("AWS_ENDPOINT_URL").map(str::to_string)),
         region: borrowed.and_then(|r| r.region.clone()),
     };
-    let remote = ObjectRemote::new(&config, fetch)?;
+    let remote = ObjectRemote::new(&config, http, env)?;
     let what = format!("reading s3://{bucket}/{key}");
     let Some(size) = remote.stat(key, &what)? else {
         return Err(Error::new(
@@ -107,67 +112,73 @@ pub fn open_s3_object(
 
 impl ObjectRemote {
     /// The remote a configuration entry describes.
-    pub fn new(config: &RemoteConfig, fetch: &FetchOptions) -> Result<ObjectRemote> {
-        // OpenDAL's HTTP services need their transport installed, once.
-        static TRANSPORT: std::sync::Once = std::sync::Once::new();
-        TRANSPORT.call_once(opendal::install_default);
+    pub fn new(
+        config: &RemoteConfig,
+        http: &HttpOptions,
+        env: &Environment,
+    ) -> Result<ObjectRemote> {
         let bad =
             |why: String| Error::new(ErrorKind::Config, format!("remote {}: {why}", config.name));
-        let (scheme, rest) = config.url.split_once("://").ok_or_else(|| {
-            bad(format!("`{}` has no scheme", super::endpoint::redact(&config.url)))
-        })?;
-        let (authority, path) = match rest.split_once('/') {
-            Some((a, p)) => (a, p.trim_matches('/')),
-            None => (rest, ""),
-        };
-        let root = format!("/{path}/").replace("//", "/");
+        let shown = super::endpoint::redact(&config.url);
+        if !config.url.contains("://") {
+            return Err(bad(format!("`{shown}` has no scheme")));
+        }
+        let url = url::Url::parse(&config.url)
+            .map_err(|e| bad(format!("`{shown}` is not a URL: {e}")))?;
+        let scheme = url.scheme();
+        // The server, with any user and port (webdav), and the bucket or
+        // container (object stores).
+        let authority = url.authority();
+        let bucket = url.host_str().unwrap_or("");
+        // The prefix or folder as a name: the URL carries it escaped.
+        let path = crate::percent::decode_lossy(url.path());
+        let root = format!("/{}/", path.trim_matches('/')).replace("//", "/");
         let mut dav = None;
         let operator = match scheme {
             "s3" => {
-                if authority.is_empty() {
+                if bucket.is_empty() {
                     return Err(bad("an s3:// URL names a bucket: s3://BUCKET/PREFIX".into()));
                 }
                 let region = config
                     .region
                     .clone()
-                    .or_else(|| std::env::var("AWS_REGION").ok())
-                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .or_else(|| env.aws_region().map(str::to_string))
                     .unwrap_or_else(|| "us-east-1".to_string());
                 let mut builder =
-                    services::S3::default().bucket(authority).root(&root).region(&region);
+                    services::S3::default().bucket(bucket).root(&root).region(&region);
                 if let Some(endpoint) = &config.endpoint {
                     builder = builder.endpoint(endpoint);
                 }
                 opendal::Operator::new(builder)
             }
             "gs" | "gcs" => {
-                if authority.is_empty() {
+                if bucket.is_empty() {
                     return Err(bad("a gs:// URL names a bucket: gs://BUCKET/PREFIX".into()));
                 }
-                let mut builder = services::Gcs::default().bucket(authority).root(&root);
+                let mut builder = services::Gcs::default().bucket(bucket).root(&root);
                 if let Some(endpoint) = &config.endpoint {
                     builder = builder.endpoint(endpoint);
                 }
                 opendal::Operator::new(builder)
             }
             "azblob" => {
-                if authority.is_empty() {
+                if bucket.is_empty() {
                     return Err(bad(
                         "an azblob:// URL names a container: azblob://CONTAINER/PREFIX".into(),
                     ));
                 }
-                let mut builder = match std::env::var("AZURE_STORAGE_CONNECTION_STRING") {
-                    Ok(conn) if !conn.is_empty() => services::Azblob::from_connection_string(&conn)
+                let mut builder = match env.get("AZURE_STORAGE_CONNECTION_STRING") {
+                    Some(conn) => services::Azblob::from_connection_string(conn)
                         .map_err(|e| bad(format!("AZURE_STORAGE_CONNECTION_STRING: {e}")))?,
-                    _ => services::Azblob::default(),
+                    None => services::Azblob::default(),
                 };
-                builder = builder.container(authority).root(&root);
-                let account = std::env::var("AZURE_STORAGE_ACCOUNT").ok();
-                if let Some(account) = &account {
+                builder = builder.container(bucket).root(&root);
+                let account = env.get("AZURE_STORAGE_ACCOUNT");
+                if let Some(account) = account {
                     builder = builder.account_name(account);
                 }
-                if let Ok(key) = std::env::var("AZURE_STORAGE_KEY") {
-                    builder = builder.account_key(&key);
+                if let Some(key) = env.get("AZURE_STORAGE_KEY") {
+                    builder = builder.account_key(key);
                 }
                 match (&config.endpoint, &account) {
                     (Some(endpoint), _) => builder = builder.endpoint(endpoint),
@@ -180,20 +191,16 @@ impl ObjectRemote {
                 opendal::Operator::new(builder)
             }
             "webdav" | "webdavs" => {
-                let http = if scheme == "webdav" { "http" } else { "https" };
-                let endpoint =
-                    super::Endpoint::parse(&format!("{http}://{authority}")).map_err(&bad)?;
-                let client = reqwest::blocking::Client::builder()
-                    .connect_timeout(fetch.timeout)
-                    .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| bad(format!("cannot start an http client: {e}")))?;
+                let web = if scheme == "webdav" { "http" } else { "https" };
+                let endpoint = super::Endpoint::parse_in(&format!("{web}://{authority}"), env)
+                    .map_err(&bad)?;
+                let client = crate::http::blocking_client(http)?;
                 dav = Some(DavUpload {
                     base: format!("{}{root}", endpoint.base),
                     user: endpoint.user.clone(),
                     password: endpoint.password.clone(),
                     client,
-                    timeout: fetch.timeout,
+                    timeout: http.timeout,
                 });
                 let mut builder = services::Webdav::default().endpoint(&endpoint.base).root(&root);
                 if let Some(user) = &endpoint.user {
@@ -221,16 +228,22 @@ impl ObjectRemote {
                 return Err(bad(format!("`{other}://` is not a kind of remote larder knows")));
             }
         }
-        .map_err(|e| bad(e.to_string()))?
-        // A timed-out attempt is retried: the timeout is inside the retry.
-        .layer(TimeoutLayer::new().with_timeout(fetch.timeout).with_io_timeout(fetch.timeout))
-        .layer(
-            RetryLayer::new()
-                .with_jitter()
-                .with_max_times(fetch.retries as usize)
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(10)),
-        );
+        .map_err(|e| bad(e.to_string()))?;
+        // OpenDAL's HTTP services speak through larder's one client.
+        let transport =
+            HttpTransporter::new(ReqwestTransport::new(crate::http::async_client(http)?));
+        let context = operator.context().with_http_transport(transport);
+        let operator = operator
+            .with_context(context)
+            // A timed-out attempt is retried: the timeout is inside the retry.
+            .layer(TimeoutLayer::new().with_timeout(http.timeout).with_io_timeout(http.timeout))
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(http.retries as usize)
+                    .with_min_delay(http.backoff)
+                    .with_max_delay(crate::http::MAX_BACKOFF),
+            );
         let runtime = RUNTIME.as_ref().map_err(|e| {
             Error::new(ErrorKind::Io, format!("cannot start the remote runtime: {e}"))
         })?;
@@ -238,7 +251,6 @@ impl ObjectRemote {
         let op = blocking::Operator::new(operator).map_err(|e| bad(e.to_string()))?;
         Ok(ObjectRemote {
             name: config.name.clone(),
-            mode: config.mode,
             location: super::endpoint::redact(&config.url),
             op,
             bucketed: matches!(scheme, "s3" | "gs" | "gcs" | "azblob"),
@@ -421,14 +433,6 @@ fn short(e: &opendal::Error) -> String {
 }
 
 impl Remote for ObjectRemote {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn mode(&self) -> RemoteMode {
-        self.mode
-    }
-
     fn location(&self) -> String {
         self.location.clone()
     }

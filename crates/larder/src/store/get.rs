@@ -13,15 +13,10 @@ struct Opened {
 }
 
 impl Store {
-    /// Makes sure `target` is in the local tier and marks it used
-    /// (cloud-manager's `warm_up`).
-    pub fn warm_up(&self, target: impl Into<Target>) -> Result<Digest> {
-        Ok(self.open_blob(&target.into())?.digest)
-    }
-
-    /// The same as [`Store::warm_up`] (cloud-manager's `download`).
-    pub fn download(&self, target: impl Into<Target>) -> Result<Digest> {
-        self.warm_up(target)
+    /// Marks `target` used (a hit), or counts a miss and says what is
+    /// missing; its digest.
+    pub fn mark_used(&self, target: &Target) -> Result<Digest> {
+        Ok(self.open_blob(target)?.digest)
     }
 
     /// Looks `target` up, opens its file, and counts the hit or miss.

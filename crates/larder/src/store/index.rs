@@ -374,6 +374,32 @@ pub(crate) fn dequeue(
     Ok(())
 }
 
+/// Whether any upload is owed.
+pub(crate) fn any_queued(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM uploads)")?.query_row([], |r| r.get(0))
+}
+
+/// Whether an upload of `digest` (with `key`) is owed to some remote.
+pub(crate) fn is_queued(
+    conn: &Connection,
+    digest: &Digest,
+    key: Option<&str>,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM uploads WHERE digest = ?1 AND key = ?2)")?
+        .query_row(params![digest.to_string(), key.unwrap_or("")], |r| r.get(0))
+}
+
+/// Drops the uploads of `digest` (with `key`) owed to any remote.
+pub(crate) fn dequeue_everywhere(
+    tx: &Connection,
+    digest: &Digest,
+    key: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM uploads WHERE digest = ?1 AND key = ?2")?
+        .execute(params![digest.to_string(), key.unwrap_or("")])?;
+    Ok(())
+}
+
 pub(crate) fn upload_failed(
     tx: &Connection,
     remote: &str,
@@ -454,4 +480,24 @@ pub(crate) fn all_blobs(conn: &Connection) -> rusqlite::Result<Vec<(Digest, u64)
         }
     }
     Ok(out)
+}
+
+/// Starts the savepoint in which one blob of a batch is recorded.
+pub(crate) fn begin_record(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch("SAVEPOINT record")
+}
+
+/// Ends the savepoint [`begin_record`] started, undoing its changes first
+/// unless `keep`.
+pub(crate) fn end_record(tx: &Connection, keep: bool) -> rusqlite::Result<()> {
+    if !keep {
+        tx.execute_batch("ROLLBACK TO record")?;
+    }
+    tx.execute_batch("RELEASE record")
+}
+
+/// A number that changes whenever another connection commits to the index
+/// (SQLite's `data_version`); no disk access.
+pub(crate) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }

@@ -118,7 +118,7 @@ impl Store {
                     if actual == digest && n == size {
                         good.push((digest, stamp(&meta)));
                     } else if let Some(q) = self.quarantine(&digest)? {
-                        report.corrupt.push((digest, q));
+                        report.corrupt.push(Quarantined { digest, quarantined: q });
                     }
                 }
                 Err(CopyError::Read(e)) => return Err(Error::io("read", &path, e)),
@@ -148,6 +148,7 @@ impl Store {
         if repair {
             self.repair(&mut report)?;
         }
+        report.clean = report.is_clean(repair);
         Ok(report)
     }
 

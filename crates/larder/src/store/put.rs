@@ -289,14 +289,13 @@ impl Store {
         journal: &mut Journal,
     ) -> Result<Digest> {
         let idx = |e| Error::index(&self.layout.index(), e);
-        tx.execute_batch("SAVEPOINT record").map_err(idx)?;
+        index::begin_record(tx).map_err(idx)?;
         let mark = journal.mark();
         let result = self.record_in_savepoint(tx, s, opts, exclude, journal);
         if result.is_err() {
             journal.undo_to(mark);
-            tx.execute_batch("ROLLBACK TO record").map_err(idx)?;
         }
-        tx.execute_batch("RELEASE record").map_err(idx)?;
+        index::end_record(tx, result.is_ok()).map_err(idx)?;
         result
     }
 

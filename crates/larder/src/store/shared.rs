@@ -141,7 +141,7 @@ impl Store {
     /// another process) commits a change to the index; this handle's own
     /// changes leave it alone. Cheap: no disk access.
     pub fn changes(&self) -> Result<i64> {
-        self.lock().query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(|e| self.idx_err(e))
+        index::data_version(&self.lock()).map_err(|e| self.idx_err(e))
     }
 
     /// Keys that start with `prefix`, in order, at most `limit` of them.

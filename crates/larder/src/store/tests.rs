@@ -40,7 +40,7 @@ fn keys_share_blobs_and_rebind() {
     // Removing a key keeps a blob that another key still names.
     let removed = store.remove(&Target::Key("two".into()), false).expect("rm");
     assert_eq!(removed, Removed::Key { key: "two".into(), digest: a, blob_removed: true });
-    assert!(!store.on_cache(a).expect("on_cache"));
+    assert!(!store.contains(a).expect("contains"));
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn a_flipped_byte_is_never_served_and_is_quarantined() {
     let err = store.read(&digest.into()).expect_err("corrupt read");
     assert_eq!(err.kind(), ErrorKind::Corrupt);
     assert!(err.to_string().contains("is corrupt"), "{err}");
-    assert!(!store.on_cache(digest).expect("on_cache"));
+    assert!(!store.contains(digest).expect("contains"));
     assert_eq!(fs::read_dir(store.layout.quarantine()).expect("ls").count(), 1);
     // Putting the original again restores it.
     store.put_bytes(&blob(1, 100_000), &PutOptions::default()).expect("put");
@@ -98,7 +98,7 @@ fn sweep_undoes_what_a_dead_writer_left() {
     assert!(!layout.blob(&lost).exists(), "an unrecorded blob stays behind");
     assert_eq!(store.read(&kept.into()).expect("read"), b"kept");
     let report = store.verify(false, &NoProgress).expect("verify");
-    assert!(report.is_clean(false), "{report:?}");
+    assert!(report.clean, "{report:?}");
 }
 
 #[test]
@@ -118,9 +118,9 @@ fn a_lost_index_is_rebuilt_from_the_content_folder() {
     assert_eq!(store.stats().expect("stats").entries, 0);
     let report = store.verify(true, &NoProgress).expect("verify");
     assert_eq!(report.adopted, 5);
-    assert!(report.is_clean(true));
+    assert!(report.clean);
     for d in digests {
-        assert!(store.on_cache(d).expect("on_cache"));
+        assert!(store.contains(d).expect("contains"));
     }
     assert_eq!(store.stats().expect("stats").bytes, 5000);
 }
@@ -288,13 +288,13 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
         for (d, _, pinned) in &model.entries {
             prop_assert!(store.layout.blob(d).exists(), "{d} lost its file");
             if *pinned {
-                prop_assert!(store.on_cache(*d).unwrap_or(false), "pinned {d} was evicted");
+                prop_assert!(store.contains(*d).unwrap_or(false), "pinned {d} was evicted");
             }
         }
     }
     let report =
         store.verify(false, &NoProgress).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert!(report.is_clean(false), "{report:?}");
+    prop_assert!(report.clean, "{report:?}");
     Ok(())
 }
 

@@ -30,6 +30,22 @@ impl Store {
         index::queued(&self.lock(), Some(now)).map_err(|e| self.idx_err(e))
     }
 
+    /// Whether any upload is owed.
+    pub fn has_queued_uploads(&self) -> Result<bool> {
+        index::any_queued(&self.lock()).map_err(|e| self.idx_err(e))
+    }
+
+    /// Notes that every remote has `digest` (and `key`) now: its uploads
+    /// leave the queue, whichever remote they were owed to. A lookup by the
+    /// digest's index first, so that the common case (nothing owed) takes
+    /// no write lock.
+    pub fn uploads_sent(&self, digest: &Digest, key: Option<&str>) -> Result<()> {
+        if !index::is_queued(&self.lock(), digest, key).map_err(|e| self.idx_err(e))? {
+            return Ok(());
+        }
+        self.write(|tx| index::dequeue_everywhere(tx, digest, key).map_err(|e| self.idx_err(e)))
+    }
+
     /// Notes that `upload` reached its remote.
     pub fn upload_done(&self, upload: &QueuedUpload) -> Result<()> {
         self.write(|tx| {
