@@ -4,6 +4,7 @@
 mod commands;
 mod output;
 mod progress;
+mod seeds;
 
 use std::process::ExitCode;
 
@@ -40,11 +41,27 @@ Exit status:
   3  corrupt data: stored bytes did not match their digest (they were quarantined)
   4  no room: the store's capacity or the disk is full
   5  permission denied, or the larder home belongs to another user
-  6  any other failure (I/O error, another process held the store too long)";
+  6  any other failure (I/O error, another process held the store too long)
+
+The seed systems' command names are installed beside larder and take their own syntax:
+  sc --use|--unuse [OPTION]... [LOADER]...     shared-cache's repositories
+  crcache [-s NAME] status|acquire|run|cp|release   crcache's compute resources
+  curd-server [-d] [-H HOST] [-p PORT] [-u USER_DB] DIRECTORY   curdling's cache server
+  curd install -c URL [-u] PKG...              curdling's client
+Each has its own --help.";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match commands::run(cli) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let called_as = argv.first().and_then(|a| seeds::Seed::called_as(a));
+    let result = match called_as {
+        // Called as a seed's command: its syntax, done by larder.
+        Some(seed) => seeds::run(seed, argv).and_then(|run| match run {
+            seeds::SeedRun::Larder(argv) => commands::run(Cli::parse_from(argv)),
+            seeds::SeedRun::Done(code) => Ok(code),
+        }),
+        None => commands::run(Cli::parse()),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             output::print_error(&err);

@@ -1,6 +1,6 @@
 //! What larder takes from the environment besides its own `LARDER_*`
 //! settings: credentials and defaults for remotes (`LARDER_PASSWORD`,
-//! `NETRC`, `AWS_*`, `AZURE_*`), and `HOME` and `SHELL`. The process's
+//! `NETRC`, `AWS_*`, `AZURE_*`), `HOME` and `SHELL`, and `PIP_INDEX_URL`. The process's
 //! environment is read here and nowhere else: [`crate::config::Sources`]
 //! takes an [`Environment`] once, the configuration carries it to what needs
 //! it, `larder config` shows what was used, and tests build one by hand.
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 /// The variables larder reads, and whether each is a secret (shown as
 /// `(set)`, never its value).
-pub const VARIABLES: [(&str, bool); 10] = [
+pub const VARIABLES: [(&str, bool); 11] = [
     ("LARDER_PASSWORD", true),
     ("NETRC", false),
     ("AWS_ENDPOINT_URL", false),
@@ -23,6 +23,9 @@ pub const VARIABLES: [(&str, bool); 10] = [
     ("AZURE_STORAGE_CONNECTION_STRING", true),
     ("HOME", false),
     ("SHELL", false),
+    // The index pip uses without larder, where `curd install` falls back to;
+    // it may carry a password.
+    ("PIP_INDEX_URL", true),
 ];
 
 /// The values of [`VARIABLES`] that are set (and not empty).

@@ -22,6 +22,9 @@ pub struct WheelsInstall {
     pub requirements: Vec<PathBuf>,
     /// The Python whose pip does the work (and gets the packages).
     pub python: PathBuf,
+    /// More options for `pip wheel`, which resolves and builds
+    /// (`--no-build-isolation`, `--extra-index-url URL`, …).
+    pub pip_args: Vec<String>,
 }
 
 /// What an install did.
@@ -50,7 +53,7 @@ pub fn install(opts: &WheelsInstall) -> Result<WheelsReport> {
     // The index URL carries the password, so it goes in the environment,
     // which other users cannot read, never in pip's arguments.
     let mut wheel = pip(&opts.python, &index);
-    wheel.args(["wheel", "--wheel-dir"]).arg(house.path());
+    wheel.args(["wheel", "--wheel-dir"]).arg(house.path()).args(&opts.pip_args);
     add_requirements(&mut wheel, opts);
     run(wheel, "pip wheel")?;
 
@@ -83,6 +86,38 @@ pub fn install(opts: &WheelsInstall) -> Result<WheelsReport> {
     add_requirements(&mut installing, opts);
     run(installing, "pip install")?;
     Ok(report)
+}
+
+/// Checks that the larder server at `url` answers its package index with
+/// the credentials `url` names (or the environment and `~/.netrc` give).
+pub fn check_server(url: &str) -> Result<()> {
+    let endpoint = Endpoint::parse(url)
+        .map_err(|why| Error::new(ErrorKind::InvalidInput, format!("-c {why}")))?;
+    let client = reqwest::blocking::Client::builder()
+        .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start an http client: {e}")))?;
+    let shown = crate::remote::redact(url);
+    let response = authed(client.get(format!("{}/simple/", endpoint.base)), &endpoint)
+        .send()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot reach {shown}: {e}")))?;
+    match response.status().as_u16() {
+        200..=299 => Ok(()),
+        401 | 403 => Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{shown} refused the credentials ({}); give the user in the URL and the password in LARDER_PASSWORD or ~/.netrc",
+                response.status()
+            ),
+        )),
+        _ => Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{shown} answered {} for its package index; is it a larder server?",
+                response.status()
+            ),
+        )),
+    }
 }
 
 fn pip(python: &Path, index: &str) -> Command {

@@ -10,7 +10,7 @@ mod get;
 mod has;
 mod ls;
 mod pin;
-mod pool;
+pub mod pool;
 mod push;
 mod put;
 mod remote;
@@ -139,17 +139,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         };
         sources = sources.flag("log", level, "-v");
     }
-    let config = Config::load(&sources)?;
-    init_logging(&config.log);
-    for name in &config.unknown_env {
-        let known: Vec<String> =
-            larder::config::KEYS.iter().map(|k| format!("LARDER_{}", k.to_uppercase())).collect();
-        tracing::warn!(
-            "{name} is not a larder setting and is ignored (known: {})",
-            known.join(", ")
-        );
-    }
-    let home = &Home::new(config).with_uploader(start_uploading);
+    let home = &open_home(&sources)?;
     match cli.command {
         Command::Put(args) => put::run(home, args),
         Command::Push(args) => push::run(home, args),
@@ -172,6 +162,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(args) => config::run(home, args),
         Command::CoordinatorAgent(args) => coordinator_agent::run(home, args),
     }
+}
+
+/// The home `sources` describe, with logging set up as they say: what every
+/// command (and every seed's command name) works on.
+pub fn open_home(sources: &Sources) -> Result<Home> {
+    let config = Config::load(sources)?;
+    init_logging(&config.log);
+    for name in &config.unknown_env {
+        let known: Vec<String> =
+            larder::config::KEYS.iter().map(|k| format!("LARDER_{}", k.to_uppercase())).collect();
+        tracing::warn!(
+            "{name} is not a larder setting and is ignored (known: {})",
+            known.join(", ")
+        );
+    }
+    Ok(Home::new(config).with_uploader(start_uploading))
 }
 
 fn init_logging(filter: &str) {

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use larder::Home;
 use larder::coord::Holder;
-use larder::pool::{Acquire, ReleaseOutcome, SourceStatus};
+use larder::pool::{Acquire, PoolReport, ReleaseOutcome, SourceStatus};
 
 use crate::output;
 
@@ -200,6 +200,28 @@ fn status(
         output::print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
+    print_status(&report, tree, verbose, Dialect::Larder)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whose words a status is printed in: larder's own (its tables' upper-case
+/// headers), or crcache's, as its users' scripts read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Larder,
+    Crcache,
+}
+
+/// Prints a pool status: a table of sources (with `tree`, each pool followed
+/// by its members), or with `verbose` a block per source; then the
+/// instances, if the report has them.
+pub fn print_status(
+    report: &PoolReport,
+    tree: bool,
+    verbose: bool,
+    dialect: Dialect,
+) -> Result<()> {
+    let crcache = dialect == Dialect::Crcache;
     let shown: Vec<&SourceStatus> = report.sources.iter().collect();
     let max = |s: &SourceStatus| s.maximum.map_or("-".to_string(), |m| m.to_string());
     if verbose {
@@ -210,8 +232,12 @@ fn status(
             println!("source: {}", s.source);
             println!("cached: {}", s.cached.join(" "));
             println!("in-use: {}", s.in_use.join(" "));
-            println!("minimum: {}", s.reserve);
+            // crcache called the reserve its minimum.
+            println!("{}: {}", if crcache { "minimum" } else { "reserve" }, s.reserve);
             println!("maximum: {}", max(s));
+            if crcache {
+                continue;
+            }
             println!("type: {}", s.kind);
             if !s.members.is_empty() {
                 println!("sources: {}", s.members.join(","));
@@ -255,7 +281,9 @@ fn status(
         } else {
             rows = shown.iter().map(|s| row(s)).collect();
         }
-        output::print_table(&["source", "cached", "in-use", "max"], &rows)?;
+        let headers = ["source", "cached", "in-use", "max"];
+        let headers = dialect.headers(&headers);
+        output::print_table(&headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows)?;
     }
     if let Some(listed) = &report.instances {
         println!();
@@ -272,10 +300,21 @@ fn status(
                 ]
             })
             .collect();
-        output::print_table(
-            &["instance", "source", "state", "holder", "concurrency", "since"],
-            &rows,
-        )?;
+        let headers = ["instance", "source", "state", "holder", "concurrency", "since"];
+        let headers = dialect.headers(&headers);
+        output::print_table(&headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+impl Dialect {
+    fn headers(self, words: &[&str]) -> Vec<String> {
+        words
+            .iter()
+            .map(|w| match self {
+                Dialect::Crcache => w.to_string(),
+                Dialect::Larder => w.to_uppercase(),
+            })
+            .collect()
+    }
 }

@@ -38,17 +38,23 @@ enum WheelsCommand {
         /// Requirements, as pip takes them
         #[arg(value_name = "PKG")]
         packages: Vec<String>,
+        /// Options for `pip wheel`, which resolves and builds, after `--`: like
+        /// `-- --no-build-isolation --extra-index-url URL`
+        #[arg(last = true, value_name = "PIP_ARGS")]
+        pip_args: Vec<String>,
     },
 }
 
 pub fn run(_home: &Home, args: Args) -> Result<ExitCode> {
-    let WheelsCommand::Install { url, upload, requirements, python, json, packages } = args.command;
+    let WheelsCommand::Install { url, upload, requirements, python, json, packages, pip_args } =
+        args.command;
     let report = larder::wheels::install(&larder::wheels::WheelsInstall {
         url,
         upload,
         packages,
         requirements,
         python,
+        pip_args,
     })?;
     if json {
         output::print_json(&json!({

@@ -17,6 +17,7 @@ mod pypi;
 mod pyproject;
 mod recipes;
 mod remotes;
+mod seeds;
 mod serve;
 mod sshd;
 mod store;

@@ -68,12 +68,12 @@ fn machines_in(dir: &Path) -> Vec<String> {
 fn the_local_source_is_there_by_default_and_run_passes_output_through() {
     let t = TestDir::new();
     insta::assert_snapshot!(t.run(&["pool", "status"]).ok(), @r"
-    source  cached  in-use  max
+    SOURCE  CACHED  IN-USE  MAX
     local   0       0       1
     ");
     assert_eq!(t.run(&["pool", "acquire"]).ok(), "local\n");
     insta::assert_snapshot!(t.run(&["pool", "status"]).ok(), @r"
-    source  cached  in-use  max
+    SOURCE  CACHED  IN-USE  MAX
     local   0       1       1
     ");
     // Output and exit status pass through untouched: no \r, no extra lines.
@@ -113,7 +113,7 @@ fn reserve_one_maximum_one_hands_the_cached_instance_out_again() {
     source: local
     cached: local
     in-use: 
-    minimum: 1
+    reserve: 1
     maximum: 1
     type: local
     concurrency: probed
@@ -419,7 +419,7 @@ fn pools_pick_the_least_loaded_member_and_show_as_a_tree() {
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!((of("b-0"), of("a-1")), (Some(5.into()), Some(nproc.into())), "{all}");
     insta::assert_snapshot!(t.run(&["pool", "status", "-t"]).ok(), @r"
-    source  cached  in-use  max
+    SOURCE  CACHED  IN-USE  MAX
     both    0       2       3
     + a
     + b

@@ -1,0 +1,8 @@
+//! `curd`: curdling's client, done by larder.
+
+#[path = "../seed_shim.rs"]
+mod seed_shim;
+
+fn main() -> std::process::ExitCode {
+    seed_shim::exec_larder_as("curd")
+}

@@ -1,0 +1,8 @@
+//! `sc`: shared-cache's `sc --use` / `sc --unuse`, done by larder.
+
+#[path = "../seed_shim.rs"]
+mod seed_shim;
+
+fn main() -> std::process::ExitCode {
+    seed_shim::exec_larder_as("sc")
+}
