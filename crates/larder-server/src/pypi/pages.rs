@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
 
+use super::PypiState;
 use super::index::FileRow;
-use crate::app::{AppState, text};
+use crate::respond::{self, text};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 const HTML: &str = "application/vnd.pypi.simple.v1+html";
@@ -91,12 +92,7 @@ fn send(parts: &Parts, format: Format, page: &Page) -> Response {
     if let Ok(v) = HeaderValue::from_str(&page.etag) {
         headers.insert(header::ETAG, v);
     }
-    let fresh = parts
-        .headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == page.etag));
-    if fresh {
+    if respond::client_has(&parts.headers, &page.etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(page.body.len()));
@@ -107,17 +103,17 @@ fn send(parts: &Parts, format: Format, page: &Page) -> Response {
 }
 
 /// A kept page of `name` in `format`, if it shows the index as it is.
-fn kept(state: &AppState, name: &str, format: Format) -> Option<Page> {
-    let version = state.pypi.version();
-    let pages = state.pypi.pages.lock().unwrap_or_else(|p| p.into_inner());
+fn kept(state: &PypiState, name: &str, format: Format) -> Option<Page> {
+    let version = state.version();
+    let pages = state.pages.lock().unwrap_or_else(|p| p.into_inner());
     pages.get(&(name.to_string(), format)).filter(|p| p.version == version).cloned()
 }
 
-fn keep(state: &AppState, name: &str, format: Format, version: u64, body: String) -> Page {
+fn keep(state: &PypiState, name: &str, format: Format, version: u64, body: String) -> Page {
     let digest = larder::Digest::of(body.as_bytes());
     let page =
         Page { version, body: Bytes::from(body), etag: format!("\"{}\"", &digest.hex()[..32]) };
-    let mut pages = state.pypi.pages.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pages = state.pages.lock().unwrap_or_else(|p| p.into_inner());
     if pages.len() > 10_000 {
         pages.clear();
     }
@@ -126,16 +122,16 @@ fn keep(state: &AppState, name: &str, format: Format, version: u64, body: String
 }
 
 /// `/simple/`: every project.
-pub async fn project_list(state: &Arc<AppState>, parts: &Parts) -> Response {
+pub async fn project_list(state: &Arc<PypiState>, parts: &Parts) -> Response {
     let Some(format) = negotiate(parts) else { return not_acceptable() };
     if let Some(page) = kept(state, "", format) {
         return send(parts, format, &page);
     }
-    let version = state.pypi.version();
-    let pypi = state.pypi.clone();
+    let version = state.version();
+    let pypi = state.clone();
     let projects = match tokio::task::spawn_blocking(move || pypi.index.projects()).await {
         Ok(Ok(p)) => p,
-        Ok(Err(e)) => return text(crate::app::status_of(&e), e.to_string()),
+        Ok(Err(e)) => return text(respond::status_of(&e), e.to_string()),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let body = match format {
@@ -161,29 +157,28 @@ pub async fn project_list(state: &Arc<AppState>, parts: &Parts) -> Response {
 
 /// `/simple/<project>/`: its files, this server's own or, if it has none,
 /// every upstream's.
-pub async fn project_page(state: &Arc<AppState>, parts: &Parts, project: &str) -> Response {
+pub async fn project_page(state: &Arc<PypiState>, parts: &Parts, project: &str) -> Response {
     let Some(format) = negotiate(parts) else { return not_acceptable() };
-    if !state.pypi.upstreams.is_empty() {
+    if !state.upstreams.is_empty() {
         super::upstream::refresh(state, project).await;
     }
     if let Some(page) = kept(state, project, format) {
         return send(parts, format, &page);
     }
-    let version = state.pypi.version();
-    let pypi = state.pypi.clone();
+    let version = state.version();
+    let pypi = state.clone();
     let name = project.to_string();
     let files = match tokio::task::spawn_blocking(move || pypi.index.files_of(&name)).await {
         Ok(Ok(f)) => f,
-        Ok(Err(e)) => return text(crate::app::status_of(&e), e.to_string()),
+        Ok(Err(e)) => return text(respond::status_of(&e), e.to_string()),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     // This server's own files shadow every upstream's (no dependency confusion).
     let files: Vec<FileRow> = if files.iter().any(FileRow::is_local) {
         files.into_iter().filter(FileRow::is_local).collect()
     } else {
-        let order = |r: &FileRow| {
-            state.pypi.upstreams.iter().position(|u| *u == r.origin).unwrap_or(usize::MAX)
-        };
+        let order =
+            |r: &FileRow| state.upstreams.iter().position(|u| *u == r.origin).unwrap_or(usize::MAX);
         let mut files = files;
         files.sort_by(|a, b| order(a).cmp(&order(b)).then_with(|| a.filename.cmp(&b.filename)));
         files

@@ -13,12 +13,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use larder::PutOptions;
 
 use super::index::FileRow;
-use super::{names, now};
-use crate::app::{AppState, BodyPart, text};
+use super::{PypiState, names, now};
+use crate::body::{self, Pump, Tap, Upload};
+use crate::respond::text;
 
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
 
@@ -49,8 +49,8 @@ fn mark_checked(upstream: &str, project: &str, ttl: std::time::Duration) {
 
 /// Brings what the upstreams list for `project` up to date, unless this
 /// server has files of its own for it (which shadow theirs).
-pub async fn refresh(state: &Arc<AppState>, project: &str) {
-    let pypi = &state.pypi;
+pub async fn refresh(state: &Arc<PypiState>, project: &str) {
+    let pypi = state;
     if pypi.upstreams.iter().all(|u| checked_recently(u, project, pypi.ttl)) {
         return;
     }
@@ -99,8 +99,12 @@ pub async fn refresh(state: &Arc<AppState>, project: &str) {
 }
 
 /// Fetches one upstream's page; true if what it lists changed.
-async fn refresh_one(state: &Arc<AppState>, upstream: &str, project: &str) -> Result<bool, String> {
-    let pypi = &state.pypi;
+async fn refresh_one(
+    state: &Arc<PypiState>,
+    upstream: &str,
+    project: &str,
+) -> Result<bool, String> {
+    let pypi = state;
     let url = format!("{upstream}{project}/");
     let known = {
         let pypi = pypi.clone();
@@ -278,13 +282,13 @@ fn unescape(text: &str) -> String {
 /// Fetches `url` from an upstream, sends it to the client as it arrives, and
 /// keeps it under `key` if it hashes to `expect` (when an upstream gave one).
 pub async fn fetch_and_keep(
-    state: &Arc<AppState>,
+    state: &Arc<PypiState>,
     url: &str,
     expect: Option<String>,
     key: String,
     parts: &Parts,
 ) -> Response {
-    let response = match state.pypi.client.get(url).send().await {
+    let response = match state.client.get(url).send().await {
         Ok(r) => r,
         Err(e) => {
             return text(StatusCode::BAD_GATEWAY, format!("the upstream is unreachable ({e})"));
@@ -303,97 +307,41 @@ pub async fn fetch_and_keep(
     let expect: Option<larder::Digest> =
         expect.and_then(|hex| format!("sha256:{hex}").parse().ok());
     let (client_tx, client_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let (store_tx, store_rx) = tokio::sync::mpsc::channel::<BodyPart>(8);
     // The store takes the bytes on a blocking thread, and keeps them only if
     // they are whole and right.
-    let pool = state.pool.clone();
-    let what = url.to_string();
-    let storing = tokio::task::spawn_blocking(move || {
-        pool.with(|store| {
-            let failure = Arc::new(std::sync::Mutex::new(None));
-            let mut input = crate::app::BodyReader::new(store_rx, failure);
+    let (to_store, mut from_upstream) = body::channel();
+    let core = state.core.clone();
+    let source = url.to_string();
+    tokio::spawn(async move {
+        let what = source.clone();
+        let storing = core.pool.run(move |store| {
             store.put_checked(
-                &mut input,
+                &mut from_upstream,
                 &what,
                 expect,
                 &PutOptions { key: Some(key), pin: false, ..Default::default() },
             )
-        })
-    });
-    let metrics = state.metrics.clone();
-    let source = url.to_string();
-    tokio::spawn(async move {
-        let mut stream = response.bytes_stream();
-        let mut client = Some(client_tx);
-        let mut store = Some(store_tx);
-        let mut hasher = larder::Hasher::new();
-        let mut total = 0u64;
-        // The last chunk waits until the whole file is known to be right, so
-        // a client never gets all of a file that does not match its hash.
-        let mut held: Option<Bytes> = None;
-        let failure = loop {
-            match stream.next().await {
-                Some(Ok(bytes)) => {
-                    crate::metrics::Metrics::add(&metrics.bytes_out, bytes.len() as u64);
-                    hasher.update(&bytes);
-                    total += bytes.len() as u64;
-                    // A store that fails does not stop the client being served.
-                    if let Some(tx) = &store
-                        && tx.send(BodyPart::Data(bytes.clone())).await.is_err()
-                    {
-                        store = None;
-                    }
-                    // A client that went away does not stop the copy being kept.
-                    if let Some(previous) = held.replace(bytes)
-                        && let Some(tx) = &client
-                        && tx.send(Ok(previous)).await.is_err()
-                    {
-                        client = None;
-                    }
-                }
-                Some(Err(e)) => break Some(format!("the upstream broke off ({e})")),
-                None => match length {
-                    Some(n) if n != total => {
-                        break Some(format!("the upstream sent {total} of {n} bytes"));
-                    }
-                    _ => break None,
-                },
-            }
-            if client.is_none() && store.is_none() {
-                break Some("nobody is reading".to_string());
-            }
-        };
-        let got = hasher.finish();
-        let failure = failure.or_else(|| {
-            expect
-                .filter(|want| *want != got)
-                .map(|want| format!("{source} is {got}, not the {want} the index gives"))
         });
-        if let Some(tx) = &store {
-            let end = match &failure {
-                None => BodyPart::End,
-                Some(why) => BodyPart::Failed(crate::app::Upload::Broken(why.clone())),
-            };
-            let _ = tx.send(end).await;
-        }
-        drop(store);
-        if let Some(tx) = &client {
-            let last = match &failure {
-                None => held.map(Ok),
-                Some(why) => Some(Err(std::io::Error::other(why.clone()))),
-            };
-            if let Some(item) = last {
-                let _ = tx.send(item).await;
-            }
-        }
-        drop(client);
-        if let Some(why) = &failure {
+        let mut client = ToClient {
+            tx: Some(client_tx),
+            held: None,
+            hasher: Some(larder::Hasher::new()),
+            expect,
+            source: source.clone(),
+        };
+        let how = Pump {
+            limit: u64::MAX,
+            silence: None,
+            declared: length,
+            counter: &core.metrics.bytes_out,
+        };
+        let pumping = body::pump(response.bytes_stream(), to_store, how, &mut client);
+        let (verdict, stored) = tokio::join!(pumping, storing);
+        client.finish(&verdict).await;
+        if let Err(why) = &verdict {
             tracing::warn!("not keeping {source}: {why}");
-        }
-        match storing.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("not keeping a file from the upstream: {e}"),
-            Err(e) => tracing::warn!("not keeping a file from the upstream: {e}"),
+        } else if let Err(e) = stored {
+            tracing::warn!("not keeping a file from the upstream: {e}");
         }
     });
     let mut headers = axum::http::HeaderMap::new();
@@ -408,6 +356,60 @@ pub async fn fetch_and_keep(
         rx.recv().await.map(|item| (item, rx))
     }));
     (StatusCode::OK, headers, body).into_response()
+}
+
+/// The client of a proxied file: it gets each chunk as it comes, but the
+/// last waits until the whole file is known to be right, so a client never
+/// gets all of a file that does not match its hash.
+struct ToClient {
+    tx: Option<tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    held: Option<Bytes>,
+    /// Every chunk's hash, while a client reads (the store checks its own).
+    hasher: Option<larder::Hasher>,
+    expect: Option<larder::Digest>,
+    source: String,
+}
+
+impl Tap for ToClient {
+    async fn chunk(&mut self, chunk: &Bytes) -> bool {
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(chunk);
+        }
+        // A client that went away does not stop the copy being kept.
+        if let Some(previous) = self.held.replace(chunk.clone())
+            && let Some(tx) = &self.tx
+            && tx.send(Ok(previous)).await.is_err()
+        {
+            self.tx = None;
+            self.hasher = None;
+        }
+        self.tx.is_some()
+    }
+
+    fn check(&mut self, _: u64) -> Result<(), Upload> {
+        let Some(got) = self.hasher.take().map(larder::Hasher::finish) else { return Ok(()) };
+        match self.expect {
+            Some(want) if want != got => Err(Upload::Broken(format!(
+                "{} is {got}, not the {want} the index gives",
+                self.source
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ToClient {
+    /// Sends the held-back last chunk, or the error that ends the body.
+    async fn finish(&mut self, verdict: &Result<u64, Upload>) {
+        let Some(tx) = self.tx.take() else { return };
+        let last = match verdict {
+            Ok(_) => self.held.take().map(Ok),
+            Err(why) => Some(Err(std::io::Error::other(why.to_string()))),
+        };
+        if let Some(item) = last {
+            let _ = tx.send(item).await;
+        }
+    }
 }
 
 #[cfg(test)]

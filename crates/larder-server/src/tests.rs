@@ -1,0 +1,199 @@
+//! The router in process: requests answered without a socket, for what
+//! needs no real client (the real clients are in the integration tests).
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use bytes::Bytes;
+use tower::ServiceExt;
+
+use super::{Assembled, ServeOptions};
+
+/// A server on a home of its own.
+pub struct Fixture {
+    pub _dir: tempfile::TempDir,
+    pub server: Assembled,
+}
+
+/// What the server answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture::with(|_| {})
+    }
+
+    /// A server whose options `change` adjusts.
+    pub fn with(change: impl FnOnce(&mut ServeOptions)) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = "127.0.0.1:0".parse().expect("addr");
+        let mut options = ServeOptions::new(dir.path().to_path_buf(), 1 << 30, addr);
+        change(&mut options);
+        let server = Assembled::open(&options).expect("open the server");
+        Fixture { _dir: dir, server }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.server.router().oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(request("GET", path, &[], Body::empty())).await
+    }
+
+    pub async fn put(&self, path: &str, bytes: &'static [u8]) -> Answer {
+        let length = bytes.len().to_string();
+        self.send(request("PUT", path, &[("content-length", &length)], Body::from(bytes))).await
+    }
+}
+
+/// A request with `headers`.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Body) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(body).expect("request")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    larder::Digest::of(bytes).hex()
+}
+
+#[tokio::test]
+async fn ranges_and_etags() {
+    let f = Fixture::new();
+    assert_eq!(f.put("/k/hello", b"hello\n").await.status, StatusCode::CREATED);
+    // Twice: once from the file, once from memory.
+    for _ in 0..2 {
+        let got = f.get("/k/hello").await;
+        assert_eq!((got.status, got.text().as_str()), (StatusCode::OK, "hello\n"));
+        let tag = format!("\"sha256:{}\"", sha256_hex(b"hello\n"));
+        assert_eq!(got.header("etag"), Some(tag.as_str()));
+        assert_eq!(got.header("content-length"), Some("6"));
+        for condition in [tag.as_str(), "\"other\", W/".to_owned().as_str(), "*"] {
+            let asked = request("GET", "/k/hello", &[("if-none-match", condition)], Body::empty());
+            let expected =
+                if condition.contains("other") { StatusCode::OK } else { StatusCode::NOT_MODIFIED };
+            assert_eq!(f.send(asked).await.status, expected, "{condition}");
+        }
+        let part =
+            f.send(request("GET", "/k/hello", &[("range", "bytes=1-3")], Body::empty())).await;
+        assert_eq!((part.status, part.text().as_str()), (StatusCode::PARTIAL_CONTENT, "ell"));
+        assert_eq!(part.header("content-range"), Some("bytes 1-3/6"));
+        assert_eq!(part.header("content-length"), Some("3"));
+        let past =
+            f.send(request("GET", "/k/hello", &[("range", "bytes=10-")], Body::empty())).await;
+        assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(past.header("content-range"), Some("bytes */6"));
+        let several =
+            f.send(request("GET", "/k/hello", &[("range", "bytes=0-1,3-4")], Body::empty())).await;
+        assert_eq!((several.status, several.text().as_str()), (StatusCode::OK, "hello\n"));
+    }
+    let head = f.send(request("HEAD", "/k/hello", &[], Body::empty())).await;
+    assert_eq!((head.status, head.header("content-length")), (StatusCode::OK, Some("6")));
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test]
+async fn bad_paths_are_400_and_store_nothing() {
+    let f = Fixture::new();
+    for path in ["/a/../b", "/a/%2e%2e/b", "/a/%2E%2E", "/a//b", "/a/%00", "/%ff"] {
+        assert_eq!(f.get(path).await.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(f.put(path, b"x").await.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    let wrong = f.put(&format!("/cas/{}", "0".repeat(64)), b"not zeros").await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{}", wrong.text());
+    assert_eq!(f.get(&format!("/cas/{}", "0".repeat(64))).await.status, StatusCode::NOT_FOUND);
+    let right = format!("/cas/{}", sha256_hex(b"zeros"));
+    assert_eq!(f.put(&right, b"zeros").await.status, StatusCode::CREATED);
+    assert_eq!(f.get(&right).await.text(), "zeros");
+}
+
+#[tokio::test]
+async fn the_index_keys_and_larders_own_are_not_written_through_the_generic_door() {
+    let f = Fixture::new();
+    for path in ["/pypi/x/x-1.0.tar.gz", "/pypi", "/larder/downloads/abc"] {
+        for method in ["PUT", "DELETE", "MKCOL"] {
+            let got = f.send(request(method, path, &[], Body::from("x"))).await;
+            assert_eq!(got.status, StatusCode::FORBIDDEN, "{method} {path}: {}", got.text());
+        }
+    }
+    // Reading them is fine.
+    assert_eq!(f.get("/larder/downloads/abc").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn head_of_the_root_options_and_unknown_methods() {
+    let f = Fixture::new();
+    let head = f.send(request("HEAD", "/", &[], Body::empty())).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-type"), Some("text/html"));
+    assert!(f.get("/").await.text().contains("hit ratio"));
+    let options = f.send(request("OPTIONS", "/anything", &[], Body::empty())).await;
+    assert_eq!(options.status, StatusCode::OK);
+    assert_eq!(options.header("dav"), Some("1"));
+    assert!(options.header("allow").is_some_and(|a| a.contains("PROPFIND")));
+    let patch = f.send(request("PATCH", "/x", &[], Body::empty())).await;
+    assert_eq!(patch.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(f.put("/", b"x").await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(f.get("/healthz").await.text(), "ok\n");
+}
+
+#[tokio::test]
+async fn the_package_index_has_its_paths_and_no_others() {
+    let f = Fixture::new();
+    let simple = f.get("/simple").await;
+    assert_eq!(simple.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(simple.header("location"), Some("/simple/"));
+    assert_eq!(f.get("/simple/").await.status, StatusCode::OK);
+    let project = f.get("/simple/Some_Project").await;
+    assert_eq!(project.header("location"), Some("/simple/some-project/"));
+    assert_eq!(f.get("/simple/some-project/").await.status, StatusCode::NOT_FOUND);
+    let post = f.send(request("POST", "/simple/", &[], Body::empty())).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(post.text().contains("upload to / or /legacy/"), "{}", post.text());
+    assert_eq!(f.put("/simple/x/", b"x").await.status, StatusCode::METHOD_NOT_ALLOWED);
+    let upload = f.send(request("POST", "/legacy/", &[], Body::from("x"))).await;
+    assert_eq!(upload.status, StatusCode::BAD_REQUEST);
+    assert!(upload.text().contains("not multipart/form-data"), "{}", upload.text());
+    // Paths that merely start like the index's are keys.
+    assert_eq!(f.put("/simplex", b"key").await.status, StatusCode::CREATED);
+    assert_eq!(f.get("/simplex").await.text(), "key");
+}
+
+/// Every request and every answer is counted, `/status` and `/metrics`
+/// included.
+#[tokio::test]
+async fn status_and_metrics_answers_are_counted() {
+    let f = Fixture::new();
+    f.get("/status").await;
+    f.get("/metrics").await;
+    f.get("/missing").await;
+    let status: serde_json::Value =
+        serde_json::from_slice(&f.get("/status").await.body).expect("json");
+    assert_eq!(status["requests"], 4, "{status}");
+    assert_eq!(status["uploads_in_flight"], 0, "{status}");
+    let metrics = f.get("/metrics").await.text();
+    // Five requests; the one being answered is not counted yet.
+    assert!(metrics.contains("larder_http_requests_total{method=\"GET\"} 5"), "{metrics}");
+    assert!(metrics.contains("larder_http_responses_total{class=\"2xx\"} 3"), "{metrics}");
+    assert!(metrics.contains("larder_http_responses_total{class=\"4xx\"} 1"), "{metrics}");
+}
