@@ -9,6 +9,7 @@
 
 pub mod folder;
 mod index;
+mod json;
 mod meta;
 pub mod names;
 mod pages;

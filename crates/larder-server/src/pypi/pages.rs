@@ -8,10 +8,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::json;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use quick_xml::escape::escape;
 
-use super::PypiState;
 use super::index::FileRow;
+use super::{PypiState, json};
 use crate::respond::{self, text};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
@@ -48,10 +49,11 @@ pub struct Page {
 /// Picks a format from `?format=` or `Accept`; `None`: nothing acceptable
 /// (406).
 pub fn negotiate(parts: &Parts) -> Option<Format> {
-    let query_format =
-        parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("format="))).map(
-            |f| f.replace("%2B", "+").replace("%2b", "+").replace("%2F", "/").replace("%2f", "/"),
-        );
+    let query_format = parts
+        .uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("format=")))
+        .map(|f| percent_decode_str(f).decode_utf8_lossy().into_owned());
     let accept = match &query_format {
         Some(f) => f.clone(),
         None => match parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
@@ -135,16 +137,16 @@ pub async fn project_list(state: &Arc<PypiState>, parts: &Parts) -> Response {
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let body = match format {
-        Format::Json => json!({
-            "meta": {"api-version": "1.1"},
-            "projects": projects.iter().map(|p| json!({"name": p})).collect::<Vec<_>>(),
-        })
-        .to_string(),
+        Format::Json => to_json(&json::ProjectList {
+            meta: json::Meta { api_version: "1.1".into() },
+            projects: projects.into_iter().map(|name| json::ProjectName { name }).collect(),
+        }),
         Format::Html | Format::TextHtml => {
             let mut html = String::from(
                 "<!DOCTYPE html>\n<html>\n  <head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Simple index</title></head>\n  <body>\n",
             );
             for p in &projects {
+                let p = escape(p);
                 let _ = writeln!(html, "    <a href=\"{p}/\">{p}</a><br/>");
             }
             html.push_str("  </body>\n</html>\n");
@@ -194,20 +196,16 @@ pub async fn project_page(state: &Arc<PypiState>, parts: &Parts, project: &str) 
     send(parts, format, &page)
 }
 
+/// What a file name keeps unencoded in a link: RFC 3986's unreserved.
+const FILE_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn href(project: &str, filename: &str) -> String {
-    let mut encoded = String::new();
-    for b in filename.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            encoded.push(b as char);
-        } else {
-            let _ = write!(encoded, "%{b:02X}");
-        }
-    }
-    format!("../../packages/{project}/{encoded}")
+    format!("../../packages/{project}/{}", utf8_percent_encode(filename, FILE_NAME))
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+fn to_json(value: &impl serde::Serialize) -> String {
+    // Only strings and numbers: serializing cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 fn html_page(project: &str, files: &[FileRow]) -> String {
@@ -239,49 +237,34 @@ fn html_page(project: &str, files: &[FileRow]) -> String {
 }
 
 fn json_page(project: &str, files: &[FileRow]) -> String {
-    let mut versions: Vec<&str> = files.iter().map(|f| f.version.as_str()).collect();
+    let mut versions: Vec<String> = files.iter().map(|f| f.version.clone()).collect();
     versions.sort_unstable();
     versions.dedup();
+    // 1.1 promises sizes (PEP 700); files an upstream listed without one make it 1.0.
     let all_sized = files.iter().all(|f| f.size.is_some());
-    let entries: Vec<serde_json::Value> = files
+    let files = files
         .iter()
-        .map(|f| {
-            let mut e = json!({
-                "filename": f.filename,
-                "url": href(project, &f.filename),
-                "hashes": match &f.sha256 { Some(s) => json!({"sha256": s}), None => json!({}) },
-            });
-            let obj = e.as_object_mut().expect("an object");
-            if let Some(rp) = &f.requires_python {
-                obj.insert("requires-python".into(), json!(rp));
-            }
-            if let Some(m) = &f.metadata_sha256 {
-                obj.insert("core-metadata".into(), json!({"sha256": m}));
-            }
-            if let Some(size) = f.size {
-                obj.insert("size".into(), json!(size));
-            }
-            if let Some(t) = &f.upload_time {
-                obj.insert("upload-time".into(), json!(t));
-            }
-            obj.insert(
-                "yanked".into(),
-                match &f.yanked {
-                    None => json!(false),
-                    Some(r) if r.is_empty() => json!(true),
-                    Some(r) => json!(r),
-                },
-            );
-            e
+        .map(|f| json::File {
+            filename: f.filename.clone(),
+            url: href(project, &f.filename),
+            hashes: f.sha256.iter().map(|s| ("sha256".to_string(), s.clone())).collect(),
+            requires_python: f.requires_python.clone(),
+            core_metadata: f
+                .metadata_sha256
+                .as_ref()
+                .map(|m| json::CoreMetadata::Hashes([("sha256".to_string(), m.clone())].into())),
+            dist_info_metadata: None,
+            size: f.size,
+            upload_time: f.upload_time.clone(),
+            yanked: json::Yanked::from_reason(f.yanked.as_deref()),
         })
         .collect();
-    // 1.1 promises sizes (PEP 700); files an upstream listed without one make it 1.0.
-    let api = if all_sized { "1.1" } else { "1.0" };
-    let mut page = json!({"meta": {"api-version": api}, "name": project, "files": entries});
-    if all_sized && let Some(obj) = page.as_object_mut() {
-        obj.insert("versions".into(), json!(versions));
-    }
-    page.to_string()
+    to_json(&json::ProjectPage {
+        meta: json::Meta { api_version: if all_sized { "1.1" } else { "1.0" }.into() },
+        name: project.to_string(),
+        files,
+        versions: all_sized.then_some(versions),
+    })
 }
 
 #[cfg(test)]

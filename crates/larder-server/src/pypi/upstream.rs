@@ -16,7 +16,7 @@ use bytes::Bytes;
 use larder::PutOptions;
 
 use super::index::FileRow;
-use super::{PypiState, names, now};
+use super::{PypiState, json, names, now};
 use crate::body::{self, Pump, Tap, Upload};
 use crate::respond::text;
 
@@ -208,75 +208,127 @@ fn parse_json(
     upstream: &str,
     project: &str,
 ) -> Result<Vec<FileRow>, String> {
-    let page: serde_json::Value =
+    let page: json::ProjectPage =
         serde_json::from_str(body).map_err(|e| format!("a bad JSON page ({e})"))?;
-    let files = page["files"].as_array().ok_or("a JSON page without files")?;
-    Ok(files
-        .iter()
+    Ok(page
+        .files
+        .into_iter()
         .filter_map(|f| {
-            let filename = f["filename"].as_str()?;
-            let (url, fragment_sha) = resolve(base, f["url"].as_str()?)?;
-            let mut r = row(upstream, project, filename, url)?;
-            r.sha256 = f["hashes"]["sha256"].as_str().and_then(sha256_hex).or(fragment_sha);
-            r.size = f["size"].as_u64();
-            r.upload_time = f["upload-time"].as_str().map(str::to_string);
-            r.requires_python = f["requires-python"].as_str().map(str::to_string);
+            let (url, fragment_sha) = resolve(base, &f.url)?;
+            let mut r = row(upstream, project, &f.filename, url)?;
+            r.sha256 = f.hashes.get("sha256").and_then(|h| sha256_hex(h)).or(fragment_sha);
+            r.size = f.size;
+            r.upload_time = f.upload_time;
+            r.requires_python = f.requires_python;
             r.metadata_sha256 = f
-                .get("core-metadata")
-                .or_else(|| f.get("dist-info-metadata"))
-                .and_then(|m| m["sha256"].as_str())
+                .core_metadata
+                .or(f.dist_info_metadata)
+                .as_ref()
+                .and_then(json::CoreMetadata::sha256)
                 .and_then(sha256_hex);
-            r.yanked = match &f["yanked"] {
-                serde_json::Value::Bool(true) => Some(String::new()),
-                serde_json::Value::String(reason) => Some(reason.clone()),
-                _ => None,
-            };
+            r.yanked = f.yanked.reason();
             Some(r)
         })
         .collect())
 }
 
-/// Reads the `<a>` elements of a PEP 503 page.
+/// Reads the `<a>` elements of a PEP 503 page, as browsers would: tags and
+/// attribute names in any case, values in double, single or no quotes.
 fn parse_html(body: &str, base: &reqwest::Url, upstream: &str, project: &str) -> Vec<FileRow> {
+    // ASCII case changes keep every byte where it was.
+    let lower = body.to_ascii_lowercase();
     let mut rows = Vec::new();
-    let mut rest = body;
-    while let Some(start) = rest.find("<a ") {
-        rest = &rest[start + 3..];
-        let Some(end) = rest.find('>') else { break };
-        let attrs = &rest[..end];
-        rest = &rest[end + 1..];
-        let Some(close) = rest.find("</a>") else { break };
-        let filename = unescape(rest[..close].trim());
-        rest = &rest[close + 4..];
-        let attr = |name: &str| {
-            let pattern = format!("{name}=\"");
-            let at = attrs.find(&pattern)? + pattern.len();
-            let len = attrs[at..].find('"')?;
-            Some(unescape(&attrs[at..at + len]))
-        };
-        let Some(href) = attr("href") else { continue };
+    let mut at = 0;
+    while let Some(found) = lower[at..].find("<a") {
+        let start = at + found + 2;
+        at = start;
+        if !body[start..].starts_with(|c: char| c.is_ascii_whitespace()) {
+            continue; // <abbr>, <area>...
+        }
+        let Some((attrs, length)) = attributes(&body[start..]) else { break };
+        let text_start = start + length;
+        let Some(close) = lower[text_start..].find("</a") else { break };
+        let filename = unescape(body[text_start..text_start + close].trim());
+        at = text_start + close;
+        let attr = |name: &str| attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let Some(Some(href)) = attr("href") else { continue };
         let Some((url, sha)) = resolve(base, &href) else { continue };
         let Some(mut r) = row(upstream, project, &filename, url) else { continue };
         r.sha256 = sha;
-        r.requires_python = attr("data-requires-python");
+        r.requires_python = attr("data-requires-python").flatten();
         r.metadata_sha256 = attr("data-core-metadata")
             .or_else(|| attr("data-dist-info-metadata"))
+            .flatten()
             .and_then(|m| m.strip_prefix("sha256=").and_then(sha256_hex));
-        r.yanked = attr("data-yanked");
-        if r.yanked.is_none() && attrs.contains("data-yanked") {
-            r.yanked = Some(String::new());
-        }
+        r.yanked = attr("data-yanked").map(Option::unwrap_or_default);
         rows.push(r);
     }
     rows
 }
 
+/// The attributes of a tag whose name was read, up to its `>`: names in
+/// lower case, values unescaped (`None` for a bare name), and how many bytes
+/// the tag took; `None` if it never ends.
+#[allow(clippy::type_complexity)]
+fn attributes(tag: &str) -> Option<(Vec<(String, Option<String>)>, usize)> {
+    let bytes = tag.as_bytes();
+    let space = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_whitespace);
+    let mut attrs = Vec::new();
+    let mut i = 0;
+    loop {
+        while space(i) || bytes.get(i) == Some(&b'/') {
+            i += 1;
+        }
+        match bytes.get(i)? {
+            b'>' => return Some((attrs, i + 1)),
+            b'=' => {
+                i += 1; // a stray `=`
+                continue;
+            }
+            _ => {}
+        }
+        let name_start = i;
+        while bytes.get(i).is_some_and(|b| !b.is_ascii_whitespace() && !b"=>/".contains(b)) {
+            i += 1;
+        }
+        let name = tag[name_start..i].to_ascii_lowercase();
+        while space(i) {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'=') {
+            attrs.push((name, None));
+            continue;
+        }
+        i += 1;
+        while space(i) {
+            i += 1;
+        }
+        let value = match bytes.get(i)? {
+            quote @ (b'"' | b'\'') => {
+                let end = i + 1 + tag[i + 1..].find(char::from(*quote))?;
+                let value = &tag[i + 1..end];
+                i = end + 1;
+                value
+            }
+            _ => {
+                let value_start = i;
+                while bytes.get(i).is_some_and(|b| !b.is_ascii_whitespace() && *b != b'>') {
+                    i += 1;
+                }
+                &tag[value_start..i]
+            }
+        };
+        attrs.push((name, Some(unescape(value))));
+    }
+}
+
+/// HTML text as it reads: entities replaced (text with an entity XML does
+/// not know is kept as it is).
 fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    match quick_xml::escape::unescape(text) {
+        Ok(plain) => plain.into_owned(),
+        Err(_) => text.to_string(),
+    }
 }
 
 /// Fetches `url` from an upstream, sends it to the client as it arrives, and
@@ -439,5 +491,35 @@ mod tests {
         // Hashes that are not hashes are dropped, not copied into pages.
         assert_eq!((rows[1].sha256.as_deref(), rows[1].metadata_sha256.as_deref()), (None, None));
         assert_eq!(rows[1].url.as_deref(), Some("https://files.example/pkg-1.0.tar.gz"));
+    }
+
+    #[test]
+    fn html_in_any_case_and_any_quotes() {
+        let base = reqwest::Url::parse("http://up.example/simple/pkg/").expect("url");
+        let body = format!(
+            "<HTML><abbr title=x>pkg-0.1.tar.gz</abbr>\n\
+             <A HREF='pkg-1.0.tar.gz#sha256={a}' DATA-REQUIRES-PYTHON='&gt;=3.8' data-yanked>pkg-1.0.tar.gz</A>\n\
+             <a\thref=pkg-2.0.tar.gz data-yanked=\"a > b\" >pkg-2.0.tar.gz</a >\n\
+             <a title=\"<a href='x'>\" href=\"pkg-3.0.tar.gz\">pkg-3.0.tar.gz</a>\n\
+             <a href=\"pkg-4.0.tar.gz\">pkg-4.0&period;tar.gz</a>",
+            a = "a".repeat(64)
+        );
+        let rows = parse_html(&body, &base, "http://up.example/simple/", "pkg");
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (r.filename.as_str(), r.url.as_deref(), r.sha256.is_some(), r.yanked.as_deref())
+            })
+            .collect();
+        let url = |f: &str| format!("http://up.example/simple/pkg/{f}");
+        assert_eq!(
+            got,
+            [
+                ("pkg-1.0.tar.gz", Some(url("pkg-1.0.tar.gz").as_str()), true, Some("")),
+                ("pkg-2.0.tar.gz", Some(url("pkg-2.0.tar.gz").as_str()), false, Some("a > b")),
+                ("pkg-3.0.tar.gz", Some(url("pkg-3.0.tar.gz").as_str()), false, None),
+            ]
+        );
+        assert_eq!(rows[0].requires_python.as_deref(), Some(">=3.8"));
     }
 }
