@@ -28,6 +28,9 @@ pub struct HotCache {
     /// lock): lookups then miss rather than wait on an async thread.
     writing: std::sync::atomic::AtomicUsize,
     inner: Mutex<Inner>,
+    /// Lookups that found the handle taken (seen by the tests).
+    #[cfg(test)]
+    contended: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -59,6 +62,8 @@ impl HotCache {
             watch: Mutex::new(watch),
             writing: std::sync::atomic::AtomicUsize::new(0),
             inner: Mutex::default(),
+            #[cfg(test)]
+            contended: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -68,11 +73,25 @@ impl HotCache {
 
     /// The index's version now, or `None` while the watching handle writes
     /// (then nothing is served from memory or kept in it, and nobody waits).
+    /// Never blocks on a write: the lock is only tried, and waited for only
+    /// while another lookup (a microsecond) holds it.
     pub fn version(&self) -> Option<i64> {
-        if self.writing.load(std::sync::atomic::Ordering::Acquire) > 0 {
-            return None;
+        loop {
+            // A write raises the flag before it takes the lock and lowers it
+            // after, so a lock held while the flag is down is a lookup's.
+            if self.writing.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                return None;
+            }
+            match self.watch.try_lock() {
+                Ok(watch) => return watch.changes().ok(),
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner().changes().ok(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    #[cfg(test)]
+                    self.contended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::yield_now();
+                }
+            }
         }
-        self.watch.lock().unwrap_or_else(|p| p.into_inner()).changes().ok()
     }
 
     /// The blob `target` names, if it is in memory and nothing changed since.
@@ -133,5 +152,51 @@ impl HotCache {
         self.writing.fetch_add(1, std::sync::atomic::Ordering::Release);
         let _writing = Writing(&self.writing);
         f(&self.watch.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A write that took the watching handle after a lookup checked the
+    /// flag used to make the lookup (on an async worker) wait for the whole
+    /// write: now the lookup misses instead.
+    #[test]
+    fn a_lookup_never_waits_on_a_write_that_began_after_its_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        let hot = Arc::new(HotCache::new(store, 1 << 20));
+        assert!(hot.version().is_some());
+        // The write holds the handle; the lookup has already seen the flag down.
+        let held = hot.watch.lock().expect("lock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let looking = {
+            let hot = hot.clone();
+            std::thread::spawn(move || tx.send(hot.version()).expect("send"))
+        };
+        // Once the lookup is past the flag and finds the handle taken, the
+        // write raises its flag: the lookup must give up rather than wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while hot.contended.load(Ordering::Relaxed) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lookup waits for the handle instead of trying it"
+            );
+            match rx.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+                other => panic!("the lookup ended without trying the handle: {other:?}"),
+            }
+        }
+        hot.writing.fetch_add(1, Ordering::Release);
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        hot.writing.fetch_sub(1, Ordering::Release);
+        drop(held);
+        looking.join().expect("lookup");
+        assert_eq!(got, Ok(None), "the lookup waited on the write");
     }
 }

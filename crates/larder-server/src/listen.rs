@@ -61,7 +61,6 @@ pub async fn accept_until_signal(
     metrics: Arc<Metrics>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let open = Arc::new(AtomicUsize::new(0));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -98,7 +97,7 @@ pub async fn accept_until_signal(
             }
         };
         Metrics::add(&metrics.connections, 1);
-        if open.load(Ordering::Relaxed) >= options.max_connections {
+        if Metrics::get(&metrics.connections_open) >= options.max_connections as u64 {
             tokio::spawn(async move {
                 let _ = raw
                     .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 23\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many connections\r\n\r\n")
@@ -107,7 +106,7 @@ pub async fn accept_until_signal(
             continue;
         }
         let _ = raw.set_nodelay(true);
-        open.fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&metrics.connections_open, 1);
         // A client that stops reading its answer is let go after the timeout
         // (reads are timed by hyper and the handlers, which know when a
         // silence is one).
@@ -133,7 +132,7 @@ pub async fn accept_until_signal(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        let open = open.clone();
+        let metrics = metrics.clone();
         let handshake_timeout = options.timeout;
         tokio::spawn(async move {
             let served = match tls {
@@ -169,7 +168,7 @@ pub async fn accept_until_signal(
             if let Err(e) = served {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
-            open.fetch_sub(1, Ordering::Relaxed);
+            metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     tracing::info!("stopping: finishing requests in flight");

@@ -14,7 +14,7 @@ mod meta;
 pub mod names;
 mod pages;
 mod upload;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,7 +46,9 @@ pub struct PypiState {
     pub client: reqwest::Client,
     /// Grows at every change, so rendered pages know when they are stale.
     version: AtomicU64,
-    pages: std::sync::Mutex<HashMap<(String, pages::Format), pages::Page>>,
+    pages: std::sync::Mutex<pages::Pages>,
+    /// When each upstream's page of each project was last checked.
+    checked: std::sync::Mutex<upstream::Checked>,
     /// One upstream refresh of a project at a time.
     refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Uploads decide and keep one at a time, so two uploads of one file
@@ -82,6 +84,7 @@ impl PypiState {
             client,
             version: AtomicU64::new(1),
             pages: std::sync::Mutex::default(),
+            checked: std::sync::Mutex::default(),
             refreshing: std::sync::Mutex::default(),
             publishing: tokio::sync::Mutex::const_new(()),
         })

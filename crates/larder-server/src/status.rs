@@ -43,6 +43,7 @@ fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {
         "requests": m.requests(),
         "uploads": Metrics::get(&m.uploads),
         "uploads_in_flight": state.core.uploads.in_flight(),
+        "connections_open": Metrics::get(&m.connections_open),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "version": env!("CARGO_PKG_VERSION"),
     })

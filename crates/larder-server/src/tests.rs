@@ -197,3 +197,61 @@ async fn status_and_metrics_answers_are_counted() {
     assert!(metrics.contains("larder_http_responses_total{class=\"2xx\"} 3"), "{metrics}");
     assert!(metrics.contains("larder_http_responses_total{class=\"4xx\"} 1"), "{metrics}");
 }
+
+/// An upstream index on a port of its own: `page` at every project page,
+/// and how many times it was asked.
+struct Upstream {
+    url: String,
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Upstream {
+    async fn start(page: String) -> Upstream {
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        let app = axum::Router::new().fallback(move || {
+            let page = page.clone();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { ([("content-type", "text/html")], page) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/simple/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Upstream { url, asked }
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+const LINK: &str = "<a href=\"/files/pkg-1.0.tar.gz\">pkg-1.0.tar.gz</a>";
+
+/// Two indexes in one process keep their own record of what they checked:
+/// one's visit does not make the other trust a page it never read.
+#[tokio::test]
+async fn two_servers_in_one_process_check_upstreams_apart() {
+    let upstream = Upstream::start(LINK.to_string()).await;
+    let one = Fixture::with(|o| o.upstreams = vec![upstream.url.clone()]);
+    let two = Fixture::with(|o| o.upstreams = vec![upstream.url.clone()]);
+    let page = one.get("/simple/pkg/").await;
+    assert!(page.text().contains("pkg-1.0.tar.gz"), "{}", page.text());
+    one.get("/simple/pkg/").await;
+    assert_eq!(upstream.asked(), 1, "within its TTL, a page is not asked again");
+    let page = two.get("/simple/pkg/").await;
+    assert!(page.text().contains("pkg-1.0.tar.gz"), "{}", page.text());
+    assert_eq!(upstream.asked(), 2);
+}
+
+/// An upstream page larger than the limit is refused, not read into memory
+/// and listed.
+#[tokio::test]
+async fn an_upstream_page_past_the_limit_is_not_read() {
+    let limit = crate::pypi::upstream::PAGE_LIMIT as usize;
+    let padding = " ".repeat(limit);
+    let upstream = Upstream::start(format!("<html>{LINK}{padding}</html>")).await;
+    let f = Fixture::with(|o| o.upstreams = vec![upstream.url.clone()]);
+    let page = f.get("/simple/pkg/").await;
+    assert_eq!(upstream.asked(), 1);
+    assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.text());
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{TestDir, bytes, digest_of};
+use crate::util::{TestDir, bytes, digest_of, wait_for};
 
 /// A running `larder serve`, stopped with SIGTERM when dropped.
 pub struct Served {
@@ -44,6 +44,19 @@ impl Served {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// What `/status` says now.
+    pub fn status(&self) -> serde_json::Value {
+        let got = curl(&[&format!("{}/status", self.url)]);
+        serde_json::from_slice(&got.body).unwrap_or_else(|e| panic!("/status: {e}: {got:?}"))
+    }
+
+    /// Waits until `n` uploads stream into the store.
+    pub fn wait_for_uploads(&self, n: u64) {
+        wait_for(&format!("{n} uploads in flight"), || {
+            self.status()["uploads_in_flight"].as_u64() == Some(n)
+        });
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -211,8 +224,9 @@ fn bad_requests_get_the_right_status_and_store_nothing() {
     let mut tcp = TcpStream::connect(&s.addr).expect("connect");
     tcp.write_all(b"PUT /truncated HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n0123456789")
         .expect("write");
+    s.wait_for_uploads(1);
     drop(tcp);
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_for_uploads(0);
     assert_eq!(curl(&[&u("/truncated")]).status, 404);
     assert_eq!(t.json(&["ls", "--json"]), serde_json::json!([]));
     let verify = t.verify();
@@ -272,12 +286,13 @@ fn sigterm_lets_an_upload_in_flight_finish_and_sigkill_leaves_no_partial_blob() 
         format!("PUT /inflight HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", data.len());
     tcp.write_all(head.as_bytes()).expect("head");
     tcp.write_all(&data[..100_000]).expect("first part");
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_for_uploads(1);
     // SAFETY: kill with our child's pid and a valid signal.
     unsafe {
         libc::kill(s.pid(), libc::SIGTERM);
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // It stopped listening: it is finishing what is in flight.
+    wait_for("the server to stop listening", || TcpStream::connect(&s.addr).is_err());
     tcp.write_all(&data[100_000..]).expect("the rest");
     let mut answer = String::new();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -293,7 +308,11 @@ fn sigterm_lets_an_upload_in_flight_finish_and_sigkill_leaves_no_partial_blob() 
     let mut tcp = TcpStream::connect(&s.addr).expect("connect");
     tcp.write_all(head.replace("/inflight", "/killed").as_bytes()).expect("head");
     tcp.write_all(&data[..150_000]).expect("part");
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_for_uploads(1);
+    // The store is writing it into its temporary folder.
+    let tmp = t.home.join("store-v1/tmp");
+    let staged = || std::fs::read_dir(&tmp).into_iter().flatten().flatten().next().is_some();
+    wait_for("the upload's file in the store", staged);
     // SAFETY: kill with our child's pid and a valid signal.
     unsafe {
         libc::kill(s.pid(), libc::SIGKILL);
@@ -302,7 +321,6 @@ fn sigterm_lets_an_upload_in_flight_finish_and_sigkill_leaves_no_partial_blob() 
     assert_eq!(t.run(&["has", "killed"]).code, 1);
     let verify = t.verify();
     assert_eq!(verify["orphans"], serde_json::json!([]), "{verify}");
-    let tmp = t.home.join("store-v1/tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp).expect("tmp").collect();
     assert!(left.is_empty(), "the dead server's partial upload was swept: {left:?}");
 }
@@ -764,8 +782,11 @@ fn a_client_that_stops_reading_is_let_go() {
     let s = Served::start(&t, &["--timeout", "1s"]);
     let mut tcp = TcpStream::connect(&s.addr).expect("connect");
     tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
-    // Read nothing for a while: the server's writes stall, then it gives up.
-    std::thread::sleep(Duration::from_secs(3));
+    // Read nothing: the server's writes stall, then it gives up and closes
+    // the connection (the only one left open is the one asking).
+    wait_for("the server to drop a client that does not read", || {
+        s.status()["connections_open"].as_u64() == Some(1)
+    });
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut got = Vec::new();
     let read = tcp.read_to_end(&mut got);

@@ -1,6 +1,7 @@
 //! The simple repository pages: PEP 503 HTML and PEP 691 JSON, chosen by
 //! `Accept` (or `?format=`), rendered once per change and kept.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -104,11 +105,63 @@ fn send(parts: &Parts, format: Format, page: &Page) -> Response {
     (StatusCode::OK, headers, page.body.clone()).into_response()
 }
 
+/// Rendered pages, kept until the index changes, within a budget of bytes.
+pub struct Pages {
+    map: HashMap<(String, Format), Page>,
+    bytes: usize,
+    limit: usize,
+}
+
+/// The bytes of pages kept at most.
+const PAGES_BYTES: usize = 64 << 20;
+
+impl Default for Pages {
+    fn default() -> Pages {
+        Pages::with_limit(PAGES_BYTES)
+    }
+}
+
+impl Pages {
+    fn with_limit(limit: usize) -> Pages {
+        Pages { map: HashMap::new(), bytes: 0, limit }
+    }
+
+    fn cost(name: &str, page: &Page) -> usize {
+        name.len() + page.body.len() + page.etag.len() + 64
+    }
+
+    fn get(&self, name: &str, format: Format, version: u64) -> Option<Page> {
+        self.map.get(&(name.to_string(), format)).filter(|p| p.version == version).cloned()
+    }
+
+    /// Keeps `page`, making room: stale pages go first, then all of them.
+    fn insert(&mut self, name: &str, format: Format, page: Page) {
+        let cost = Pages::cost(name, &page);
+        if cost > self.limit {
+            return;
+        }
+        if let Some(old) = self.map.remove(&(name.to_string(), format)) {
+            self.bytes -= Pages::cost(name, &old);
+        }
+        if self.bytes + cost > self.limit {
+            let version = page.version;
+            self.map.retain(|_, p| p.version == version);
+            self.bytes = self.map.iter().map(|((n, _), p)| Pages::cost(n, p)).sum();
+        }
+        if self.bytes + cost > self.limit {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        self.bytes += cost;
+        self.map.insert((name.to_string(), format), page);
+    }
+}
+
 /// A kept page of `name` in `format`, if it shows the index as it is.
 fn kept(state: &PypiState, name: &str, format: Format) -> Option<Page> {
     let version = state.version();
     let pages = state.pages.lock().unwrap_or_else(|p| p.into_inner());
-    pages.get(&(name.to_string(), format)).filter(|p| p.version == version).cloned()
+    pages.get(name, format, version)
 }
 
 fn keep(state: &PypiState, name: &str, format: Format, version: u64, body: String) -> Page {
@@ -116,10 +169,7 @@ fn keep(state: &PypiState, name: &str, format: Format, version: u64, body: Strin
     let page =
         Page { version, body: Bytes::from(body), etag: format!("\"{}\"", &digest.hex()[..32]) };
     let mut pages = state.pages.lock().unwrap_or_else(|p| p.into_inner());
-    if pages.len() > 10_000 {
-        pages.clear();
-    }
-    pages.insert((name.to_string(), format), page.clone());
+    pages.insert(name, format, page.clone());
     page
 }
 
@@ -300,5 +350,31 @@ mod tests {
         check(Some("*/*"), None, Some(Format::TextHtml));
         check(Some("application/json"), None, None);
         check(Some("text/html"), Some("application/vnd.pypi.simple.v1%2Bjson"), Some(Format::Json));
+    }
+
+    /// Pages are kept within a budget of bytes, however many or large.
+    #[test]
+    fn pages_kept_stay_within_their_bytes() {
+        let mut pages = Pages::with_limit(10_000);
+        let page = |version, size| Page {
+            version,
+            body: Bytes::from(vec![b'x'; size]),
+            etag: "\"e\"".into(),
+        };
+        for i in 0..100 {
+            pages.insert(&format!("p{i}"), Format::Json, page(1, 1000));
+            assert!(pages.bytes <= 10_000, "{} bytes kept", pages.bytes);
+            let held: usize = pages.map.values().map(|p| p.body.len()).sum();
+            assert!(held <= pages.bytes);
+        }
+        assert!(pages.get("p99", Format::Json, 1).is_some());
+        // Too large to keep at all.
+        pages.insert("huge", Format::Json, page(1, 20_000));
+        assert!(pages.get("huge", Format::Json, 1).is_none());
+        // Stale pages make room first.
+        pages.insert("p99", Format::Html, page(2, 5000));
+        pages.insert("new", Format::Html, page(2, 4000));
+        assert!(pages.get("p99", Format::Html, 2).is_some());
+        assert!(pages.get("new", Format::Html, 2).is_some());
     }
 }

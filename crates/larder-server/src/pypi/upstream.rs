@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -22,24 +21,29 @@ use crate::respond::text;
 
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
 
-/// When each (upstream, project) page was last checked, in this process.
-static CHECKED: Mutex<Option<HashMap<(String, String), Instant>>> = Mutex::new(None);
-
-fn checked_recently(upstream: &str, project: &str, ttl: std::time::Duration) -> bool {
-    let map = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
-    map.as_ref()
-        .and_then(|m| m.get(&(upstream.to_string(), project.to_string())))
-        .is_some_and(|t| t.elapsed() < ttl)
-}
+/// When each (upstream, project) page was last checked, by this index.
+#[derive(Default)]
+pub struct Checked(HashMap<(String, String), Instant>);
 
 /// The most projects remembered as checked; past it the oldest are asked again.
 const CHECKED_LIMIT: usize = 100_000;
 
-fn mark_checked(upstream: &str, project: &str, ttl: std::time::Duration) {
-    let mut guard = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
+/// The largest upstream page read: PyPI's largest are a few MiB.
+pub const PAGE_LIMIT: u64 = 32 << 20;
+
+fn checked_recently(state: &PypiState, upstream: &str, project: &str) -> bool {
+    let checked = state.checked.lock().unwrap_or_else(|p| p.into_inner());
+    checked
+        .0
+        .get(&(upstream.to_string(), project.to_string()))
+        .is_some_and(|t| t.elapsed() < state.ttl)
+}
+
+fn mark_checked(state: &PypiState, upstream: &str, project: &str) {
+    let mut checked = state.checked.lock().unwrap_or_else(|p| p.into_inner());
+    let map = &mut checked.0;
     if map.len() >= CHECKED_LIMIT {
-        map.retain(|_, t| t.elapsed() < ttl);
+        map.retain(|_, t| t.elapsed() < state.ttl);
         if map.len() >= CHECKED_LIMIT {
             map.clear();
         }
@@ -51,7 +55,7 @@ fn mark_checked(upstream: &str, project: &str, ttl: std::time::Duration) {
 /// server has files of its own for it (which shadow theirs).
 pub async fn refresh(state: &Arc<PypiState>, project: &str) {
     let pypi = state;
-    if pypi.upstreams.iter().all(|u| checked_recently(u, project, pypi.ttl)) {
+    if pypi.upstreams.iter().all(|u| checked_recently(pypi, u, project)) {
         return;
     }
     // One refresh of a project at a time; the others then find it fresh.
@@ -75,17 +79,17 @@ pub async fn refresh(state: &Arc<PypiState>, project: &str) {
     };
     if local {
         for u in &pypi.upstreams {
-            mark_checked(u, project, pypi.ttl);
+            mark_checked(pypi, u, project);
         }
         return;
     }
     for upstream in pypi.upstreams.clone() {
-        if checked_recently(&upstream, project, pypi.ttl) {
+        if checked_recently(pypi, &upstream, project) {
             continue;
         }
         match refresh_one(state, &upstream, project).await {
             Ok(changed) => {
-                mark_checked(&upstream, project, pypi.ttl);
+                mark_checked(pypi, &upstream, project);
                 if changed {
                     pypi.changed();
                 }
@@ -158,7 +162,7 @@ async fn refresh_one(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let body = response.text().await.map_err(|e| format!("the page broke off ({e})"))?;
+    let body = read_page(response, PAGE_LIMIT).await?;
     let rows = if content_type.starts_with("application/vnd.pypi.simple.v1+json") {
         parse_json(&body, &base, upstream, project)?
     } else {
@@ -166,6 +170,25 @@ async fn refresh_one(
     };
     save(rows, etag).await?;
     Ok(true)
+}
+
+/// Reads a page whole, up to `limit` bytes: a larger one is an error, not
+/// memory taken.
+async fn read_page(mut response: reqwest::Response, limit: u64) -> Result<String, String> {
+    let too_large = || format!("the page is larger than {} MiB", limit >> 20);
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| format!("the page broke off ({e})"))?
+    {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A sha256 as 64 lowercase hex digits, or nothing: what an upstream gives
