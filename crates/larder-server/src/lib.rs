@@ -186,7 +186,7 @@ impl Assembled {
     }
 }
 
-async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+async fn serve(mut options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
     let tls = match &options.tls {
         Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
         None => None,
@@ -226,7 +226,15 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
             }
         })
     };
-    let listener = tokio::net::TcpListener::bind(options.addr).await.map_err(|e| {
+    let allowed = usize::try_from(listen::connections_allowed()).unwrap_or(usize::MAX).max(1);
+    if options.max_connections > allowed {
+        tracing::warn!(
+            "serving at most {allowed} connections, not {}: the limit on open files allows no more (raise `ulimit -n`)",
+            options.max_connections
+        );
+        options.max_connections = allowed;
+    }
+    let listener = listen::bind(options.addr).map_err(|e| {
         let fix = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 "; another program listens there: choose a port with -p"

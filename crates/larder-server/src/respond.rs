@@ -24,22 +24,48 @@ pub fn with_reason(status: StatusCode, message: &str) -> Response {
     response
 }
 
-/// The HTTP status for a library error.
-pub fn status_of(e: &Error) -> StatusCode {
-    match e.kind() {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::InvalidInput | ErrorKind::Corrupt => StatusCode::BAD_REQUEST,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::StoreFull | ErrorKind::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
-        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Config | ErrorKind::Io => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// The answer to a library error: its status and its message.
+/// The answer to a library error. What the request did wrong (a bad key, a
+/// body that does not match its digest) is told as the library says it; what
+/// went wrong on the server is logged, and the client is told only what
+/// happened and who can fix it: never the server's paths, nor the pid and
+/// start time its temporary files are named after.
 pub fn error(e: &Error) -> Response {
-    text(status_of(e), e.to_string())
+    let about_the_request = std::error::Error::source(e).is_none()
+        && matches!(
+            e.kind(),
+            ErrorKind::NotFound
+                | ErrorKind::InvalidInput
+                | ErrorKind::Corrupt
+                | ErrorKind::Conflict
+        );
+    if about_the_request {
+        let status = match e.kind() {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return text(status, e.to_string());
+    }
+    tracing::error!("{e}");
+    let (status, reason) = match e.kind() {
+        ErrorKind::StoreFull => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the server's store has no room for this; nothing was stored: its operator can raise its capacity or unpin entries",
+        ),
+        ErrorKind::DiskFull => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the server's disk is full; nothing was stored: its operator must free space",
+        ),
+        ErrorKind::Busy => {
+            (StatusCode::SERVICE_UNAVAILABLE, "the server's store is busy; retry in a moment")
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "the server failed to do this; its log says why"),
+    };
+    let mut response = text(status, reason);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// An HTTP date (RFC 9110 IMF-fixdate) for seconds since the epoch.

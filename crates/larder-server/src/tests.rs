@@ -58,9 +58,10 @@ impl Fixture {
         self.send(request("GET", path, &[], Body::empty())).await
     }
 
-    pub async fn put(&self, path: &str, bytes: &'static [u8]) -> Answer {
+    pub async fn put(&self, path: &str, bytes: &[u8]) -> Answer {
         let length = bytes.len().to_string();
-        self.send(request("PUT", path, &[("content-length", &length)], Body::from(bytes))).await
+        let body = Body::from(bytes.to_vec());
+        self.send(request("PUT", path, &[("content-length", &length)], body)).await
     }
 }
 
@@ -254,4 +255,107 @@ async fn an_upstream_page_past_the_limit_is_not_read() {
     let page = f.get("/simple/pkg/").await;
     assert_eq!(upstream.asked(), 1);
     assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.text());
+}
+
+/// A wheel whose METADATA says `Name: name` and `Version: version`.
+fn wheel(name: &str, version: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("pkg-1.0.dist-info/METADATA", stored).expect("zip");
+    write!(zip, "Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n").expect("zip");
+    zip.finish().expect("zip").into_inner()
+}
+
+/// An upload as twine sends it: `fields`, then the file.
+fn upload(fields: &[(&str, &str)], filename: &str, file: &[u8]) -> Request<Body> {
+    let boundary = "larder-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    request("POST", "/legacy/", &[("content-type", &content_type)], Body::from(body))
+}
+
+const ACTION: (&str, &str) = (":action", "file_upload");
+
+/// Fields an upload does not read (a long description) are read past, not
+/// kept in memory, so their size is not limited as a field's; the fields it
+/// reads are kept small.
+#[tokio::test]
+async fn fields_an_upload_does_not_read_are_not_kept() {
+    let f = Fixture::new();
+    let description = "x".repeat(3 << 20);
+    let fields = [ACTION, ("name", "pkg"), ("version", "1.0"), ("description", &description)];
+    let got = f.send(upload(&fields, "pkg-1.0-py3-none-any.whl", &wheel("pkg", "1.0"))).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    let long_name = "p".repeat(100 << 10);
+    let fields = [ACTION, ("name", &long_name), ("version", "2.0")];
+    let got = f.send(upload(&fields, "pkg-2.0-py3-none-any.whl", &wheel("pkg", "2.0"))).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST, "{}", got.text());
+    assert!(got.text().contains("the field name is larger than 64 KiB"), "{}", got.text());
+}
+
+/// A file whose metadata names another project or version than its name is
+/// refused, with PEP 440's idea of a version (`1.0` is not `10`).
+#[tokio::test]
+async fn uploads_whose_metadata_disagrees_with_their_name_are_refused() {
+    let f = Fixture::new();
+    let cases = [
+        ("liewhl-1.0-py3-none-any.whl", "numpy", "1.0", "names the project numpy"),
+        ("pkg-1.0-py3-none-any.whl", "pkg", "10", "names the version 10"),
+        ("pkg-1.1.0-py3-none-any.whl", "pkg", "11.0", "names the version 11.0"),
+    ];
+    for (filename, name, version, why) in cases {
+        let file = wheel(name, version);
+        let project = filename.split('-').next().expect("name");
+        let got = f.send(upload(&[ACTION, ("name", project)], filename, &file)).await;
+        assert_eq!(got.status, StatusCode::BAD_REQUEST, "{filename}: {}", got.text());
+        assert!(got.text().contains(why), "{filename}: {}", got.text());
+    }
+    // The form's version field is compared the same way.
+    let file = wheel("pkg", "1.0");
+    let fields = [ACTION, ("name", "pkg"), ("version", "10")];
+    let got = f.send(upload(&fields, "pkg-1.0-py3-none-any.whl", &file)).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST, "{}", got.text());
+    assert_eq!(f.get("/simple/pkg/").await.status, StatusCode::NOT_FOUND);
+    // Spellings PEP 440 holds equal are one version.
+    let fields = [ACTION, ("name", "Pkg"), ("version", "1.0.0")];
+    let got = f.send(upload(&fields, "pkg-1.0-py3-none-any.whl", &wheel("PKG", "1.0"))).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+}
+
+/// What fails on the server is logged; the client is told what happened
+/// and who can fix it, not the server's paths or temporary files.
+#[tokio::test]
+async fn error_answers_name_no_server_paths() {
+    let f = Fixture::with(|o| o.capacity = 1 << 20);
+    let pinned = larder::PutOptions { key: Some("pinned".into()), pin: true, ..Default::default() };
+    f.server
+        .state
+        .core
+        .pool
+        .with(|store| store.put_bytes(&vec![7u8; 900 << 10], &pinned))
+        .expect("put");
+    let got = f.put("/more", &[1u8; 200 << 10]).await;
+    assert_eq!(got.status, StatusCode::INSUFFICIENT_STORAGE, "{}", got.text());
+    let home = f._dir.path().display().to_string();
+    assert!(!got.text().contains(&home), "{}", got.text());
+    assert!(!got.text().contains("tmp/"), "{}", got.text());
+    assert!(got.text().contains("raise its capacity"), "{}", got.text());
 }

@@ -20,19 +20,24 @@ pub struct Served {
 impl Served {
     /// Serves `t`'s home on a free port of 127.0.0.1 with `args`.
     pub fn start(t: &TestDir, args: &[&str]) -> Served {
+        Served::start_with(t, args, |_| {})
+    }
+
+    /// Serves with `args`, its command first changed by `change`.
+    pub fn start_with(t: &TestDir, args: &[&str], change: impl FnOnce(&mut Command)) -> Served {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(t.path().join("serve.log"))
             .expect("log");
-        let mut child = t
-            .command()
+        let mut command = t.command();
+        command
             .args(["serve", "-H", "127.0.0.1", "-p", "0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn larder serve");
+            .stderr(log);
+        change(&mut command);
+        let mut child = command.spawn().expect("spawn larder serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read the address");
@@ -796,4 +801,71 @@ fn a_client_that_stops_reading_is_let_go() {
     assert_eq!(curl(&[&format!("{}/healthz", s.url)]).status, 200);
     let full = curl(&[&format!("{}/big", s.url)]);
     assert_eq!(full.body.len(), 30 << 20);
+}
+
+/// Under a small limit on open files, the server serves fewer connections
+/// than asked (and says so) rather than failing to accept: clients past it
+/// get a 503 whose length is right, instead of hanging in the backlog.
+#[test]
+fn past_the_limit_on_open_files_clients_get_503_not_a_hang() {
+    use std::os::unix::process::CommandExt as _;
+    let t = TestDir::new();
+    let s = Served::start_with(&t, &["--max-connections", "10000"], |command| {
+        // SAFETY: setrlimit is async-signal-safe; it only changes the child.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit { rlim_cur: 128, rlim_max: 128 };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let log = || std::fs::read_to_string(t.path().join("serve.log")).unwrap_or_default();
+    wait_for("the note on the connections served", || log().contains("serving at most"));
+    assert!(log().contains("raise `ulimit -n`"), "{}", log());
+    // More idle connections than the descriptors allow.
+    let idle: Vec<TcpStream> =
+        (0..150).map(|_| TcpStream::connect(&s.addr).expect("connect")).collect();
+    let mut late = TcpStream::connect(&s.addr).expect("connect");
+    late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    late.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut answer = Vec::new();
+    late.read_to_end(&mut answer).expect("an answer, not a hang");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("Content-Length");
+    assert_eq!(length, body.len(), "{answer:?}");
+    drop(idle);
+    wait_for("the server to serve again", || curl(&[&format!("{}/healthz", s.url)]).status == 200);
+}
+
+/// The listen backlog holds a burst of connects (Linux clamps it to
+/// net.core.somaxconn): `ss` shows it as the listener's Send-Q.
+#[test]
+fn the_listen_backlog_holds_bursts() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &[]);
+    let port = s.addr.rsplit(':').next().expect("port");
+    let out = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let backlog: u64 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ss said {text:?}"));
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, somaxconn.min(4096), "{text}");
 }

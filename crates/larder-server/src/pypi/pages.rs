@@ -183,7 +183,7 @@ pub async fn project_list(state: &Arc<PypiState>, parts: &Parts) -> Response {
     let pypi = state.clone();
     let projects = match tokio::task::spawn_blocking(move || pypi.index.projects()).await {
         Ok(Ok(p)) => p,
-        Ok(Err(e)) => return text(respond::status_of(&e), e.to_string()),
+        Ok(Err(e)) => return respond::error(&e),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let body = match format {
@@ -222,7 +222,7 @@ pub async fn project_page(state: &Arc<PypiState>, parts: &Parts, project: &str) 
     let name = project.to_string();
     let files = match tokio::task::spawn_blocking(move || pypi.index.files_of(&name)).await {
         Ok(Ok(f)) => f,
-        Ok(Err(e)) => return text(respond::status_of(&e), e.to_string()),
+        Ok(Err(e)) => return respond::error(&e),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     // This server's own files shadow every upstream's (no dependency confusion).

@@ -21,8 +21,16 @@ use crate::metrics::Metrics;
 use crate::respond::{self, with_reason as reply};
 use crate::state::Uploads;
 
-/// The largest non-file field read.
-const FIELD_LIMIT: usize = 1 << 20;
+/// The fields an upload reads besides the file; the others are dropped.
+const READ: [&str; 6] =
+    [":action", "name", "version", "filetype", "sha256_digest", "requires_python"];
+
+/// The largest field read: names, versions and digests are short.
+const FIELD_LIMIT: usize = 64 << 10;
+
+/// All the fields besides the file, read or dropped: twine sends the README
+/// as the description.
+const FIELDS_LIMIT: u64 = 64 << 20;
 
 /// The most non-file fields read: twine sends about thirty, more with
 /// many classifiers.
@@ -62,6 +70,7 @@ pub async fn upload(
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut staged: Option<(String, Staged)> = None;
     let mut count = 0usize;
+    let mut others = 0u64;
     loop {
         let field = match timed(state, multipart.next_field()).await {
             Err(response) => return response,
@@ -85,14 +94,31 @@ pub async fn upload(
             }
             continue;
         }
+        // Only the fields read are kept (the first of each), each small; the
+        // others (the description, classifiers...) are read past, within a
+        // budget, and dropped.
+        let keep = READ.contains(&name.as_str()) && !fields.contains_key(&name);
         let mut value = Vec::new();
         let mut field = field;
         loop {
             match timed(state, field.chunk()).await {
                 Err(response) => return response,
                 Ok(Ok(Some(chunk))) => {
+                    others += chunk.len() as u64;
+                    if others > FIELDS_LIMIT {
+                        return bad(format!(
+                            "the upload's fields besides the file are larger than {} MiB",
+                            FIELDS_LIMIT >> 20
+                        ));
+                    }
+                    if !keep {
+                        continue;
+                    }
                     if value.len() + chunk.len() > FIELD_LIMIT {
-                        return bad(format!("the field {name} is larger than 1 MiB"));
+                        return bad(format!(
+                            "the field {name} is larger than {} KiB",
+                            FIELD_LIMIT >> 10
+                        ));
                     }
                     value.extend_from_slice(&chunk);
                 }
@@ -102,8 +128,9 @@ pub async fn upload(
                 }
             }
         }
-        // Repeated fields (classifiers) are not needed here; the first wins.
-        fields.entry(name).or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
+        if keep {
+            fields.insert(name, String::from_utf8_lossy(&value).into_owned());
+        }
     }
     match fields.get(":action").map(String::as_str) {
         Some("file_upload") => {}
@@ -151,7 +178,13 @@ async fn stage(
     tokio::task::spawn_blocking(move || {
         let result = pool.with(|store| {
             let pending = store.stage_stream(&mut rx, &what, None, &larder::NoProgress)?;
-            let meta = pending.open().map_err(|e| e.to_string()).and_then(|f| meta::read(f, kind));
+            let meta = match pending.open() {
+                Ok(file) => meta::read(file, kind),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    Err("the server cannot read the file it stored; its log says why".into())
+                }
+            };
             let digest = pending.digest().unwrap_or_else(|| larder::Digest::of(b""));
             let _ = staged_tx.send((digest, pending.size(), meta));
             // Kept only if the upload checks out.
@@ -247,6 +280,35 @@ async fn finish(
         Ok(m) => m,
         Err(why) => return refuse(decide, bad(format!("{filename}: {why}"))),
     };
+    // What the file says of itself must be what its name says, as on PyPI:
+    // otherwise pages list one project and installers get another.
+    let inside = format!("{filename}'s metadata ({})", dist.kind.metadata_file());
+    match meta.name.as_deref() {
+        Some(name) if names::normalize(name) == dist.project => {}
+        Some(name) => {
+            return refuse(
+                decide,
+                bad(format!(
+                    "{inside} names the project {name}, not {}; nothing was stored",
+                    dist.project
+                )),
+            );
+        }
+        None => return refuse(decide, bad(format!("{inside} has no Name; nothing was stored"))),
+    }
+    match meta.version.as_deref() {
+        Some(version) if same_version(version, &dist.version) => {}
+        Some(version) => {
+            return refuse(
+                decide,
+                bad(format!(
+                    "{inside} names the version {version}, not {}; nothing was stored",
+                    dist.version
+                )),
+            );
+        }
+        None => return refuse(decide, bad(format!("{inside} has no Version; nothing was stored"))),
+    }
     // The same name again: the same bytes are fine, other bytes never replace them.
     let _publishing = state.publishing.lock().await;
     let existing = {
@@ -333,18 +395,15 @@ async fn finish(
     }
 }
 
-/// Whether two spellings name one version (`1.0` and `1.0`, `1.0_rc1` and
-/// `1.0rc1`...): compared without case, separators and a leading `v`.
+/// Whether two spellings name one version, as PEP 440 compares them
+/// (`1.0` and `1.0.0`, `1.0_rc1` and `1.0rc1`, but not `1.0` and `10`);
+/// versions PEP 440 cannot read must be spelled the same.
 fn same_version(a: &str, b: &str) -> bool {
-    let canon = |v: &str| -> String {
-        v.trim()
-            .trim_start_matches(['v', 'V'])
-            .chars()
-            .filter(|c| !matches!(c, '-' | '_' | '.'))
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    canon(a) == canon(b)
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<pep440_rs::Version>(), b.parse::<pep440_rs::Version>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.eq_ignore_ascii_case(b),
+    }
 }
 
 #[cfg(test)]
@@ -352,9 +411,20 @@ mod tests {
     use super::same_version;
 
     #[test]
-    fn versions() {
-        assert!(same_version("1.0", "1.0"));
-        assert!(same_version("1.0.0rc1", "1.0.0_rc1"));
-        assert!(!same_version("1.0", "1.1"));
+    fn versions_compare_as_pep_440_says() {
+        for (a, b) in [
+            ("1.0", "1.0"),
+            ("1.0", "1.0.0"),
+            ("1.0.0rc1", "1.0.0_rc1"),
+            ("1.0rc1", "1.0.0-rc.1"),
+            ("v1.0", "1.0"),
+            ("1.0.post1", "1.0-1"),
+            ("1.0+Local.7", "1.0+local-7"),
+        ] {
+            assert!(same_version(a, b), "{a} {b}");
+        }
+        for (a, b) in [("1.0", "10"), ("1.1.0", "11.0"), ("1.0", "1.1"), ("1.0", "1.0.post1")] {
+            assert!(!same_version(a, b), "{a} {b}");
+        }
     }
 }
