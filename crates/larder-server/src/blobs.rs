@@ -59,12 +59,16 @@ pub async fn get(core: &Arc<Core>, request: &Parts, target: Target) -> Response 
             // The common case, with headers made once.
             core.pool.note(Some(hot.digest));
             Metrics::add(&core.metrics.hits, 1);
-            if head {
-                return (StatusCode::OK, hot.headers.clone()).into_response();
-            }
-            Metrics::add(&core.metrics.bytes_out, hot.body.len() as u64);
-            return (StatusCode::OK, hot.headers.clone(), Body::from(hot.body.clone()))
-                .into_response();
+            // The headers are set whole, not merged one by one.
+            let body = if head {
+                Body::empty()
+            } else {
+                Metrics::add(&core.metrics.bytes_out, hot.body.len() as u64);
+                Body::from(hot.body.clone())
+            };
+            let mut response = Response::new(body);
+            *response.headers_mut() = hot.headers.clone();
+            return response;
         }
     }
     let (digest, size, modified, source) = match hot {

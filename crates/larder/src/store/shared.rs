@@ -141,7 +141,20 @@ impl Store {
     /// another process) commits a change to the index; this handle's own
     /// changes leave it alone. Cheap: no disk access.
     pub fn changes(&self) -> Result<i64> {
-        self.lock().query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(|e| self.idx_err(e))
+        let conn = self.lock();
+        let mut pragma = conn.prepare_cached("PRAGMA data_version").map_err(|e| self.idx_err(e))?;
+        pragma.query_row([], |r| r.get(0)).map_err(|e| self.idx_err(e))
+    }
+
+    /// The index's WAL-index file (`index.sqlite-shm`), open for reading. Its
+    /// first 48 bytes (SQLite's WAL-index header) are rewritten by every
+    /// commit, whoever makes it: while they read the same, nothing was
+    /// committed, and [`Store::changes`] need not be asked. `None` if there
+    /// is no such file (the index is not in WAL mode).
+    pub fn open_commit_marker(&self) -> Option<File> {
+        let mut path = self.layout.index().into_os_string();
+        path.push("-shm");
+        File::open(path).ok()
     }
 
     /// Keys that start with `prefix`, in order, at most `limit` of them.
