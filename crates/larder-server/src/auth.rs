@@ -35,9 +35,13 @@ pub struct Auth {
     /// Credentials that verified, by a hash of user and password, so that
     /// bcrypt's deliberate slowness is paid once per client, not per request.
     verified: Mutex<HashMap<[u8; 32], String>>,
-    /// A stored hash to verify against when the user is unknown, so that an
-    /// unknown user costs as much time as a wrong password.
+    /// The costliest stored hash, verified on every failure that cost less,
+    /// so that an unknown user or a wrong password for a user with a cheap
+    /// hash takes as long as the slowest wrong password: timing tells nobody
+    /// which users exist.
     decoy: Option<Hash>,
+    /// Decoy verifications spent.
+    decoys: std::sync::atomic::AtomicU64,
     /// Slow password checks at once: no more than the cores, so a flood of
     /// wrong passwords cannot take every blocking thread the store needs.
     checking: tokio::sync::Semaphore,
@@ -56,6 +60,7 @@ impl Auth {
             anonymous_read,
             verified: Mutex::default(),
             decoy,
+            decoys: std::sync::atomic::AtomicU64::new(0),
             checking: tokio::sync::Semaphore::new(cores),
         }
     }
@@ -108,16 +113,17 @@ impl Auth {
 
     /// Checks a password (slowly, for bcrypt): the user if it is right.
     fn verify(&self, user: String, password: String) -> Option<String> {
-        let ok = match self.users.get(&user) {
-            Some(hash) => hash.verify(&password),
-            None => {
-                if let Some(decoy) = &self.decoy {
-                    let _ = decoy.verify(&password);
-                }
-                false
-            }
+        let (ok, spent) = match self.users.get(&user) {
+            Some(hash) => (hash.verify(&password), Some(hash.cost())),
+            None => (false, None),
         };
         if !ok {
+            if let Some(decoy) = &self.decoy
+                && spent.is_none_or(|cost| cost < decoy.cost())
+            {
+                let _ = decoy.verify(&password);
+                self.decoys.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             return None;
         }
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
@@ -198,5 +204,31 @@ mod tests {
             check(&closed, Some("Bearer x".into()), Access::Read).await,
             Decision::Unauthorized
         );
+    }
+
+    /// A wrong password for a user with a cheap hash, and an unknown user,
+    /// both spend a verification of the costliest hash; a wrong password for
+    /// a user with the costliest hash has spent it already.
+    #[tokio::test]
+    async fn every_failure_costs_the_costliest_hash() {
+        let bcrypt = bcrypt::hash("pw", 4).expect("hash");
+        let users = Htpasswd::parse(&format!(
+            "sha:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\napr:$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00\nslow:{bcrypt}\n"
+        ))
+        .expect("parse");
+        let auth = Arc::new(Auth::new(users, HashSet::new(), false));
+        let decoys = || auth.decoys.load(std::sync::atomic::Ordering::Relaxed);
+        let mut spent = 0;
+        for (user, password, decoy) in [
+            ("sha", "wrong", true),
+            ("apr", "wrong", true),
+            ("nobody", "pw", true),
+            ("slow", "wrong", false),
+            ("sha", "password", false),
+        ] {
+            auth.check(Some(&basic(user, password)), Access::Read).await;
+            spent += u64::from(decoy);
+            assert_eq!(decoys(), spent, "{user}:{password}");
+        }
     }
 }

@@ -27,7 +27,15 @@ pub struct HotCache {
     /// Set while the watching handle writes (which may wait on SQLite's
     /// lock): lookups then miss rather than wait on an async thread.
     writing: std::sync::atomic::AtomicUsize,
+    /// The store's commit marker, and what it read when the version was
+    /// last asked: while it reads the same, the version is the same, and no
+    /// lookup asks SQLite (which takes locks, by system calls).
+    marker: Option<Marker>,
+    seen: Mutex<Option<([u8; MARKER], i64)>>,
     inner: Mutex<Inner>,
+    /// Lookups that found the handle taken (seen by the tests).
+    #[cfg(test)]
+    contended: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -37,6 +45,82 @@ struct Inner {
     bytes: usize,
     /// The `data_version` the entries were read under.
     version: i64,
+}
+
+/// The bytes of the commit marker compared.
+const MARKER: usize = 48;
+
+/// The store's commit marker, mapped into memory where it can be, so that
+/// reading it costs no system call.
+struct Marker {
+    file: std::fs::File,
+    map: Option<std::ptr::NonNull<u8>>,
+}
+
+// SAFETY: the mapping is only read, through volatile reads, and lives as
+// long as the marker.
+unsafe impl Send for Marker {}
+// SAFETY: as above.
+unsafe impl Sync for Marker {}
+
+impl Marker {
+    fn new(file: std::fs::File) -> Marker {
+        use std::os::fd::AsRawFd;
+        // Mapped only if the file holds the header: reading a mapping past
+        // the end of its file is a SIGBUS. SQLite never shrinks it while any
+        // connection of this process (the watching one, which lives as long
+        // as the cache) has it open.
+        let long_enough = file.metadata().is_ok_and(|m| m.len() >= MARKER as u64);
+        let map = long_enough
+            .then(|| {
+                // SAFETY: a fresh read-only shared mapping of an open file;
+                // checked for failure below.
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        MARKER,
+                        libc::PROT_READ,
+                        libc::MAP_SHARED,
+                        file.as_raw_fd(),
+                        0,
+                    )
+                };
+                (p != libc::MAP_FAILED).then_some(p.cast::<u8>())
+            })
+            .flatten()
+            .and_then(std::ptr::NonNull::new);
+        Marker { file, map }
+    }
+
+    /// The header as it is now, or `None` if it cannot be read.
+    fn read(&self) -> Option<[u8; MARKER]> {
+        let mut bytes = [0u8; MARKER];
+        match self.map {
+            Some(map) => {
+                for (i, b) in bytes.iter_mut().enumerate() {
+                    // SAFETY: within the MARKER bytes mapped; volatile, as
+                    // other processes write them.
+                    *b = unsafe { std::ptr::read_volatile(map.as_ptr().add(i)) };
+                }
+                Some(bytes)
+            }
+            None => {
+                use std::os::unix::fs::FileExt;
+                self.file.read_exact_at(&mut bytes, 0).ok().map(|()| bytes)
+            }
+        }
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        if let Some(map) = self.map {
+            // SAFETY: unmaps what `new` mapped, once.
+            unsafe {
+                libc::munmap(map.as_ptr().cast(), MARKER);
+            }
+        }
+    }
 }
 
 /// The largest blob kept.
@@ -56,9 +140,13 @@ impl HotCache {
     pub fn new(watch: Store, max_bytes: usize) -> HotCache {
         HotCache {
             max_bytes,
+            marker: watch.open_commit_marker().map(Marker::new),
+            seen: Mutex::new(None),
             watch: Mutex::new(watch),
             writing: std::sync::atomic::AtomicUsize::new(0),
             inner: Mutex::default(),
+            #[cfg(test)]
+            contended: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -68,11 +156,46 @@ impl HotCache {
 
     /// The index's version now, or `None` while the watching handle writes
     /// (then nothing is served from memory or kept in it, and nobody waits).
+    /// Never blocks on a write: the lock is only tried, and waited for only
+    /// while another lookup (a microsecond) holds it.
     pub fn version(&self) -> Option<i64> {
         if self.writing.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return None;
         }
-        self.watch.lock().unwrap_or_else(|p| p.into_inner()).changes().ok()
+        // Read before SQLite is asked: a commit after it changes it again.
+        let marker = self.marker.as_ref().and_then(Marker::read);
+        let seen = || self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(now) = &marker
+            && let Some((then, version)) = *seen()
+            && then == *now
+        {
+            return Some(version);
+        }
+        let version = self.ask_version()?;
+        if let Some(now) = marker {
+            *seen() = Some((now, version));
+        }
+        Some(version)
+    }
+
+    /// The index's version, from SQLite.
+    fn ask_version(&self) -> Option<i64> {
+        loop {
+            // A write raises the flag before it takes the lock and lowers it
+            // after, so a lock held while the flag is down is a lookup's.
+            if self.writing.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                return None;
+            }
+            match self.watch.try_lock() {
+                Ok(watch) => return watch.changes().ok(),
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner().changes().ok(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    #[cfg(test)]
+                    self.contended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::yield_now();
+                }
+            }
+        }
     }
 
     /// The blob `target` names, if it is in memory and nothing changed since.
@@ -133,5 +256,81 @@ impl HotCache {
         self.writing.fetch_add(1, std::sync::atomic::Ordering::Release);
         let _writing = Writing(&self.writing);
         f(&self.watch.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A write that took the watching handle after a lookup checked the
+    /// flag used to make the lookup (on an async worker) wait for the whole
+    /// write: now the lookup misses instead.
+    #[test]
+    fn a_lookup_never_waits_on_a_write_that_began_after_its_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        let hot = Arc::new(HotCache::new(store, 1 << 20));
+        assert!(hot.version().is_some());
+        // Another process commits: the next lookup must ask SQLite.
+        let other = Store::open(dir.path(), 1 << 20).expect("store");
+        other.put_bytes(b"x", &larder::PutOptions::default()).expect("put");
+        // The write holds the handle; the lookup has already seen the flag down.
+        let held = hot.watch.lock().expect("lock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let looking = {
+            let hot = hot.clone();
+            std::thread::spawn(move || tx.send(hot.version()).expect("send"))
+        };
+        // Once the lookup is past the flag and finds the handle taken, the
+        // write raises its flag: the lookup must give up rather than wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while hot.contended.load(Ordering::Relaxed) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lookup waits for the handle instead of trying it"
+            );
+            match rx.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+                other => panic!("the lookup ended without trying the handle: {other:?}"),
+            }
+        }
+        hot.writing.fetch_add(1, Ordering::Release);
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        hot.writing.fetch_sub(1, Ordering::Release);
+        drop(held);
+        looking.join().expect("lookup");
+        assert_eq!(got, Ok(None), "the lookup waited on the write");
+    }
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    /// The version is read from SQLite only when the commit marker moved,
+    /// and a commit anywhere moves it.
+    #[test]
+    fn the_version_follows_commits_made_elsewhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hot = HotCache::new(Store::open(dir.path(), 1 << 20).expect("store"), 1 << 20);
+        assert!(hot.marker.as_ref().is_some_and(|m| m.map.is_some()), "the marker is mapped");
+        let first = hot.version().expect("version");
+        assert_eq!(hot.version(), Some(first));
+        let other = Store::open(dir.path(), 1 << 20).expect("store");
+        for i in 0..3u8 {
+            other.put_bytes(&[i], &larder::PutOptions::default()).expect("put");
+            let now = hot.version().expect("version");
+            assert_ne!(now, first, "a commit elsewhere is seen");
+            assert_eq!(hot.version(), Some(now));
+        }
+        // The watching handle's own writes are not changes.
+        let before = hot.version();
+        hot.with_watch(|store| store.note_reads(&[], 1, 0)).expect("note");
+        assert_eq!(hot.version(), before);
     }
 }

@@ -45,6 +45,19 @@ impl Hash {
         None
     }
 
+    /// How slow it is to check, in rank only: bcrypt by its cost, then
+    /// MD5-crypt, then SHA.
+    pub fn cost(&self) -> u32 {
+        match self {
+            // `$2y$12$…`: the cost is the third field.
+            Hash::Bcrypt(text) => {
+                100 + text.split('$').nth(2).and_then(|c| c.parse::<u32>().ok()).unwrap_or(0)
+            }
+            Hash::Md5Crypt { .. } => 1,
+            Hash::Sha1(_) => 0,
+        }
+    }
+
     /// Whether `password` matches. Slow for bcrypt, on purpose.
     pub fn verify(&self, password: &str) -> bool {
         match self {
@@ -117,18 +130,10 @@ impl Htpasswd {
         self.users.is_empty()
     }
 
-    /// Some user's hash, any one.
     /// The hash slowest to check (bcrypt of the highest cost first), for
-    /// timing an unknown user like the slowest known one.
+    /// timing every failure like the slowest known user's.
     pub fn costliest(&self) -> Option<&Hash> {
-        self.users.values().max_by_key(|h| match h {
-            Hash::Bcrypt(text) => {
-                // `$2y$12$…`: the cost is the third field.
-                100 + text.split('$').nth(2).and_then(|c| c.parse::<u32>().ok()).unwrap_or(0)
-            }
-            Hash::Md5Crypt { .. } => 1,
-            Hash::Sha1(_) => 0,
-        })
+        self.users.values().max_by_key(|h| h.cost())
     }
 
     /// Whether `user` is in the file.

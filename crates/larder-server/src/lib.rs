@@ -10,6 +10,8 @@
 
 mod app;
 mod auth;
+mod blobs;
+mod body;
 mod hot;
 mod htpasswd;
 mod listen;
@@ -17,7 +19,11 @@ mod metrics;
 mod paths;
 mod pool;
 mod pypi;
+mod respond;
+mod state;
 mod status;
+#[cfg(test)]
+mod tests;
 mod webdav;
 
 use std::collections::HashSet;
@@ -107,49 +113,90 @@ pub fn run(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), 
     runtime.block_on(serve(options, ready))
 }
 
-async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
-    let auth = match &options.user_db {
-        Some(path) => {
-            let users = Htpasswd::load(path)?;
-            for user in &options.read_only_users {
-                if !users.contains(user) {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        format!("--read-only-users names {user}, who is not in {}", path.display()),
-                    ));
+/// The server's parts, before it listens.
+struct Assembled {
+    state: Arc<state::AppState>,
+    pypi: Arc<pypi::PypiState>,
+}
+
+impl Assembled {
+    /// Opens the store, the memory cache, the package index and the users.
+    fn open(options: &ServeOptions) -> Result<Assembled, Error> {
+        let auth = match &options.user_db {
+            Some(path) => {
+                let users = Htpasswd::load(path)?;
+                for user in &options.read_only_users {
+                    if !users.contains(user) {
+                        return Err(Error::new(
+                            ErrorKind::Config,
+                            format!(
+                                "--read-only-users names {user}, who is not in {}",
+                                path.display()
+                            ),
+                        ));
+                    }
                 }
+                let read_only: HashSet<String> = options.read_only_users.iter().cloned().collect();
+                Some(Arc::new(auth::Auth::new(users, read_only, options.anonymous_read)))
             }
-            let read_only: HashSet<String> = options.read_only_users.iter().cloned().collect();
-            Some(Arc::new(auth::Auth::new(users, read_only, options.anonymous_read)))
-        }
-        None if !options.read_only_users.is_empty() || options.anonymous_read => {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "--read-only-users and --anonymous-read need users: give an htpasswd file with -u",
-            ));
-        }
-        None => None,
-    };
+            None if !options.read_only_users.is_empty() || options.anonymous_read => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "--read-only-users and --anonymous-read need users: give an htpasswd file with -u",
+                ));
+            }
+            None => None,
+        };
+        let pool = Arc::new(pool::StorePool::open(
+            options.home.clone(),
+            options.capacity,
+            options.verify_reads,
+        )?);
+        let watch = larder::Store::open(&options.home, options.capacity)?;
+        let hot = Arc::new(hot::HotCache::new(
+            watch,
+            usize::try_from(options.memory_cache).unwrap_or(usize::MAX),
+        ));
+        let core = Arc::new(state::Core {
+            pool,
+            hot,
+            metrics: Arc::default(),
+            uploads: state::Uploads::new(
+                options.max_blob_size.unwrap_or(u64::MAX),
+                options.timeout,
+            ),
+        });
+        let pypi = Arc::new(pypi::PypiState::open(
+            &options.home,
+            core.clone(),
+            options.upstreams.clone(),
+            options.upstream_ttl,
+            options.timeout,
+        )?);
+        let started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let state = Arc::new(state::AppState { core, auth, started: Instant::now(), started_at });
+        Ok(Assembled { state, pypi })
+    }
+
+    fn router(&self) -> axum::Router {
+        app::router(self.state.clone(), self.pypi.clone())
+    }
+}
+
+async fn serve(mut options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
     let tls = match &options.tls {
         Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
         None => None,
     };
-    let pool = Arc::new(pool::StorePool::open(
-        options.home.clone(),
-        options.capacity,
-        options.verify_reads,
-    )?);
-    let watch = larder::Store::open(&options.home, options.capacity)?;
-    let hot = Arc::new(hot::HotCache::new(
-        watch,
-        usize::try_from(options.memory_cache).unwrap_or(usize::MAX),
-    ));
-    let pypi = Arc::new(pypi::Pypi::open(
-        &options.home,
-        options.upstreams.clone(),
-        options.upstream_ttl,
-        options.timeout,
-    )?);
+    let server = Assembled::open(&options)?;
+    let (pool, hot, metrics) = {
+        let core = &server.state.core;
+        (core.pool.clone(), core.hot.clone(), core.metrics.clone())
+    };
+    let pypi = server.pypi.clone();
     // The folder's packages are indexed before the first request.
     let scan_folder = {
         let (pool, pypi, home) = (pool.clone(), pypi.clone(), options.home.clone());
@@ -179,23 +226,15 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
             }
         })
     };
-    let started_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let state = Arc::new(app::AppState {
-        pool: pool.clone(),
-        hot: hot.clone(),
-        pypi,
-        auth,
-        metrics: Arc::default(),
-        max_blob: options.max_blob_size.unwrap_or(u64::MAX),
-        body_timeout: options.timeout,
-        uploads: tokio::sync::Semaphore::new(app::UPLOADS_AT_ONCE),
-        started: Instant::now(),
-        started_at,
-    });
-    let listener = tokio::net::TcpListener::bind(options.addr).await.map_err(|e| {
+    let allowed = usize::try_from(listen::connections_allowed()).unwrap_or(usize::MAX).max(1);
+    if options.max_connections > allowed {
+        tracing::warn!(
+            "serving at most {allowed} connections, not {}: the limit on open files allows no more (raise `ulimit -n`)",
+            options.max_connections
+        );
+        options.max_connections = allowed;
+    }
+    let listener = listen::bind(options.addr).map_err(|e| {
         let fix = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 "; another program listens there: choose a port with -p"
@@ -230,8 +269,8 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
             }
         })
     };
-    let router = app::router(state.clone());
-    listen::accept_until_signal(listener, tls, router, &options, state.metrics.clone()).await;
+    let router = server.router();
+    listen::accept_until_signal(listener, tls, router, &options, metrics).await;
     flusher.abort();
     rescanner.abort();
     let _ = tokio::task::spawn_blocking(flush).await;

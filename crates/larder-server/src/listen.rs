@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use larder::{Error, ErrorKind};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
@@ -51,6 +51,52 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The answer past the most connections, written before hyper sees them.
+const TOO_MANY: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many connections\n";
+
+/// Connections waiting to be accepted: bursts of connects past it wait for
+/// SYN retransmits (a second or more). Linux's default `somaxconn` since 5.4
+/// (the kernel takes the smaller of the two), where nginx asks for 511: the
+/// accept loop keeps up, so the queue only absorbs bursts, and 4096 holds a
+/// burst of CI jobs connecting at once.
+const BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with a backlog of [`BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Raises the soft limit on open descriptors to the hard one, and returns
+/// how many connections it leaves room for: an eighth of it (64 at least)
+/// is kept for the store's SQLite handles, files being sent or received and
+/// the listener. Past the limit, accept() would fail and clients would hang
+/// in the backlog instead of being answered 503.
+pub fn connections_allowed() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return u64::MAX;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        return u64::MAX;
+    }
+    let open = limit.rlim_cur;
+    open.saturating_sub((open / 8).max(64))
+}
+
 /// Serves connections from `listener` until SIGTERM or SIGINT, then stops
 /// accepting and waits for in-flight requests, for up to `options.grace`.
 pub async fn accept_until_signal(
@@ -60,8 +106,8 @@ pub async fn accept_until_signal(
     options: &ServeOptions,
     metrics: Arc<Metrics>,
 ) {
+    let max_connections = options.max_connections as u64;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let open = Arc::new(AtomicUsize::new(0));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -98,16 +144,20 @@ pub async fn accept_until_signal(
             }
         };
         Metrics::add(&metrics.connections, 1);
-        if open.load(Ordering::Relaxed) >= options.max_connections {
+        if Metrics::get(&metrics.connections_open) >= max_connections {
             tokio::spawn(async move {
-                let _ = raw
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 23\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many connections\r\n\r\n")
-                    .await;
+                let _ = raw.write_all(TOO_MANY.as_bytes()).await;
+                let _ = raw.shutdown().await;
+                // Closing with the request unread would reset the connection,
+                // and the client could lose the answer: read it first, briefly.
+                let mut sink = [0u8; 4096];
+                let drain = async { while raw.read(&mut sink).await.is_ok_and(|n| n > 0) {} };
+                let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
             });
             continue;
         }
         let _ = raw.set_nodelay(true);
-        open.fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&metrics.connections_open, 1);
         // A client that stops reading its answer is let go after the timeout
         // (reads are timed by hyper and the handlers, which know when a
         // silence is one).
@@ -133,7 +183,7 @@ pub async fn accept_until_signal(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        let open = open.clone();
+        let metrics = metrics.clone();
         let handshake_timeout = options.timeout;
         tokio::spawn(async move {
             let served = match tls {
@@ -169,7 +219,7 @@ pub async fn accept_until_signal(
             if let Err(e) = served {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
-            open.fetch_sub(1, Ordering::Relaxed);
+            metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     tracing::info!("stopping: finishing requests in flight");

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub uploads: AtomicU64,
     pub auth_failures: AtomicU64,
     pub connections: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
 }
 
 impl Metrics {
@@ -103,6 +105,12 @@ impl Metrics {
             "counter",
             "Connections accepted.",
             &one(Metrics::get(&self.connections)),
+        );
+        metric(
+            "connections_open",
+            "gauge",
+            "Connections open now.",
+            &one(Metrics::get(&self.connections_open)),
         );
         metric("store_bytes", "gauge", "Bytes the store holds.", &one(store.bytes));
         metric("store_capacity_bytes", "gauge", "The store's capacity.", &one(store.capacity));

@@ -9,11 +9,12 @@
 
 pub mod folder;
 mod index;
+mod json;
 mod meta;
 pub mod names;
 mod pages;
 mod upload;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,17 +22,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::Router;
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{any, post};
 use larder::{Error, Target};
 
-use crate::app::{AppState, text};
+use crate::respond::{redirect, text};
+use crate::state::Core;
 pub use index::Index;
 
-/// The package index of a server.
-pub struct Pypi {
+/// The package index of a server: its own database and caches, and the
+/// store's core it keeps its files in.
+pub struct PypiState {
+    pub core: Arc<Core>,
     pub index: Index,
     /// Simple indexes to proxy, in order (each ending in `/`).
     pub upstreams: Vec<String>,
@@ -40,7 +46,9 @@ pub struct Pypi {
     pub client: reqwest::Client,
     /// Grows at every change, so rendered pages know when they are stale.
     version: AtomicU64,
-    pages: std::sync::Mutex<HashMap<(String, pages::Format), pages::Page>>,
+    pages: std::sync::Mutex<pages::Pages>,
+    /// When each upstream's page of each project was last checked.
+    checked: std::sync::Mutex<upstream::Checked>,
     /// One upstream refresh of a project at a time.
     refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Uploads decide and keep one at a time, so two uploads of one file
@@ -48,13 +56,14 @@ pub struct Pypi {
     publishing: tokio::sync::Mutex<()>,
 }
 
-impl Pypi {
+impl PypiState {
     pub fn open(
         home: &Path,
+        core: Arc<Core>,
         upstreams: Vec<String>,
         ttl: Duration,
         timeout: Duration,
-    ) -> Result<Pypi, Error> {
+    ) -> Result<PypiState, Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
             .read_timeout(timeout)
@@ -67,13 +76,15 @@ impl Pypi {
             .into_iter()
             .map(|u| if u.ends_with('/') { u } else { format!("{u}/") })
             .collect();
-        Ok(Pypi {
+        Ok(PypiState {
+            core,
             index: Index::open(home)?,
             upstreams,
             ttl,
             client,
             version: AtomicU64::new(1),
             pages: std::sync::Mutex::default(),
+            checked: std::sync::Mutex::default(),
             refreshing: std::sync::Mutex::default(),
             publishing: tokio::sync::Mutex::const_new(()),
         })
@@ -94,64 +105,74 @@ pub fn file_key(project: &str, filename: &str) -> String {
     format!("pypi/{project}/{filename}")
 }
 
-/// Answers the package index's paths; `None` if `path` is not one of them.
-pub async fn route(state: &Arc<AppState>, parts: &Parts, body: Body) -> Option<Response> {
-    let path = parts.uri.path();
-    let method = parts.method.as_str();
-    if method == "POST" {
-        return Some(match path {
-            "/" | "/legacy" | "/legacy/" => upload::upload(state, parts, body).await,
-            p if p.starts_with("/simple") => text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "this is the simple index; upload to / or /legacy/",
-            ),
-            _ => return None,
-        });
-    }
-    if !matches!(method, "GET" | "HEAD") {
-        return None;
-    }
-    if path == "/simple" {
-        return Some(redirect("/simple/"));
-    }
-    if let Some(rest) = path.strip_prefix("/simple/") {
-        if rest.is_empty() {
-            return Some(pages::project_list(state, parts).await);
-        }
-        let (name, slash) = match rest.strip_suffix('/') {
-            Some(n) => (n, true),
-            None => (rest, false),
-        };
-        if name.contains('/') || !names::is_valid_project(name) {
-            return Some(text(StatusCode::NOT_FOUND, format!("no project named {name}")));
-        }
-        let normal = names::normalize(name);
-        if normal != name || !slash {
-            return Some(redirect(&format!("/simple/{normal}/")));
-        }
-        return Some(pages::project_page(state, parts, &normal).await);
-    }
-    if let Some(rest) = path.strip_prefix("/packages/") {
-        let Some((project, filename)) = rest.split_once('/') else {
-            return Some(text(StatusCode::NOT_FOUND, "files are at /packages/<project>/<file>"));
-        };
-        let filename = larder::percent::decode_lossy(filename);
-        return Some(file(state, parts, project, &filename).await);
-    }
-    None
+/// The package index's routes: `/simple/…`, `/packages/…`, and uploads
+/// (`POST` to `/`, `/legacy` and `/legacy/`).
+pub fn router(state: Arc<PypiState>) -> Router {
+    Router::new()
+        .route("/simple", any(simple))
+        .route("/simple/", any(simple))
+        .route("/simple/{*project}", any(simple))
+        .route("/packages/{*file}", any(packages))
+        .route("/", post(upload::upload))
+        .route("/legacy", post(upload::upload))
+        .route("/legacy/", post(upload::upload))
+        .with_state(state)
 }
 
-fn redirect(to: &str) -> Response {
-    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        response.headers_mut().insert(header::LOCATION, v);
+fn not_allowed(method: &Method) -> Response {
+    text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on this path"))
+}
+
+/// `/simple/` and `/simple/<project>/`, in the form the client accepts.
+async fn simple(State(state): State<Arc<PypiState>>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    match parts.method {
+        Method::GET | Method::HEAD => {}
+        Method::POST => {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this is the simple index; upload to / or /legacy/",
+            );
+        }
+        ref other => return not_allowed(other),
     }
-    response
+    let Some(rest) = parts.uri.path().strip_prefix("/simple/") else {
+        return redirect("/simple/");
+    };
+    if rest.is_empty() {
+        return pages::project_list(&state, &parts).await;
+    }
+    let (name, slash) = match rest.strip_suffix('/') {
+        Some(n) => (n, true),
+        None => (rest, false),
+    };
+    if name.contains('/') || !names::is_valid_project(name) {
+        return text(StatusCode::NOT_FOUND, format!("no project named {name}"));
+    }
+    let normal = names::normalize(name);
+    if normal != name || !slash {
+        return redirect(&format!("/simple/{normal}/"));
+    }
+    pages::project_page(&state, &parts, &normal).await
+}
+
+/// `/packages/<project>/<file>`.
+async fn packages(State(state): State<Arc<PypiState>>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        return not_allowed(&parts.method);
+    }
+    let rest = parts.uri.path().strip_prefix("/packages/").unwrap_or_default();
+    let Some((project, filename)) = rest.split_once('/') else {
+        return text(StatusCode::NOT_FOUND, "files are at /packages/<project>/<file>");
+    };
+    let filename = larder::percent::decode_lossy(filename);
+    file(&state, &parts, project, &filename).await
 }
 
 /// A distribution file, or its `.metadata`: from the store, or fetched from
 /// its upstream and kept while it is sent.
-async fn file(state: &Arc<AppState>, parts: &Parts, project: &str, filename: &str) -> Response {
+async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &str) -> Response {
     let (dist, metadata) = match filename.strip_suffix(".metadata") {
         Some(dist) => (dist, true),
         None => (filename, false),
@@ -161,14 +182,14 @@ async fn file(state: &Arc<AppState>, parts: &Parts, project: &str, filename: &st
     }
     let key = file_key(project, filename);
     let target = Target::Key(key.clone());
-    let mut response = crate::app::get_target(state, parts, target.clone()).await;
+    let mut response = crate::blobs::get(&state.core, parts, target.clone()).await;
     if response.status() == StatusCode::NOT_FOUND {
         // Not here yet: perhaps an upstream lists it, unless this server has
         // files of its own for the project (which shadow the upstreams').
         let rows = {
-            let pypi = state.pypi.clone();
+            let state = state.clone();
             let project = project.to_string();
-            tokio::task::spawn_blocking(move || pypi.index.files_of(&project))
+            tokio::task::spawn_blocking(move || state.index.files_of(&project))
                 .await
                 .ok()
                 .and_then(Result::ok)

@@ -4,17 +4,17 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::{AppState, authorize, status_of, text};
-use crate::auth::Access;
 use crate::metrics::Metrics;
+use crate::respond;
+use crate::state::AppState;
 
 /// The store's figures, with the reads not yet recorded recorded first.
-async fn store_stats(state: &Arc<AppState>) -> Result<larder::Stats, Response> {
-    let (pool, hot) = (state.pool.clone(), state.hot.clone());
+async fn store_stats(state: &AppState) -> Result<larder::Stats, Response> {
+    let (pool, hot) = (state.core.pool.clone(), state.core.hot.clone());
     tokio::task::spawn_blocking(move || {
         hot.with_watch(|store| {
             if let Err(e) = pool.flush_reads_with(store) {
@@ -25,11 +25,11 @@ async fn store_stats(state: &Arc<AppState>) -> Result<larder::Stats, Response> {
     })
     .await
     .unwrap_or_else(|e| Err(larder::Error::new(larder::ErrorKind::Io, e.to_string())))
-    .map_err(|e| text(status_of(&e), e.to_string()))
+    .map_err(|e| respond::error(&e))
 }
 
 fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {
-    let m = &state.metrics;
+    let m = &state.core.metrics;
     json!({
         "entries": stats.entries,
         "bytes": stats.bytes,
@@ -42,16 +42,15 @@ fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {
         "bytes_out": Metrics::get(&m.bytes_out),
         "requests": m.requests(),
         "uploads": Metrics::get(&m.uploads),
+        "uploads_in_flight": state.core.uploads.in_flight(),
+        "connections_open": Metrics::get(&m.connections_open),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "version": env!("CARGO_PKG_VERSION"),
     })
 }
 
-pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    state.metrics.request("GET");
-    if let Err(refused) = authorize(&state, &headers, Access::Read).await {
-        return refused;
-    }
+/// `/status`: the store's figures and the server's counters, as JSON.
+pub async fn status(State(state): State<Arc<AppState>>) -> Response {
     let stats = match store_stats(&state).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -60,31 +59,28 @@ pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     ([(header::CONTENT_TYPE, "application/json")], body + "\n").into_response()
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    state.metrics.request("GET");
-    if let Err(refused) = authorize(&state, &headers, Access::Read).await {
-        return refused;
+/// `/metrics`: the same, in Prometheus' text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let stats = match store_stats(&state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body = state.core.metrics.render(&stats, state.started.elapsed().as_secs_f64());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// `GET /`: a page for people; `HEAD /`: 200, which clients probe for.
+pub async fn page(State(state): State<Arc<AppState>>, method: Method) -> Response {
+    if method == Method::HEAD {
+        let mut response = StatusCode::OK.into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        return response;
     }
     let stats = match store_stats(&state).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let body = state.metrics.render(&stats, state.started.elapsed().as_secs_f64());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
-/// `GET /`: a page for people; `HEAD /`: 200, which clients probe for.
-pub async fn page(state: &Arc<AppState>, head: bool) -> Response {
-    if head {
-        let mut response = StatusCode::OK.into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        return response;
-    }
-    let stats = match store_stats(state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let s = snapshot(state, &stats);
+    let s = snapshot(&state, &stats);
     let looked = stats.hits + stats.misses;
     let ratio = if looked == 0 {
         "-".to_string()

@@ -12,9 +12,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use larder::{KeyEntry, Target};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use quick_xml::escape::escape;
 
-use crate::app::{AppState, http_date, status_of, text};
 use crate::paths::Resource;
+use crate::respond::{self, http_date, text};
+use crate::state::Core;
 
 /// Children listed by one PROPFIND at most.
 const LISTING_LIMIT: usize = 10_000;
@@ -30,11 +33,13 @@ struct Entry {
     etag: Option<String>,
 }
 
+/// Lists a key or a folder of keys; folders are dated `now`.
 pub async fn propfind(
-    state: &Arc<AppState>,
+    core: &Arc<Core>,
     parts: &Parts,
     body: Body,
     resource: Resource,
+    now: i64,
 ) -> Response {
     let depth = match parts.headers.get("depth").and_then(|v| v.to_str().ok()) {
         None | Some("1") | Some("infinity") => 1,
@@ -46,20 +51,19 @@ pub async fn propfind(
             );
         }
     };
-    let body = match tokio::time::timeout(
-        state.body_timeout,
-        axum::body::to_bytes(body, BODY_LIMIT),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "the PROPFIND body is too large"),
-        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the PROPFIND body did not come"),
-    };
+    let body =
+        match tokio::time::timeout(core.uploads.timeout, axum::body::to_bytes(body, BODY_LIMIT))
+            .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "the PROPFIND body is too large");
+            }
+            Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the PROPFIND body did not come"),
+        };
     if let Err(why) = check_propfind_body(&body) {
         return text(StatusCode::BAD_REQUEST, format!("malformed PROPFIND body: {why}"));
     }
-    let now = state.started_at;
     let prefix = match &resource {
         Resource::Root => String::new(),
         Resource::Folder(p) => p.clone(),
@@ -67,7 +71,7 @@ pub async fn propfind(
         Resource::Blob(_) => String::new(),
     };
     let lookup = resource.clone();
-    let listing = state
+    let listing = core
         .pool
         .run(move |store| {
             let exact = match &lookup {
@@ -87,7 +91,7 @@ pub async fn propfind(
         .await;
     let (exact, under) = match listing {
         Ok(found) => found,
-        Err(e) => return text(status_of(&e), e.to_string()),
+        Err(e) => return respond::error(&e),
     };
     let path = request_path(&resource);
     let mut entries = Vec::new();
@@ -233,7 +237,8 @@ fn multistatus(entries: &[Entry]) -> Response {
     response
 }
 
-pub async fn mkcol(state: &Arc<AppState>, resource: Resource) -> Response {
+/// Makes a folder: nothing to do, unless a key has its name.
+pub async fn mkcol(core: &Arc<Core>, resource: Resource) -> Response {
     let key = match resource {
         Resource::Root => return text(StatusCode::METHOD_NOT_ALLOWED, "/ exists"),
         Resource::Blob(d) => return text(StatusCode::METHOD_NOT_ALLOWED, format!("{d} is a blob")),
@@ -241,31 +246,39 @@ pub async fn mkcol(state: &Arc<AppState>, resource: Resource) -> Response {
         Resource::Key(k) => k,
     };
     let probe = key.clone();
-    match state.pool.run(move |store| store.lookup(&Target::Key(probe))).await {
+    match core.pool.run(move |store| store.lookup(&Target::Key(probe))).await {
         Ok(Some(_)) => {
             text(StatusCode::METHOD_NOT_ALLOWED, format!("{key} is a key, not a folder"))
         }
         // Folders are the keys under them: nothing to make.
         Ok(None) => StatusCode::CREATED.into_response(),
-        Err(e) => text(status_of(&e), e.to_string()),
+        Err(e) => respond::error(&e),
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+/// What a path keeps unencoded in an href: RFC 3986's `pchar`s and `/`.
+const PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
 
 /// Percent-encodes a path for an href, keeping `/`.
 fn encode_href(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~!$'()*+,;=:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(path, PATH).to_string()
 }
 
 #[cfg(test)]

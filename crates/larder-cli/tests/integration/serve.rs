@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{TestDir, bytes, digest_of};
+use crate::util::{TestDir, bytes, digest_of, wait_for};
 
 /// A running `larder serve`, stopped with SIGTERM when dropped.
 pub struct Served {
@@ -20,19 +20,24 @@ pub struct Served {
 impl Served {
     /// Serves `t`'s home on a free port of 127.0.0.1 with `args`.
     pub fn start(t: &TestDir, args: &[&str]) -> Served {
+        Served::start_with(t, args, |_| {})
+    }
+
+    /// Serves with `args`, its command first changed by `change`.
+    pub fn start_with(t: &TestDir, args: &[&str], change: impl FnOnce(&mut Command)) -> Served {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(t.path().join("serve.log"))
             .expect("log");
-        let mut child = t
-            .command()
+        let mut command = t.command();
+        command
             .args(["serve", "-H", "127.0.0.1", "-p", "0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn larder serve");
+            .stderr(log);
+        change(&mut command);
+        let mut child = command.spawn().expect("spawn larder serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read the address");
@@ -44,6 +49,19 @@ impl Served {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// What `/status` says now.
+    pub fn status(&self) -> serde_json::Value {
+        let got = curl(&[&format!("{}/status", self.url)]);
+        serde_json::from_slice(&got.body).unwrap_or_else(|e| panic!("/status: {e}: {got:?}"))
+    }
+
+    /// Waits until `n` uploads stream into the store.
+    pub fn wait_for_uploads(&self, n: u64) {
+        wait_for(&format!("{n} uploads in flight"), || {
+            self.status()["uploads_in_flight"].as_u64() == Some(n)
+        });
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -211,8 +229,9 @@ fn bad_requests_get_the_right_status_and_store_nothing() {
     let mut tcp = TcpStream::connect(&s.addr).expect("connect");
     tcp.write_all(b"PUT /truncated HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n0123456789")
         .expect("write");
+    s.wait_for_uploads(1);
     drop(tcp);
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_for_uploads(0);
     assert_eq!(curl(&[&u("/truncated")]).status, 404);
     assert_eq!(t.json(&["ls", "--json"]), serde_json::json!([]));
     let verify = t.verify();
@@ -272,12 +291,13 @@ fn sigterm_lets_an_upload_in_flight_finish_and_sigkill_leaves_no_partial_blob() 
         format!("PUT /inflight HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", data.len());
     tcp.write_all(head.as_bytes()).expect("head");
     tcp.write_all(&data[..100_000]).expect("first part");
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_for_uploads(1);
     // SAFETY: kill with our child's pid and a valid signal.
     unsafe {
         libc::kill(s.pid(), libc::SIGTERM);
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // It stopped listening: it is finishing what is in flight.
+    wait_for("the server to stop listening", || TcpStream::connect(&s.addr).is_err());
     tcp.write_all(&data[100_000..]).expect("the rest");
     let mut answer = String::new();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -293,7 +313,11 @@ fn sigterm_lets_an_upload_in_flight_finish_and_sigkill_leaves_no_partial_blob() 
     let mut tcp = TcpStream::connect(&s.addr).expect("connect");
     tcp.write_all(head.replace("/inflight", "/killed").as_bytes()).expect("head");
     tcp.write_all(&data[..150_000]).expect("part");
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_for_uploads(1);
+    // The store is writing it into its temporary folder.
+    let tmp = t.home.join("store-v1/tmp");
+    let staged = || std::fs::read_dir(&tmp).into_iter().flatten().flatten().next().is_some();
+    wait_for("the upload's file in the store", staged);
     // SAFETY: kill with our child's pid and a valid signal.
     unsafe {
         libc::kill(s.pid(), libc::SIGKILL);
@@ -302,7 +326,6 @@ fn sigterm_lets_an_upload_in_flight_finish_and_sigkill_leaves_no_partial_blob() 
     assert_eq!(t.run(&["has", "killed"]).code, 1);
     let verify = t.verify();
     assert_eq!(verify["orphans"], serde_json::json!([]), "{verify}");
-    let tmp = t.home.join("store-v1/tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp).expect("tmp").collect();
     assert!(left.is_empty(), "the dead server's partial upload was swept: {left:?}");
 }
@@ -764,8 +787,11 @@ fn a_client_that_stops_reading_is_let_go() {
     let s = Served::start(&t, &["--timeout", "1s"]);
     let mut tcp = TcpStream::connect(&s.addr).expect("connect");
     tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
-    // Read nothing for a while: the server's writes stall, then it gives up.
-    std::thread::sleep(Duration::from_secs(3));
+    // Read nothing: the server's writes stall, then it gives up and closes
+    // the connection (the only one left open is the one asking).
+    wait_for("the server to drop a client that does not read", || {
+        s.status()["connections_open"].as_u64() == Some(1)
+    });
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut got = Vec::new();
     let read = tcp.read_to_end(&mut got);
@@ -775,4 +801,71 @@ fn a_client_that_stops_reading_is_let_go() {
     assert_eq!(curl(&[&format!("{}/healthz", s.url)]).status, 200);
     let full = curl(&[&format!("{}/big", s.url)]);
     assert_eq!(full.body.len(), 30 << 20);
+}
+
+/// Under a small limit on open files, the server serves fewer connections
+/// than asked (and says so) rather than failing to accept: clients past it
+/// get a 503 whose length is right, instead of hanging in the backlog.
+#[test]
+fn past_the_limit_on_open_files_clients_get_503_not_a_hang() {
+    use std::os::unix::process::CommandExt as _;
+    let t = TestDir::new();
+    let s = Served::start_with(&t, &["--max-connections", "10000"], |command| {
+        // SAFETY: setrlimit is async-signal-safe; it only changes the child.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit { rlim_cur: 128, rlim_max: 128 };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let log = || std::fs::read_to_string(t.path().join("serve.log")).unwrap_or_default();
+    wait_for("the note on the connections served", || log().contains("serving at most"));
+    assert!(log().contains("raise `ulimit -n`"), "{}", log());
+    // More idle connections than the descriptors allow.
+    let idle: Vec<TcpStream> =
+        (0..150).map(|_| TcpStream::connect(&s.addr).expect("connect")).collect();
+    let mut late = TcpStream::connect(&s.addr).expect("connect");
+    late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    late.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut answer = Vec::new();
+    late.read_to_end(&mut answer).expect("an answer, not a hang");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("Content-Length");
+    assert_eq!(length, body.len(), "{answer:?}");
+    drop(idle);
+    wait_for("the server to serve again", || curl(&[&format!("{}/healthz", s.url)]).status == 200);
+}
+
+/// The listen backlog holds a burst of connects (Linux clamps it to
+/// net.core.somaxconn): `ss` shows it as the listener's Send-Q.
+#[test]
+fn the_listen_backlog_holds_bursts() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &[]);
+    let port = s.addr.rsplit(':').next().expect("port");
+    let out = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let backlog: u64 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ss said {text:?}"));
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, somaxconn.min(4096), "{text}");
 }

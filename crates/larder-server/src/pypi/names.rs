@@ -22,6 +22,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The file its core metadata is in.
+    pub fn metadata_file(self) -> &'static str {
+        match self {
+            Kind::Wheel => "METADATA",
+            Kind::Sdist => "PKG-INFO",
+        }
+    }
+
     /// Its name in uploads' `filetype` field.
     pub fn filetype(self) -> &'static str {
         match self {

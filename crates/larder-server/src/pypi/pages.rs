@@ -1,6 +1,7 @@
 //! The simple repository pages: PEP 503 HTML and PEP 691 JSON, chosen by
 //! `Accept` (or `?format=`), rendered once per change and kept.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -8,10 +9,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::json;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use quick_xml::escape::escape;
 
 use super::index::FileRow;
-use crate::app::{AppState, text};
+use super::{PypiState, json};
+use crate::respond::{self, text};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 const HTML: &str = "application/vnd.pypi.simple.v1+html";
@@ -47,10 +50,11 @@ pub struct Page {
 /// Picks a format from `?format=` or `Accept`; `None`: nothing acceptable
 /// (406).
 pub fn negotiate(parts: &Parts) -> Option<Format> {
-    let query_format =
-        parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("format="))).map(
-            |f| f.replace("%2B", "+").replace("%2b", "+").replace("%2F", "/").replace("%2f", "/"),
-        );
+    let query_format = parts
+        .uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("format=")))
+        .map(|f| percent_decode_str(f).decode_utf8_lossy().into_owned());
     let accept = match &query_format {
         Some(f) => f.clone(),
         None => match parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
@@ -91,12 +95,7 @@ fn send(parts: &Parts, format: Format, page: &Page) -> Response {
     if let Ok(v) = HeaderValue::from_str(&page.etag) {
         headers.insert(header::ETAG, v);
     }
-    let fresh = parts
-        .headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == page.etag));
-    if fresh {
+    if respond::client_has(&parts.headers, &page.etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(page.body.len()));
@@ -106,49 +105,98 @@ fn send(parts: &Parts, format: Format, page: &Page) -> Response {
     (StatusCode::OK, headers, page.body.clone()).into_response()
 }
 
-/// A kept page of `name` in `format`, if it shows the index as it is.
-fn kept(state: &AppState, name: &str, format: Format) -> Option<Page> {
-    let version = state.pypi.version();
-    let pages = state.pypi.pages.lock().unwrap_or_else(|p| p.into_inner());
-    pages.get(&(name.to_string(), format)).filter(|p| p.version == version).cloned()
+/// Rendered pages, kept until the index changes, within a budget of bytes.
+pub struct Pages {
+    map: HashMap<(String, Format), Page>,
+    bytes: usize,
+    limit: usize,
 }
 
-fn keep(state: &AppState, name: &str, format: Format, version: u64, body: String) -> Page {
+/// The bytes of pages kept at most.
+const PAGES_BYTES: usize = 64 << 20;
+
+impl Default for Pages {
+    fn default() -> Pages {
+        Pages::with_limit(PAGES_BYTES)
+    }
+}
+
+impl Pages {
+    fn with_limit(limit: usize) -> Pages {
+        Pages { map: HashMap::new(), bytes: 0, limit }
+    }
+
+    fn cost(name: &str, page: &Page) -> usize {
+        name.len() + page.body.len() + page.etag.len() + 64
+    }
+
+    fn get(&self, name: &str, format: Format, version: u64) -> Option<Page> {
+        self.map.get(&(name.to_string(), format)).filter(|p| p.version == version).cloned()
+    }
+
+    /// Keeps `page`, making room: stale pages go first, then all of them.
+    fn insert(&mut self, name: &str, format: Format, page: Page) {
+        let cost = Pages::cost(name, &page);
+        if cost > self.limit {
+            return;
+        }
+        if let Some(old) = self.map.remove(&(name.to_string(), format)) {
+            self.bytes -= Pages::cost(name, &old);
+        }
+        if self.bytes + cost > self.limit {
+            let version = page.version;
+            self.map.retain(|_, p| p.version == version);
+            self.bytes = self.map.iter().map(|((n, _), p)| Pages::cost(n, p)).sum();
+        }
+        if self.bytes + cost > self.limit {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        self.bytes += cost;
+        self.map.insert((name.to_string(), format), page);
+    }
+}
+
+/// A kept page of `name` in `format`, if it shows the index as it is.
+fn kept(state: &PypiState, name: &str, format: Format) -> Option<Page> {
+    let version = state.version();
+    let pages = state.pages.lock().unwrap_or_else(|p| p.into_inner());
+    pages.get(name, format, version)
+}
+
+fn keep(state: &PypiState, name: &str, format: Format, version: u64, body: String) -> Page {
     let digest = larder::Digest::of(body.as_bytes());
     let page =
         Page { version, body: Bytes::from(body), etag: format!("\"{}\"", &digest.hex()[..32]) };
-    let mut pages = state.pypi.pages.lock().unwrap_or_else(|p| p.into_inner());
-    if pages.len() > 10_000 {
-        pages.clear();
-    }
-    pages.insert((name.to_string(), format), page.clone());
+    let mut pages = state.pages.lock().unwrap_or_else(|p| p.into_inner());
+    pages.insert(name, format, page.clone());
     page
 }
 
 /// `/simple/`: every project.
-pub async fn project_list(state: &Arc<AppState>, parts: &Parts) -> Response {
+pub async fn project_list(state: &Arc<PypiState>, parts: &Parts) -> Response {
     let Some(format) = negotiate(parts) else { return not_acceptable() };
     if let Some(page) = kept(state, "", format) {
         return send(parts, format, &page);
     }
-    let version = state.pypi.version();
-    let pypi = state.pypi.clone();
+    let version = state.version();
+    let pypi = state.clone();
     let projects = match tokio::task::spawn_blocking(move || pypi.index.projects()).await {
         Ok(Ok(p)) => p,
-        Ok(Err(e)) => return text(crate::app::status_of(&e), e.to_string()),
+        Ok(Err(e)) => return respond::error(&e),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let body = match format {
-        Format::Json => json!({
-            "meta": {"api-version": "1.1"},
-            "projects": projects.iter().map(|p| json!({"name": p})).collect::<Vec<_>>(),
-        })
-        .to_string(),
+        Format::Json => to_json(&json::ProjectList {
+            meta: json::Meta { api_version: "1.1".into() },
+            projects: projects.into_iter().map(|name| json::ProjectName { name }).collect(),
+        }),
         Format::Html | Format::TextHtml => {
             let mut html = String::from(
                 "<!DOCTYPE html>\n<html>\n  <head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Simple index</title></head>\n  <body>\n",
             );
             for p in &projects {
+                let p = escape(p);
                 let _ = writeln!(html, "    <a href=\"{p}/\">{p}</a><br/>");
             }
             html.push_str("  </body>\n</html>\n");
@@ -161,29 +209,28 @@ pub async fn project_list(state: &Arc<AppState>, parts: &Parts) -> Response {
 
 /// `/simple/<project>/`: its files, this server's own or, if it has none,
 /// every upstream's.
-pub async fn project_page(state: &Arc<AppState>, parts: &Parts, project: &str) -> Response {
+pub async fn project_page(state: &Arc<PypiState>, parts: &Parts, project: &str) -> Response {
     let Some(format) = negotiate(parts) else { return not_acceptable() };
-    if !state.pypi.upstreams.is_empty() {
+    if !state.upstreams.is_empty() {
         super::upstream::refresh(state, project).await;
     }
     if let Some(page) = kept(state, project, format) {
         return send(parts, format, &page);
     }
-    let version = state.pypi.version();
-    let pypi = state.pypi.clone();
+    let version = state.version();
+    let pypi = state.clone();
     let name = project.to_string();
     let files = match tokio::task::spawn_blocking(move || pypi.index.files_of(&name)).await {
         Ok(Ok(f)) => f,
-        Ok(Err(e)) => return text(crate::app::status_of(&e), e.to_string()),
+        Ok(Err(e)) => return respond::error(&e),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     // This server's own files shadow every upstream's (no dependency confusion).
     let files: Vec<FileRow> = if files.iter().any(FileRow::is_local) {
         files.into_iter().filter(FileRow::is_local).collect()
     } else {
-        let order = |r: &FileRow| {
-            state.pypi.upstreams.iter().position(|u| *u == r.origin).unwrap_or(usize::MAX)
-        };
+        let order =
+            |r: &FileRow| state.upstreams.iter().position(|u| *u == r.origin).unwrap_or(usize::MAX);
         let mut files = files;
         files.sort_by(|a, b| order(a).cmp(&order(b)).then_with(|| a.filename.cmp(&b.filename)));
         files
@@ -199,20 +246,16 @@ pub async fn project_page(state: &Arc<AppState>, parts: &Parts, project: &str) -
     send(parts, format, &page)
 }
 
+/// What a file name keeps unencoded in a link: RFC 3986's unreserved.
+const FILE_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn href(project: &str, filename: &str) -> String {
-    let mut encoded = String::new();
-    for b in filename.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            encoded.push(b as char);
-        } else {
-            let _ = write!(encoded, "%{b:02X}");
-        }
-    }
-    format!("../../packages/{project}/{encoded}")
+    format!("../../packages/{project}/{}", utf8_percent_encode(filename, FILE_NAME))
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+fn to_json(value: &impl serde::Serialize) -> String {
+    // Only strings and numbers: serializing cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 fn html_page(project: &str, files: &[FileRow]) -> String {
@@ -244,49 +287,34 @@ fn html_page(project: &str, files: &[FileRow]) -> String {
 }
 
 fn json_page(project: &str, files: &[FileRow]) -> String {
-    let mut versions: Vec<&str> = files.iter().map(|f| f.version.as_str()).collect();
+    let mut versions: Vec<String> = files.iter().map(|f| f.version.clone()).collect();
     versions.sort_unstable();
     versions.dedup();
+    // 1.1 promises sizes (PEP 700); files an upstream listed without one make it 1.0.
     let all_sized = files.iter().all(|f| f.size.is_some());
-    let entries: Vec<serde_json::Value> = files
+    let files = files
         .iter()
-        .map(|f| {
-            let mut e = json!({
-                "filename": f.filename,
-                "url": href(project, &f.filename),
-                "hashes": match &f.sha256 { Some(s) => json!({"sha256": s}), None => json!({}) },
-            });
-            let obj = e.as_object_mut().expect("an object");
-            if let Some(rp) = &f.requires_python {
-                obj.insert("requires-python".into(), json!(rp));
-            }
-            if let Some(m) = &f.metadata_sha256 {
-                obj.insert("core-metadata".into(), json!({"sha256": m}));
-            }
-            if let Some(size) = f.size {
-                obj.insert("size".into(), json!(size));
-            }
-            if let Some(t) = &f.upload_time {
-                obj.insert("upload-time".into(), json!(t));
-            }
-            obj.insert(
-                "yanked".into(),
-                match &f.yanked {
-                    None => json!(false),
-                    Some(r) if r.is_empty() => json!(true),
-                    Some(r) => json!(r),
-                },
-            );
-            e
+        .map(|f| json::File {
+            filename: f.filename.clone(),
+            url: href(project, &f.filename),
+            hashes: f.sha256.iter().map(|s| ("sha256".to_string(), s.clone())).collect(),
+            requires_python: f.requires_python.clone(),
+            core_metadata: f
+                .metadata_sha256
+                .as_ref()
+                .map(|m| json::CoreMetadata::Hashes([("sha256".to_string(), m.clone())].into())),
+            dist_info_metadata: None,
+            size: f.size,
+            upload_time: f.upload_time.clone(),
+            yanked: json::Yanked::from_reason(f.yanked.as_deref()),
         })
         .collect();
-    // 1.1 promises sizes (PEP 700); files an upstream listed without one make it 1.0.
-    let api = if all_sized { "1.1" } else { "1.0" };
-    let mut page = json!({"meta": {"api-version": api}, "name": project, "files": entries});
-    if all_sized && let Some(obj) = page.as_object_mut() {
-        obj.insert("versions".into(), json!(versions));
-    }
-    page.to_string()
+    to_json(&json::ProjectPage {
+        meta: json::Meta { api_version: if all_sized { "1.1" } else { "1.0" }.into() },
+        name: project.to_string(),
+        files,
+        versions: all_sized.then_some(versions),
+    })
 }
 
 #[cfg(test)]
@@ -322,5 +350,31 @@ mod tests {
         check(Some("*/*"), None, Some(Format::TextHtml));
         check(Some("application/json"), None, None);
         check(Some("text/html"), Some("application/vnd.pypi.simple.v1%2Bjson"), Some(Format::Json));
+    }
+
+    /// Pages are kept within a budget of bytes, however many or large.
+    #[test]
+    fn pages_kept_stay_within_their_bytes() {
+        let mut pages = Pages::with_limit(10_000);
+        let page = |version, size| Page {
+            version,
+            body: Bytes::from(vec![b'x'; size]),
+            etag: "\"e\"".into(),
+        };
+        for i in 0..100 {
+            pages.insert(&format!("p{i}"), Format::Json, page(1, 1000));
+            assert!(pages.bytes <= 10_000, "{} bytes kept", pages.bytes);
+            let held: usize = pages.map.values().map(|p| p.body.len()).sum();
+            assert!(held <= pages.bytes);
+        }
+        assert!(pages.get("p99", Format::Json, 1).is_some());
+        // Too large to keep at all.
+        pages.insert("huge", Format::Json, page(1, 20_000));
+        assert!(pages.get("huge", Format::Json, 1).is_none());
+        // Stale pages make room first.
+        pages.insert("p99", Format::Html, page(2, 5000));
+        pages.insert("new", Format::Html, page(2, 4000));
+        assert!(pages.get("p99", Format::Html, 2).is_some());
+        assert!(pages.get("new", Format::Html, 2).is_some());
     }
 }

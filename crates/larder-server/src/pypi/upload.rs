@@ -7,76 +7,70 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{FromRequest, Multipart};
-use axum::http::request::Parts;
-use axum::http::{Request, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use larder::PutOptions;
 
 use super::index::{FileRow, UPLOADED};
 use super::names::{self, Kind};
-use super::{file_key, meta, now};
-use crate::app::{AppState, BodyPart, Upload};
+use super::{PypiState, file_key, meta, now};
+use crate::body::{self, NoTap, Pump, Upload};
 use crate::metrics::Metrics;
+use crate::respond::{self, with_reason as reply};
+use crate::state::Uploads;
 
-/// The largest non-file field read.
-const FIELD_LIMIT: usize = 1 << 20;
+/// The fields an upload reads besides the file; the others are dropped.
+const READ: [&str; 6] =
+    [":action", "name", "version", "filetype", "sha256_digest", "requires_python"];
+
+/// The largest field read: names, versions and digests are short.
+const FIELD_LIMIT: usize = 64 << 10;
+
+/// All the fields besides the file, read or dropped: twine sends the README
+/// as the description.
+const FIELDS_LIMIT: u64 = 64 << 20;
 
 /// The most non-file fields read: twine sends about thirty, more with
 /// many classifiers.
 const MAX_FIELDS: usize = 1000;
 
-/// An answer with `status`, the message as its reason phrase and its body.
-pub fn reply(status: StatusCode, message: &str) -> Response {
-    let mut response = (status, format!("{message}\n")).into_response();
-    let phrase: String =
-        message.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(300).collect();
-    if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(phrase) {
-        response.extensions_mut().insert(reason);
-    }
-    response
-}
-
 /// Waits for the next part of the body, for as long as a client may stay silent.
 async fn timed<T>(
-    state: &AppState,
+    state: &PypiState,
     next: impl std::future::Future<Output = T>,
 ) -> Result<T, Response> {
-    tokio::time::timeout(state.body_timeout, next).await.map_err(|_| {
-        reply(
-            StatusCode::REQUEST_TIMEOUT,
-            &format!(
-                "no bytes of the upload for {}s; nothing was stored",
-                state.body_timeout.as_secs()
-            ),
-        )
-    })
+    let timeout = state.core.uploads.timeout;
+    tokio::time::timeout(timeout, next).await.map_err(|_| timed_out(timeout))
+}
+
+fn timed_out(timeout: std::time::Duration) -> Response {
+    reply(
+        StatusCode::REQUEST_TIMEOUT,
+        &format!("no bytes of the upload for {}s; nothing was stored", timeout.as_secs()),
+    )
 }
 
 fn bad(message: impl AsRef<str>) -> Response {
     reply(StatusCode::BAD_REQUEST, message.as_ref())
 }
 
-/// Handles an upload; the caller checked the credentials for writing.
-pub async fn upload(state: &Arc<AppState>, parts: &Parts, body: Body) -> Response {
-    let Some(_permit) = crate::app::upload_permit(state) else {
-        return crate::app::too_many_uploads();
-    };
-    let mut request = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
-    for (k, v) in &parts.headers {
-        request = request.header(k, v);
-    }
-    let Ok(mut request) = request.body(body) else { return bad("a malformed request") };
-    // Carries the router's body limit setting (none: the file streams to the store).
-    *request.extensions_mut() = parts.extensions.clone();
-    let mut multipart = match Multipart::from_request(request, &()).await {
+/// Handles an upload; the router checked the credentials for writing.
+pub async fn upload(
+    State(state): State<Arc<PypiState>>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let state = &state;
+    let Some(_permit) = state.core.uploads.permit() else { return Uploads::too_many() };
+    let mut multipart = match multipart {
         Ok(m) => m,
         Err(e) => return bad(format!("the upload is not multipart/form-data ({})", e.body_text())),
     };
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut staged: Option<(String, Staged)> = None;
     let mut count = 0usize;
+    let mut others = 0u64;
     loop {
         let field = match timed(state, multipart.next_field()).await {
             Err(response) => return response,
@@ -100,14 +94,31 @@ pub async fn upload(state: &Arc<AppState>, parts: &Parts, body: Body) -> Respons
             }
             continue;
         }
+        // Only the fields read are kept (the first of each), each small; the
+        // others (the description, classifiers...) are read past, within a
+        // budget, and dropped.
+        let keep = READ.contains(&name.as_str()) && !fields.contains_key(&name);
         let mut value = Vec::new();
         let mut field = field;
         loop {
             match timed(state, field.chunk()).await {
                 Err(response) => return response,
                 Ok(Ok(Some(chunk))) => {
+                    others += chunk.len() as u64;
+                    if others > FIELDS_LIMIT {
+                        return bad(format!(
+                            "the upload's fields besides the file are larger than {} MiB",
+                            FIELDS_LIMIT >> 20
+                        ));
+                    }
+                    if !keep {
+                        continue;
+                    }
                     if value.len() + chunk.len() > FIELD_LIMIT {
-                        return bad(format!("the field {name} is larger than 1 MiB"));
+                        return bad(format!(
+                            "the field {name} is larger than {} KiB",
+                            FIELD_LIMIT >> 10
+                        ));
                     }
                     value.extend_from_slice(&chunk);
                 }
@@ -117,8 +128,9 @@ pub async fn upload(state: &Arc<AppState>, parts: &Parts, body: Body) -> Respons
                 }
             }
         }
-        // Repeated fields (classifiers) are not needed here; the first wins.
-        fields.entry(name).or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
+        if keep {
+            fields.insert(name, String::from_utf8_lossy(&value).into_owned());
+        }
     }
     match fields.get(":action").map(String::as_str) {
         Some("file_upload") => {}
@@ -145,8 +157,8 @@ struct Staged {
 
 /// Streams the file into the store (not yet kept), and reads its metadata.
 async fn stage(
-    state: &Arc<AppState>,
-    mut field: axum::extract::multipart::Field<'_>,
+    state: &Arc<PypiState>,
+    field: axum::extract::multipart::Field<'_>,
 ) -> Result<Staged, Response> {
     let filename = field.file_name().unwrap_or("").to_string();
     let Some(dist) = names::parse_filename(&filename) else {
@@ -154,22 +166,27 @@ async fn stage(
             "`{filename}` is not the name of a wheel or an sdist (NAME-VERSION-TAGS.whl, NAME-VERSION.tar.gz)"
         )));
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<BodyPart>(4);
+    let (tx, mut rx) = body::channel();
     let (staged_tx, staged_rx) = tokio::sync::oneshot::channel();
     let (decide_tx, decide_rx) = tokio::sync::oneshot::channel::<Option<(FileRow, String)>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let pool = state.pool.clone();
-    let limit = state.max_blob.min(state.pool.capacity());
+    let core = &state.core;
+    let pool = core.pool.clone();
+    let limit = core.uploads.limit.min(core.pool.capacity());
     let kind = dist.kind;
     let what = filename.clone();
     tokio::task::spawn_blocking(move || {
         let result = pool.with(|store| {
-            let failure = Arc::new(std::sync::Mutex::new(None));
-            let mut input = crate::app::BodyReader::new(rx, failure);
-            let pending = store.stage_stream(&mut input, &what, None, &larder::NoProgress)?;
-            let meta = pending.open().map_err(|e| e.to_string()).and_then(|f| meta::read(f, kind));
+            let pending = store.stage_stream(&mut rx, &what, None, &larder::NoProgress)?;
+            let meta = match pending.open() {
+                Ok(file) => meta::read(file, kind),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    Err("the server cannot read the file it stored; its log says why".into())
+                }
+            };
             let digest = pending.digest().unwrap_or_else(|| larder::Digest::of(b""));
-            let _ = staged_tx.send(Ok((digest, pending.size(), meta)));
+            let _ = staged_tx.send((digest, pending.size(), meta));
             // Kept only if the upload checks out.
             match decide_rx.blocking_recv() {
                 Ok(Some((row, key))) => {
@@ -183,72 +200,40 @@ async fn stage(
                 _ => Ok(None),
             }
         });
-        match result {
-            Ok(_) => {
-                let _ = done_tx.send(Ok(()));
-            }
-            Err(e) => {
-                let _ = done_tx.send(Err(e));
-            }
-        }
+        let _ = done_tx.send(result.map(|_| ()));
     });
-    let mut total = 0u64;
-    loop {
-        let next = match timed(state, field.chunk()).await {
-            Ok(next) => next,
-            Err(response) => {
-                let _ = tx.send(BodyPart::Failed(Upload::TimedOut)).await;
-                return Err(response);
-            }
-        };
-        match next {
-            Ok(Some(chunk)) => {
-                total += chunk.len() as u64;
-                Metrics::add(&state.metrics.bytes_in, chunk.len() as u64);
-                if total > limit {
-                    let _ = tx.send(BodyPart::Failed(Upload::TooLarge(total))).await;
-                    return Err(reply(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("{filename} is larger than this server takes ({limit} bytes)"),
-                    ));
-                }
-                if tx.send(BodyPart::Data(chunk)).await.is_err() {
-                    break;
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send(BodyPart::End).await;
-                break;
-            }
-            Err(e) => {
-                let _ = tx.send(BodyPart::Failed(Upload::Broken(e.to_string()))).await;
-                return Err(bad(format!(
-                    "the file broke off ({}); nothing was stored",
-                    e.body_text()
-                )));
-            }
+    let how = Pump {
+        limit,
+        silence: Some(core.uploads.timeout),
+        declared: None,
+        counter: &core.metrics.bytes_in,
+    };
+    match body::pump(field, tx, how, &mut NoTap).await {
+        Ok(_) | Err(Upload::NotRead) => {}
+        Err(Upload::TimedOut) => return Err(timed_out(core.uploads.timeout)),
+        Err(Upload::TooLarge(_)) => {
+            return Err(reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("{filename} is larger than this server takes ({limit} bytes)"),
+            ));
+        }
+        Err(Upload::Broken(why)) => {
+            return Err(bad(format!("the file broke off ({why}); nothing was stored")));
         }
     }
-    drop(tx);
     match staged_rx.await {
-        Ok(Ok((digest, size, meta))) => {
+        Ok((digest, size, meta)) => {
             Ok(Staged { digest, size, meta, decide: decide_tx, done: done_rx })
         }
-        Ok(Err::<_, larder::Error>(e)) => {
-            Err(crate::app::text(crate::app::status_of(&e), e.to_string()))
-        }
-        Err(_) => {
-            let e = done_rx.await.ok().and_then(Result::err);
-            Err(match e {
-                Some(e) => crate::app::text(crate::app::status_of(&e), e.to_string()),
-                None => reply(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped"),
-            })
-        }
+        Err(_) => Err(match done_rx.await {
+            Ok(Err(e)) => respond::error(&e),
+            _ => reply(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped"),
+        }),
     }
 }
 
 async fn finish(
-    state: &Arc<AppState>,
+    state: &Arc<PypiState>,
     fields: HashMap<String, String>,
     filename: String,
     staged: Staged,
@@ -295,10 +280,39 @@ async fn finish(
         Ok(m) => m,
         Err(why) => return refuse(decide, bad(format!("{filename}: {why}"))),
     };
+    // What the file says of itself must be what its name says, as on PyPI:
+    // otherwise pages list one project and installers get another.
+    let inside = format!("{filename}'s metadata ({})", dist.kind.metadata_file());
+    match meta.name.as_deref() {
+        Some(name) if names::normalize(name) == dist.project => {}
+        Some(name) => {
+            return refuse(
+                decide,
+                bad(format!(
+                    "{inside} names the project {name}, not {}; nothing was stored",
+                    dist.project
+                )),
+            );
+        }
+        None => return refuse(decide, bad(format!("{inside} has no Name; nothing was stored"))),
+    }
+    match meta.version.as_deref() {
+        Some(version) if same_version(version, &dist.version) => {}
+        Some(version) => {
+            return refuse(
+                decide,
+                bad(format!(
+                    "{inside} names the version {version}, not {}; nothing was stored",
+                    dist.version
+                )),
+            );
+        }
+        None => return refuse(decide, bad(format!("{inside} has no Version; nothing was stored"))),
+    }
     // The same name again: the same bytes are fine, other bytes never replace them.
-    let _publishing = state.pypi.publishing.lock().await;
+    let _publishing = state.publishing.lock().await;
     let existing = {
-        let pypi = state.pypi.clone();
+        let pypi = state.clone();
         let f = filename.clone();
         tokio::task::spawn_blocking(move || pypi.index.file(&f))
             .await
@@ -325,6 +339,7 @@ async fn finish(
             let bytes = bytes.clone();
             let key = file_key(&dist.project, &format!("{filename}.metadata"));
             let stored = state
+                .core
                 .pool
                 .run(move |store| {
                     store.put_bytes(
@@ -336,10 +351,7 @@ async fn finish(
             match stored {
                 Ok(d) => Some(d.hex()),
                 Err(e) => {
-                    return refuse(
-                        decide,
-                        crate::app::text(crate::app::status_of(&e), e.to_string()),
-                    );
+                    return refuse(decide, respond::error(&e));
                 }
             }
         }
@@ -367,34 +379,31 @@ async fn finish(
     let _ = decide.send(Some((row.clone(), file_key(&dist.project, &filename))));
     match done.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return crate::app::text(crate::app::status_of(&e), e.to_string()),
+        Ok(Err(e)) => return respond::error(&e),
         Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped"),
     }
-    let pypi = state.pypi.clone();
+    let pypi = state.clone();
     let saved = tokio::task::spawn_blocking(move || pypi.index.put(&row)).await;
     match saved {
         Ok(Ok(())) => {
-            state.pypi.changed();
-            Metrics::add(&state.metrics.uploads, 1);
+            state.changed();
+            Metrics::add(&state.core.metrics.uploads, 1);
             reply(StatusCode::OK, "OK")
         }
-        Ok(Err(e)) => crate::app::text(crate::app::status_of(&e), e.to_string()),
+        Ok(Err(e)) => respond::error(&e),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
-/// Whether two spellings name one version (`1.0` and `1.0`, `1.0_rc1` and
-/// `1.0rc1`...): compared without case, separators and a leading `v`.
+/// Whether two spellings name one version, as PEP 440 compares them
+/// (`1.0` and `1.0.0`, `1.0_rc1` and `1.0rc1`, but not `1.0` and `10`);
+/// versions PEP 440 cannot read must be spelled the same.
 fn same_version(a: &str, b: &str) -> bool {
-    let canon = |v: &str| -> String {
-        v.trim()
-            .trim_start_matches(['v', 'V'])
-            .chars()
-            .filter(|c| !matches!(c, '-' | '_' | '.'))
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    canon(a) == canon(b)
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<pep440_rs::Version>(), b.parse::<pep440_rs::Version>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.eq_ignore_ascii_case(b),
+    }
 }
 
 #[cfg(test)]
@@ -402,9 +411,20 @@ mod tests {
     use super::same_version;
 
     #[test]
-    fn versions() {
-        assert!(same_version("1.0", "1.0"));
-        assert!(same_version("1.0.0rc1", "1.0.0_rc1"));
-        assert!(!same_version("1.0", "1.1"));
+    fn versions_compare_as_pep_440_says() {
+        for (a, b) in [
+            ("1.0", "1.0"),
+            ("1.0", "1.0.0"),
+            ("1.0.0rc1", "1.0.0_rc1"),
+            ("1.0rc1", "1.0.0-rc.1"),
+            ("v1.0", "1.0"),
+            ("1.0.post1", "1.0-1"),
+            ("1.0+Local.7", "1.0+local-7"),
+        ] {
+            assert!(same_version(a, b), "{a} {b}");
+        }
+        for (a, b) in [("1.0", "10"), ("1.1.0", "11.0"), ("1.0", "1.1"), ("1.0", "1.0.post1")] {
+            assert!(!same_version(a, b), "{a} {b}");
+        }
     }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -13,33 +12,38 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use larder::PutOptions;
 
 use super::index::FileRow;
-use super::{names, now};
-use crate::app::{AppState, BodyPart, text};
+use super::{PypiState, json, names, now};
+use crate::body::{self, Pump, Tap, Upload};
+use crate::respond::text;
 
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
 
-/// When each (upstream, project) page was last checked, in this process.
-static CHECKED: Mutex<Option<HashMap<(String, String), Instant>>> = Mutex::new(None);
-
-fn checked_recently(upstream: &str, project: &str, ttl: std::time::Duration) -> bool {
-    let map = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
-    map.as_ref()
-        .and_then(|m| m.get(&(upstream.to_string(), project.to_string())))
-        .is_some_and(|t| t.elapsed() < ttl)
-}
+/// When each (upstream, project) page was last checked, by this index.
+#[derive(Default)]
+pub struct Checked(HashMap<(String, String), Instant>);
 
 /// The most projects remembered as checked; past it the oldest are asked again.
 const CHECKED_LIMIT: usize = 100_000;
 
-fn mark_checked(upstream: &str, project: &str, ttl: std::time::Duration) {
-    let mut guard = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
+/// The largest upstream page read: PyPI's largest are a few MiB.
+pub const PAGE_LIMIT: u64 = 32 << 20;
+
+fn checked_recently(state: &PypiState, upstream: &str, project: &str) -> bool {
+    let checked = state.checked.lock().unwrap_or_else(|p| p.into_inner());
+    checked
+        .0
+        .get(&(upstream.to_string(), project.to_string()))
+        .is_some_and(|t| t.elapsed() < state.ttl)
+}
+
+fn mark_checked(state: &PypiState, upstream: &str, project: &str) {
+    let mut checked = state.checked.lock().unwrap_or_else(|p| p.into_inner());
+    let map = &mut checked.0;
     if map.len() >= CHECKED_LIMIT {
-        map.retain(|_, t| t.elapsed() < ttl);
+        map.retain(|_, t| t.elapsed() < state.ttl);
         if map.len() >= CHECKED_LIMIT {
             map.clear();
         }
@@ -49,9 +53,9 @@ fn mark_checked(upstream: &str, project: &str, ttl: std::time::Duration) {
 
 /// Brings what the upstreams list for `project` up to date, unless this
 /// server has files of its own for it (which shadow theirs).
-pub async fn refresh(state: &Arc<AppState>, project: &str) {
-    let pypi = &state.pypi;
-    if pypi.upstreams.iter().all(|u| checked_recently(u, project, pypi.ttl)) {
+pub async fn refresh(state: &Arc<PypiState>, project: &str) {
+    let pypi = state;
+    if pypi.upstreams.iter().all(|u| checked_recently(pypi, u, project)) {
         return;
     }
     // One refresh of a project at a time; the others then find it fresh.
@@ -75,17 +79,17 @@ pub async fn refresh(state: &Arc<AppState>, project: &str) {
     };
     if local {
         for u in &pypi.upstreams {
-            mark_checked(u, project, pypi.ttl);
+            mark_checked(pypi, u, project);
         }
         return;
     }
     for upstream in pypi.upstreams.clone() {
-        if checked_recently(&upstream, project, pypi.ttl) {
+        if checked_recently(pypi, &upstream, project) {
             continue;
         }
         match refresh_one(state, &upstream, project).await {
             Ok(changed) => {
-                mark_checked(&upstream, project, pypi.ttl);
+                mark_checked(pypi, &upstream, project);
                 if changed {
                     pypi.changed();
                 }
@@ -99,8 +103,12 @@ pub async fn refresh(state: &Arc<AppState>, project: &str) {
 }
 
 /// Fetches one upstream's page; true if what it lists changed.
-async fn refresh_one(state: &Arc<AppState>, upstream: &str, project: &str) -> Result<bool, String> {
-    let pypi = &state.pypi;
+async fn refresh_one(
+    state: &Arc<PypiState>,
+    upstream: &str,
+    project: &str,
+) -> Result<bool, String> {
+    let pypi = state;
     let url = format!("{upstream}{project}/");
     let known = {
         let pypi = pypi.clone();
@@ -154,7 +162,7 @@ async fn refresh_one(state: &Arc<AppState>, upstream: &str, project: &str) -> Re
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let body = response.text().await.map_err(|e| format!("the page broke off ({e})"))?;
+    let body = read_page(response, PAGE_LIMIT).await?;
     let rows = if content_type.starts_with("application/vnd.pypi.simple.v1+json") {
         parse_json(&body, &base, upstream, project)?
     } else {
@@ -162,6 +170,25 @@ async fn refresh_one(state: &Arc<AppState>, upstream: &str, project: &str) -> Re
     };
     save(rows, etag).await?;
     Ok(true)
+}
+
+/// Reads a page whole, up to `limit` bytes: a larger one is an error, not
+/// memory taken.
+async fn read_page(mut response: reqwest::Response, limit: u64) -> Result<String, String> {
+    let too_large = || format!("the page is larger than {} MiB", limit >> 20);
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| format!("the page broke off ({e})"))?
+    {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A sha256 as 64 lowercase hex digits, or nothing: what an upstream gives
@@ -204,87 +231,139 @@ fn parse_json(
     upstream: &str,
     project: &str,
 ) -> Result<Vec<FileRow>, String> {
-    let page: serde_json::Value =
+    let page: json::ProjectPage =
         serde_json::from_str(body).map_err(|e| format!("a bad JSON page ({e})"))?;
-    let files = page["files"].as_array().ok_or("a JSON page without files")?;
-    Ok(files
-        .iter()
+    Ok(page
+        .files
+        .into_iter()
         .filter_map(|f| {
-            let filename = f["filename"].as_str()?;
-            let (url, fragment_sha) = resolve(base, f["url"].as_str()?)?;
-            let mut r = row(upstream, project, filename, url)?;
-            r.sha256 = f["hashes"]["sha256"].as_str().and_then(sha256_hex).or(fragment_sha);
-            r.size = f["size"].as_u64();
-            r.upload_time = f["upload-time"].as_str().map(str::to_string);
-            r.requires_python = f["requires-python"].as_str().map(str::to_string);
+            let (url, fragment_sha) = resolve(base, &f.url)?;
+            let mut r = row(upstream, project, &f.filename, url)?;
+            r.sha256 = f.hashes.get("sha256").and_then(|h| sha256_hex(h)).or(fragment_sha);
+            r.size = f.size;
+            r.upload_time = f.upload_time;
+            r.requires_python = f.requires_python;
             r.metadata_sha256 = f
-                .get("core-metadata")
-                .or_else(|| f.get("dist-info-metadata"))
-                .and_then(|m| m["sha256"].as_str())
+                .core_metadata
+                .or(f.dist_info_metadata)
+                .as_ref()
+                .and_then(json::CoreMetadata::sha256)
                 .and_then(sha256_hex);
-            r.yanked = match &f["yanked"] {
-                serde_json::Value::Bool(true) => Some(String::new()),
-                serde_json::Value::String(reason) => Some(reason.clone()),
-                _ => None,
-            };
+            r.yanked = f.yanked.reason();
             Some(r)
         })
         .collect())
 }
 
-/// Reads the `<a>` elements of a PEP 503 page.
+/// Reads the `<a>` elements of a PEP 503 page, as browsers would: tags and
+/// attribute names in any case, values in double, single or no quotes.
 fn parse_html(body: &str, base: &reqwest::Url, upstream: &str, project: &str) -> Vec<FileRow> {
+    // ASCII case changes keep every byte where it was.
+    let lower = body.to_ascii_lowercase();
     let mut rows = Vec::new();
-    let mut rest = body;
-    while let Some(start) = rest.find("<a ") {
-        rest = &rest[start + 3..];
-        let Some(end) = rest.find('>') else { break };
-        let attrs = &rest[..end];
-        rest = &rest[end + 1..];
-        let Some(close) = rest.find("</a>") else { break };
-        let filename = unescape(rest[..close].trim());
-        rest = &rest[close + 4..];
-        let attr = |name: &str| {
-            let pattern = format!("{name}=\"");
-            let at = attrs.find(&pattern)? + pattern.len();
-            let len = attrs[at..].find('"')?;
-            Some(unescape(&attrs[at..at + len]))
-        };
-        let Some(href) = attr("href") else { continue };
+    let mut at = 0;
+    while let Some(found) = lower[at..].find("<a") {
+        let start = at + found + 2;
+        at = start;
+        if !body[start..].starts_with(|c: char| c.is_ascii_whitespace()) {
+            continue; // <abbr>, <area>...
+        }
+        let Some((attrs, length)) = attributes(&body[start..]) else { break };
+        let text_start = start + length;
+        let Some(close) = lower[text_start..].find("</a") else { break };
+        let filename = unescape(body[text_start..text_start + close].trim());
+        at = text_start + close;
+        let attr = |name: &str| attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let Some(Some(href)) = attr("href") else { continue };
         let Some((url, sha)) = resolve(base, &href) else { continue };
         let Some(mut r) = row(upstream, project, &filename, url) else { continue };
         r.sha256 = sha;
-        r.requires_python = attr("data-requires-python");
+        r.requires_python = attr("data-requires-python").flatten();
         r.metadata_sha256 = attr("data-core-metadata")
             .or_else(|| attr("data-dist-info-metadata"))
+            .flatten()
             .and_then(|m| m.strip_prefix("sha256=").and_then(sha256_hex));
-        r.yanked = attr("data-yanked");
-        if r.yanked.is_none() && attrs.contains("data-yanked") {
-            r.yanked = Some(String::new());
-        }
+        r.yanked = attr("data-yanked").map(Option::unwrap_or_default);
         rows.push(r);
     }
     rows
 }
 
+/// The attributes of a tag whose name was read, up to its `>`: names in
+/// lower case, values unescaped (`None` for a bare name), and how many bytes
+/// the tag took; `None` if it never ends.
+#[allow(clippy::type_complexity)]
+fn attributes(tag: &str) -> Option<(Vec<(String, Option<String>)>, usize)> {
+    let bytes = tag.as_bytes();
+    let space = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_whitespace);
+    let mut attrs = Vec::new();
+    let mut i = 0;
+    loop {
+        while space(i) || bytes.get(i) == Some(&b'/') {
+            i += 1;
+        }
+        match bytes.get(i)? {
+            b'>' => return Some((attrs, i + 1)),
+            b'=' => {
+                i += 1; // a stray `=`
+                continue;
+            }
+            _ => {}
+        }
+        let name_start = i;
+        while bytes.get(i).is_some_and(|b| !b.is_ascii_whitespace() && !b"=>/".contains(b)) {
+            i += 1;
+        }
+        let name = tag[name_start..i].to_ascii_lowercase();
+        while space(i) {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'=') {
+            attrs.push((name, None));
+            continue;
+        }
+        i += 1;
+        while space(i) {
+            i += 1;
+        }
+        let value = match bytes.get(i)? {
+            quote @ (b'"' | b'\'') => {
+                let end = i + 1 + tag[i + 1..].find(char::from(*quote))?;
+                let value = &tag[i + 1..end];
+                i = end + 1;
+                value
+            }
+            _ => {
+                let value_start = i;
+                while bytes.get(i).is_some_and(|b| !b.is_ascii_whitespace() && *b != b'>') {
+                    i += 1;
+                }
+                &tag[value_start..i]
+            }
+        };
+        attrs.push((name, Some(unescape(value))));
+    }
+}
+
+/// HTML text as it reads: entities replaced (text with an entity XML does
+/// not know is kept as it is).
 fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    match quick_xml::escape::unescape(text) {
+        Ok(plain) => plain.into_owned(),
+        Err(_) => text.to_string(),
+    }
 }
 
 /// Fetches `url` from an upstream, sends it to the client as it arrives, and
 /// keeps it under `key` if it hashes to `expect` (when an upstream gave one).
 pub async fn fetch_and_keep(
-    state: &Arc<AppState>,
+    state: &Arc<PypiState>,
     url: &str,
     expect: Option<String>,
     key: String,
     parts: &Parts,
 ) -> Response {
-    let response = match state.pypi.client.get(url).send().await {
+    let response = match state.client.get(url).send().await {
         Ok(r) => r,
         Err(e) => {
             return text(StatusCode::BAD_GATEWAY, format!("the upstream is unreachable ({e})"));
@@ -303,97 +382,41 @@ pub async fn fetch_and_keep(
     let expect: Option<larder::Digest> =
         expect.and_then(|hex| format!("sha256:{hex}").parse().ok());
     let (client_tx, client_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let (store_tx, store_rx) = tokio::sync::mpsc::channel::<BodyPart>(8);
     // The store takes the bytes on a blocking thread, and keeps them only if
     // they are whole and right.
-    let pool = state.pool.clone();
-    let what = url.to_string();
-    let storing = tokio::task::spawn_blocking(move || {
-        pool.with(|store| {
-            let failure = Arc::new(std::sync::Mutex::new(None));
-            let mut input = crate::app::BodyReader::new(store_rx, failure);
+    let (to_store, mut from_upstream) = body::channel();
+    let core = state.core.clone();
+    let source = url.to_string();
+    tokio::spawn(async move {
+        let what = source.clone();
+        let storing = core.pool.run(move |store| {
             store.put_checked(
-                &mut input,
+                &mut from_upstream,
                 &what,
                 expect,
                 &PutOptions { key: Some(key), pin: false, ..Default::default() },
             )
-        })
-    });
-    let metrics = state.metrics.clone();
-    let source = url.to_string();
-    tokio::spawn(async move {
-        let mut stream = response.bytes_stream();
-        let mut client = Some(client_tx);
-        let mut store = Some(store_tx);
-        let mut hasher = larder::Hasher::new();
-        let mut total = 0u64;
-        // The last chunk waits until the whole file is known to be right, so
-        // a client never gets all of a file that does not match its hash.
-        let mut held: Option<Bytes> = None;
-        let failure = loop {
-            match stream.next().await {
-                Some(Ok(bytes)) => {
-                    crate::metrics::Metrics::add(&metrics.bytes_out, bytes.len() as u64);
-                    hasher.update(&bytes);
-                    total += bytes.len() as u64;
-                    // A store that fails does not stop the client being served.
-                    if let Some(tx) = &store
-                        && tx.send(BodyPart::Data(bytes.clone())).await.is_err()
-                    {
-                        store = None;
-                    }
-                    // A client that went away does not stop the copy being kept.
-                    if let Some(previous) = held.replace(bytes)
-                        && let Some(tx) = &client
-                        && tx.send(Ok(previous)).await.is_err()
-                    {
-                        client = None;
-                    }
-                }
-                Some(Err(e)) => break Some(format!("the upstream broke off ({e})")),
-                None => match length {
-                    Some(n) if n != total => {
-                        break Some(format!("the upstream sent {total} of {n} bytes"));
-                    }
-                    _ => break None,
-                },
-            }
-            if client.is_none() && store.is_none() {
-                break Some("nobody is reading".to_string());
-            }
-        };
-        let got = hasher.finish();
-        let failure = failure.or_else(|| {
-            expect
-                .filter(|want| *want != got)
-                .map(|want| format!("{source} is {got}, not the {want} the index gives"))
         });
-        if let Some(tx) = &store {
-            let end = match &failure {
-                None => BodyPart::End,
-                Some(why) => BodyPart::Failed(crate::app::Upload::Broken(why.clone())),
-            };
-            let _ = tx.send(end).await;
-        }
-        drop(store);
-        if let Some(tx) = &client {
-            let last = match &failure {
-                None => held.map(Ok),
-                Some(why) => Some(Err(std::io::Error::other(why.clone()))),
-            };
-            if let Some(item) = last {
-                let _ = tx.send(item).await;
-            }
-        }
-        drop(client);
-        if let Some(why) = &failure {
+        let mut client = ToClient {
+            tx: Some(client_tx),
+            held: None,
+            hasher: Some(larder::Hasher::new()),
+            expect,
+            source: source.clone(),
+        };
+        let how = Pump {
+            limit: u64::MAX,
+            silence: None,
+            declared: length,
+            counter: &core.metrics.bytes_out,
+        };
+        let pumping = body::pump(response.bytes_stream(), to_store, how, &mut client);
+        let (verdict, stored) = tokio::join!(pumping, storing);
+        client.finish(&verdict).await;
+        if let Err(why) = &verdict {
             tracing::warn!("not keeping {source}: {why}");
-        }
-        match storing.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("not keeping a file from the upstream: {e}"),
-            Err(e) => tracing::warn!("not keeping a file from the upstream: {e}"),
+        } else if let Err(e) = stored {
+            tracing::warn!("not keeping a file from the upstream: {e}");
         }
     });
     let mut headers = axum::http::HeaderMap::new();
@@ -408,6 +431,60 @@ pub async fn fetch_and_keep(
         rx.recv().await.map(|item| (item, rx))
     }));
     (StatusCode::OK, headers, body).into_response()
+}
+
+/// The client of a proxied file: it gets each chunk as it comes, but the
+/// last waits until the whole file is known to be right, so a client never
+/// gets all of a file that does not match its hash.
+struct ToClient {
+    tx: Option<tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    held: Option<Bytes>,
+    /// Every chunk's hash, while a client reads (the store checks its own).
+    hasher: Option<larder::Hasher>,
+    expect: Option<larder::Digest>,
+    source: String,
+}
+
+impl Tap for ToClient {
+    async fn chunk(&mut self, chunk: &Bytes) -> bool {
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(chunk);
+        }
+        // A client that went away does not stop the copy being kept.
+        if let Some(previous) = self.held.replace(chunk.clone())
+            && let Some(tx) = &self.tx
+            && tx.send(Ok(previous)).await.is_err()
+        {
+            self.tx = None;
+            self.hasher = None;
+        }
+        self.tx.is_some()
+    }
+
+    fn check(&mut self, _: u64) -> Result<(), Upload> {
+        let Some(got) = self.hasher.take().map(larder::Hasher::finish) else { return Ok(()) };
+        match self.expect {
+            Some(want) if want != got => Err(Upload::Broken(format!(
+                "{} is {got}, not the {want} the index gives",
+                self.source
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ToClient {
+    /// Sends the held-back last chunk, or the error that ends the body.
+    async fn finish(&mut self, verdict: &Result<u64, Upload>) {
+        let Some(tx) = self.tx.take() else { return };
+        let last = match verdict {
+            Ok(_) => self.held.take().map(Ok),
+            Err(why) => Some(Err(std::io::Error::other(why.to_string()))),
+        };
+        if let Some(item) = last {
+            let _ = tx.send(item).await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -437,5 +514,35 @@ mod tests {
         // Hashes that are not hashes are dropped, not copied into pages.
         assert_eq!((rows[1].sha256.as_deref(), rows[1].metadata_sha256.as_deref()), (None, None));
         assert_eq!(rows[1].url.as_deref(), Some("https://files.example/pkg-1.0.tar.gz"));
+    }
+
+    #[test]
+    fn html_in_any_case_and_any_quotes() {
+        let base = reqwest::Url::parse("http://up.example/simple/pkg/").expect("url");
+        let body = format!(
+            "<HTML><abbr title=x>pkg-0.1.tar.gz</abbr>\n\
+             <A HREF='pkg-1.0.tar.gz#sha256={a}' DATA-REQUIRES-PYTHON='&gt;=3.8' data-yanked>pkg-1.0.tar.gz</A>\n\
+             <a\thref=pkg-2.0.tar.gz data-yanked=\"a > b\" >pkg-2.0.tar.gz</a >\n\
+             <a title=\"<a href='x'>\" href=\"pkg-3.0.tar.gz\">pkg-3.0.tar.gz</a>\n\
+             <a href=\"pkg-4.0.tar.gz\">pkg-4.0&period;tar.gz</a>",
+            a = "a".repeat(64)
+        );
+        let rows = parse_html(&body, &base, "http://up.example/simple/", "pkg");
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (r.filename.as_str(), r.url.as_deref(), r.sha256.is_some(), r.yanked.as_deref())
+            })
+            .collect();
+        let url = |f: &str| format!("http://up.example/simple/pkg/{f}");
+        assert_eq!(
+            got,
+            [
+                ("pkg-1.0.tar.gz", Some(url("pkg-1.0.tar.gz").as_str()), true, Some("")),
+                ("pkg-2.0.tar.gz", Some(url("pkg-2.0.tar.gz").as_str()), false, Some("a > b")),
+                ("pkg-3.0.tar.gz", Some(url("pkg-3.0.tar.gz").as_str()), false, None),
+            ]
+        );
+        assert_eq!(rows[0].requires_python.as_deref(), Some(">=3.8"));
     }
 }

@@ -144,6 +144,17 @@ impl Store {
         index::data_version(&self.lock()).map_err(|e| self.idx_err(e))
     }
 
+    /// The index's WAL-index file (`index.sqlite-shm`), open for reading. Its
+    /// first 48 bytes (SQLite's WAL-index header) are rewritten by every
+    /// commit, whoever makes it: while they read the same, nothing was
+    /// committed, and [`Store::changes`] need not be asked. `None` if there
+    /// is no such file (the index is not in WAL mode).
+    pub fn open_commit_marker(&self) -> Option<File> {
+        let mut path = self.layout.index().into_os_string();
+        path.push("-shm");
+        File::open(path).ok()
+    }
+
     /// Keys that start with `prefix`, in order, at most `limit` of them.
     pub fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<KeyEntry>> {
         let rows =
