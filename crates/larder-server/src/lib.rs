@@ -12,6 +12,9 @@ mod app;
 mod auth;
 mod blobs;
 mod body;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hot;
 mod htpasswd;
 mod listen;

@@ -10,7 +10,7 @@
 pub mod folder;
 mod index;
 mod json;
-mod meta;
+pub(crate) mod meta;
 pub mod names;
 mod pages;
 mod upload;

@@ -10,7 +10,7 @@
 //! download leaves nothing behind.
 
 mod checksum;
-mod extract;
+pub(crate) mod extract;
 mod http;
 mod source;
 

@@ -48,6 +48,9 @@ mod digest;
 mod dirs;
 mod error;
 mod fsutil;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod home;
 mod lockfile;
 mod progress;

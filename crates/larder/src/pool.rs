@@ -9,7 +9,7 @@
 //! operation first sweeps: instances of dead holders are released, those
 //! whose provisioner or discarder died are thrown away by the sweeper.
 
-mod conf;
+pub(crate) mod conf;
 mod copy;
 mod driver;
 mod plan;

@@ -255,6 +255,14 @@ fn parse_json(
         .collect())
 }
 
+/// Reads `body` as an upstream's project page, both as HTML and as JSON.
+#[cfg(fuzzing)]
+pub(crate) fn parse_page_for_fuzzing(body: &str) {
+    let base = reqwest::Url::parse("https://upstream.example/simple/fuzz/").expect("a URL");
+    let _ = parse_html(body, &base, "https://upstream.example/simple/", "fuzz");
+    let _ = parse_json(body, &base, "https://upstream.example/simple/", "fuzz");
+}
+
 /// Reads the `<a>` elements of a PEP 503 page, as browsers would: tags and
 /// attribute names in any case, values in double, single or no quotes.
 fn parse_html(body: &str, base: &reqwest::Url, upstream: &str, project: &str) -> Vec<FileRow> {
