@@ -97,6 +97,14 @@ pub fn connections_allowed() -> u64 {
     open.saturating_sub((open / 8).max(64))
 }
 
+/// HTTP/2 streams one connection may have open at once: more than any
+/// client's parallelism (Bazel asks for 100), few enough that one client
+/// cannot take every upload permit or much memory.
+const MAX_STREAMS: u32 = 256;
+/// Streams a client may reset before the server has accepted them; past it,
+/// the connection is closed with ENHANCE_YOUR_CALM.
+const MAX_PENDING_RESETS: usize = 64;
+
 /// Serves connections from `listener` until SIGTERM or SIGINT, then stops
 /// accepting and waits for in-flight requests, for up to `options.grace`.
 pub async fn accept_until_signal(
@@ -119,7 +127,12 @@ pub async fn accept_until_signal(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(options.timeout);
+        .keep_alive_timeout(options.timeout)
+        // One connection may not hold more requests at once than this (a
+        // client that opens streams and leaves them hanging waits for room),
+        // nor reset streams faster than they are answered ("rapid reset").
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS);
     let builder = Arc::new(builder);
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -11,7 +11,6 @@
 
 mod checksum;
 pub(crate) mod extract;
-mod http;
 mod source;
 
 use std::fs::{self, File};

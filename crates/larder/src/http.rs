@@ -6,6 +6,8 @@
 //! sessions are shared and every request carries the same timeouts and
 //! user agent.
 
+pub(crate) mod download;
+
 use std::sync::Mutex;
 use std::time::Duration;
 

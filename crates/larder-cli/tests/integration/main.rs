@@ -9,6 +9,8 @@ mod config;
 mod coordinator;
 mod crash;
 mod dirs;
+mod fault_proxy;
+mod faults;
 mod garage;
 mod hosts;
 mod http_server;

@@ -11,6 +11,8 @@ pub struct Sshd {
     /// An ssh configuration file defining `alias`.
     pub config: PathBuf,
     pub alias: String,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
 }
 
 fn keygen(path: &Path) {
@@ -88,7 +90,7 @@ impl Sshd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Sshd { child, config, alias }
+        Sshd { child, config, alias, port }
     }
 
     /// `ssh -F config alias ARGS…`, as a person would type it.

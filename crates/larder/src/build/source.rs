@@ -5,8 +5,8 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use super::http::HttpReader;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::download::{Download, LoadError};
 use crate::recipe::Loader;
 
 /// The name of the file a loader makes, when it is not unpacked: the last
@@ -48,7 +48,7 @@ pub(crate) fn open_remote(
 ) -> Result<(Box<dyn Read>, Option<u64>)> {
     match loader {
         Loader::Http(url) => {
-            let reader = HttpReader::open(url, b.http).map_err(read_error)?;
+            let reader = Download::open(url, b.http).map_err(read_error)?;
             let total = reader.total();
             Ok((Box::new(reader), total))
         }
@@ -173,22 +173,6 @@ impl Drop for CommandOutput {
         }
     }
 }
-
-/// Why a loader failed for good, as one line that names what it loads.
-#[derive(Debug)]
-pub(crate) struct LoadError {
-    pub(crate) message: String,
-    /// Whether the thing is not there (an http 404 or 410).
-    pub(crate) not_found: bool,
-}
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for LoadError {}
 
 /// A loader's read error as a larder error: its own message if it has one.
 pub(crate) fn read_error(e: io::Error) -> Error {

@@ -16,6 +16,7 @@ use crate::digest::Digest;
 use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
+use crate::http::download::Download;
 use crate::percent::encode_path;
 use crate::store::Target;
 
@@ -30,6 +31,8 @@ pub struct LarderHttp {
     client: Client,
     /// The client's timeout, which an upload stretches by its size.
     timeout: std::time::Duration,
+    /// Timeouts and retries, for reads that resume.
+    http: HttpOptions,
 }
 
 impl LarderHttp {
@@ -46,6 +49,7 @@ impl LarderHttp {
             password: endpoint.password,
             client,
             timeout: http.timeout,
+            http: *http,
         })
     }
 
@@ -115,12 +119,18 @@ impl Remote for LarderHttp {
 
     fn open(&self, target: &Target) -> Result<Option<RemoteBlob>> {
         let what = format!("reading {}", describe(target));
-        let response = self.send(self.client.get(self.url(target)), &what)?;
+        let url = self.url(target);
+        let response = self.send(self.client.get(&url), &what)?;
         match response.status() {
             StatusCode::OK => {
                 let digest = header_digest(&response);
                 let size = response.content_length();
-                Ok(Some(RemoteBlob { reader: Box::new(response), digest, size }))
+                // A transfer that breaks off resumes where it stopped (the
+                // digest as ETag guards against a key rebound meanwhile).
+                let credentials = self.user.clone().map(|u| (u, self.password.clone()));
+                let reader = Download::continue_from(response, &url, &self.http, credentials)
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("remote {}: {e}", self.name)))?;
+                Ok(Some(RemoteBlob { reader: Box::new(reader), digest, size }))
             }
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.refused(response, &what)),

@@ -2,7 +2,8 @@
 //! that may pass (timeouts, dropped connections, 5xx, 429) are retried with
 //! backoff, and a transfer that breaks off resumes where it stopped with a
 //! `Range` request, guarded by the first response's validator so that bytes of
-//! two different versions of a file are never joined.
+//! two different versions of a file are never joined. Recipe downloads and
+//! blobs read from a larder server both go this way.
 
 use std::io::{self, Read};
 
@@ -12,12 +13,11 @@ use reqwest::header::{
     ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
 };
 
-use super::source::LoadError;
-use crate::http::{HttpOptions, describe, is_transient, status_text};
+use super::{HttpOptions, describe, is_transient, status_text};
 use crate::size::format_size;
 
 /// A download in progress.
-pub(crate) struct HttpReader {
+pub(crate) struct Download {
     client: Client,
     url: String,
     opts: HttpOptions,
@@ -35,16 +35,44 @@ pub(crate) struct HttpReader {
     /// Where the first response came from, after redirects: resumes go there,
     /// so a redirector that picks another mirror each time cannot mix files.
     resume_url: Option<String>,
+    /// HTTP Basic credentials sent with every request: user, password.
+    credentials: Option<(String, Option<String>)>,
 }
 
-impl HttpReader {
+impl Download {
     /// Starts downloading `url`: the first response is awaited here, so that a
     /// URL that does not exist fails at once.
-    pub(crate) fn open(url: &str, opts: &HttpOptions) -> io::Result<HttpReader> {
-        // The process's one client: it keeps connections and TLS sessions.
-        let client = crate::http::blocking_client(opts).map_err(io::Error::other)?;
-        let mut reader = HttpReader {
-            client,
+    pub(crate) fn open(url: &str, opts: &HttpOptions) -> io::Result<Download> {
+        let mut reader = Download::new(url, opts, None)?;
+        reader.connect()?;
+        Ok(reader)
+    }
+
+    /// Goes on with `first`, a `200 OK` to a GET of `url` sent with
+    /// `credentials`, which the caller received and checked itself: a
+    /// transfer that breaks off resumes as [`Download::open`]'s do.
+    pub(crate) fn continue_from(
+        first: Response,
+        url: &str,
+        opts: &HttpOptions,
+        credentials: Option<(String, Option<String>)>,
+    ) -> io::Result<Download> {
+        let mut reader = Download::new(url, opts, credentials)?;
+        reader.validator = validator_of(&first);
+        reader.total = content_length(&first);
+        reader.resume_url = Some(first.url().to_string());
+        reader.response = Some(first);
+        Ok(reader)
+    }
+
+    fn new(
+        url: &str,
+        opts: &HttpOptions,
+        credentials: Option<(String, Option<String>)>,
+    ) -> io::Result<Download> {
+        Ok(Download {
+            // The process's one client: it keeps connections and TLS sessions.
+            client: super::blocking_client(opts).map_err(io::Error::other)?,
             url: url.to_string(),
             opts: *opts,
             response: None,
@@ -54,9 +82,8 @@ impl HttpReader {
             failures: 0,
             skip: 0,
             resume_url: None,
-        };
-        reader.connect()?;
-        Ok(reader)
+            credentials,
+        })
     }
 
     /// The file's length, if the server said.
@@ -88,9 +115,13 @@ impl HttpReader {
                 (n, Some(t)) => format!(" after {} of {}", format_size(n), format_size(t)),
                 (n, None) => format!(" after {}", format_size(n)),
             };
+            let tries = match self.failures {
+                1 => "after 1 try".to_string(),
+                n => format!("{n} tries in all"),
+            };
             return Err(permanent(format!(
-                "cannot download {}: {why}{so_far}, {} tries in all; check that the server is up, or try again later",
-                self.url, self.failures
+                "cannot download {}: {why}{so_far}, {tries}; check that the server is up, or try again later",
+                self.url
             )));
         }
         let delay = self.opts.retry_delay(self.failures);
@@ -107,6 +138,9 @@ impl HttpReader {
         self.skip = 0;
         let url = self.resume_url.as_deref().unwrap_or(&self.url);
         let mut request = self.client.get(url).header(ACCEPT_ENCODING, "identity");
+        if let Some((user, password)) = &self.credentials {
+            request = request.basic_auth(user, password.as_deref());
+        }
         if self.pos > 0 {
             request = request.header(RANGE, format!("bytes={}-", self.pos));
             if let Some(v) = &self.validator {
@@ -192,7 +226,7 @@ impl HttpReader {
     }
 }
 
-impl Read for HttpReader {
+impl Read for Download {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let Some(response) = self.response.as_mut() else {
@@ -257,6 +291,22 @@ impl Read for HttpReader {
         }
     }
 }
+
+/// Why a download failed for good, as one line that names what it loads.
+#[derive(Debug)]
+pub(crate) struct LoadError {
+    pub(crate) message: String,
+    /// Whether the thing is not there (an http 404 or 410).
+    pub(crate) not_found: bool,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LoadError {}
 
 enum Failure {
     /// Worth another try: a timeout, a refused connection, a 5xx.
