@@ -73,6 +73,10 @@ impl SqliteCoordinator {
         std::fs::create_dir_all(home).map_err(|e| Error::io("create", home, e))?;
         let path = home.join("state-v1.sqlite");
         let conn = crate::sqlite::open(&path, MIGRATIONS)?;
+        // Its records stand for things outside it (a machine being made, a
+        // folder being deleted, a hold): a commit is flushed before larder
+        // acts on it, so a power loss never forgets one of them.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| Error::index(&path, e))?;
         Ok(SqliteCoordinator { path, conn: Mutex::new(conn) })
     }
 
