@@ -25,7 +25,7 @@ const FORMAT: &str = "larder-dir-v1";
 /// A directory as a remote keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Always [`FORMAT`].
+    /// Always `larder-dir-v1`.
     pub format: String,
     /// The directory's name.
     pub name: String,

@@ -316,7 +316,7 @@ impl Store {
     }
 
     /// Re-hash every blob on every read, even one whose file is unchanged since
-    /// it last hashed right. Off by default; see [`stamp`] for why.
+    /// it last hashed right. Off by default; see the module documentation for why.
     pub fn with_verify_reads(mut self, on: bool) -> Store {
         self.verify_reads = on;
         self

@@ -78,7 +78,7 @@ impl Store {
 
     /// Writes the blob `target` names to `out`, only after checking that its
     /// bytes still match its digest (unless its file is unchanged since they
-    /// last did; see [`stamp`]).
+    /// last did; see the store's module documentation).
     pub fn get_to_writer(
         &self,
         target: &Target,
