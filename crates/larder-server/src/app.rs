@@ -26,9 +26,8 @@ use crate::pool::StorePool;
 
 /// Blobs up to this size are read in one go; larger ones are streamed.
 const SMALL: u64 = 256 << 10;
-/// The chunks large blobs are streamed in, and how many are read ahead.
+/// The chunks large blobs are streamed in.
 const CHUNK: usize = 256 << 10;
-const READ_AHEAD: usize = 4;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -208,7 +207,7 @@ async fn route(state: &Arc<AppState>, request: Request) -> Response {
 
 /// Keys the package index keeps: released files never change, so the
 /// generic door may read them but not write them.
-fn is_index_key(key: &str) -> bool {
+pub(crate) fn is_index_key(key: &str) -> bool {
     key == "pypi" || key.starts_with("pypi/")
 }
 
@@ -281,6 +280,15 @@ enum Source {
     File(Found),
 }
 
+impl Source {
+    fn positioned(self) -> Arc<dyn crate::encoding::Positioned> {
+        match self {
+            Source::Memory(bytes) => Arc::new(bytes),
+            Source::File(found) => Arc::new(found.file),
+        }
+    }
+}
+
 /// Answers a GET or HEAD of `target`: from memory, or from its file.
 pub(crate) async fn get_target(state: &Arc<AppState>, request: &Parts, target: Target) -> Response {
     get(state, request, target).await
@@ -288,9 +296,14 @@ pub(crate) async fn get_target(state: &Arc<AppState>, request: &Parts, target: T
 
 async fn get(state: &Arc<AppState>, request: &Parts, target: Target) -> Response {
     let head = request.method == Method::HEAD;
+    // Bazel's blobs go zstd-compressed to clients that take it.
+    let zstd = crate::encoding::accepts_zstd(&request.headers)
+        && crate::encoding::compressible(&target)
+        && !request.headers.contains_key(header::RANGE);
     let hot = state.hot.get(&target);
     if let Some(hot) = &hot {
-        let plain = !request.headers.contains_key(header::RANGE)
+        let plain = !zstd
+            && !request.headers.contains_key(header::RANGE)
             && !request.headers.contains_key(header::IF_NONE_MATCH);
         if plain {
             // The common case, with headers made once.
@@ -353,6 +366,9 @@ async fn get(state: &Arc<AppState>, request: &Parts, target: Target) -> Response
         return (status, headers).into_response();
     }
     Metrics::add(&state.metrics.bytes_out, len);
+    if zstd {
+        return crate::encoding::zstd_answer(headers, source.positioned(), size);
+    }
     let body = match source {
         Source::Memory(bytes) => Body::from(bytes.slice(start as usize..(start + len) as usize)),
         Source::File(found) => body_of(found, start, len),
@@ -405,29 +421,10 @@ async fn load(
         .await
 }
 
-/// The bytes `start..start+len` of a found blob, read in chunks on blocking
-/// threads, a few ahead of the client: memory stays at a few chunks whatever
-/// the size, and a client that stops reading holds no thread.
+/// The bytes `start..start+len` of a found blob, streamed in chunks read a
+/// few ahead of the client.
 fn body_of(found: Found, start: u64, len: u64) -> Body {
-    use std::os::unix::fs::FileExt;
-    let file = Arc::new(found.file);
-    let end = start + len;
-    let offsets = (start..end).step_by(CHUNK);
-    let chunks = futures_util::stream::iter(offsets)
-        .map(move |offset| {
-            let file = file.clone();
-            async move {
-                let n = (end - offset).min(CHUNK as u64) as usize;
-                tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; n];
-                    file.read_exact_at(&mut buf, offset).map(|()| Bytes::from(buf))
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            }
-        })
-        .buffered(READ_AHEAD);
-    Body::from_stream(chunks)
+    Body::from_stream(crate::encoding::chunks(Arc::new(found.file), start, len, CHUNK))
 }
 
 /// Why an upload stopped early.
@@ -479,6 +476,9 @@ async fn put(
         };
     }
     let Some(_permit) = upload_permit(state) else { return too_many_uploads() };
+    // Bazel may send zstd (`Content-Encoding: zstd`); what is stored and
+    // checked is what it decodes to.
+    let zstd = crate::encoding::is_zstd(&request.headers);
     let what = match (&key, &expect) {
         (Some(k), _) => format!("the upload of {k}"),
         (None, Some(d)) => format!("the upload of {d}"),
@@ -522,8 +522,13 @@ async fn put(
     let stored = state
         .pool
         .run(move |store| {
-            let mut input = BodyReader::new(rx, seen);
+            let mut input = BodyReader::new(rx, seen.clone());
             let opts = PutOptions { key, pin: false, ..Default::default() };
+            if zstd {
+                let mut plain = crate::encoding::ZstdUpload::new(input, limit, seen)
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot decode {what}: {e}")))?;
+                return store.put_checked(&mut plain, &what, expect, &opts);
+            }
             store.put_checked(&mut input, &what, expect, &opts)
         })
         .await;

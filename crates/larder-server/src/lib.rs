@@ -1,5 +1,6 @@
 //! `larder serve`: the store over HTTP/1.1 and HTTP/2 (h2c, or TLS with
-//! ALPN), with the protocols its clients already speak: Bazel's HTTP cache,
+//! ALPN), with the protocols its clients already speak: Bazel's HTTP cache
+//! and its remote API over gRPC (REAPI v2, on the same port),
 //! plain GET/PUT/HEAD/DELETE for ccache and Gradle, the WebDAV that sccache
 //! sends, and larder's own remote tier. Bodies stream both ways; memory stays
 //! flat whatever their size.
@@ -10,6 +11,7 @@
 
 mod app;
 mod auth;
+mod encoding;
 mod hot;
 mod htpasswd;
 mod listen;
@@ -17,6 +19,7 @@ mod metrics;
 mod paths;
 mod pool;
 mod pypi;
+mod reapi;
 mod status;
 mod webdav;
 
@@ -230,7 +233,8 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
             }
         })
     };
-    let router = app::router(state.clone());
+    // gRPC requests go to Bazel's remote API, the rest to the HTTP router.
+    let router = reapi::beside(app::router(state.clone()), state.clone()).await?;
     listen::accept_until_signal(listener, tls, router, &options, state.metrics.clone()).await;
     flusher.abort();
     rescanner.abort();

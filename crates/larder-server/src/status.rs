@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::app::{AppState, authorize, status_of, text};
 use crate::auth::Access;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Service};
 
 /// The store's figures, with the reads not yet recorded recorded first.
 async fn store_stats(state: &Arc<AppState>) -> Result<larder::Stats, Response> {
@@ -30,6 +30,18 @@ async fn store_stats(state: &Arc<AppState>) -> Result<larder::Stats, Response> {
 
 fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {
     let m = &state.metrics;
+    let grpc: serde_json::Map<String, serde_json::Value> = Service::ALL
+        .iter()
+        .map(|s| {
+            let c = m.grpc(*s);
+            let counts = json!({
+                "calls": Metrics::get(&c.calls),
+                "hits": Metrics::get(&c.hits),
+                "misses": Metrics::get(&c.misses),
+            });
+            (s.name().to_string(), counts)
+        })
+        .collect();
     json!({
         "entries": stats.entries,
         "bytes": stats.bytes,
@@ -42,6 +54,7 @@ fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {
         "bytes_out": Metrics::get(&m.bytes_out),
         "requests": m.requests(),
         "uploads": Metrics::get(&m.uploads),
+        "grpc": grpc,
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "version": env!("CARGO_PKG_VERSION"),
     })
@@ -92,6 +105,19 @@ pub async fn page(state: &Arc<AppState>, head: bool) -> Response {
         format!("{:.1}%", stats.hits as f64 * 100.0 / looked as f64)
     };
     let size = larder::size::format_size;
+    let grpc: String = Service::ALL
+        .iter()
+        .map(|s| {
+            let c = state.metrics.grpc(*s);
+            format!(
+                "<tr><th>gRPC {}</th><td>{} calls, {} hits, {} misses</td></tr>\n",
+                s.name(),
+                Metrics::get(&c.calls),
+                Metrics::get(&c.hits),
+                Metrics::get(&c.misses)
+            )
+        })
+        .collect();
     let html = format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
@@ -106,7 +132,7 @@ td,th{{padding:.3em 1em .3em 0;text-align:left}}th{{color:#666;font-weight:norma
 <tr><th>hit ratio</th><td>{ratio} ({hits} hits, {misses} misses)</td></tr>
 <tr><th>traffic</th><td>{bytes_in} in, {bytes_out} out, {requests} requests</td></tr>
 <tr><th>up for</th><td>{uptime:.0} s</td></tr>
-</table>
+{grpc}</table>
 <p><a href="/status">/status</a> · <a href="/metrics">/metrics</a></p>
 </body></html>
 "#,

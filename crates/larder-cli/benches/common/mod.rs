@@ -2,6 +2,8 @@
 //! print. Each benchmark uses some of it.
 #![allow(dead_code)]
 
+pub mod bazel;
+
 use std::env;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};

@@ -14,6 +14,7 @@ mod http_server;
 mod pools;
 mod pypi;
 mod pyproject;
+mod reapi;
 mod recipes;
 mod remotes;
 mod serve;
