@@ -4,10 +4,12 @@
 //! in, never to more bytes than they may hold.
 //!
 //! Blobs are stored as they are and compressed when a client asks for zstd.
-//! The store links, copies and re-hashes its files as the blobs they name,
-//! and a read at any offset (ByteStream's `read_offset` counts plain bytes,
-//! compressed or not) is a seek; zstd at level 1 compresses faster than a
-//! network of 10 Gbit/s carries the result (`benches/reapi.rs` measures it).
+//! The store links, copies and re-hashes its files as the blobs they name;
+//! most clients (Bazel over HTTP, ccache, curl, pip) take plain bytes; and a
+//! compressed read from an offset (ByteStream's `read_offset` counts plain
+//! bytes) is a seek. The cost, measured by `benches/reapi.rs` on two loaded
+//! cores: a zstd read of incompressible bytes at 0.8x the speed of a plain
+//! one (600-800 MiB/s), of text at about 1 GiB/s, 80 times smaller.
 
 use std::io::{self, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};

@@ -234,7 +234,7 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<
         })
     };
     // gRPC requests go to Bazel's remote API, the rest to the HTTP router.
-    let router = reapi::beside(app::router(state.clone()), state.clone()).await?;
+    let router = reapi::beside(app::router(state.clone()), state.clone());
     listen::accept_until_signal(listener, tls, router, &options, state.metrics.clone()).await;
     flusher.abort();
     rescanner.abort();

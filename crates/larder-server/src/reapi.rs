@@ -60,20 +60,37 @@ pub struct Reapi {
     state: Arc<AppState>,
     /// ByteStream writes in progress, or paused until resumed.
     uploads: Arc<bytestream::Uploads>,
+    /// Whether the empty blob is known to be stored (see [`Reapi::keep_empty`]).
+    empty_stored: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Reapi {
+    /// REAPI clients take the empty blob as always there and never upload
+    /// it, though their action results name it (empty stdout): it is stored,
+    /// pinned, the first time a call relies on it, so the HTTP door has it
+    /// too.
+    async fn keep_empty(&self) -> Result<(), Status> {
+        use std::sync::atomic::Ordering;
+        if self.empty_stored.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let pinned = PutOptions { pin: true, ..Default::default() };
+        self.state
+            .pool
+            .run(move |store| store.put_bytes(b"", &pinned))
+            .await
+            .map_err(|e| status_of(&e))?;
+        self.empty_stored.store(true, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// The whole server: `http` for HTTP requests, the gRPC services for gRPC
 /// ones (`content-type: application/grpc…`, over HTTP/2: h2c, or TLS with
 /// ALPN). This is the one place where the two doors meet.
-///
-/// REAPI clients take the empty blob as always there, and do not upload
-/// it; it is stored (pinned) first, so the HTTP door has it too.
-pub async fn beside(http: Router, state: Arc<AppState>) -> Result<Router, Error> {
-    state
-        .pool
-        .run(|store| store.put_bytes(b"", &PutOptions { pin: true, ..Default::default() }))
-        .await?;
-    let reapi = Reapi { state: state.clone(), uploads: Arc::default() };
+pub fn beside(http: Router, state: Arc<AppState>) -> Router {
+    let reapi =
+        Reapi { state: state.clone(), uploads: Arc::default(), empty_stored: Arc::default() };
     let grpc = tonic::service::Routes::new(
         CapabilitiesServer::new(reapi.clone()).max_decoding_message_size(MAX_MESSAGE),
     )
@@ -83,7 +100,7 @@ pub async fn beside(http: Router, state: Arc<AppState>) -> Result<Router, Error>
     )
     .add_service(ByteStreamServer::new(reapi).max_decoding_message_size(MAX_MESSAGE))
     .into_axum_router();
-    Ok(Router::new().fallback_service(tower::service_fn(move |request: Request| {
+    Router::new().fallback_service(tower::service_fn(move |request: Request| {
         let (http, grpc, state) = (http.clone(), grpc.clone(), state.clone());
         async move {
             if !is_grpc(request.headers()) {
@@ -91,7 +108,7 @@ pub async fn beside(http: Router, state: Arc<AppState>) -> Result<Router, Error>
             }
             Ok(call(&state, grpc, request).await)
         }
-    })))
+    }))
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

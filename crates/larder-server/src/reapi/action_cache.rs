@@ -85,6 +85,7 @@ impl re::action_cache_server::ActionCache for Reapi {
                 request.instance_name
             )));
         }
+        self.keep_empty().await?;
         let bytes = result.encode_to_vec();
         Metrics::add(&self.state.metrics.bytes_in, bytes.len() as u64);
         let what = format!("the action result for {action}");

@@ -37,6 +37,9 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for Reapi
         check_digest_function(request.digest_function)?;
         let blobs: Vec<Blob> =
             request.blob_digests.iter().map(Blob::of).collect::<Result<_, _>>()?;
+        if blobs.iter().any(Blob::is_empty) {
+            self.keep_empty().await?;
+        }
         let (blobs, present) = self
             .state
             .pool
