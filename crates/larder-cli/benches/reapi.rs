@@ -19,9 +19,8 @@
 //! Each case runs 3 times, alternating doors, and shows the median. Figures
 //! are printed, never asserted; correctness is (statuses, bytes, hits).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
@@ -319,40 +318,4 @@ async fn write(channel: &Channel, data: &[u8], rep: usize) {
         .into_inner()
         .committed_size;
     assert_eq!(committed, total as i64);
-}
-
-/// A `larder serve` on a free port.
-struct Larder {
-    child: Child,
-    url: String,
-    addr: String,
-}
-
-impl Larder {
-    fn start(home: &Path) -> Larder {
-        let mut child = Command::new(LARDER)
-            .args(["serve", "-H", "127.0.0.1", "-p", "0"])
-            .env("LARDER_HOME", home)
-            .env("LARDER_CAPACITY", "64GiB")
-            .env("LARDER_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("larder serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
-        let url = line.trim().to_string();
-        let addr = url.trim_start_matches("http://").to_string();
-        Larder { child, url, addr }
-    }
-}
-
-impl Drop for Larder {
-    fn drop(&mut self) {
-        // SAFETY: kill with our child's pid and a valid signal.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
 }
