@@ -75,12 +75,19 @@ impl Uploads {
 
     /// The paused upload of `name` to resume, or `None` to start one; `Err`
     /// if a Write of it is running now.
-    fn take(&self, name: &str) -> Result<Option<(Staging, Arc<AtomicU64>)>, Status> {
+    fn take(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<(Staging, Arc<AtomicU64>, Running)>, Status> {
         let mut sessions = self.lock();
         match sessions.get_mut(name) {
             None => Ok(None),
             Some(session) => match session.paused.take() {
-                Some(staging) => Ok(Some((staging, session.received.clone()))),
+                Some(staging) => {
+                    session.generation += 1;
+                    let running = self.running_guard(name, session.generation);
+                    Ok(Some((staging, session.received.clone(), running)))
+                }
                 None => Err(Status::aborted(format!(
                     "another Write of `{name}` is running; wait for it, or ask QueryWriteStatus"
                 ))),
@@ -89,7 +96,7 @@ impl Uploads {
     }
 
     /// Records a new upload of `name` as running, in place of any other.
-    fn running(&self, name: &str, received: Arc<AtomicU64>) {
+    fn running(self: &Arc<Self>, name: &str, received: Arc<AtomicU64>) -> Running {
         let mut sessions = self.lock();
         let session = sessions.entry(name.to_string()).or_insert_with(|| Session {
             received: received.clone(),
@@ -100,6 +107,12 @@ impl Uploads {
         // mistakes a later pause for its own.
         session.received = received;
         session.paused = None;
+        session.generation += 1;
+        self.running_guard(name, session.generation)
+    }
+
+    fn running_guard(self: &Arc<Self>, name: &str, generation: u64) -> Running {
+        Running { uploads: self.clone(), name: name.to_string(), generation }
     }
 
     /// Keeps `staging` for a Write that resumes it, for `wait` at most.
@@ -133,6 +146,27 @@ impl Uploads {
 
     fn received(&self, name: &str) -> Option<u64> {
         self.lock().get(name).map(|s| s.received.load(Ordering::SeqCst))
+    }
+}
+
+/// A Write running now. If its call is dropped midway (its client gone
+/// without a word), its staging went with it: the session ends too, unless
+/// the Write paused or ended it first.
+struct Running {
+    uploads: Arc<Uploads>,
+    name: String,
+    generation: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut sessions = self.uploads.lock();
+        if sessions
+            .get(&self.name)
+            .is_some_and(|s| s.generation == self.generation && s.paused.is_none())
+        {
+            sessions.remove(&self.name);
+        }
     }
 }
 
@@ -234,14 +268,14 @@ impl bs::byte_stream_server::ByteStream for Reapi {
             self.uploads.end(&name);
             return Ok(Response::new(done));
         }
-        let (staging, received) = match self.uploads.take(&name)? {
+        let (staging, received, _running) = match self.uploads.take(&name)? {
             // Compressed uploads do not resume: they start again.
             Some(resumed) if !blob.compressed => resumed,
             _ => {
                 let received = Arc::new(AtomicU64::new(0));
                 let staging = self.stage(&name, &blob)?;
-                self.uploads.running(&name, received.clone());
-                (staging, received)
+                let running = self.uploads.running(&name, received.clone());
+                (staging, received, running)
             }
         };
         let mut offset = received.load(Ordering::SeqCst);
