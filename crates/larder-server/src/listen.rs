@@ -119,7 +119,11 @@ pub async fn accept_until_signal(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(options.timeout);
+        .keep_alive_timeout(options.timeout)
+        // Uploads over HTTP/2 (gRPC's ByteStream Write) in pieces of a MiB
+        // or more: a window of a few pieces keeps them flowing.
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20);
     let builder = Arc::new(builder);
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

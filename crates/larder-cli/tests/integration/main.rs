@@ -15,6 +15,7 @@ mod http_server;
 mod pools;
 mod pypi;
 mod pyproject;
+mod reapi;
 mod recipes;
 mod remotes;
 mod seeds;
