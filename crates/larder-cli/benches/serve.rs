@@ -18,7 +18,6 @@
 //! Figures are printed, never asserted; correctness is (status codes, bytes).
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -174,52 +173,6 @@ fn main() {
     println!();
     table.print();
     drop(tmp);
-}
-
-/// A `larder serve` on a free port.
-struct Larder {
-    child: Child,
-    url: String,
-}
-
-impl Larder {
-    fn start(home: &Path) -> Larder {
-        let mut child = Command::new(LARDER)
-            .args(["serve", "-H", "127.0.0.1", "-p", "0"])
-            .arg(home)
-            .env("LARDER_HOME", home)
-            .env("LARDER_CAPACITY", "64GiB")
-            .env("LARDER_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("larder serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
-        Larder { child, url: line.trim().to_string() }
-    }
-
-    /// The process's peak resident memory so far, in bytes.
-    fn peak_rss(&self) -> u64 {
-        let status =
-            fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .expect("VmHWM")
-    }
-}
-
-impl Drop for Larder {
-    fn drop(&mut self) {
-        // SAFETY: kill with our child's pid and a valid signal.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
 }
 
 /// nginx serving `www`, two workers, sendfile on, no access log.

@@ -133,7 +133,7 @@ async fn door(State(state): State<Arc<AppState>>, request: Request) -> Response 
 
 /// Keys the package index keeps: released files never change, so the
 /// generic door may read them but not write them.
-fn is_index_key(key: &str) -> bool {
+pub(crate) fn is_index_key(key: &str) -> bool {
     key == "pypi" || key.starts_with("pypi/")
 }
 

@@ -1,18 +1,19 @@
 //! Blobs and keys: GET and HEAD (from memory, or from the file, whole or a
-//! range), PUT (streamed into the store, checked against the digest a CAS
-//! path names) and DELETE.
+//! range, or zstd-compressed for Bazel's paths), PUT (streamed into the
+//! store, decoded first if zstd, checked against the digest a CAS path
+//! names) and DELETE.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use larder::{Digest, Error, ErrorKind, Found, PutOptions, Target};
 
 use crate::body::{self, NoTap, Pump, Upload};
+use crate::encoding::{self, ZstdUpload};
 use crate::hot::Hot;
 use crate::metrics::Metrics;
 use crate::respond::{self, Range, text};
@@ -20,9 +21,8 @@ use crate::state::{Core, Uploads};
 
 /// Blobs up to this size are read in one go; larger ones are streamed.
 const SMALL: u64 = 256 << 10;
-/// The chunks large blobs are streamed in, and how many are read ahead.
+/// The chunks large blobs are streamed in.
 const CHUNK: usize = 256 << 10;
-const READ_AHEAD: usize = 4;
 
 /// The headers of a whole-body answer for a blob.
 pub fn whole_headers(digest: &Digest, size: u64, modified: i64) -> HeaderMap {
@@ -48,12 +48,26 @@ enum Source {
     File(Found),
 }
 
+impl Source {
+    fn positioned(self) -> Arc<dyn encoding::Positioned> {
+        match self {
+            Source::Memory(bytes) => Arc::new(bytes),
+            Source::File(found) => Arc::new(found.file),
+        }
+    }
+}
+
 /// Answers a GET or HEAD of `target`: from memory, or from its file.
 pub async fn get(core: &Arc<Core>, request: &Parts, target: Target) -> Response {
     let head = request.method == Method::HEAD;
+    // Bazel's blobs go zstd-compressed to clients that take it.
+    let zstd = encoding::accepts_zstd(&request.headers)
+        && encoding::compressible(&target)
+        && !request.headers.contains_key(header::RANGE);
     let hot = core.hot.get(&target);
     if let Some(hot) = &hot {
-        let plain = !request.headers.contains_key(header::RANGE)
+        let plain = !zstd
+            && !request.headers.contains_key(header::RANGE)
             && !request.headers.contains_key(header::IF_NONE_MATCH);
         if plain {
             // The common case, with headers made once.
@@ -114,6 +128,9 @@ pub async fn get(core: &Arc<Core>, request: &Parts, target: Target) -> Response 
         return (status, headers).into_response();
     }
     Metrics::add(&core.metrics.bytes_out, len);
+    if zstd {
+        return encoding::zstd_answer(headers, source.positioned(), size);
+    }
     let body = match source {
         Source::Memory(bytes) => Body::from(bytes.slice(start as usize..(start + len) as usize)),
         Source::File(found) => body_of(found, start, len),
@@ -133,28 +150,14 @@ async fn load(
             // Taken before the lookup, so an entry read under a version that
             // then changed is never kept.
             let version = hot.version();
-            let Some(mut found) = store.lookup(&target)? else { return Ok(None) };
             // Bytes are served only once they hashed right since their file
             // last changed; a corrupt blob is quarantined and is a miss.
-            match store.check_found(&mut found) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    tracing::warn!("{e}");
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            }
+            let Some(found) = store.open_checked(&target)? else { return Ok(None) };
             let (digest, size, modified) = (found.digest, found.size, found.modified);
             if size > SMALL {
                 return Ok(Some((digest, size, modified, Source::File(found))));
             }
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; size as usize];
-            found
-                .file
-                .read_exact_at(&mut buf, 0)
-                .map_err(|e| Error::new(ErrorKind::Io, format!("reading {digest}: {e}")))?;
-            let body = Bytes::from(buf);
+            let body = Bytes::from(read_found(&found)?);
             if let Some(version) = version {
                 let headers = whole_headers(&digest, size, modified);
                 let entry = Hot { digest, body: body.clone(), modified, headers };
@@ -165,33 +168,27 @@ async fn load(
         .await
 }
 
-/// The bytes `start..start+len` of a found blob, read in chunks on blocking
-/// threads, a few ahead of the client: memory stays at a few chunks whatever
-/// the size, and a client that stops reading holds no thread.
-fn body_of(found: Found, start: u64, len: u64) -> Body {
+/// The whole of a found blob, read into memory (a small one: the caller
+/// bounds its size).
+pub fn read_found(found: &Found) -> Result<Vec<u8>, Error> {
     use std::os::unix::fs::FileExt;
-    let file = Arc::new(found.file);
-    let end = start + len;
-    let offsets = (start..end).step_by(CHUNK);
-    let chunks = futures_util::stream::iter(offsets)
-        .map(move |offset| {
-            let file = file.clone();
-            async move {
-                let n = (end - offset).min(CHUNK as u64) as usize;
-                tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; n];
-                    file.read_exact_at(&mut buf, offset).map(|()| Bytes::from(buf))
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            }
-        })
-        .buffered(READ_AHEAD);
-    Body::from_stream(chunks)
+    let mut buf = vec![0u8; found.size as usize];
+    found
+        .file
+        .read_exact_at(&mut buf, 0)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("reading {}: {e}", found.digest)))?;
+    Ok(buf)
+}
+
+/// The bytes `start..start+len` of a found blob, streamed in chunks read a
+/// few ahead of the client.
+fn body_of(found: Found, start: u64, len: u64) -> Body {
+    Body::from_stream(encoding::chunks(Arc::new(found.file), start, len, CHUNK))
 }
 
 /// Stores a PUT's body under `key`, or as the blob `expect` names (checked
-/// against it).
+/// against it). Bazel may send zstd (`Content-Encoding: zstd`): what is
+/// stored and checked is what it decodes to, at most the limit.
 pub async fn put(
     core: &Arc<Core>,
     request: &Parts,
@@ -230,27 +227,43 @@ pub async fn put(
         (None, Some(d)) => format!("the upload of {d}"),
         (None, None) => "the upload".to_string(),
     };
+    let zstd = encoding::is_zstd(&request.headers);
+    let decoding = Arc::new(Mutex::new(None::<Upload>));
     let (tx, mut rx) = body::channel();
-    let storing = core.pool.run(move |store| {
-        let opts = PutOptions { key, pin: false, ..Default::default() };
-        store.put_checked(&mut rx, &what, expect, &opts)
+    let storing = core.pool.run({
+        let decoding = decoding.clone();
+        move |store| {
+            let opts = PutOptions { key, pin: false, ..Default::default() };
+            if zstd {
+                let mut plain = ZstdUpload::new(rx, limit, decoding)
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot decode {what}: {e}")))?;
+                return store.put_checked(&mut plain, &what, expect, &opts);
+            }
+            store.put_checked(&mut rx, &what, expect, &opts)
+        }
     });
     let timeout = core.uploads.timeout;
     let how = Pump { limit, silence: Some(timeout), declared, counter: &core.metrics.bytes_in };
     let mut tap = NoTap;
     let pumping = body::pump(body.into_data_stream(), tx, how, &mut tap);
     let (stored, pumped) = tokio::join!(storing, pumping);
-    match (stored, pumped) {
-        (_, Err(Upload::TooLarge(n))) => too_large(n, limit),
-        (_, Err(Upload::TimedOut)) => text(
+    // The body's own failure comes first; then what decoding it found.
+    let decoded = decoding.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (stored, pumped, decoded) {
+        (_, Err(Upload::TooLarge(n)), _) => too_large(n, limit),
+        (_, Err(Upload::TimedOut), _) => text(
             StatusCode::REQUEST_TIMEOUT,
             format!("no bytes of the body for {}s; nothing was stored", timeout.as_secs()),
         ),
-        (Err(e), Err(Upload::NotRead) | Ok(_)) => respond::error(&e),
-        (_, Err(why)) => {
+        (_, Err(Upload::NotRead) | Ok(_), Some(Upload::TooLarge(n))) => too_large(n, limit),
+        (_, Err(Upload::NotRead) | Ok(_), Some(why)) => {
+            text(StatusCode::BAD_REQUEST, format!("{why}; nothing was stored"))
+        }
+        (Err(e), Err(Upload::NotRead) | Ok(_), None) => respond::error(&e),
+        (_, Err(why), _) => {
             text(StatusCode::BAD_REQUEST, format!("the body broke off ({why}); nothing was stored"))
         }
-        (Ok(_), Ok(_)) => {
+        (Ok(_), Ok(_), None) => {
             Metrics::add(&core.metrics.uploads, 1);
             StatusCode::CREATED.into_response()
         }

@@ -1,9 +1,9 @@
 //! Bodies into the store: the async side reads a body (a PUT, a multipart
-//! field, an upstream's file) and pumps its chunks through a bounded channel
-//! to the store, which reads them as a `Read` on a blocking thread. The end
-//! is said explicitly (`BodyPart::End`): a channel that closes without it is
-//! a broken body, so a sender that vanished midway is never taken for a
-//! whole one.
+//! field, an upstream's file; a ByteStream Write feeds the channel itself)
+//! and pumps its chunks through a bounded channel to the store, which reads
+//! them as a `Read` on a blocking thread. The end is said explicitly
+//! (`BodyPart::End`): a channel that closes without it is a broken body, so
+//! a sender that vanished midway is never taken for a whole one.
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -65,8 +65,15 @@ pub fn channel() -> (BodySender, BodyReader) {
 
 impl BodySender {
     /// Hands a chunk on; `false` if the store stopped reading.
-    async fn data(&self, chunk: Bytes) -> bool {
+    pub async fn data(&self, chunk: Bytes) -> bool {
         self.tx.send(BodyPart::Data(chunk)).await.is_ok()
+    }
+
+    /// Says the body ended whole, for a sender that checked it itself (a
+    /// ByteStream Write, whose pieces come in several calls); dropping the
+    /// sender instead says it broke off.
+    pub async fn end(self) {
+        let _ = self.tx.send(BodyPart::End).await;
     }
 
     /// Says how the body ended: whole, or not.

@@ -1,5 +1,6 @@
 //! `larder serve`: the store over HTTP/1.1 and HTTP/2 (h2c, or TLS with
-//! ALPN), with the protocols its clients already speak: Bazel's HTTP cache,
+//! ALPN), with the protocols its clients already speak: Bazel's HTTP cache
+//! and its remote API over gRPC (REAPI v2, on the same port),
 //! plain GET/PUT/HEAD/DELETE for ccache and Gradle, the WebDAV that sccache
 //! sends, and larder's own remote tier. Bodies stream both ways; memory stays
 //! flat whatever their size.
@@ -12,6 +13,7 @@ mod app;
 mod auth;
 mod blobs;
 mod body;
+mod encoding;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -22,6 +24,7 @@ mod metrics;
 mod paths;
 mod pool;
 mod pypi;
+mod reapi;
 mod respond;
 mod state;
 mod status;
@@ -184,8 +187,10 @@ impl Assembled {
         Ok(Assembled { state, pypi })
     }
 
+    /// The whole server: gRPC requests go to Bazel's remote API, the rest
+    /// to the HTTP router.
     fn router(&self) -> axum::Router {
-        app::router(self.state.clone(), self.pypi.clone())
+        reapi::beside(app::router(self.state.clone(), self.pypi.clone()), self.state.clone())
     }
 }
 

@@ -128,6 +128,10 @@ pub async fn accept_until_signal(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(options.timeout)
+        // Uploads over HTTP/2 (gRPC's ByteStream Write) in pieces of a MiB
+        // or more: a window of a few pieces keeps them flowing.
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20)
         // One connection may not hold more requests at once than this (a
         // client that opens streams and leaves them hanging waits for room),
         // nor reset streams faster than they are answered ("rapid reset").

@@ -21,6 +21,41 @@ pub struct Metrics {
     pub connections: AtomicU64,
     /// Connections open now.
     pub connections_open: AtomicU64,
+    /// Calls, hits and misses of each gRPC service (Bazel's remote API).
+    pub grpc: [ServiceCounters; Service::ALL.len()],
+}
+
+/// The gRPC services of Bazel's remote API, counted apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Capabilities,
+    ActionCache,
+    Cas,
+    ByteStream,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] =
+        [Service::Capabilities, Service::ActionCache, Service::Cas, Service::ByteStream];
+
+    /// The service's name in REAPI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Capabilities => "Capabilities",
+            Service::ActionCache => "ActionCache",
+            Service::Cas => "ContentAddressableStorage",
+            Service::ByteStream => "ByteStream",
+        }
+    }
+}
+
+/// One gRPC service's counters. A hit is a blob or action result found (one
+/// per digest in batch calls), a miss one that was not.
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    pub calls: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
 }
 
 impl Metrics {
@@ -40,6 +75,11 @@ impl Metrics {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// The counters of a gRPC service.
+    pub fn grpc(&self, service: Service) -> &ServiceCounters {
+        &self.grpc[service as usize]
     }
 
     /// All requests so far.
@@ -111,6 +151,33 @@ impl Metrics {
             "gauge",
             "Connections open now.",
             &one(Metrics::get(&self.connections_open)),
+        );
+        let by_service = |counter: fn(&ServiceCounters) -> &AtomicU64| -> Vec<(String, f64)> {
+            Service::ALL
+                .iter()
+                .map(|s| {
+                    let value = Metrics::get(counter(self.grpc(*s))) as f64;
+                    (format!("{{service=\"{}\"}}", s.name()), value)
+                })
+                .collect()
+        };
+        metric(
+            "grpc_calls_total",
+            "counter",
+            "gRPC calls received, by REAPI service.",
+            &by_service(|c| &c.calls),
+        );
+        metric(
+            "grpc_hits_total",
+            "counter",
+            "Blobs and action results found over gRPC, by REAPI service.",
+            &by_service(|c| &c.hits),
+        );
+        metric(
+            "grpc_misses_total",
+            "counter",
+            "Blobs and action results not found over gRPC, by REAPI service.",
+            &by_service(|c| &c.misses),
         );
         metric("store_bytes", "gauge", "Bytes the store holds.", &one(store.bytes));
         metric("store_capacity_bytes", "gauge", "The store's capacity.", &one(store.capacity));

@@ -61,14 +61,39 @@ pub fn classify(raw: &str) -> Result<Resource, String> {
                 format!("sha256:{hex}").parse().map_err(|e: larder::Error| e.to_string())?;
             return Ok(Resource::Blob(digest));
         }
-        // Instance names partition the action cache; the CAS is shared.
-        return Ok(Resource::Key(match instance {
-            [] => format!("ac/{hex}"),
-            _ => format!("{}/ac/{hex}", instance.join("/")),
-        }));
+        return ac_key(&instance.join("/"), &hex).map(Resource::Key);
     }
     larder::validate_key(rest).map_err(|e| e.to_string())?;
     Ok(Resource::Key(rest.to_string()))
+}
+
+/// The key of the action result `hex` under an instance name, for the HTTP
+/// door (`/<instance>/ac/<hex>`) and gRPC's ActionCache alike: `ac/<hex>`
+/// without an instance, `<instance>/ac/<hex>` with one. Instance names
+/// partition the action cache (the CAS is shared); `Err` says why an
+/// instance name is refused.
+pub fn ac_key(instance: &str, hex: &str) -> Result<String, String> {
+    if instance.is_empty() {
+        return Ok(format!("ac/{hex}"));
+    }
+    for s in instance.split('/') {
+        match s {
+            "" => return Err(format!("the instance name `{instance}` has an empty segment")),
+            "." | ".." => {
+                return Err(format!("the instance name `{instance}` has a `{s}` segment"));
+            }
+            _ if s.contains('\0') => {
+                return Err(format!(
+                    "the instance name `{}` has a NUL byte",
+                    instance.escape_debug()
+                ));
+            }
+            _ => {}
+        }
+    }
+    let key = format!("{instance}/ac/{hex}");
+    larder::validate_key(&key).map_err(|e| e.to_string())?;
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -114,5 +139,17 @@ mod tests {
         check("/a/%00", "error: the path contains a NUL byte");
         check("/%ff", "error: the path is not valid UTF-8 after decoding");
         check("relative", "error: the path must start with /");
+    }
+
+    #[test]
+    fn instance_names_partition_the_action_cache() {
+        let hex = "a".repeat(64);
+        assert_eq!(ac_key("", &hex), Ok(format!("ac/{hex}")));
+        assert_eq!(ac_key("main", &hex), Ok(format!("main/ac/{hex}")));
+        assert_eq!(ac_key("a/b", &hex), Ok(format!("a/b/ac/{hex}")));
+        assert!(ac_key("/a", &hex).is_err());
+        assert!(ac_key("a/", &hex).is_err());
+        assert!(ac_key("a/../b", &hex).is_err());
+        assert!(ac_key("a\0b", &hex).is_err());
     }
 }

@@ -91,6 +91,13 @@ impl StorePool {
         }
     }
 
+    /// Notes that `digests` were used without reading them (their blobs
+    /// were named, as by FindMissingBlobs or an action result), so they
+    /// stay as recently used as the reads beside them; not counted as hits.
+    pub fn touch(&self, digests: impl IntoIterator<Item = Digest>) {
+        self.reads.used.lock().unwrap_or_else(|p| p.into_inner()).extend(digests);
+    }
+
     /// Records the reads noted so far, in one transaction, with `store`.
     pub fn flush_reads_with(&self, store: &Store) -> Result<(), Error> {
         let used = std::mem::take(&mut *self.reads.used.lock().unwrap_or_else(|p| p.into_inner()));

@@ -24,12 +24,13 @@ pub fn with_reason(status: StatusCode, message: &str) -> Response {
     response
 }
 
-/// The answer to a library error. What the request did wrong (a bad key, a
-/// body that does not match its digest) is told as the library says it; what
-/// went wrong on the server is logged, and the client is told only what
-/// happened and who can fix it: never the server's paths, nor the pid and
-/// start time its temporary files are named after.
-pub fn error(e: &Error) -> Response {
+/// What a client is told of a library error, and its status. What the
+/// request did wrong (a bad key, a body that does not match its digest) is
+/// told as the library says it; what went wrong on the server is logged, and
+/// the client is told only what happened and who can fix it: never the
+/// server's paths, nor the pid and start time its temporary files are named
+/// after. Both doors tell this (gRPC with the code of the status).
+pub fn told(e: &Error) -> (StatusCode, String) {
     let about_the_request = std::error::Error::source(e).is_none()
         && matches!(
             e.kind(),
@@ -44,7 +45,7 @@ pub fn error(e: &Error) -> Response {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
-        return text(status, e.to_string());
+        return (status, e.to_string());
     }
     tracing::error!("{e}");
     let (status, reason) = match e.kind() {
@@ -61,7 +62,13 @@ pub fn error(e: &Error) -> Response {
         }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "the server failed to do this; its log says why"),
     };
-    let mut response = text(status, reason);
+    (status, reason.to_string())
+}
+
+/// The answer to a library error, as [`told`] says it.
+pub fn error(e: &Error) -> Response {
+    let (status, line) = told(e);
+    let mut response = text(status, line);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

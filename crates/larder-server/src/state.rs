@@ -1,6 +1,7 @@
 //! What the handlers share: the store's handles, the memory cache, the
-//! counters and the upload limits (`Core`, which every door uses), and who
-//! may do what (`AppState`, which the router checks before any door).
+//! counters and the upload limits (`Core`, which every door uses, HTTP's
+//! and gRPC's), and who may do what (`AppState`, which both check before
+//! any door).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,22 +24,24 @@ pub struct Core {
     pub uploads: Uploads,
 }
 
-/// Uploads streaming into the store: each holds a blocking thread and a
-/// store handle, so they are limited apart from connections.
+/// Uploads streaming into the store, over HTTP or gRPC: each holds a
+/// blocking thread and a store handle, so they are limited apart from
+/// connections.
 pub struct Uploads {
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
     /// The largest body accepted (never more than the store's capacity).
     pub limit: u64,
     /// How long a client may leave an upload without sending a byte.
     pub timeout: Duration,
 }
 
-/// Uploads taken at once; more get 503 and retry.
+/// Uploads taken at once; more get 503 (gRPC: UNAVAILABLE) and retry.
 pub const UPLOADS_AT_ONCE: usize = 128;
 
 impl Uploads {
     pub fn new(limit: u64, timeout: Duration) -> Uploads {
-        Uploads { permits: tokio::sync::Semaphore::new(UPLOADS_AT_ONCE), limit, timeout }
+        let permits = Arc::new(tokio::sync::Semaphore::new(UPLOADS_AT_ONCE));
+        Uploads { permits, limit, timeout }
     }
 
     /// A permit to stream an upload into the store, or `None`: too many now.
@@ -46,17 +49,25 @@ impl Uploads {
         self.permits.try_acquire().ok()
     }
 
+    /// A permit held apart from any one request (a ByteStream Write that
+    /// waits to be resumed holds its slot), or `None`: too many now.
+    pub fn owned_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// What a client past [`UPLOADS_AT_ONCE`] is told.
+    pub fn too_many_line() -> String {
+        format!("{UPLOADS_AT_ONCE} uploads are in progress; retry in a moment")
+    }
+
     /// The 503 for an upload past [`UPLOADS_AT_ONCE`], which says to retry.
     pub fn too_many() -> Response {
-        let mut response = text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{UPLOADS_AT_ONCE} uploads are in progress; retry in a moment"),
-        );
+        let mut response = text(StatusCode::SERVICE_UNAVAILABLE, Uploads::too_many_line());
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         response
     }
 
-    /// Uploads streaming now.
+    /// Uploads streaming now (or waiting to be resumed).
     pub fn in_flight(&self) -> usize {
         UPLOADS_AT_ONCE - self.permits.available_permits()
     }
@@ -71,18 +82,30 @@ pub struct AppState {
     pub started_at: i64,
 }
 
+impl AppState {
+    /// Whether the request's credentials (HTTP's `Authorization` header, or
+    /// gRPC's `authorization` metadata, which is the same) allow `access`;
+    /// refusals for missing or wrong credentials are counted.
+    pub async fn decide(&self, headers: &HeaderMap, access: Access) -> Decision {
+        let Some(auth) = &self.auth else { return Decision::Allow };
+        let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let decision = auth.check(header, access).await;
+        if decision == Decision::Unauthorized {
+            Metrics::add(&self.core.metrics.auth_failures, 1);
+        }
+        decision
+    }
+}
+
 /// Checks the request's credentials for `access`; `Err` is the answer.
 pub async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     access: Access,
 ) -> Result<(), Response> {
-    let Some(auth) = &state.auth else { return Ok(()) };
-    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match auth.check(header, access).await {
+    match state.decide(headers, access).await {
         Decision::Allow => Ok(()),
         Decision::Unauthorized => {
-            Metrics::add(&state.core.metrics.auth_failures, 1);
             let mut response = text(StatusCode::UNAUTHORIZED, "credentials needed or wrong");
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Service};
 use crate::respond;
 use crate::state::AppState;
 
@@ -30,6 +30,18 @@ async fn store_stats(state: &AppState) -> Result<larder::Stats, Response> {
 
 fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {
     let m = &state.core.metrics;
+    let grpc: serde_json::Map<String, serde_json::Value> = Service::ALL
+        .iter()
+        .map(|s| {
+            let c = m.grpc(*s);
+            let counts = json!({
+                "calls": Metrics::get(&c.calls),
+                "hits": Metrics::get(&c.hits),
+                "misses": Metrics::get(&c.misses),
+            });
+            (s.name().to_string(), counts)
+        })
+        .collect();
     json!({
         "entries": stats.entries,
         "bytes": stats.bytes,
@@ -44,6 +56,7 @@ fn snapshot(state: &AppState, stats: &larder::Stats) -> serde_json::Value {
         "uploads": Metrics::get(&m.uploads),
         "uploads_in_flight": state.core.uploads.in_flight(),
         "connections_open": Metrics::get(&m.connections_open),
+        "grpc": grpc,
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "version": env!("CARGO_PKG_VERSION"),
     })
@@ -88,6 +101,19 @@ pub async fn page(State(state): State<Arc<AppState>>, method: Method) -> Respons
         format!("{:.1}%", stats.hits as f64 * 100.0 / looked as f64)
     };
     let size = larder::size::format_size;
+    let grpc: String = Service::ALL
+        .iter()
+        .map(|s| {
+            let c = state.core.metrics.grpc(*s);
+            format!(
+                "<tr><th>gRPC {}</th><td>{} calls, {} hits, {} misses</td></tr>\n",
+                s.name(),
+                Metrics::get(&c.calls),
+                Metrics::get(&c.hits),
+                Metrics::get(&c.misses)
+            )
+        })
+        .collect();
     let html = format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
@@ -102,7 +128,7 @@ td,th{{padding:.3em 1em .3em 0;text-align:left}}th{{color:#666;font-weight:norma
 <tr><th>hit ratio</th><td>{ratio} ({hits} hits, {misses} misses)</td></tr>
 <tr><th>traffic</th><td>{bytes_in} in, {bytes_out} out, {requests} requests</td></tr>
 <tr><th>up for</th><td>{uptime:.0} s</td></tr>
-</table>
+{grpc}</table>
 <p><a href="/status">/status</a> · <a href="/metrics">/metrics</a></p>
 </body></html>
 "#,

@@ -359,3 +359,28 @@ async fn error_answers_name_no_server_paths() {
     assert!(!got.text().contains("tmp/"), "{}", got.text());
     assert!(got.text().contains("raise its capacity"), "{}", got.text());
 }
+
+/// A zstd PUT is held to the limit by what it decodes to, not by the bytes
+/// sent; bytes that do not decode are the client's error.
+#[tokio::test]
+async fn zstd_uploads_are_limited_by_what_they_decode_to() {
+    let f = Fixture::with(|o| o.max_blob_size = Some(64 << 10));
+    let zstd = |bytes: &[u8]| zstd::bulk::compress(bytes, 3).expect("zstd");
+    let path = format!("/ac/{}", sha256_hex(b"action"));
+    let put = |body: Vec<u8>| {
+        let length = body.len().to_string();
+        let headers = [("content-length", length.as_str()), ("content-encoding", "zstd")];
+        request("PUT", &path, &headers, Body::from(body))
+    };
+    let large = zstd(&vec![0u8; 1 << 20]);
+    assert!(large.len() < 64 << 10);
+    let got = f.send(put(large)).await;
+    assert_eq!(got.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", got.text());
+    let got = f.send(put(b"not zstd".to_vec())).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST, "{}", got.text());
+    assert!(got.text().contains("zstd"), "{}", got.text());
+    assert_eq!(f.get(&path).await.status, StatusCode::NOT_FOUND);
+    let got = f.send(put(zstd(b"small"))).await;
+    assert_eq!(got.status, StatusCode::CREATED, "{}", got.text());
+    assert_eq!(f.get(&path).await.body, &b"small"[..]);
+}

@@ -2,6 +2,8 @@
 //! print. Each benchmark uses some of it.
 #![allow(dead_code)]
 
+pub mod bazel;
+
 use std::env;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -230,4 +232,58 @@ pub fn wait_with_rusage(child: std::process::Child) -> (std::process::ExitStatus
         assert!(e.kind() == io::ErrorKind::Interrupted, "wait4({pid}): {e}");
     }
     (std::process::ExitStatus::from_raw(status), usage.ru_maxrss.max(0) as u64)
+}
+
+/// A `larder serve` of `home` on a free port of 127.0.0.1, stopped with
+/// SIGTERM when dropped.
+pub struct Larder {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// `127.0.0.1:PORT`, as `grpc://` takes it.
+    pub addr: String,
+}
+
+impl Larder {
+    pub fn start(home: &Path) -> Larder {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
+            .args(["serve", "-H", "127.0.0.1", "-p", "0"])
+            .arg(home)
+            .env("LARDER_HOME", home)
+            .env("LARDER_CAPACITY", "64GiB")
+            .env("LARDER_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("larder serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
+        let url = line.trim().to_string();
+        let addr = url.trim_start_matches("http://").to_string();
+        Larder { child, url, addr }
+    }
+
+    /// The process's peak resident memory so far, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .expect("VmHWM")
+    }
+}
+
+impl Drop for Larder {
+    fn drop(&mut self) {
+        // SAFETY: kill with our child's pid and a valid signal.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
 }

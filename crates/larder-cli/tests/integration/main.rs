@@ -17,6 +17,7 @@ mod http_server;
 mod pools;
 mod pypi;
 mod pyproject;
+mod reapi;
 mod recipes;
 mod remotes;
 mod seeds;

@@ -561,9 +561,8 @@ fn htpasswd_users_read_only_users_and_anonymous_reads() {
     );
 }
 
-#[test]
-fn https_and_http2() {
-    let t = TestDir::new();
+/// A self-signed certificate for 127.0.0.1 and its key, in `t`'s folder.
+pub fn self_signed(t: &TestDir) -> (PathBuf, PathBuf) {
     let (cert, key) = (t.path().join("cert.pem"), t.path().join("key.pem"));
     let status = Command::new("openssl")
         .args([
@@ -586,6 +585,13 @@ fn https_and_http2() {
         .status()
         .expect("openssl");
     assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn https_and_http2() {
+    let t = TestDir::new();
+    let (cert, key) = self_signed(&t);
     let (cert_arg, key_arg) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
     let s = Served::start(&t, &["--tls-cert", cert_arg, "--tls-key", key_arg]);
     assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);

@@ -81,6 +81,33 @@ impl Store {
         found.file.rewind().map_err(|e| Error::io("read", &self.layout.blob(&found.digest), e))
     }
 
+    /// [`Store::lookup`] then [`Store::check_found`]: the blob ready to
+    /// serve, or `None` if it is not stored or its bytes no longer match its
+    /// digest (then it is quarantined and logged, and counts as absent).
+    pub fn open_checked(&self, target: &Target) -> Result<Option<Found>> {
+        let Some(mut found) = self.lookup(target)? else { return Ok(None) };
+        match self.check_found(&mut found) {
+            Ok(()) => Ok(Some(found)),
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                tracing::warn!("{e}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The size of each blob of `digests` the index holds, `None` for the
+    /// others, in order: one lookup each under one lock, no file opened and
+    /// nothing written (see [`Store::note_reads`]).
+    pub fn stored_sizes(&self, digests: &[Digest]) -> Result<Vec<Option<u64>>> {
+        let conn = self.lock();
+        digests
+            .iter()
+            .map(|d| index::blob(&conn, d).map(|row| row.map(|r| r.size)))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.idx_err(e))
+    }
+
     /// Records reads made with [`Store::lookup`] in one transaction: the blobs
     /// used (most recent last) and the hits and misses counted.
     pub fn note_reads(&self, used: &[Digest], hits: u64, misses: u64) -> Result<()> {
