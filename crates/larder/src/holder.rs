@@ -46,9 +46,12 @@ const WRAPPERS: &[&str] = &[
     "flock", "xargs", "sudo", "doas", "su", "runuser", "setpriv", "unbuffer", "strace", "ltrace",
 ];
 
-/// Programs that, as pid 1 or a parent in another session, adopt orphans: a
+/// Programs that adopt orphans (as pid 1, or as a subreaper): a
 /// `larder` whose parent is one of them was orphaned before it looked.
 const INITS: &[&str] = &["init", "systemd", "tini", "dumb-init", "catatonit", "docker-init"];
+
+/// Shells, which as pid 1 of a container may run larder themselves.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "fish", "busybox"];
 
 impl ProcessId {
     /// The process that called larder: the script or shell whose life a hold
@@ -60,13 +63,14 @@ impl ProcessId {
     /// orphaned and adopted) rather than a hold by a process that never ends.
     pub fn caller() -> Result<ProcessId, Error> {
         let mut pid = std::os::unix::process::parent_id();
-        let session = session_of(std::process::id());
         let mut first = true;
         loop {
             let info = ProcessInfo::read(pid).ok_or_else(|| caller_gone(pid))?;
             // An orphan is adopted by an init (or a subreaper, which is one
-            // too); pid 1 in our session is a container's own shell.
-            if first && (info.is_init() || (pid == 1 && session_of(pid) != session)) {
+            // too). Only a shell as pid 1 may be the caller itself: a
+            // container's `sh -c "…"`. Sessions do not tell: a supervisor
+            // that never called setsid shares session 0 with what it runs.
+            if first && (info.is_init() || (pid == 1 && !info.is_shell())) {
                 return Err(caller_gone(pid));
             }
             first = false;
@@ -124,6 +128,10 @@ impl ProcessInfo {
         self.program().is_some_and(|p| WRAPPERS.contains(&p.as_str()))
     }
 
+    fn is_shell(&self) -> bool {
+        self.program().is_some_and(|p| SHELLS.contains(&p.as_str()))
+    }
+
     fn is_init(&self) -> bool {
         self.program().is_some_and(|p| INITS.contains(&p.as_str()))
             || self
@@ -146,15 +154,10 @@ impl ProcessInfo {
     }
 }
 
-fn session_of(pid: u32) -> Option<u32> {
-    read_stat_fields(pid).map(|s| s.session)
-}
-
 /// The fields of `/proc/<pid>/stat` larder reads.
 struct Stat {
     state: char,
     ppid: u32,
-    session: u32,
     start: u64,
 }
 
@@ -172,13 +175,11 @@ fn read_stat(pid: u32) -> Option<(char, u64)> {
 fn read_stat_fields(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &text[text.rfind(')')? + 1..];
-    // Field 3 is the state; then ppid (4), pgrp (5), session (6), and the
-    // start time is field 22.
+    // Field 3 is the state, then ppid (4); the start time is field 22.
     let fields: Vec<&str> = after.split_whitespace().collect();
     Some(Stat {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
         start: fields.get(19)?.parse().ok()?,
     })
 }

@@ -51,6 +51,13 @@ impl HttpOptions {
     }
 }
 
+/// How long a request that sends `size` bytes may take in all: the usual
+/// wait, and as long as the body needs at 64 KiB/s, the slowest uplink worth
+/// waiting for (a client's timeout covers a whole request, body and all).
+pub fn upload_timeout(wait: Duration, size: u64) -> Duration {
+    wait + Duration::from_secs(size / (64 << 10))
+}
+
 /// Whether an answer may be different if the same request is sent again:
 /// a server error, too many requests, a request timeout.
 pub fn is_transient(status: StatusCode) -> bool {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::HttpOptions;
 use crate::remote::Endpoint;
 
 /// What to install, and from where.
@@ -57,10 +58,7 @@ pub fn install(opts: &WheelsInstall) -> Result<WheelsReport> {
     add_requirements(&mut wheel, opts);
     run(wheel, "pip wheel")?;
 
-    let client = reqwest::blocking::Client::builder()
-        .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start an http client: {e}")))?;
+    let client = crate::http::blocking_client(&HttpOptions::default())?;
     let mut report = WheelsReport::default();
     let mut wheels: Vec<PathBuf> = std::fs::read_dir(house.path())
         .map_err(|e| Error::io("read", house.path(), e))?
@@ -93,10 +91,7 @@ pub fn install(opts: &WheelsInstall) -> Result<WheelsReport> {
 pub fn check_server(url: &str) -> Result<()> {
     let endpoint = Endpoint::parse(url)
         .map_err(|why| Error::new(ErrorKind::InvalidInput, format!("-c {why}")))?;
-    let client = reqwest::blocking::Client::builder()
-        .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start an http client: {e}")))?;
+    let client = crate::http::blocking_client(&HttpOptions::default())?;
     let shown = crate::remote::redact(url);
     let response = authed(client.get(format!("{}/simple/", endpoint.base)), &endpoint)
         .send()
@@ -211,6 +206,7 @@ fn server_has(
 fn send(client: &reqwest::blocking::Client, endpoint: &Endpoint, path: &Path) -> Result<()> {
     let filename = file_name(path);
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let size = bytes.len() as u64;
     let parts: Vec<&str> = filename.trim_end_matches(".whl").split('-').collect();
     let (name, version, pyversion) = match parts.as_slice() {
         [name, version, .., py, _abi, _plat] => (*name, *version, *py),
@@ -239,7 +235,9 @@ fn send(client: &reqwest::blocking::Client, endpoint: &Endpoint, path: &Path) ->
                 .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?,
         );
     let url = format!("{}/legacy/", endpoint.base);
-    let response = authed(client.post(&url), endpoint).multipart(form).send().map_err(|e| {
+    let allowed = crate::http::upload_timeout(HttpOptions::default().timeout, size);
+    let request = authed(client.post(&url), endpoint).multipart(form).timeout(allowed);
+    let response = request.send().map_err(|e| {
         Error::new(ErrorKind::Io, format!("cannot upload {filename} to {}: {e}", endpoint.base))
     })?;
     if response.status().is_success() {

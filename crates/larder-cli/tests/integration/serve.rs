@@ -623,6 +623,78 @@ fn https_and_http2() {
     );
 }
 
+/// TLS abuse: bytes that are no ClientHello are dropped at once, handshakes
+/// that stall (silent, half a hello, a record that claims more than it sends)
+/// are let go after the timeout, and meanwhile real clients are served.
+#[test]
+fn tls_garbage_and_stalled_handshakes_are_let_go() {
+    let t = TestDir::new();
+    let (cert, key) = self_signed(&t);
+    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    let s = Served::start(
+        &t,
+        &[
+            "--tls-cert",
+            cert_arg,
+            "--tls-key",
+            key_arg,
+            "--timeout",
+            "1s",
+            "--max-connections",
+            "60",
+        ],
+    );
+    let healthz = format!("{}/healthz", s.url);
+    let closed_by_server = |mut c: TcpStream, what: &str| {
+        c.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        let mut buf = Vec::new();
+        // Ends in EOF or a reset, never in our read timeout.
+        if let Err(e) = c.read_to_end(&mut buf) {
+            assert!(
+                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                "{what}: the server kept the connection: {e}"
+            );
+        }
+    };
+    // Plain HTTP, random bytes and a handshake record of the wrong type.
+    let garbage: [&[u8]; 3] = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[0x8f, 0x02, 0x77, 0x00, 0x13, 0xfe, 0x99, 0x41, 0x00, 0x00, 0x01, 0x7a],
+        &[0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00],
+    ];
+    for sent in garbage {
+        let mut c = TcpStream::connect(&s.addr).expect("connect");
+        c.write_all(sent).expect("write");
+        closed_by_server(c, &format!("garbage {sent:02x?}"));
+    }
+    // Forty stalled handshakes, three kinds.
+    let hello_start: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03];
+    let claims_more: &[u8] = &[0x16, 0x03, 0x01, 0x40, 0x00, 0x01];
+    let stalled: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut c = TcpStream::connect(&s.addr).expect("connect");
+            match i % 3 {
+                0 => {}
+                1 => c.write_all(hello_start).expect("write"),
+                _ => c.write_all(claims_more).expect("write"),
+            }
+            c
+        })
+        .collect();
+    // A real client is not kept out by them.
+    let served = curl(&["--cacert", cert_arg, &healthz]);
+    assert_eq!(served.status, 200, "{served:?}");
+    for c in stalled {
+        closed_by_server(c, "a stalled handshake");
+    }
+    // Their places are free again: as many more, and still a real client.
+    let again: Vec<TcpStream> =
+        (0..40).map(|_| TcpStream::connect(&s.addr).expect("connect")).collect();
+    assert_eq!(curl(&["--cacert", cert_arg, &healthz]).status, 200);
+    drop(again);
+    assert!(s.stop().success());
+}
+
 /// Writes a client configuration with one remote into `t`'s user config.
 fn remote_config(t: &TestDir, url: &str, mode: &str) {
     t.file(

@@ -160,10 +160,7 @@ impl Remote for LarderHttp {
         }
         let what = format!("uploading {digest}");
         let body = reqwest::blocking::Body::sized(file, size);
-        // The client's timeout covers a whole request, body and all: an
-        // upload gets as long as it needs at 64 KiB/s, the slowest uplink
-        // worth waiting for.
-        let allowed = self.timeout + std::time::Duration::from_secs(size / (64 << 10));
+        let allowed = crate::http::upload_timeout(self.timeout, size);
         let request =
             self.client.put(self.url(&Target::Digest(*digest))).body(body).timeout(allowed);
         let response = self.send(request, &what)?;

@@ -389,7 +389,7 @@ impl ObjectRemote {
         }
         let url = format!("{}{path}", dav.base);
         // As long as it needs at 64 KiB/s, like uploads to a larder server.
-        let allowed = dav.timeout + Duration::from_secs(size / (64 << 10));
+        let allowed = crate::http::upload_timeout(dav.timeout, size);
         let mut request =
             dav.client.put(url).body(reqwest::blocking::Body::sized(file, size)).timeout(allowed);
         if let Some(user) = &dav.user {
