@@ -74,6 +74,9 @@ pub struct ServeOptions {
     pub upstreams: Vec<String>,
     /// How long an upstream's page is trusted before it is asked again.
     pub upstream_ttl: Duration,
+    /// How long an upstream may stay silent, well inside pip's and uv's own
+    /// timeouts (15 s and 30 s), so their clients hear from this server first.
+    pub upstream_timeout: Duration,
     /// How often the served folder is looked through for new packages.
     pub rescan: Duration,
     /// Hash every blob read from disk, not only those whose file changed.
@@ -99,6 +102,7 @@ impl ServeOptions {
             memory_cache: 32 << 20,
             upstreams: Vec::new(),
             upstream_ttl: Duration::from_secs(600),
+            upstream_timeout: Duration::from_secs(10),
             rescan: Duration::from_secs(30),
             verify_reads: false,
         }
@@ -177,7 +181,7 @@ impl Assembled {
             core.clone(),
             options.upstreams.clone(),
             options.upstream_ttl,
-            options.timeout,
+            options.upstream_timeout,
         )?);
         let started_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -7,6 +7,7 @@
 //! Routes: `/simple/`, `/simple/<project>/`, `/packages/<project>/<file>`
 //! (and `<file>.metadata`), uploads `POST /` and `POST /legacy/`.
 
+mod flight;
 pub mod folder;
 mod index;
 mod json;
@@ -17,7 +18,7 @@ mod upload;
 pub(crate) mod upstream;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,14 +44,21 @@ pub struct PypiState {
     pub upstreams: Vec<String>,
     /// How long an upstream page is trusted before it is asked again.
     pub ttl: Duration,
+    /// How long an upstream may stay silent, and how long a request with
+    /// nothing to fall back on waits for an upstream's page.
+    pub upstream_timeout: Duration,
     pub client: reqwest::Client,
+    /// Upstream files on their way in, and those remembered as bad.
+    flights: flight::Flights,
+    /// Where downloads in progress are spooled (unnamed files).
+    spool_dir: PathBuf,
     /// Grows at every change, so rendered pages know when they are stale.
     version: AtomicU64,
     pages: std::sync::Mutex<pages::Pages>,
     /// When each upstream's page of each project was last checked.
     checked: std::sync::Mutex<upstream::Checked>,
-    /// One upstream refresh of a project at a time.
-    refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The refreshes running, by project: each says when it is done.
+    refreshing: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     /// Uploads decide and keep one at a time, so two uploads of one file
     /// name with other bytes cannot both be taken.
     publishing: tokio::sync::Mutex<()>,
@@ -81,7 +89,10 @@ impl PypiState {
             index: Index::open(home)?,
             upstreams,
             ttl,
+            upstream_timeout: timeout,
             client,
+            flights: flight::Flights::default(),
+            spool_dir: home.to_path_buf(),
             version: AtomicU64::new(1),
             pages: std::sync::Mutex::default(),
             checked: std::sync::Mutex::default(),
@@ -177,40 +188,22 @@ async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &s
         Some(dist) => (dist, true),
         None => (filename, false),
     };
-    if names::parse_filename(dist).is_none() || names::normalize(project) != project {
+    let listable = names::parse_filename(dist).is_some() || names::parse_legacy(dist).is_some();
+    if !listable || names::normalize(project) != project {
         return text(StatusCode::NOT_FOUND, format!("no file {filename}"));
     }
     let key = file_key(project, filename);
     let target = Target::Key(key.clone());
     let mut response = crate::blobs::get(&state.core, parts, target.clone()).await;
-    if response.status() == StatusCode::NOT_FOUND {
-        // Not here yet: perhaps an upstream lists it, unless this server has
-        // files of its own for the project (which shadow the upstreams').
-        let rows = {
-            let state = state.clone();
-            let project = project.to_string();
-            tokio::task::spawn_blocking(move || state.index.files_of(&project))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default()
+    if response.status() == StatusCode::NOT_FOUND
+        && !state.upstreams.is_empty()
+        && let Some(wanted) = upstream_file(state, project, dist, metadata, &key).await
+    {
+        response = match flight::send(state, parts, wanted).await {
+            Some(r) => r,
+            // Kept meanwhile by another request's download.
+            None => crate::blobs::get(&state.core, parts, target).await,
         };
-        let shadowed = rows.iter().any(|r| r.is_local());
-        let row = rows.into_iter().find(|r| r.filename == dist).filter(|_| !shadowed);
-        // A metadata file is asked of an upstream only if it said it has one.
-        let wanted = row.and_then(|r| match metadata {
-            true => r.metadata_sha256.clone().map(|sha| (r, Some(sha))),
-            false => {
-                let sha = r.sha256.clone();
-                Some((r, sha))
-            }
-        });
-        if let Some((row, expect)) = wanted
-            && let Some(url) = &row.url
-        {
-            let url = if metadata { format!("{url}.metadata") } else { url.clone() };
-            response = upstream::fetch_and_keep(state, &url, expect, key, parts).await;
-        }
     }
     if response.status().is_success() {
         // Files never change under their name.
@@ -220,6 +213,44 @@ async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &s
         );
     }
     response
+}
+
+/// Where an upstream serves `dist` (or its metadata file), if one lists it
+/// and this server has no files of its own for `project` (which shadow the
+/// upstreams'). A project whose page was never fetched is fetched first, so
+/// a client that knows a file's URL gets it without the page.
+async fn upstream_file(
+    state: &Arc<PypiState>,
+    project: &str,
+    dist: &str,
+    metadata: bool,
+    key: &str,
+) -> Option<flight::Wanted> {
+    let rows_of = |state: Arc<PypiState>, project: String| async move {
+        tokio::task::spawn_blocking(move || state.index.files_of(&project))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
+    let mut rows = rows_of(state.clone(), project.to_string()).await;
+    if !rows.iter().any(|r| r.filename == dist) {
+        // Checked lately, this changes nothing; otherwise it fetches the page.
+        let _ = upstream::refresh(state, project).await;
+        rows = rows_of(state.clone(), project.to_string()).await;
+    }
+    if rows.iter().any(|r| r.is_local()) {
+        return None;
+    }
+    let row = rows.into_iter().find(|r| r.filename == dist)?;
+    // A metadata file is asked of an upstream only if it said it has one.
+    let expect = if metadata { Some(row.metadata_sha256.clone()?) } else { row.sha256.clone() };
+    let url = row.url?;
+    Some(flight::Wanted {
+        key: key.to_string(),
+        url: if metadata { format!("{url}.metadata") } else { url },
+        expect: expect.and_then(|hex| format!("sha256:{hex}").parse().ok()),
+    })
 }
 
 pub use larder::time::now;

@@ -596,3 +596,181 @@ fn an_upstream_file_that_breaks_off_or_does_not_match_its_hash_is_not_kept() {
     }
     assert!(!t.json(&["ls", "--json"]).to_string().contains("eta-1.0.tar.gz"));
 }
+
+/// A fake upstream index serving `name`'s wheel and sdist (built in `t`) at
+/// `/simple/<name>/` and `/files/…`, the page giving their sha256; returns
+/// it, the wheel's and the sdist's bytes.
+fn fake_upstream(t: &TestDir, name: &str) -> (crate::http_server::Server, Vec<u8>, Vec<u8>) {
+    let upstream = crate::http_server::Server::start();
+    let src = project(t.path(), name, "1.0", &[]);
+    let dist = t.path().join(format!("{name}-dist"));
+    let wheel = build(&src, "wheel", &dist);
+    let sdist = build(&src, "sdist", &dist);
+    let mut page = String::new();
+    for file in [&wheel, &sdist] {
+        let bytes = std::fs::read(file).expect("dist");
+        let filename = file.file_name().expect("name").to_str().expect("utf-8");
+        page.push_str(&format!(
+            "<a href=\"/files/{filename}#sha256={}\">{filename}</a>\n",
+            crate::archives::sha256_hex(&bytes)
+        ));
+        upstream.add(&format!("/files/{filename}"), bytes);
+    }
+    upstream.add(&format!("/simple/{name}/"), page.into_bytes());
+    let (wheel, sdist) =
+        (std::fs::read(&wheel).expect("wheel"), std::fs::read(&sdist).expect("sdist"));
+    (upstream, wheel, sdist)
+}
+
+/// `pip download` of `requirement` from `index` into `dir`, started.
+fn pip_download(index: &str, dir: &Path, requirement: &str) -> std::process::Child {
+    let mut cmd = python_tool("pip");
+    cmd.args(["download", "--no-deps", "--only-binary", ":all:", "--index-url", index, "-d"])
+        .arg(dir)
+        .arg(requirement)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("pip")
+}
+
+fn output_of(child: std::process::Child) -> (bool, String) {
+    let out = child.wait_with_output().expect("pip");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn eight_pip_clients_on_a_cold_proxy_fetch_each_upstream_file_once() {
+    let t = TestDir::new();
+    let (upstream, wheel, _) = fake_upstream(&t, "once");
+    let wheel_path = "/files/once-1.0-py3-none-any.whl";
+    // Slow enough that all eight ask while the first download is under way.
+    upstream.throttle(wheel_path, wheel.len().max(10) / 2);
+    upstream.throttle("/simple/once/", 2000);
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    let index = format!("{}/simple/", s.url);
+    let clients: Vec<_> = (0..8)
+        .map(|i| pip_download(&index, &t.path().join(format!("d{i}")), "once==1.0"))
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (ok, out) = output_of(client);
+        assert!(ok, "client {i}: {out}");
+        let got = std::fs::read(t.path().join(format!("d{i}/once-1.0-py3-none-any.whl")));
+        assert!(got.is_ok_and(|b| b == wheel), "client {i} got other bytes");
+    }
+    assert_eq!(upstream.count("/simple/once/"), 1, "the page was fetched more than once");
+    assert_eq!(upstream.count(wheel_path), 1, "the wheel was fetched more than once");
+}
+
+#[test]
+fn a_file_url_answers_before_its_project_page_was_fetched_here() {
+    let t = TestDir::new();
+    let (upstream, _, sdist) = fake_upstream(&t, "early");
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    // A client with a lock file asks for the file first.
+    let got = curl(&[&format!("{}/packages/early/early-1.0.tar.gz", s.url)]);
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(got.body == sdist, "other bytes");
+    assert_eq!(upstream.count("/simple/early/"), 1);
+    // A project no upstream has is still a 404.
+    let missing = curl(&[&format!("{}/packages/nothing/nothing-1.0.tar.gz", s.url)]);
+    assert_eq!(missing.status, 404, "{}", missing.text());
+}
+
+#[test]
+fn a_hung_upstream_does_not_hold_up_pip_when_the_page_is_cached() {
+    let t = TestDir::new();
+    let (upstream, _, _) = fake_upstream(&t, "hung");
+    // Every request asks the upstream again.
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/"), "--upstream-ttl", "0s"]);
+    let index = format!("{}/simple/", s.url);
+    let (ok, out) = output_of(pip_download(&index, &t.path().join("warm"), "hung==1.0"));
+    assert!(ok, "{out}");
+    // The upstream now takes requests and never answers: pip, at its default
+    // 15 s timeout, still gets the page it had (and the file is kept here).
+    upstream.hang("/simple/hung/", true);
+    let clients: Vec<_> = (0..4)
+        .map(|i| pip_download(&index, &t.path().join(format!("c{i}")), "hung==1.0"))
+        .collect();
+    for client in clients {
+        let (ok, out) = output_of(client);
+        assert!(ok, "{out}");
+        assert!(!out.contains("timed out") && !out.contains("Retrying"), "{out}");
+    }
+    let log = std::fs::read_to_string(t.path().join("serve.log")).expect("log");
+    assert!(log.contains("serving what was listed before while the refresh goes on"), "{log}");
+    // The failed refresh is remembered: four clients, one request to the upstream.
+    assert!(upstream.count("/simple/hung/") <= 3, "{}", upstream.count("/simple/hung/"));
+}
+
+#[test]
+fn a_dead_upstream_with_nothing_cached_is_a_502_with_its_reason_not_a_404() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &["--upstream", "http://127.0.0.1:1/simple/"]);
+    let got = curl(&[&format!("{}/simple/requests/", s.url)]);
+    assert_eq!(got.status, 502, "{}", got.text());
+    assert!(
+        got.text().contains("upstream http://127.0.0.1:1/simple/: cannot reach it"),
+        "{}",
+        got.text()
+    );
+    let mut cmd = python_tool("pip");
+    cmd.args(["download", "--no-deps", "--index-url", &format!("{}/simple/", s.url), "-d"])
+        .arg(t.path().join("d"))
+        .arg("requests");
+    let out = cmd.output().expect("pip");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("502"), "{text}");
+    let log = std::fs::read_to_string(t.path().join("serve.log")).expect("log");
+    assert!(!log.contains("serving what was listed before"), "nothing was listed: {log}");
+    assert!(log.contains("nothing was listed before"), "{log}");
+}
+
+#[test]
+fn an_upstream_that_stalls_mid_page_is_given_up_and_remembered() {
+    let t = TestDir::new();
+    let (upstream, _, _) = fake_upstream(&t, "stall");
+    upstream.faults("/simple/stall/", &[crate::http_server::Fault::Stall(20)]);
+    let s =
+        Served::start(&t, &["--upstream", &upstream.url("/simple/"), "--upstream-timeout", "2s"]);
+    let page = format!("{}/simple/stall/", s.url);
+    let got = curl(&[&page]);
+    assert_eq!(got.status, 502, "{}", got.text());
+    // Remembered for a while: the next request does not wait on it again.
+    let again = curl(&[&page]);
+    assert_eq!(again.status, 502, "{}", again.text());
+    assert_eq!(upstream.count("/simple/stall/"), 1);
+}
+
+#[test]
+fn a_file_that_fails_its_hash_is_fetched_once_and_pip_says_hash_mismatch() {
+    let t = TestDir::new();
+    let upstream = crate::http_server::Server::start();
+    let src = project(t.path(), "badhash", "1.0", &[]);
+    let wheel = std::fs::read(build(&src, "wheel", &t.path().join("dist"))).expect("wheel");
+    let filename = "badhash-1.0-py3-none-any.whl";
+    upstream.add(
+        "/simple/badhash/",
+        format!("<a href=\"/files/{filename}#sha256={}\">{filename}</a>\n", "0".repeat(64))
+            .into_bytes(),
+    );
+    upstream.add(&format!("/files/{filename}"), wheel);
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    let index = format!("{}/simple/", s.url);
+    // The first pip sees its download break off (the last piece of a file
+    // that fails its hash is never sent); its retries, and every pip after
+    // it, are told the reason without the upstream being asked again.
+    for round in 0..3 {
+        let (ok, out) = output_of(pip_download(&index, &t.path().join("d"), "badhash==1.0"));
+        assert!(!ok, "round {round}: pip took a wrong file: {out}");
+        if round > 0 {
+            assert!(out.contains("hash mismatch"), "round {round}: {out}");
+        }
+    }
+    assert_eq!(upstream.count(&format!("/files/{filename}")), 1);
+    let got = curl(&[&format!("{}/packages/badhash/{filename}", s.url)]);
+    assert_eq!(got.status, 502);
+    assert!(got.text().starts_with("hash mismatch:"), "{}", got.text());
+}

@@ -74,6 +74,13 @@ impl FileRow {
     }
 }
 
+/// An upstream's page of a project as last fetched.
+pub struct UpstreamPage {
+    pub etag: Option<String>,
+    /// It listed nothing (or was not there).
+    pub missing: bool,
+}
+
 /// The database.
 pub struct Index {
     path: PathBuf,
@@ -190,18 +197,30 @@ impl Index {
         })
     }
 
-    /// When `upstream`'s page of `project` was last fetched, with its ETag.
+    /// What is known of `upstream`'s page of `project`, if it was fetched.
     pub fn upstream_page(
         &self,
         upstream: &str,
         project: &str,
-    ) -> Result<Option<(i64, Option<String>)>, Error> {
+    ) -> Result<Option<UpstreamPage>, Error> {
         self.with(|conn| {
             conn.prepare_cached(
-                "SELECT fetched_at, etag FROM upstream_pages WHERE upstream = ?1 AND project = ?2",
+                "SELECT etag, missing FROM upstream_pages WHERE upstream = ?1 AND project = ?2",
             )?
-            .query_row(params![upstream, project], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![upstream, project], |r| {
+                Ok(UpstreamPage { etag: r.get(0)?, missing: r.get(1)? })
+            })
             .optional()
+        })
+    }
+
+    /// Whether `project` has any file listed.
+    pub fn has_files(&self, project: &str) -> Result<bool, Error> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT 1 FROM files WHERE project = ?1 LIMIT 1")?
+                .query_row([project], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
         })
     }
 

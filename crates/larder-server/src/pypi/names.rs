@@ -90,6 +90,41 @@ pub fn parse_filename(filename: &str) -> Option<DistName> {
     Some(DistName { project: normalize(name), version: version.to_string(), kind: Kind::Sdist })
 }
 
+/// Takes apart a legacy binary distribution PyPI still lists, an egg
+/// (`name-version[-pyX.Y[-platform]].egg`) or a Windows installer
+/// (`name-version.platform[-pyX.Y].exe` or `.msi`): the project, normalized,
+/// and the version. Such files are listed and proxied as upstreams list
+/// them, never taken as uploads.
+pub fn parse_legacy(filename: &str) -> Option<(String, String)> {
+    if filename.starts_with('.') || filename.contains(['/', '\\', '\0']) || filename.len() > 255 {
+        return None;
+    }
+    let (name, version) = if let Some(stem) = filename.strip_suffix(".egg") {
+        let mut parts = stem.split('-');
+        (parts.next()?, parts.next()?)
+    } else {
+        let stem = filename.strip_suffix(".exe").or_else(|| filename.strip_suffix(".msi"))?;
+        let stem = match stem.rsplit_once("-py") {
+            Some((rest, py)) if py.bytes().all(|b| b.is_ascii_digit() || b == b'.') => rest,
+            _ => stem,
+        };
+        let split = stem
+            .char_indices()
+            .filter(|(i, c)| *c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            .map(|(i, _)| i)
+            .next()?;
+        let (name, rest) = (&stem[..split], &stem[split + 1..]);
+        let version = [".win", ".linux", ".macosx", ".cygwin"]
+            .iter()
+            .filter_map(|p| rest.find(p))
+            .min()
+            .map_or(rest, |end| &rest[..end]);
+        (name, version)
+    };
+    (is_valid_project(name) && valid_version(version))
+        .then(|| (normalize(name), version.to_string()))
+}
+
 /// Loosely, a PEP 440 version: digits first, then letters, digits, `.`,
 /// `+`, `!`, `_` and `-` (sdists may write local versions with `-`).
 fn valid_version(v: &str) -> bool {
@@ -136,5 +171,23 @@ mod tests {
         check("pkg.tar.gz", None);
         check("pkg-1.0-py3.whl", None);
         check(".hidden-1.0.tar.gz", None);
+    }
+
+    #[test]
+    fn legacy_filenames() {
+        let check = |filename: &str, expected: Option<(&str, &str)>| {
+            let got = parse_legacy(filename);
+            let got = got.as_ref().map(|(p, v)| (p.as_str(), v.as_str()));
+            assert_eq!(got, expected, "{filename}");
+        };
+        check("pydantic_core-0.1-py3.9.egg", Some(("pydantic-core", "0.1")));
+        check("setuptools-0.6c11-py2.7.egg", Some(("setuptools", "0.6c11")));
+        check("simplejson-2.1.0.egg", Some(("simplejson", "2.1.0")));
+        check("numpy-1.0.win32-py2.4.exe", Some(("numpy", "1.0")));
+        check("pywin32-214.win-amd64-py2.6.exe", Some(("pywin32", "214")));
+        check("lxml-2.3.win32-py2.7.msi", Some(("lxml", "2.3")));
+        check("Twisted-8.2.0.win32.exe", Some(("twisted", "8.2.0")));
+        check("evil.exe", None);
+        check("../evil-1.0.egg", None);
     }
 }

@@ -12,9 +12,10 @@ use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use quick_xml::escape::escape;
 
+use super::flight::HangUp;
 use super::index::FileRow;
 use super::{PypiState, json};
-use crate::respond::{self, text};
+use crate::respond::{self, text, with_reason};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 const HTML: &str = "application/vnd.pypi.simple.v1+html";
@@ -211,9 +212,12 @@ pub async fn project_list(state: &Arc<PypiState>, parts: &Parts) -> Response {
 /// every upstream's.
 pub async fn project_page(state: &Arc<PypiState>, parts: &Parts, project: &str) -> Response {
     let Some(format) = negotiate(parts) else { return not_acceptable() };
-    if !state.upstreams.is_empty() {
-        super::upstream::refresh(state, project).await;
-    }
+    let waiting = HangUp::new(format!("the page of {project}"));
+    let upstreams = match state.upstreams.is_empty() {
+        true => Ok(()),
+        false => super::upstream::refresh(state, project).await,
+    };
+    waiting.disarm();
     if let Some(page) = kept(state, project, format) {
         return send(parts, format, &page);
     }
@@ -236,6 +240,10 @@ pub async fn project_page(state: &Arc<PypiState>, parts: &Parts, project: &str) 
         files
     };
     if files.is_empty() {
+        // Not a missing project: the upstreams that would say so are down.
+        if let Err(why) = upstreams {
+            return with_reason(StatusCode::BAD_GATEWAY, &why);
+        }
         return text(StatusCode::NOT_FOUND, format!("no project named {project}"));
     }
     let body = match format {
