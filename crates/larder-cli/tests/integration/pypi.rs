@@ -774,3 +774,70 @@ fn a_file_that_fails_its_hash_is_fetched_once_and_pip_says_hash_mismatch() {
     assert_eq!(got.status, 502);
     assert!(got.text().starts_with("hash mismatch:"), "{}", got.text());
 }
+
+/// A kernel figure of a process from `/proc/<pid>/status`, in bytes.
+fn proc_status_bytes(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with(field)).expect("field");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("number");
+    kib << 10
+}
+
+#[test]
+fn a_seven_megabyte_upstream_page_and_eight_clients_stay_within_a_bounded_memory() {
+    let t = TestDir::new();
+    let upstream = crate::http_server::Server::start();
+    // As large as PyPI's largest pages (pydantic-core: 6.9 MB).
+    let mut page = String::from("<!DOCTYPE html><html><body>\n");
+    let mut files = 0;
+    while page.len() < 7 << 20 {
+        let name =
+            format!("huge-1.{files}-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
+        page.push_str(&format!(
+            "<a href=\"https://files.example/packages/ab/cd/{name}#sha256={:064x}\" data-requires-python=\"&gt;=3.8\">{name}</a><br/>\n",
+            files
+        ));
+        files += 1;
+    }
+    page.push_str("</body></html>\n");
+    let page_size = page.len() as u64;
+    upstream.add("/simple/huge/", page.into_bytes());
+    upstream.add("/simple/small/", b"<a href=\"small-1.0.tar.gz\">small-1.0.tar.gz</a>".to_vec());
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    // The server as it is once it has served something.
+    assert_eq!(curl(&[&format!("{}/simple/small/", s.url)]).status, 200);
+    let before = proc_status_bytes(s.pid(), "VmRSS:");
+    let url = format!("{}/simple/huge/", s.url);
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            // pip asks for JSON, uv too; browsers and older tools for HTML.
+            let accept = if i % 2 == 0 {
+                "Accept: application/vnd.pypi.simple.v1+json"
+            } else {
+                "Accept: text/html"
+            };
+            std::thread::spawn(move || curl(&["-H", accept, &url]))
+        })
+        .collect();
+    for client in clients {
+        let got = client.join().expect("client");
+        assert_eq!(got.status, 200);
+        assert!(got.text().matches(".whl").count() >= files, "not every file is listed");
+    }
+    let peak = proc_status_bytes(s.pid(), "VmHWM:");
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "page {} MiB: rss before {} MiB, peak {} MiB (+{:.1}x the page)",
+        page_size >> 20,
+        before >> 20,
+        peak >> 20,
+        grown as f64 / page_size as f64
+    );
+    assert!(
+        grown < 12 * page_size,
+        "the server grew by {} MiB for a {} MiB page",
+        grown >> 20,
+        page_size >> 20
+    );
+}
