@@ -23,7 +23,7 @@ mod listen;
 mod metrics;
 mod paths;
 mod pool;
-mod pypi;
+pub mod pypi;
 mod reapi;
 mod respond;
 mod state;
@@ -238,6 +238,26 @@ async fn serve(mut options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Res
             }
         })
     };
+    // `larder pypi rm|yank|unyank` change the index from another process.
+    let index_watcher = {
+        let pypi = pypi.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut seen = None;
+            loop {
+                tick.tick().await;
+                let p = pypi.clone();
+                let Ok(Ok(now)) = tokio::task::spawn_blocking(move || p.index.data_version()).await
+                else {
+                    continue;
+                };
+                if seen.is_some_and(|s| s != now) {
+                    pypi.changed();
+                }
+                seen = Some(now);
+            }
+        })
+    };
     let allowed = usize::try_from(listen::connections_allowed()).unwrap_or(usize::MAX).max(1);
     if options.max_connections > allowed {
         tracing::warn!(
@@ -285,6 +305,7 @@ async fn serve(mut options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Res
     listen::accept_until_signal(listener, tls, router, &options, metrics).await;
     flusher.abort();
     rescanner.abort();
+    index_watcher.abort();
     let _ = tokio::task::spawn_blocking(flush).await;
     Ok(())
 }

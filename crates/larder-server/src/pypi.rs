@@ -11,6 +11,7 @@ mod flight;
 pub mod folder;
 mod index;
 mod json;
+pub mod manage;
 pub(crate) mod meta;
 pub mod names;
 mod pages;
@@ -31,14 +32,16 @@ use axum::response::Response;
 use axum::routing::{any, post};
 use larder::{Error, Target};
 
-use crate::respond::{redirect, text};
+use crate::respond::{self, redirect, text};
 use crate::state::Core;
 pub use index::Index;
 
 /// The package index of a server: its own database and caches, and the
 /// store's core it keeps its files in.
 pub struct PypiState {
+    /// The store and what every door shares.
     pub core: Arc<Core>,
+    /// The index's own database.
     pub index: Index,
     /// Simple indexes to proxy, in order (each ending in `/`).
     pub upstreams: Vec<String>,
@@ -47,6 +50,7 @@ pub struct PypiState {
     /// How long an upstream may stay silent, and how long a request with
     /// nothing to fall back on waits for an upstream's page.
     pub upstream_timeout: Duration,
+    /// Asks the upstreams.
     pub client: reqwest::Client,
     /// Upstream files on their way in, and those remembered as bad.
     flights: flight::Flights,
@@ -65,6 +69,7 @@ pub struct PypiState {
 }
 
 impl PypiState {
+    /// The package index of the home `home`, proxying `upstreams`.
     pub fn open(
         home: &Path,
         core: Arc<Core>,
@@ -167,10 +172,10 @@ async fn simple(State(state): State<Arc<PypiState>>, request: Request) -> Respon
     pages::project_page(&state, &parts, &normal).await
 }
 
-/// `/packages/<project>/<file>`.
+/// `/packages/<project>/<file>`: read, or removed (DELETE).
 async fn packages(State(state): State<Arc<PypiState>>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    if !matches!(parts.method, Method::GET | Method::HEAD) {
+    if !matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE) {
         return not_allowed(&parts.method);
     }
     let rest = parts.uri.path().strip_prefix("/packages/").unwrap_or_default();
@@ -178,7 +183,48 @@ async fn packages(State(state): State<Arc<PypiState>>, request: Request) -> Resp
         return text(StatusCode::NOT_FOUND, "files are at /packages/<project>/<file>");
     };
     let filename = larder::percent::decode_lossy(filename);
+    if parts.method == Method::DELETE {
+        if filename.ends_with(".metadata") {
+            return respond::with_reason(
+                StatusCode::BAD_REQUEST,
+                "a .metadata file goes with its wheel: DELETE the wheel",
+            );
+        }
+        let chosen = manage::Chosen {
+            project: project.to_string(),
+            version: None,
+            filename: Some(filename.to_string()),
+        };
+        return change(&state, chosen, manage::Change::Remove).await;
+    }
     file(&state, &parts, project, &filename).await
+}
+
+/// Applies a lifecycle change (the caller was authorized to write).
+pub async fn change(
+    state: &Arc<PypiState>,
+    chosen: manage::Chosen,
+    change: manage::Change,
+) -> Response {
+    let _publishing = state.publishing.lock().await;
+    let pypi = state.clone();
+    let verb = match &change {
+        manage::Change::Remove => "removed",
+        manage::Change::Yank(_) => "yanked",
+        manage::Change::Unyank => "unyanked",
+    };
+    let done =
+        state.core.pool.run(move |store| manage::apply(&pypi.index, store, &chosen, &change)).await;
+    state.changed();
+    match done {
+        Ok(files) => {
+            respond::with_reason(StatusCode::OK, &format!("OK, {verb} {}", files.join(", ")))
+        }
+        Err(e) => {
+            let (status, message) = respond::told(&e);
+            respond::with_reason(status, &message)
+        }
+    }
 }
 
 /// A distribution file, or its `.metadata`: from the store, or fetched from

@@ -61,7 +61,8 @@ fn twine_uploads_and_pip_and_uv_install_from_html_and_json() {
     let (ok, out) = twine(&s, "alice", &[&wheel], "/");
     assert!(ok, "{out}");
     let (ok, out) = twine(&s, "reader", &[&wheel], "/");
-    assert!(!ok && out.contains("403"), "{out}");
+    // twine prints the reason phrase: the reason is there.
+    assert!(!ok && out.contains("403") && out.contains("reader may only read"), "{out}");
 
     // PEP 503 HTML and PEP 691 JSON, by Accept.
     let html = curl(&["-H", "Accept: text/html", &format!("{}/simple/holy-grail/", s.url)]);
@@ -226,8 +227,8 @@ fn bad_uploads_get_a_clear_400_and_store_nothing() {
             "not a wheel (zip)",
         ),
         (
-            vec![":action=remove_pkg".into(), "name=holy-grail".into(), content.clone()],
-            "the action remove_pkg is not supported",
+            vec![":action=submit".into(), "name=holy-grail".into(), content.clone()],
+            "the action submit is not supported",
         ),
     ];
     for (form, expected) in cases {
@@ -646,7 +647,7 @@ fn eight_pip_clients_on_a_cold_proxy_fetch_each_upstream_file_once() {
     let (upstream, wheel, _) = fake_upstream(&t, "once");
     let wheel_path = "/files/once-1.0-py3-none-any.whl";
     // Slow enough that all eight ask while the first download is under way.
-    upstream.throttle(wheel_path, wheel.len().max(10) / 2);
+    upstream.throttle(wheel_path, wheel.len().max(20) / 4);
     upstream.throttle("/simple/once/", 2000);
     let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
     let index = format!("{}/simple/", s.url);
@@ -840,4 +841,133 @@ fn a_seven_megabyte_upstream_page_and_eight_clients_stay_within_a_bounded_memory
         grown >> 20,
         page_size >> 20
     );
+}
+
+/// The JSON page of `project`, or the status it got.
+fn json_page(s: &Served, project: &str) -> Result<serde_json::Value, u16> {
+    let got = curl(&[
+        "-H",
+        "Accept: application/vnd.pypi.simple.v1+json",
+        &format!("{}/simple/{project}/", s.url),
+    ]);
+    if got.status != 200 {
+        return Err(got.status);
+    }
+    Ok(serde_json::from_slice(&got.body).expect("json"))
+}
+
+/// Each file of a JSON page and how it is yanked (`false` or the reason).
+fn yanks(page: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    let files = page["files"].as_array().expect("files");
+    files
+        .iter()
+        .map(|f| (f["filename"].as_str().expect("filename").to_string(), f["yanked"].clone()))
+        .collect()
+}
+
+#[test]
+fn releases_are_yanked_and_removed_over_http_and_with_larder_pypi() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &["-u", &users(&t), "--anonymous-read"]);
+    let dist = t.path().join("dist");
+    let one = project(t.path(), "life", "1.0", &[]);
+    let two = project(t.path(), "life", "2.0", &[]);
+    let files =
+        [build(&one, "wheel", &dist), build(&one, "sdist", &dist), build(&two, "wheel", &dist)];
+    let (ok, out) = twine(&s, "alice", &files.iter().map(|p| p.as_path()).collect::<Vec<_>>(), "/");
+    assert!(ok, "{out}");
+    let installed = |tool: &str, dir: &str| {
+        let target = t.path().join(dir);
+        let index = format!("{}/simple/", s.url);
+        let mut cmd = python_tool(tool);
+        if tool == "uv" {
+            cmd.arg("pip");
+        }
+        cmd.args(["install", "--index-url", &index, "--target"]).arg(&target).arg("life");
+        run_ok(cmd);
+        let mut found: Vec<String> = std::fs::read_dir(&target)
+            .expect("target")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".dist-info"))
+            .collect();
+        found.sort();
+        found
+    };
+
+    // A reader may not change the index; the reason reaches the client.
+    let refused = curl(&[
+        "-u",
+        "reader:pw",
+        "-F",
+        ":action=yank",
+        "-F",
+        "name=life",
+        "-F",
+        "version=2.0",
+        &format!("{}/legacy/", s.url),
+    ]);
+    assert_eq!(refused.status, 403);
+    assert!(refused.headers.lines().next().is_some_and(|l| l.contains("may only read")));
+
+    // Yanked over HTTP: pip and uv pass 2.0 by unless it is pinned.
+    let yanked = post(&s, &[":action=yank", "name=life", "version=2.0", "reason=broken build"]);
+    assert_eq!(yanked.status, 200, "{}", yanked.text());
+    let page = json_page(&s, "life").expect("page");
+    assert!(
+        yanks(&page).contains(&("life-2.0-py3-none-any.whl".into(), "broken build".into())),
+        "{page}"
+    );
+    let html = curl(&["-H", "Accept: text/html", &format!("{}/simple/life/", s.url)]).text();
+    assert!(html.contains("data-yanked=\"broken build\">life-2.0-py3-none-any.whl"), "{html}");
+    assert_eq!(installed("pip", "pip-yanked"), ["life-1.0.dist-info"]);
+    assert_eq!(installed("uv", "uv-yanked"), ["life-1.0.dist-info"]);
+
+    // Unyanked with `larder pypi`, on the home the server serves: it notices.
+    let out = t.run(&["pypi", "unyank", "life", "2.0"]).ok();
+    assert!(out.contains("unyanked life-2.0-py3-none-any.whl"), "{out}");
+    wait_for("the unyank served", || {
+        json_page(&s, "life").is_ok_and(|p| yanks(&p).iter().all(|(_, y)| *y == false))
+    });
+    assert_eq!(installed("pip", "pip-unyanked"), ["life-2.0.dist-info"]);
+
+    // One file removed with DELETE, a release with pypiserver's remove_pkg:
+    // the wheel's metadata goes with it.
+    let deleted = curl(&[
+        "-u",
+        "alice:pw",
+        "-X",
+        "DELETE",
+        &format!("{}/packages/life/life-1.0.tar.gz", s.url),
+    ]);
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let removed = post(&s, &[":action=remove_pkg", "name=life", "version=1.0"]);
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    let page = json_page(&s, "life").expect("page");
+    assert_eq!(yanks(&page), [("life-2.0-py3-none-any.whl".to_string(), false.into())]);
+    let ls = t.json(&["ls", "--json"]).to_string();
+    assert!(!ls.contains("life-1.0"), "{ls}");
+    assert!(ls.contains("life-2.0-py3-none-any.whl.metadata"), "{ls}");
+    let gone = curl(&[&format!("{}/packages/life/life-1.0-py3-none-any.whl", s.url)]);
+    assert_eq!(gone.status, 404);
+    let again = post(&s, &[":action=remove_pkg", "name=life", "version=1.0"]);
+    assert_eq!(again.status, 404, "{}", again.text());
+
+    // The last release removed with `larder pypi rm`: no project any more.
+    let out = t.run(&["pypi", "rm", "life", "2.0"]).ok();
+    assert!(out.contains("removed life-2.0-py3-none-any.whl"), "{out}");
+    wait_for("the removal served", || json_page(&s, "life") == Err(404));
+    assert!(!t.json(&["ls", "--json"]).to_string().contains("life-"), "orphans left");
+}
+
+#[test]
+fn a_wheel_whose_tags_are_not_valid_is_refused() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &["-u", &users(&t)]);
+    let src = project(t.path(), "tagged", "1.0", &[]);
+    let wheel = build(&src, "wheel", &t.path().join("dist"));
+    let renamed = wheel.with_file_name("tagged-1.0-py3-none-anything.whl");
+    std::fs::rename(&wheel, &renamed).expect("rename");
+    let (ok, out) = twine(&s, "alice", &[&renamed], "/");
+    assert!(!ok && out.contains("`anything` is not a valid platform tag"), "{out}");
+    assert_eq!(t.json(&["ls", "--json"]), serde_json::json!([]));
 }

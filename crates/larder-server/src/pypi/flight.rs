@@ -201,7 +201,7 @@ impl Reader {
                 Stage::Coming { released, .. } => (released, None),
                 Stage::Whole(total) => (total, Some(total)),
                 Stage::Failed(failure) => {
-                    self.hang_up.take().map(HangUp::disarm);
+                    self.quiet();
                     let why = match failure {
                         Failure::NotFound(w) | Failure::Upstream(w) => w,
                         Failure::HashMismatch(w) => format!("hash mismatch: {w}"),
@@ -229,7 +229,7 @@ impl Reader {
                 };
             }
             if end.is_some() {
-                self.hang_up.take().map(HangUp::disarm);
+                self.quiet();
                 return None;
             }
             if self.stage.changed().await.is_err() {
@@ -238,9 +238,16 @@ impl Reader {
         }
     }
 
+    /// Ends without the hang-up being logged.
+    fn quiet(&mut self) {
+        if let Some(hang_up) = self.hang_up.take() {
+            hang_up.disarm();
+        }
+    }
+
     /// The reader once its body ended with an error: it yields nothing more.
     fn ended(mut self) -> Reader {
-        self.hang_up.take().map(HangUp::disarm);
+        self.quiet();
         self.done = true;
         self
     }

@@ -88,6 +88,7 @@ pub struct Index {
 }
 
 impl Index {
+    /// Opens (or makes) the database in `home`.
     pub fn open(home: &Path) -> Result<Index, Error> {
         let path = home.join("pypi-v1.sqlite");
         let conn = larder::sqlite::open(&path, MIGRATIONS)?;
@@ -161,6 +162,21 @@ impl Index {
             conn.prepare_cached("DELETE FROM files WHERE filename = ?1")?.execute([filename])?;
             Ok(())
         })
+    }
+
+    /// Yanks `filename` (with a reason, possibly empty) or, with `None`, unyanks it.
+    pub fn set_yanked(&self, filename: &str, reason: Option<&str>) -> Result<(), Error> {
+        self.with(|conn| {
+            conn.prepare_cached("UPDATE files SET yanked = ?2 WHERE filename = ?1")?
+                .execute(params![filename, reason])?;
+            Ok(())
+        })
+    }
+
+    /// A number that moves whenever another connection (another process:
+    /// `larder pypi`) changed the database.
+    pub fn data_version(&self) -> Result<i64, Error> {
+        self.with(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
     }
 
     /// Replaces what `upstream` lists for `project` (keeping this server's

@@ -17,7 +17,9 @@ pub fn is_valid_project(name: &str) -> bool {
 /// What kind of distribution a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A built distribution (`.whl`).
     Wheel,
+    /// A source distribution (`.tar.gz`, `.zip`...).
     Sdist,
 }
 
@@ -46,6 +48,7 @@ pub struct DistName {
     pub project: String,
     /// The version, as written.
     pub version: String,
+    /// Wheel or sdist.
     pub kind: Kind,
 }
 
@@ -88,6 +91,67 @@ pub fn parse_filename(filename: &str) -> Option<DistName> {
         return None;
     }
     Some(DistName { project: normalize(name), version: version.to_string(), kind: Kind::Sdist })
+}
+
+/// Why a wheel's tags (PEP 425) are not ones any installer matches, if
+/// they are not: `py3-none-anything` would be listed and never installed.
+pub fn wheel_tags_problem(filename: &str) -> Option<String> {
+    let stem = filename.strip_suffix(".whl")?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    let [python, abi, platform] = parts[parts.len().saturating_sub(3)..] else { return None };
+    let word = |t: &str| {
+        !t.is_empty()
+            && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let interpreter = |t: &str| {
+        ["py", "cp", "pp", "ip", "jy", "graalpy"].iter().any(|p| {
+            t.strip_prefix(p)
+                .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit() || b == b'_'))
+        })
+    };
+    let abi_ok = |t: &str| {
+        t == "none"
+            || t.starts_with("abi")
+            || ["cp", "pp", "pypy", "graalpy", "ip", "jy"].iter().any(|p| t.starts_with(p))
+    };
+    const PLATFORMS: [&str; 16] = [
+        "linux_",
+        "manylinux",
+        "musllinux_",
+        "macosx_",
+        "win32",
+        "win_",
+        "android_",
+        "ios_",
+        "emscripten_",
+        "pyodide_",
+        "freebsd_",
+        "netbsd_",
+        "openbsd_",
+        "solaris_",
+        "cygwin_",
+        "aix_",
+    ];
+    let platform_ok = |t: &str| t == "any" || PLATFORMS.iter().any(|p| t.starts_with(p));
+    let bad = |kind: &str, tag: &str| {
+        Some(format!("`{tag}` is not a valid {kind} tag of a wheel (PEP 425)"))
+    };
+    for t in python.split('.') {
+        if !(word(t) && interpreter(t)) {
+            return bad("python", t);
+        }
+    }
+    for t in abi.split('.') {
+        if !(word(t) && abi_ok(t)) {
+            return bad("ABI", t);
+        }
+    }
+    for t in platform.split('.') {
+        if !(word(t) && platform_ok(t)) {
+            return bad("platform", t);
+        }
+    }
+    None
 }
 
 /// Takes apart a legacy binary distribution PyPI still lists, an egg
@@ -171,6 +235,28 @@ mod tests {
         check("pkg.tar.gz", None);
         check("pkg-1.0-py3.whl", None);
         check(".hidden-1.0.tar.gz", None);
+    }
+
+    #[test]
+    fn wheel_tags() {
+        for good in [
+            "a-1.0-py3-none-any.whl",
+            "a-1.0-py2.py3-none-any.whl",
+            "a-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+            "a-1.0-cp39-abi3-macosx_10_9_universal2.whl",
+            "a-1.0-cp312-cp312-win_amd64.whl",
+            "a-1.0-pp310-pypy310_pp73-win32.whl",
+            "a-1.0-1build-cp313-cp313t-musllinux_1_2_aarch64.whl",
+        ] {
+            assert_eq!(wheel_tags_problem(good), None, "{good}");
+        }
+        for bad in [
+            "a-1.0-py3-none-anything.whl",
+            "a-1.0-python3-none-any.whl",
+            "a-1.0-py3-nothing-any.whl",
+        ] {
+            assert!(wheel_tags_problem(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

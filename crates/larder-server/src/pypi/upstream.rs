@@ -39,7 +39,7 @@ pub const STALE_GRACE: Duration = Duration::from_secs(2);
 fn recent(state: &PypiState, upstream: &str, project: &str) -> Option<Option<String>> {
     let checked = state.checked.lock().unwrap_or_else(|p| p.into_inner());
     let (at, failure) = checked.0.get(&(upstream.to_string(), project.to_string()))?;
-    let trusted = if failure.is_some() { FAILURE_MEMORY.min(state.ttl) } else { state.ttl };
+    let trusted = if failure.is_some() { FAILURE_MEMORY } else { state.ttl };
     (at.elapsed() < trusted).then(|| failure.clone())
 }
 
