@@ -67,8 +67,10 @@ impl Failure {
         match self {
             Failure::NotFound(why) => text(StatusCode::NOT_FOUND, why.clone()),
             Failure::Upstream(why) => with_reason(StatusCode::BAD_GATEWAY, why),
+            // Not a 502, which pip retries and then reports without its
+            // reason: a 409 it reports at once, with the reason phrase.
             Failure::HashMismatch(why) => {
-                with_reason(StatusCode::BAD_GATEWAY, &format!("hash mismatch: {why}"))
+                with_reason(StatusCode::CONFLICT, &format!("hash mismatch: {why}"))
             }
         }
     }

@@ -106,7 +106,7 @@ pub async fn refresh(state: &Arc<PypiState>, project: &str) -> Result<(), String
     let wait = if listed { STALE_GRACE } else { state.upstream_timeout };
     if tokio::time::timeout(wait, done.wait_for(|d| *d)).await.is_err() {
         if listed {
-            tracing::info!(
+            tracing::warn!(
                 "upstream: {project}: no answer within {} s; serving what was listed before while the refresh goes on",
                 wait.as_secs()
             );
