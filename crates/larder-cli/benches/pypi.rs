@@ -219,6 +219,12 @@ fn make_packages(folder: &Path, scale: &Scale) -> usize {
             zip.write_all(format!("VERSION = {version:?}\n").as_bytes()).expect("zip");
             zip.start_file(format!("{module}-{version}.dist-info/METADATA"), options).expect("zip");
             zip.write_all(metadata.as_bytes()).expect("zip");
+            // pip reads it before it takes a wheel.
+            zip.start_file(format!("{module}-{version}.dist-info/WHEEL"), options).expect("zip");
+            zip.write_all(
+                b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            )
+            .expect("zip");
             zip.finish().expect("zip");
             // An sdist.
             let sdist = folder.join(format!("{module}-{version}.tar.gz"));
