@@ -4,7 +4,11 @@
 //! - the time to index a folder of 20,000 files (2,000 projects, 5 versions,
 //!   a wheel and an sdist each) at start;
 //! - requests per second for `/simple/` and for one project's page, loaded
-//!   by wrk (target: at least 1,000 times pypiserver's).
+//!   by wrk (target: at least 1,000 times pypiserver's);
+//! - `pip download` of a pinned set of wheels through `larder serve
+//!   --upstream`, cold and warm, beside the same straight from the upstream
+//!   (a static file server, Python's `http.server`, whose log counts the
+//!   GETs the proxy made).
 //!
 //! pypiserver runs as `pip install pypiserver` leaves it (its default
 //! backend), with no authentication and no fallback to PyPI.
@@ -86,9 +90,112 @@ fn main() {
     }
     drop(larder);
     drop(pypiserver);
+    proxy(&root, &scale, &mut table);
     println!();
     table.print();
     drop(tmp);
+}
+
+/// `pip download` of a pinned set through the proxy, cold and warm, beside
+/// the same straight from the upstream, with the upstream's GETs counted.
+fn proxy(root: &Path, scale: &Scale, table: &mut Table) {
+    let projects = scale.projects.min(32);
+    let tree = root.join("upstream");
+    let packages = root.join("upstream-packages");
+    make_packages(&packages, &Scale { projects, versions: 1, ..*scale });
+    let mut requirements = String::new();
+    for entry in fs::read_dir(&packages).expect("packages") {
+        let path = entry.expect("entry").path();
+        let filename = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        let Some(module) = filename.strip_suffix("-1.0-py3-none-any.whl") else { continue };
+        let project = module.replace('_', "-");
+        let bytes = fs::read(&path).expect("wheel");
+        let sha = larder::Digest::of(&bytes).hex();
+        let dir = tree.join("simple").join(&project);
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(
+            dir.join("index.html"),
+            format!("<a href=\"/files/{filename}#sha256={sha}\">{filename}</a>\n"),
+        )
+        .expect("page");
+        fs::create_dir_all(tree.join("files")).expect("mkdir");
+        fs::write(tree.join("files").join(&filename), bytes).expect("file");
+        requirements.push_str(&format!("{project}==1.0\n"));
+    }
+    let requirements_file = root.join("requirements.txt");
+    fs::write(&requirements_file, requirements).expect("requirements");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let log = root.join("upstream.log");
+    let mut upstream = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+        .arg(&tree)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("python3 -m http.server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the upstream did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let upstream_url = format!("http://127.0.0.1:{port}/simple/");
+    let gets = || fs::read_to_string(&log).unwrap_or_default().matches("\"GET ").count();
+    let download = |index: &str, into: &str| {
+        let start = Instant::now();
+        let out = Command::new(tool("pip"))
+            .args(["download", "--no-deps", "--only-binary", ":all:", "-q", "--index-url", index])
+            .arg("-d")
+            .arg(root.join(into))
+            .arg("-r")
+            .arg(&requirements_file)
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env("PIP_NO_CACHE_DIR", "1")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .output()
+            .expect("pip (the test command installs it)");
+        assert!(out.status.success(), "pip: {}", String::from_utf8_lossy(&out.stderr));
+        start.elapsed().as_secs_f64()
+    };
+    let direct = download(&upstream_url, "direct");
+    let direct_gets = gets();
+    let home = root.join("proxy-home");
+    fs::create_dir_all(&home).expect("mkdir");
+    let mut child = Command::new(LARDER)
+        .args(["serve", "-H", "127.0.0.1", "-p", "0", "--upstream", &upstream_url])
+        .env("LARDER_HOME", &home)
+        .env("LARDER_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("larder serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
+    let proxy = Server { child, url: line.trim().to_string() };
+    let index = format!("{}/simple/", proxy.url);
+    let cold = download(&index, "cold");
+    let cold_gets = gets() - direct_gets;
+    let warm = download(&index, "warm");
+    let warm_gets = gets() - direct_gets - cold_gets;
+    println!(
+        "    pip download {projects} wheels: direct {}, proxy cold {} ({cold_gets} upstream GETs), warm {} ({warm_gets})",
+        secs(direct),
+        secs(cold),
+        secs(warm)
+    );
+    for (case, time, got) in [("cold", cold, cold_gets), ("warm", warm, warm_gets)] {
+        table.row(
+            format!("pip download {projects} wheels via the proxy, {case} ({got} upstream GETs)"),
+            secs(time),
+            format!("straight from the upstream: {} ({direct_gets} GETs)", secs(direct)),
+            ratio(time, direct),
+        );
+    }
+    drop(proxy);
+    let _ = upstream.kill();
+    let _ = upstream.wait();
 }
 
 /// Writes the folder of packages; returns how many files.
@@ -112,6 +219,12 @@ fn make_packages(folder: &Path, scale: &Scale) -> usize {
             zip.write_all(format!("VERSION = {version:?}\n").as_bytes()).expect("zip");
             zip.start_file(format!("{module}-{version}.dist-info/METADATA"), options).expect("zip");
             zip.write_all(metadata.as_bytes()).expect("zip");
+            // pip reads it before it takes a wheel.
+            zip.start_file(format!("{module}-{version}.dist-info/WHEEL"), options).expect("zip");
+            zip.write_all(
+                b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            )
+            .expect("zip");
             zip.finish().expect("zip");
             // An sdist.
             let sdist = folder.join(format!("{module}-{version}.tar.gz"));

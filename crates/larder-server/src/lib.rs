@@ -23,7 +23,7 @@ mod listen;
 mod metrics;
 mod paths;
 mod pool;
-mod pypi;
+pub mod pypi;
 mod reapi;
 mod respond;
 mod state;
@@ -74,6 +74,9 @@ pub struct ServeOptions {
     pub upstreams: Vec<String>,
     /// How long an upstream's page is trusted before it is asked again.
     pub upstream_ttl: Duration,
+    /// How long an upstream may stay silent, well inside pip's and uv's own
+    /// timeouts (15 s and 30 s), so their clients hear from this server first.
+    pub upstream_timeout: Duration,
     /// How often the served folder is looked through for new packages.
     pub rescan: Duration,
     /// Hash every blob read from disk, not only those whose file changed.
@@ -99,6 +102,7 @@ impl ServeOptions {
             memory_cache: 32 << 20,
             upstreams: Vec::new(),
             upstream_ttl: Duration::from_secs(600),
+            upstream_timeout: Duration::from_secs(10),
             rescan: Duration::from_secs(30),
             verify_reads: false,
         }
@@ -177,7 +181,7 @@ impl Assembled {
             core.clone(),
             options.upstreams.clone(),
             options.upstream_ttl,
-            options.timeout,
+            options.upstream_timeout,
         )?);
         let started_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -234,6 +238,26 @@ async fn serve(mut options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Res
             }
         })
     };
+    // `larder pypi rm|yank|unyank` change the index from another process.
+    let index_watcher = {
+        let pypi = pypi.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut seen = None;
+            loop {
+                tick.tick().await;
+                let p = pypi.clone();
+                let Ok(Ok(now)) = tokio::task::spawn_blocking(move || p.index.data_version()).await
+                else {
+                    continue;
+                };
+                if seen.is_some_and(|s| s != now) {
+                    pypi.changed();
+                }
+                seen = Some(now);
+            }
+        })
+    };
     let allowed = usize::try_from(listen::connections_allowed()).unwrap_or(usize::MAX).max(1);
     if options.max_connections > allowed {
         tracing::warn!(
@@ -281,6 +305,7 @@ async fn serve(mut options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Res
     listen::accept_until_signal(listener, tls, router, &options, metrics).await;
     flusher.abort();
     rescanner.abort();
+    index_watcher.abort();
     let _ = tokio::task::spawn_blocking(flush).await;
     Ok(())
 }

@@ -7,9 +7,11 @@
 //! Routes: `/simple/`, `/simple/<project>/`, `/packages/<project>/<file>`
 //! (and `<file>.metadata`), uploads `POST /` and `POST /legacy/`.
 
+mod flight;
 pub mod folder;
 mod index;
 mod json;
+pub mod manage;
 pub(crate) mod meta;
 pub mod names;
 mod pages;
@@ -17,7 +19,7 @@ mod upload;
 pub(crate) mod upstream;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,33 +32,44 @@ use axum::response::Response;
 use axum::routing::{any, post};
 use larder::{Error, Target};
 
-use crate::respond::{redirect, text};
+use crate::respond::{self, redirect, text};
 use crate::state::Core;
 pub use index::Index;
 
 /// The package index of a server: its own database and caches, and the
 /// store's core it keeps its files in.
 pub struct PypiState {
+    /// The store and what every door shares.
     pub core: Arc<Core>,
+    /// The index's own database.
     pub index: Index,
     /// Simple indexes to proxy, in order (each ending in `/`).
     pub upstreams: Vec<String>,
     /// How long an upstream page is trusted before it is asked again.
     pub ttl: Duration,
+    /// How long an upstream may stay silent, and how long a request with
+    /// nothing to fall back on waits for an upstream's page.
+    pub upstream_timeout: Duration,
+    /// Asks the upstreams.
     pub client: reqwest::Client,
+    /// Upstream files on their way in, and those remembered as bad.
+    flights: flight::Flights,
+    /// Where downloads in progress are spooled (unnamed files).
+    spool_dir: PathBuf,
     /// Grows at every change, so rendered pages know when they are stale.
     version: AtomicU64,
     pages: std::sync::Mutex<pages::Pages>,
     /// When each upstream's page of each project was last checked.
     checked: std::sync::Mutex<upstream::Checked>,
-    /// One upstream refresh of a project at a time.
-    refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The refreshes running, by project: each says when it is done.
+    refreshing: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     /// Uploads decide and keep one at a time, so two uploads of one file
     /// name with other bytes cannot both be taken.
     publishing: tokio::sync::Mutex<()>,
 }
 
 impl PypiState {
+    /// The package index of the home `home`, proxying `upstreams`.
     pub fn open(
         home: &Path,
         core: Arc<Core>,
@@ -81,7 +94,10 @@ impl PypiState {
             index: Index::open(home)?,
             upstreams,
             ttl,
+            upstream_timeout: timeout,
             client,
+            flights: flight::Flights::default(),
+            spool_dir: home.to_path_buf(),
             version: AtomicU64::new(1),
             pages: std::sync::Mutex::default(),
             checked: std::sync::Mutex::default(),
@@ -156,10 +172,10 @@ async fn simple(State(state): State<Arc<PypiState>>, request: Request) -> Respon
     pages::project_page(&state, &parts, &normal).await
 }
 
-/// `/packages/<project>/<file>`.
+/// `/packages/<project>/<file>`: read, or removed (DELETE).
 async fn packages(State(state): State<Arc<PypiState>>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    if !matches!(parts.method, Method::GET | Method::HEAD) {
+    if !matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE) {
         return not_allowed(&parts.method);
     }
     let rest = parts.uri.path().strip_prefix("/packages/").unwrap_or_default();
@@ -167,7 +183,48 @@ async fn packages(State(state): State<Arc<PypiState>>, request: Request) -> Resp
         return text(StatusCode::NOT_FOUND, "files are at /packages/<project>/<file>");
     };
     let filename = larder::percent::decode_lossy(filename);
+    if parts.method == Method::DELETE {
+        if filename.ends_with(".metadata") {
+            return respond::with_reason(
+                StatusCode::BAD_REQUEST,
+                "a .metadata file goes with its wheel: DELETE the wheel",
+            );
+        }
+        let chosen = manage::Chosen {
+            project: project.to_string(),
+            version: None,
+            filename: Some(filename.to_string()),
+        };
+        return change(&state, chosen, manage::Change::Remove).await;
+    }
     file(&state, &parts, project, &filename).await
+}
+
+/// Applies a lifecycle change (the caller was authorized to write).
+pub async fn change(
+    state: &Arc<PypiState>,
+    chosen: manage::Chosen,
+    change: manage::Change,
+) -> Response {
+    let _publishing = state.publishing.lock().await;
+    let pypi = state.clone();
+    let verb = match &change {
+        manage::Change::Remove => "removed",
+        manage::Change::Yank(_) => "yanked",
+        manage::Change::Unyank => "unyanked",
+    };
+    let done =
+        state.core.pool.run(move |store| manage::apply(&pypi.index, store, &chosen, &change)).await;
+    state.changed();
+    match done {
+        Ok(files) => {
+            respond::with_reason(StatusCode::OK, &format!("OK, {verb} {}", files.join(", ")))
+        }
+        Err(e) => {
+            let (status, message) = respond::told(&e);
+            respond::with_reason(status, &message)
+        }
+    }
 }
 
 /// A distribution file, or its `.metadata`: from the store, or fetched from
@@ -177,40 +234,22 @@ async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &s
         Some(dist) => (dist, true),
         None => (filename, false),
     };
-    if names::parse_filename(dist).is_none() || names::normalize(project) != project {
+    let listable = names::parse_filename(dist).is_some() || names::parse_legacy(dist).is_some();
+    if !listable || names::normalize(project) != project {
         return text(StatusCode::NOT_FOUND, format!("no file {filename}"));
     }
     let key = file_key(project, filename);
     let target = Target::Key(key.clone());
     let mut response = crate::blobs::get(&state.core, parts, target.clone()).await;
-    if response.status() == StatusCode::NOT_FOUND {
-        // Not here yet: perhaps an upstream lists it, unless this server has
-        // files of its own for the project (which shadow the upstreams').
-        let rows = {
-            let state = state.clone();
-            let project = project.to_string();
-            tokio::task::spawn_blocking(move || state.index.files_of(&project))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default()
+    if response.status() == StatusCode::NOT_FOUND
+        && !state.upstreams.is_empty()
+        && let Some(wanted) = upstream_file(state, project, dist, metadata, &key).await
+    {
+        response = match flight::send(state, parts, wanted).await {
+            Some(r) => r,
+            // Kept meanwhile by another request's download.
+            None => crate::blobs::get(&state.core, parts, target).await,
         };
-        let shadowed = rows.iter().any(|r| r.is_local());
-        let row = rows.into_iter().find(|r| r.filename == dist).filter(|_| !shadowed);
-        // A metadata file is asked of an upstream only if it said it has one.
-        let wanted = row.and_then(|r| match metadata {
-            true => r.metadata_sha256.clone().map(|sha| (r, Some(sha))),
-            false => {
-                let sha = r.sha256.clone();
-                Some((r, sha))
-            }
-        });
-        if let Some((row, expect)) = wanted
-            && let Some(url) = &row.url
-        {
-            let url = if metadata { format!("{url}.metadata") } else { url.clone() };
-            response = upstream::fetch_and_keep(state, &url, expect, key, parts).await;
-        }
     }
     if response.status().is_success() {
         // Files never change under their name.
@@ -220,6 +259,44 @@ async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &s
         );
     }
     response
+}
+
+/// Where an upstream serves `dist` (or its metadata file), if one lists it
+/// and this server has no files of its own for `project` (which shadow the
+/// upstreams'). A project whose page was never fetched is fetched first, so
+/// a client that knows a file's URL gets it without the page.
+async fn upstream_file(
+    state: &Arc<PypiState>,
+    project: &str,
+    dist: &str,
+    metadata: bool,
+    key: &str,
+) -> Option<flight::Wanted> {
+    let rows_of = |state: Arc<PypiState>, project: String| async move {
+        tokio::task::spawn_blocking(move || state.index.files_of(&project))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
+    let mut rows = rows_of(state.clone(), project.to_string()).await;
+    if !rows.iter().any(|r| r.filename == dist) {
+        // Checked lately, this changes nothing; otherwise it fetches the page.
+        let _ = upstream::refresh(state, project).await;
+        rows = rows_of(state.clone(), project.to_string()).await;
+    }
+    if rows.iter().any(|r| r.is_local()) {
+        return None;
+    }
+    let row = rows.into_iter().find(|r| r.filename == dist)?;
+    // A metadata file is asked of an upstream only if it said it has one.
+    let expect = if metadata { Some(row.metadata_sha256.clone()?) } else { row.sha256.clone() };
+    let url = row.url?;
+    Some(flight::Wanted {
+        key: key.to_string(),
+        url: if metadata { format!("{url}.metadata") } else { url },
+        expect: expect.and_then(|hex| format!("sha256:{hex}").parse().ok()),
+    })
 }
 
 pub use larder::time::now;

@@ -13,7 +13,7 @@ use crate::auth::{Access, Auth, Decision};
 use crate::hot::HotCache;
 use crate::metrics::Metrics;
 use crate::pool::StorePool;
-use crate::respond::text;
+use crate::respond::{text, with_reason};
 
 /// What every door shares.
 pub struct Core {
@@ -113,6 +113,7 @@ pub async fn authorize(
             );
             Err(response)
         }
-        Decision::Forbidden(why) => Err(text(StatusCode::FORBIDDEN, why)),
+        // twine prints the reason phrase, not the body: the reason goes there too.
+        Decision::Forbidden(why) => Err(with_reason(StatusCode::FORBIDDEN, &why)),
     }
 }

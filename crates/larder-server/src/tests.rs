@@ -254,7 +254,10 @@ async fn an_upstream_page_past_the_limit_is_not_read() {
     let f = Fixture::with(|o| o.upstreams = vec![upstream.url.clone()]);
     let page = f.get("/simple/pkg/").await;
     assert_eq!(upstream.asked(), 1);
-    assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.text());
+    // Nothing listed, and the upstream's page could not be read: a 502 that
+    // says why, not a 404.
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.text());
+    assert!(page.text().contains("the page is larger than 32 MiB"), "{}", page.text());
 }
 
 /// A wheel whose METADATA says `Name: name` and `Version: version`.

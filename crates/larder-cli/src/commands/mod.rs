@@ -13,6 +13,7 @@ mod pin;
 pub mod pool;
 mod push;
 mod put;
+mod pypi;
 mod remote;
 mod rm;
 mod serve;
@@ -65,6 +66,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Python wheels: install from a larder server, building and uploading what it lacks
     Wheels(wheels::Args),
+    /// The package index `larder serve` keeps: remove, yank and unyank releases and files
+    Pypi(pypi::Args),
     /// The remote tiers: list them, check that they work
     Remote(remote::Args),
     /// Compute pools (crcache): status, acquire, run, cp, release
@@ -159,6 +162,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dir(args) => dir::run(home, args),
         Command::Serve(args) => serve::run(home, args),
         Command::Wheels(args) => wheels::run(home, args),
+        Command::Pypi(args) => pypi::run(home, args),
         Command::Config(args) => config::run(home, args),
         Command::CoordinatorAgent(args) => coordinator_agent::run(home, args),
     }

@@ -54,6 +54,10 @@ pub struct Args {
     /// How long an upstream's project page is trusted before it is asked again
     #[arg(long, value_name = "DURATION", default_value = "10m")]
     upstream_ttl: String,
+    /// How long an upstream may stay silent before it counts as down (a request with a page to fall
+    /// back on is served it within 2 s)
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    upstream_timeout: String,
     /// How often DIR is looked through for new wheels and sdists
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     rescan: String,
@@ -89,6 +93,8 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     options.memory_cache = larder::size::parse_size(&args.memory_cache)?;
     options.upstreams = args.upstream;
     options.upstream_ttl = larder::time::parse_duration(&args.upstream_ttl)?;
+    options.upstream_timeout = larder::time::parse_duration(&args.upstream_timeout)?
+        .max(std::time::Duration::from_secs(1));
     options.rescan =
         larder::time::parse_duration(&args.rescan)?.max(std::time::Duration::from_secs(1));
     let scheme = if options.tls.is_some() { "https" } else { "http" };

@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 file server for tests, on 127.0.0.1: it counts requests
-//! per path, honours `Range`, and can be told to fail, stall, drop the
-//! connection, redirect or send slowly.
+//! per path, honours `Range`, and can be told to fail, hang before answering,
+//! stall, drop the connection, redirect or send slowly.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
@@ -35,6 +35,8 @@ struct Resource {
     always: Option<u16>,
     /// Redirect here.
     redirect: Option<String>,
+    /// Take every request and never answer it.
+    hang: bool,
 }
 
 #[derive(Default)]
@@ -103,6 +105,11 @@ impl Server {
         self.with(path, |r| r.always = Some(status));
     }
 
+    /// Takes every request for `path` and never answers (`false`: serves again).
+    pub fn hang(&self, path: &str, on: bool) {
+        self.with(path, |r| r.hang = on);
+    }
+
     /// Ignores Range on `path`.
     pub fn no_ranges(&self, path: &str) {
         self.with(path, |r| r.ranges = false);
@@ -154,6 +161,10 @@ impl Server {
         };
         let (resource, fault) = resource;
         let mut out = stream;
+        if resource.hang {
+            std::thread::sleep(Duration::from_secs(120));
+            return Ok(());
+        }
         if let Some(to) = &resource.redirect {
             return respond(&out, 302, &[("Location", to.clone())], b"");
         }

@@ -61,7 +61,8 @@ fn twine_uploads_and_pip_and_uv_install_from_html_and_json() {
     let (ok, out) = twine(&s, "alice", &[&wheel], "/");
     assert!(ok, "{out}");
     let (ok, out) = twine(&s, "reader", &[&wheel], "/");
-    assert!(!ok && out.contains("403"), "{out}");
+    // twine prints the reason phrase: the reason is there.
+    assert!(!ok && out.contains("403") && out.contains("reader may only read"), "{out}");
 
     // PEP 503 HTML and PEP 691 JSON, by Accept.
     let html = curl(&["-H", "Accept: text/html", &format!("{}/simple/holy-grail/", s.url)]);
@@ -226,8 +227,8 @@ fn bad_uploads_get_a_clear_400_and_store_nothing() {
             "not a wheel (zip)",
         ),
         (
-            vec![":action=remove_pkg".into(), "name=holy-grail".into(), content.clone()],
-            "the action remove_pkg is not supported",
+            vec![":action=submit".into(), "name=holy-grail".into(), content.clone()],
+            "the action submit is not supported",
         ),
     ];
     for (form, expected) in cases {
@@ -588,11 +589,388 @@ fn an_upstream_file_that_breaks_off_or_does_not_match_its_hash_is_not_kept() {
     });
     assert!(curl(&[&wheel_url]).body == wheel);
     assert_eq!(upstream.count("/files/eta-1.0-py3-none-any.whl"), 2, "kept after the second");
-    // Not the hash the page gave: never all of it, never kept.
+    // Not the hash the page gave: never all of it, never kept, and
+    // remembered, so the upstream is not asked again.
     for round in 1..=2 {
         let got = curl(&[&sdist_url]);
         assert!(got.body.len() < sdist.len(), "round {round}: the whole wrong file was sent");
-        assert_eq!(upstream.count("/files/eta-1.0.tar.gz"), round);
+        assert_eq!(upstream.count("/files/eta-1.0.tar.gz"), 1);
     }
     assert!(!t.json(&["ls", "--json"]).to_string().contains("eta-1.0.tar.gz"));
+}
+
+/// A fake upstream index serving `name`'s wheel and sdist (built in `t`) at
+/// `/simple/<name>/` and `/files/…`, the page giving their sha256; returns
+/// it, the wheel's and the sdist's bytes.
+fn fake_upstream(t: &TestDir, name: &str) -> (crate::http_server::Server, Vec<u8>, Vec<u8>) {
+    let upstream = crate::http_server::Server::start();
+    let src = project(t.path(), name, "1.0", &[]);
+    let dist = t.path().join(format!("{name}-dist"));
+    let wheel = build(&src, "wheel", &dist);
+    let sdist = build(&src, "sdist", &dist);
+    let mut page = String::new();
+    for file in [&wheel, &sdist] {
+        let bytes = std::fs::read(file).expect("dist");
+        let filename = file.file_name().expect("name").to_str().expect("utf-8");
+        page.push_str(&format!(
+            "<a href=\"/files/{filename}#sha256={}\">{filename}</a>\n",
+            crate::archives::sha256_hex(&bytes)
+        ));
+        upstream.add(&format!("/files/{filename}"), bytes);
+    }
+    upstream.add(&format!("/simple/{name}/"), page.into_bytes());
+    let (wheel, sdist) =
+        (std::fs::read(&wheel).expect("wheel"), std::fs::read(&sdist).expect("sdist"));
+    (upstream, wheel, sdist)
+}
+
+/// `pip download` of `requirement` from `index` into `dir`, started.
+fn pip_download(index: &str, dir: &Path, requirement: &str) -> std::process::Child {
+    let mut cmd = python_tool("pip");
+    cmd.args(["download", "--no-deps", "--only-binary", ":all:", "--index-url", index, "-d"])
+        .arg(dir)
+        .arg(requirement)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("pip")
+}
+
+fn output_of(child: std::process::Child) -> (bool, String) {
+    let out = child.wait_with_output().expect("pip");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn eight_pip_clients_on_a_cold_proxy_fetch_each_upstream_file_once() {
+    let t = TestDir::new();
+    let (upstream, wheel, _) = fake_upstream(&t, "once");
+    let wheel_path = "/files/once-1.0-py3-none-any.whl";
+    // Slow enough that all eight ask while the first download is under way.
+    upstream.throttle(wheel_path, wheel.len().max(20) / 4);
+    upstream.throttle("/simple/once/", 2000);
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    let index = format!("{}/simple/", s.url);
+    let clients: Vec<_> = (0..8)
+        .map(|i| pip_download(&index, &t.path().join(format!("d{i}")), "once==1.0"))
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (ok, out) = output_of(client);
+        assert!(ok, "client {i}: {out}");
+        let got = std::fs::read(t.path().join(format!("d{i}/once-1.0-py3-none-any.whl")));
+        assert!(got.is_ok_and(|b| b == wheel), "client {i} got other bytes");
+    }
+    assert_eq!(upstream.count("/simple/once/"), 1, "the page was fetched more than once");
+    assert_eq!(upstream.count(wheel_path), 1, "the wheel was fetched more than once");
+}
+
+#[test]
+fn a_file_url_answers_before_its_project_page_was_fetched_here() {
+    let t = TestDir::new();
+    let (upstream, _, sdist) = fake_upstream(&t, "early");
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    // A client with a lock file asks for the file first.
+    let got = curl(&[&format!("{}/packages/early/early-1.0.tar.gz", s.url)]);
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(got.body == sdist, "other bytes");
+    assert_eq!(upstream.count("/simple/early/"), 1);
+    // A project no upstream has is still a 404.
+    let missing = curl(&[&format!("{}/packages/nothing/nothing-1.0.tar.gz", s.url)]);
+    assert_eq!(missing.status, 404, "{}", missing.text());
+}
+
+#[test]
+fn a_hung_upstream_does_not_hold_up_pip_when_the_page_is_cached() {
+    let t = TestDir::new();
+    let (upstream, _, _) = fake_upstream(&t, "hung");
+    // Every request asks the upstream again.
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/"), "--upstream-ttl", "0s"]);
+    let index = format!("{}/simple/", s.url);
+    let (ok, out) = output_of(pip_download(&index, &t.path().join("warm"), "hung==1.0"));
+    assert!(ok, "{out}");
+    // The upstream now takes requests and never answers: pip, at its default
+    // 15 s timeout, still gets the page it had (and the file is kept here).
+    upstream.hang("/simple/hung/", true);
+    let clients: Vec<_> = (0..4)
+        .map(|i| pip_download(&index, &t.path().join(format!("c{i}")), "hung==1.0"))
+        .collect();
+    for client in clients {
+        let (ok, out) = output_of(client);
+        assert!(ok, "{out}");
+        assert!(!out.contains("timed out") && !out.contains("Retrying"), "{out}");
+    }
+    let log = std::fs::read_to_string(t.path().join("serve.log")).expect("log");
+    assert!(log.contains("serving what was listed before while the refresh goes on"), "{log}");
+    // The failed refresh is remembered: four clients, one request to the upstream.
+    assert!(upstream.count("/simple/hung/") <= 3, "{}", upstream.count("/simple/hung/"));
+}
+
+#[test]
+fn a_dead_upstream_with_nothing_cached_is_a_502_with_its_reason_not_a_404() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &["--upstream", "http://127.0.0.1:1/simple/"]);
+    let got = curl(&[&format!("{}/simple/requests/", s.url)]);
+    assert_eq!(got.status, 502, "{}", got.text());
+    assert!(
+        got.text().contains("upstream http://127.0.0.1:1/simple/: cannot reach it"),
+        "{}",
+        got.text()
+    );
+    let mut cmd = python_tool("pip");
+    cmd.args(["download", "--no-deps", "--index-url", &format!("{}/simple/", s.url), "-d"])
+        .arg(t.path().join("d"))
+        .arg("requests");
+    let out = cmd.output().expect("pip");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    let log = std::fs::read_to_string(t.path().join("serve.log")).expect("log");
+    assert!(!log.contains("serving what was listed before"), "nothing was listed: {log}");
+    assert!(log.contains("nothing was listed before"), "{log}");
+}
+
+#[test]
+fn an_upstream_that_stalls_mid_page_is_given_up_and_remembered() {
+    let t = TestDir::new();
+    let (upstream, _, _) = fake_upstream(&t, "stall");
+    upstream.faults("/simple/stall/", &[crate::http_server::Fault::Stall(20)]);
+    let s =
+        Served::start(&t, &["--upstream", &upstream.url("/simple/"), "--upstream-timeout", "2s"]);
+    let page = format!("{}/simple/stall/", s.url);
+    let got = curl(&[&page]);
+    assert_eq!(got.status, 502, "{}", got.text());
+    // Remembered for a while: the next request does not wait on it again.
+    let again = curl(&[&page]);
+    assert_eq!(again.status, 502, "{}", again.text());
+    assert_eq!(upstream.count("/simple/stall/"), 1);
+}
+
+#[test]
+fn a_file_that_fails_its_hash_is_fetched_once_and_pip_says_hash_mismatch() {
+    let t = TestDir::new();
+    let upstream = crate::http_server::Server::start();
+    let src = project(t.path(), "badhash", "1.0", &[]);
+    let wheel = std::fs::read(build(&src, "wheel", &t.path().join("dist"))).expect("wheel");
+    let filename = "badhash-1.0-py3-none-any.whl";
+    upstream.add(
+        "/simple/badhash/",
+        format!("<a href=\"/files/{filename}#sha256={}\">{filename}</a>\n", "0".repeat(64))
+            .into_bytes(),
+    );
+    upstream.add(&format!("/files/{filename}"), wheel);
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    let index = format!("{}/simple/", s.url);
+    // The first pip sees its download break off (the last piece of a file
+    // that fails its hash is never sent); its retries, and every pip after
+    // it, are told the reason without the upstream being asked again.
+    for round in 0..3 {
+        let (ok, out) = output_of(pip_download(&index, &t.path().join("d"), "badhash==1.0"));
+        assert!(!ok, "round {round}: pip took a wrong file: {out}");
+        if round > 0 {
+            assert!(out.contains("hash mismatch"), "round {round}: {out}");
+        }
+    }
+    assert_eq!(upstream.count(&format!("/files/{filename}")), 1);
+    let got = curl(&[&format!("{}/packages/badhash/{filename}", s.url)]);
+    assert_eq!(got.status, 409);
+    assert!(got.text().starts_with("hash mismatch:"), "{}", got.text());
+}
+
+/// A kernel figure of a process from `/proc/<pid>/status`, in bytes.
+fn proc_status_bytes(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with(field)).expect("field");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("number");
+    kib << 10
+}
+
+#[test]
+fn a_seven_megabyte_upstream_page_and_eight_clients_stay_within_a_bounded_memory() {
+    let t = TestDir::new();
+    let upstream = crate::http_server::Server::start();
+    // As large as PyPI's largest pages (pydantic-core: 6.9 MB).
+    let mut page = String::from("<!DOCTYPE html><html><body>\n");
+    let mut files = 0;
+    while page.len() < 7 << 20 {
+        let name =
+            format!("huge-1.{files}-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
+        page.push_str(&format!(
+            "<a href=\"https://files.example/packages/ab/cd/{name}#sha256={:064x}\" data-requires-python=\"&gt;=3.8\">{name}</a><br/>\n",
+            files
+        ));
+        files += 1;
+    }
+    page.push_str("</body></html>\n");
+    let page_size = page.len() as u64;
+    upstream.add("/simple/huge/", page.into_bytes());
+    upstream.add("/simple/small/", b"<a href=\"small-1.0.tar.gz\">small-1.0.tar.gz</a>".to_vec());
+    let s = Served::start(&t, &["--upstream", &upstream.url("/simple/")]);
+    // The server as it is once it has served something.
+    assert_eq!(curl(&[&format!("{}/simple/small/", s.url)]).status, 200);
+    let before = proc_status_bytes(s.pid(), "VmRSS:");
+    let url = format!("{}/simple/huge/", s.url);
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            // pip asks for JSON, uv too; browsers and older tools for HTML.
+            let accept = if i % 2 == 0 {
+                "Accept: application/vnd.pypi.simple.v1+json"
+            } else {
+                "Accept: text/html"
+            };
+            std::thread::spawn(move || curl(&["-H", accept, &url]))
+        })
+        .collect();
+    for client in clients {
+        let got = client.join().expect("client");
+        assert_eq!(got.status, 200);
+        assert!(got.text().matches(".whl").count() >= files, "not every file is listed");
+    }
+    let peak = proc_status_bytes(s.pid(), "VmHWM:");
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "page {} MiB: rss before {} MiB, peak {} MiB (+{:.1}x the page)",
+        page_size >> 20,
+        before >> 20,
+        peak >> 20,
+        grown as f64 / page_size as f64
+    );
+    assert!(
+        grown < 16 * page_size,
+        "the server grew by {} MiB for a {} MiB page",
+        grown >> 20,
+        page_size >> 20
+    );
+}
+
+/// The JSON page of `project`, or the status it got.
+fn json_page(s: &Served, project: &str) -> Result<serde_json::Value, u16> {
+    let got = curl(&[
+        "-H",
+        "Accept: application/vnd.pypi.simple.v1+json",
+        &format!("{}/simple/{project}/", s.url),
+    ]);
+    if got.status != 200 {
+        return Err(got.status);
+    }
+    Ok(serde_json::from_slice(&got.body).expect("json"))
+}
+
+/// Each file of a JSON page and how it is yanked (`false` or the reason).
+fn yanks(page: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    let files = page["files"].as_array().expect("files");
+    files
+        .iter()
+        .map(|f| (f["filename"].as_str().expect("filename").to_string(), f["yanked"].clone()))
+        .collect()
+}
+
+#[test]
+fn releases_are_yanked_and_removed_over_http_and_with_larder_pypi() {
+    let t = TestDir::new();
+    let s =
+        Served::start(&t, &["-u", &users(&t), "--read-only-users", "reader", "--anonymous-read"]);
+    let dist = t.path().join("dist");
+    let one = project(t.path(), "life", "1.0", &[]);
+    let two = project(t.path(), "life", "2.0", &[]);
+    let files =
+        [build(&one, "wheel", &dist), build(&one, "sdist", &dist), build(&two, "wheel", &dist)];
+    let (ok, out) = twine(&s, "alice", &files.iter().map(|p| p.as_path()).collect::<Vec<_>>(), "/");
+    assert!(ok, "{out}");
+    let installed = |tool: &str, dir: &str| {
+        let target = t.path().join(dir);
+        let index = format!("{}/simple/", s.url);
+        let mut cmd = python_tool(tool);
+        if tool == "uv" {
+            cmd.arg("pip");
+        }
+        cmd.args(["install", "--index-url", &index, "--target"]).arg(&target).arg("life");
+        run_ok(cmd);
+        let mut found: Vec<String> = std::fs::read_dir(&target)
+            .expect("target")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".dist-info"))
+            .collect();
+        found.sort();
+        found
+    };
+
+    // A reader may not change the index; the reason reaches the client.
+    let refused = curl(&[
+        "-u",
+        "reader:pw",
+        "-F",
+        ":action=yank",
+        "-F",
+        "name=life",
+        "-F",
+        "version=2.0",
+        &format!("{}/legacy/", s.url),
+    ]);
+    assert_eq!(refused.status, 403);
+    assert!(refused.headers.lines().next().is_some_and(|l| l.contains("may only read")));
+
+    // Yanked over HTTP: pip and uv pass 2.0 by unless it is pinned.
+    let yanked = post(&s, &[":action=yank", "name=life", "version=2.0", "reason=broken build"]);
+    assert_eq!(yanked.status, 200, "{}", yanked.text());
+    let page = json_page(&s, "life").expect("page");
+    assert!(
+        yanks(&page).contains(&("life-2.0-py3-none-any.whl".into(), "broken build".into())),
+        "{page}"
+    );
+    let html = curl(&["-H", "Accept: text/html", &format!("{}/simple/life/", s.url)]).text();
+    assert!(html.contains("data-yanked=\"broken build\">life-2.0-py3-none-any.whl"), "{html}");
+    assert_eq!(installed("pip", "pip-yanked"), ["life-1.0.dist-info"]);
+    assert_eq!(installed("uv", "uv-yanked"), ["life-1.0.dist-info"]);
+
+    // Unyanked with `larder pypi`, on the home the server serves: it notices.
+    let out = t.run(&["pypi", "unyank", "life", "2.0"]).ok();
+    assert!(out.contains("unyanked life-2.0-py3-none-any.whl"), "{out}");
+    wait_for("the unyank served", || {
+        json_page(&s, "life").is_ok_and(|p| yanks(&p).iter().all(|(_, y)| *y == false))
+    });
+    assert_eq!(installed("pip", "pip-unyanked"), ["life-2.0.dist-info"]);
+
+    // One file removed with DELETE, a release with pypiserver's remove_pkg:
+    // the wheel's metadata goes with it.
+    let deleted = curl(&[
+        "-u",
+        "alice:pw",
+        "-X",
+        "DELETE",
+        &format!("{}/packages/life/life-1.0.tar.gz", s.url),
+    ]);
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let removed = post(&s, &[":action=remove_pkg", "name=life", "version=1.0"]);
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    let page = json_page(&s, "life").expect("page");
+    assert_eq!(yanks(&page), [("life-2.0-py3-none-any.whl".to_string(), false.into())]);
+    let ls = t.json(&["ls", "--json"]).to_string();
+    assert!(!ls.contains("life-1.0"), "{ls}");
+    assert!(ls.contains("life-2.0-py3-none-any.whl.metadata"), "{ls}");
+    let gone = curl(&[&format!("{}/packages/life/life-1.0-py3-none-any.whl", s.url)]);
+    assert_eq!(gone.status, 404);
+    let again = post(&s, &[":action=remove_pkg", "name=life", "version=1.0"]);
+    assert_eq!(again.status, 404, "{}", again.text());
+
+    // The last release removed with `larder pypi rm`: no project any more.
+    let out = t.run(&["pypi", "rm", "life", "2.0"]).ok();
+    assert!(out.contains("removed life-2.0-py3-none-any.whl"), "{out}");
+    wait_for("the removal served", || json_page(&s, "life") == Err(404));
+    assert!(!t.json(&["ls", "--json"]).to_string().contains("life-"), "orphans left");
+}
+
+#[test]
+fn a_wheel_whose_tags_are_not_valid_is_refused() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &["-u", &users(&t)]);
+    let src = project(t.path(), "tagged", "1.0", &[]);
+    let wheel = build(&src, "wheel", &t.path().join("dist"));
+    let renamed = wheel.with_file_name("tagged-1.0-py3-none-anything.whl");
+    std::fs::rename(&wheel, &renamed).expect("rename");
+    let (ok, out) = twine(&s, "alice", &[&renamed], "/");
+    // twine wraps the reason phrase it prints.
+    assert!(!ok && out.contains("`anything` is not a valid platform"), "{out}");
+    assert_eq!(t.json(&["ls", "--json"]), serde_json::json!([]));
 }

@@ -14,8 +14,11 @@ use super::{file_key, meta};
 /// What a scan did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Scan {
+    /// Files indexed anew (or again, changed).
     pub added: usize,
+    /// Files gone from the folder, dropped from the index.
     pub removed: usize,
+    /// Files that are not distributions the index can read.
     pub skipped: usize,
 }
 

@@ -74,6 +74,13 @@ impl FileRow {
     }
 }
 
+/// An upstream's page of a project as last fetched.
+pub struct UpstreamPage {
+    pub etag: Option<String>,
+    /// It listed nothing (or was not there).
+    pub missing: bool,
+}
+
 /// The database.
 pub struct Index {
     path: PathBuf,
@@ -81,6 +88,7 @@ pub struct Index {
 }
 
 impl Index {
+    /// Opens (or makes) the database in `home`.
     pub fn open(home: &Path) -> Result<Index, Error> {
         let path = home.join("pypi-v1.sqlite");
         let conn = larder::sqlite::open(&path, MIGRATIONS)?;
@@ -156,6 +164,21 @@ impl Index {
         })
     }
 
+    /// Yanks `filename` (with a reason, possibly empty) or, with `None`, unyanks it.
+    pub fn set_yanked(&self, filename: &str, reason: Option<&str>) -> Result<(), Error> {
+        self.with(|conn| {
+            conn.prepare_cached("UPDATE files SET yanked = ?2 WHERE filename = ?1")?
+                .execute(params![filename, reason])?;
+            Ok(())
+        })
+    }
+
+    /// A number that moves whenever another connection (another process:
+    /// `larder pypi`) changed the database.
+    pub fn data_version(&self) -> Result<i64, Error> {
+        self.with(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
+    }
+
     /// Replaces what `upstream` lists for `project` (keeping this server's
     /// own files, which shadow it), and notes when and with which ETag.
     pub fn replace_upstream(
@@ -190,18 +213,30 @@ impl Index {
         })
     }
 
-    /// When `upstream`'s page of `project` was last fetched, with its ETag.
+    /// What is known of `upstream`'s page of `project`, if it was fetched.
     pub fn upstream_page(
         &self,
         upstream: &str,
         project: &str,
-    ) -> Result<Option<(i64, Option<String>)>, Error> {
+    ) -> Result<Option<UpstreamPage>, Error> {
         self.with(|conn| {
             conn.prepare_cached(
-                "SELECT fetched_at, etag FROM upstream_pages WHERE upstream = ?1 AND project = ?2",
+                "SELECT etag, missing FROM upstream_pages WHERE upstream = ?1 AND project = ?2",
             )?
-            .query_row(params![upstream, project], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![upstream, project], |r| {
+                Ok(UpstreamPage { etag: r.get(0)?, missing: r.get(1)? })
+            })
             .optional()
+        })
+    }
+
+    /// Whether `project` has any file listed.
+    pub fn has_files(&self, project: &str) -> Result<bool, Error> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT 1 FROM files WHERE project = ?1 LIMIT 1")?
+                .query_row([project], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
         })
     }
 

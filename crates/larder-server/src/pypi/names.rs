@@ -17,7 +17,9 @@ pub fn is_valid_project(name: &str) -> bool {
 /// What kind of distribution a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A built distribution (`.whl`).
     Wheel,
+    /// A source distribution (`.tar.gz`, `.zip`...).
     Sdist,
 }
 
@@ -46,6 +48,7 @@ pub struct DistName {
     pub project: String,
     /// The version, as written.
     pub version: String,
+    /// Wheel or sdist.
     pub kind: Kind,
 }
 
@@ -88,6 +91,102 @@ pub fn parse_filename(filename: &str) -> Option<DistName> {
         return None;
     }
     Some(DistName { project: normalize(name), version: version.to_string(), kind: Kind::Sdist })
+}
+
+/// Why a wheel's tags (PEP 425) are not ones any installer matches, if
+/// they are not: `py3-none-anything` would be listed and never installed.
+pub fn wheel_tags_problem(filename: &str) -> Option<String> {
+    let stem = filename.strip_suffix(".whl")?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    let [python, abi, platform] = parts[parts.len().saturating_sub(3)..] else { return None };
+    let word = |t: &str| {
+        !t.is_empty()
+            && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let interpreter = |t: &str| {
+        ["py", "cp", "pp", "ip", "jy", "graalpy"].iter().any(|p| {
+            t.strip_prefix(p)
+                .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit() || b == b'_'))
+        })
+    };
+    let abi_ok = |t: &str| {
+        t == "none"
+            || t.starts_with("abi")
+            || ["cp", "pp", "pypy", "graalpy", "ip", "jy"].iter().any(|p| t.starts_with(p))
+    };
+    const PLATFORMS: [&str; 16] = [
+        "linux_",
+        "manylinux",
+        "musllinux_",
+        "macosx_",
+        "win32",
+        "win_",
+        "android_",
+        "ios_",
+        "emscripten_",
+        "pyodide_",
+        "freebsd_",
+        "netbsd_",
+        "openbsd_",
+        "solaris_",
+        "cygwin_",
+        "aix_",
+    ];
+    let platform_ok = |t: &str| t == "any" || PLATFORMS.iter().any(|p| t.starts_with(p));
+    let bad = |kind: &str, tag: &str| {
+        Some(format!("`{tag}` is not a valid {kind} tag of a wheel (PEP 425)"))
+    };
+    for t in python.split('.') {
+        if !(word(t) && interpreter(t)) {
+            return bad("python", t);
+        }
+    }
+    for t in abi.split('.') {
+        if !(word(t) && abi_ok(t)) {
+            return bad("ABI", t);
+        }
+    }
+    for t in platform.split('.') {
+        if !(word(t) && platform_ok(t)) {
+            return bad("platform", t);
+        }
+    }
+    None
+}
+
+/// Takes apart a legacy binary distribution PyPI still lists, an egg
+/// (`name-version[-pyX.Y[-platform]].egg`) or a Windows installer
+/// (`name-version.platform[-pyX.Y].exe` or `.msi`): the project, normalized,
+/// and the version. Such files are listed and proxied as upstreams list
+/// them, never taken as uploads.
+pub fn parse_legacy(filename: &str) -> Option<(String, String)> {
+    if filename.starts_with('.') || filename.contains(['/', '\\', '\0']) || filename.len() > 255 {
+        return None;
+    }
+    let (name, version) = if let Some(stem) = filename.strip_suffix(".egg") {
+        let mut parts = stem.split('-');
+        (parts.next()?, parts.next()?)
+    } else {
+        let stem = filename.strip_suffix(".exe").or_else(|| filename.strip_suffix(".msi"))?;
+        let stem = match stem.rsplit_once("-py") {
+            Some((rest, py)) if py.bytes().all(|b| b.is_ascii_digit() || b == b'.') => rest,
+            _ => stem,
+        };
+        let split = stem
+            .char_indices()
+            .filter(|(i, c)| *c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            .map(|(i, _)| i)
+            .next()?;
+        let (name, rest) = (&stem[..split], &stem[split + 1..]);
+        let version = [".win", ".linux", ".macosx", ".cygwin"]
+            .iter()
+            .filter_map(|p| rest.find(p))
+            .min()
+            .map_or(rest, |end| &rest[..end]);
+        (name, version)
+    };
+    (is_valid_project(name) && valid_version(version))
+        .then(|| (normalize(name), version.to_string()))
 }
 
 /// Loosely, a PEP 440 version: digits first, then letters, digits, `.`,
@@ -136,5 +235,45 @@ mod tests {
         check("pkg.tar.gz", None);
         check("pkg-1.0-py3.whl", None);
         check(".hidden-1.0.tar.gz", None);
+    }
+
+    #[test]
+    fn wheel_tags() {
+        for good in [
+            "a-1.0-py3-none-any.whl",
+            "a-1.0-py2.py3-none-any.whl",
+            "a-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+            "a-1.0-cp39-abi3-macosx_10_9_universal2.whl",
+            "a-1.0-cp312-cp312-win_amd64.whl",
+            "a-1.0-pp310-pypy310_pp73-win32.whl",
+            "a-1.0-1build-cp313-cp313t-musllinux_1_2_aarch64.whl",
+        ] {
+            assert_eq!(wheel_tags_problem(good), None, "{good}");
+        }
+        for bad in [
+            "a-1.0-py3-none-anything.whl",
+            "a-1.0-python3-none-any.whl",
+            "a-1.0-py3-nothing-any.whl",
+        ] {
+            assert!(wheel_tags_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn legacy_filenames() {
+        let check = |filename: &str, expected: Option<(&str, &str)>| {
+            let got = parse_legacy(filename);
+            let got = got.as_ref().map(|(p, v)| (p.as_str(), v.as_str()));
+            assert_eq!(got, expected, "{filename}");
+        };
+        check("pydantic_core-0.1-py3.9.egg", Some(("pydantic-core", "0.1")));
+        check("setuptools-0.6c11-py2.7.egg", Some(("setuptools", "0.6c11")));
+        check("simplejson-2.1.0.egg", Some(("simplejson", "2.1.0")));
+        check("numpy-1.0.win32-py2.4.exe", Some(("numpy", "1.0")));
+        check("pywin32-214.win-amd64-py2.6.exe", Some(("pywin32", "214")));
+        check("lxml-2.3.win32-py2.7.msi", Some(("lxml", "2.3")));
+        check("Twisted-8.2.0.win32.exe", Some(("twisted", "8.2.0")));
+        check("evil.exe", None);
+        check("../evil-1.0.egg", None);
     }
 }

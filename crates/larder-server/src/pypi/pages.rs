@@ -12,9 +12,10 @@ use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use quick_xml::escape::escape;
 
+use super::flight::HangUp;
 use super::index::FileRow;
 use super::{PypiState, json};
-use crate::respond::{self, text};
+use crate::respond::{self, text, with_reason};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 const HTML: &str = "application/vnd.pypi.simple.v1+html";
@@ -110,6 +111,9 @@ pub struct Pages {
     map: HashMap<(String, Format), Page>,
     bytes: usize,
     limit: usize,
+    /// One rendering of a page at a time: a large project's rows and text
+    /// are held once, however many clients ask at once.
+    rendering: HashMap<(String, Format), Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// The bytes of pages kept at most.
@@ -123,7 +127,7 @@ impl Default for Pages {
 
 impl Pages {
     fn with_limit(limit: usize) -> Pages {
-        Pages { map: HashMap::new(), bytes: 0, limit }
+        Pages { map: HashMap::new(), bytes: 0, limit, rendering: HashMap::new() }
     }
 
     fn cost(name: &str, page: &Page) -> usize {
@@ -155,6 +159,16 @@ impl Pages {
         self.bytes += cost;
         self.map.insert((name.to_string(), format), page);
     }
+}
+
+/// The lock whose holder renders the page of `name` in `format`.
+fn render_lock(state: &PypiState, name: &str, format: Format) -> Arc<tokio::sync::Mutex<()>> {
+    let mut pages = state.pages.lock().unwrap_or_else(|p| p.into_inner());
+    if pages.rendering.len() > 256 {
+        // Only locks someone holds or waits on are worth keeping.
+        pages.rendering.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    pages.rendering.entry((name.to_string(), format)).or_default().clone()
 }
 
 /// A kept page of `name` in `format`, if it shows the index as it is.
@@ -211,9 +225,17 @@ pub async fn project_list(state: &Arc<PypiState>, parts: &Parts) -> Response {
 /// every upstream's.
 pub async fn project_page(state: &Arc<PypiState>, parts: &Parts, project: &str) -> Response {
     let Some(format) = negotiate(parts) else { return not_acceptable() };
-    if !state.upstreams.is_empty() {
-        super::upstream::refresh(state, project).await;
+    let waiting = HangUp::new(format!("the page of {project}"));
+    let upstreams = match state.upstreams.is_empty() {
+        true => Ok(()),
+        false => super::upstream::refresh(state, project).await,
+    };
+    waiting.disarm();
+    if let Some(page) = kept(state, project, format) {
+        return send(parts, format, &page);
     }
+    let lock = render_lock(state, project, format);
+    let _rendering = lock.lock().await;
     if let Some(page) = kept(state, project, format) {
         return send(parts, format, &page);
     }
@@ -236,6 +258,10 @@ pub async fn project_page(state: &Arc<PypiState>, parts: &Parts, project: &str) 
         files
     };
     if files.is_empty() {
+        // Not a missing project: the upstreams that would say so are down.
+        if let Err(why) = upstreams {
+            return with_reason(StatusCode::BAD_GATEWAY, &why);
+        }
         return text(StatusCode::NOT_FOUND, format!("no project named {project}"));
     }
     let body = match format {

@@ -14,6 +14,7 @@ use axum::response::Response;
 use larder::PutOptions;
 
 use super::index::{FileRow, UPLOADED};
+use super::manage::{Change, Chosen};
 use super::names::{self, Kind};
 use super::{PypiState, file_key, meta, now};
 use crate::body::{self, NoTap, Pump, Upload};
@@ -22,8 +23,17 @@ use crate::respond::{self, with_reason as reply};
 use crate::state::Uploads;
 
 /// The fields an upload reads besides the file; the others are dropped.
-const READ: [&str; 6] =
-    [":action", "name", "version", "filetype", "sha256_digest", "requires_python"];
+const READ: [&str; 8] = [
+    ":action",
+    "name",
+    "version",
+    "filetype",
+    "sha256_digest",
+    "requires_python",
+    // Removing and yanking.
+    "filename",
+    "reason",
+];
 
 /// The largest field read: names, versions and digests are short.
 const FIELD_LIMIT: usize = 64 << 10;
@@ -134,8 +144,26 @@ pub async fn upload(
     }
     match fields.get(":action").map(String::as_str) {
         Some("file_upload") => {}
+        Some(action @ ("remove_pkg" | "yank" | "unyank")) => {
+            let change = match action {
+                "remove_pkg" => Change::Remove,
+                "yank" => Change::Yank(fields.get("reason").cloned().unwrap_or_default()),
+                _ => Change::Unyank,
+            };
+            let Some(project) = fields.get("name").cloned() else {
+                return bad(format!("{action} needs the project's name"));
+            };
+            let (version, filename) =
+                (fields.get("version").cloned(), fields.get("filename").cloned());
+            if version.is_none() && filename.is_none() {
+                return bad(format!("{action} needs a version (or a filename)"));
+            }
+            return super::change(state, Chosen { project, version, filename }, change).await;
+        }
         Some(other) => {
-            return bad(format!("the action {other} is not supported; only file_upload is"));
+            return bad(format!(
+                "the action {other} is not supported; file_upload, remove_pkg, yank and unyank are"
+            ));
         }
         None => return bad("the upload has no :action field; send :action=file_upload"),
     }
@@ -166,6 +194,9 @@ async fn stage(
             "`{filename}` is not the name of a wheel or an sdist (NAME-VERSION-TAGS.whl, NAME-VERSION.tar.gz)"
         )));
     };
+    if let Some(why) = names::wheel_tags_problem(&filename) {
+        return Err(bad(format!("{filename}: {why}; nothing was stored")));
+    }
     let (tx, mut rx) = body::channel();
     let (staged_tx, staged_rx) = tokio::sync::oneshot::channel();
     let (decide_tx, decide_rx) = tokio::sync::oneshot::channel::<Option<(FileRow, String)>>();

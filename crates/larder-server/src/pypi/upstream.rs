@@ -1,29 +1,23 @@
 //! Upstream indexes: their project pages fetched (JSON if they speak it, else
 //! HTML), kept, revalidated with their ETag once they are older than the TTL,
-//! and used stale when the upstream is down; their files fetched on first
-//! request, sent to the client while they are stored.
+//! one refresh of a project at a time, and used stale when the upstream is
+//! slow or down. Their files are fetched by `flight.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use larder::PutOptions;
+use axum::http::{StatusCode, header};
 
-use super::index::FileRow;
+use super::index::{FileRow, UpstreamPage};
 use super::{PypiState, json, names, now};
-use crate::body::{self, Pump, Tap, Upload};
-use crate::respond::text;
 
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
 
-/// When each (upstream, project) page was last checked, by this index.
+/// When each (upstream, project) page was last checked by this index, and
+/// why the check failed if it did.
 #[derive(Default)]
-pub struct Checked(HashMap<(String, String), Instant>);
+pub struct Checked(HashMap<(String, String), (Instant, Option<String>)>);
 
 /// The most projects remembered as checked; past it the oldest are asked again.
 const CHECKED_LIMIT: usize = 100_000;
@@ -31,43 +25,101 @@ const CHECKED_LIMIT: usize = 100_000;
 /// The largest upstream page read: PyPI's largest are a few MiB.
 pub const PAGE_LIMIT: u64 = 32 << 20;
 
-fn checked_recently(state: &PypiState, upstream: &str, project: &str) -> bool {
+/// How long a failed check is remembered: meanwhile requests are answered
+/// from what was listed (or told why there is nothing) without waiting on
+/// the upstream again.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(30);
+
+/// How long a request waits on a refresh when it has a page to fall back
+/// on; past it, the page as it was is served and the refresh goes on.
+pub const STALE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the last check of `upstream`'s page of `project` said, if it is
+/// recent enough to trust: `Some(None)` fresh, `Some(Some(why))` failed lately.
+fn recent(state: &PypiState, upstream: &str, project: &str) -> Option<Option<String>> {
     let checked = state.checked.lock().unwrap_or_else(|p| p.into_inner());
-    checked
-        .0
-        .get(&(upstream.to_string(), project.to_string()))
-        .is_some_and(|t| t.elapsed() < state.ttl)
+    let (at, failure) = checked.0.get(&(upstream.to_string(), project.to_string()))?;
+    let trusted = if failure.is_some() { FAILURE_MEMORY } else { state.ttl };
+    (at.elapsed() < trusted).then(|| failure.clone())
 }
 
-fn mark_checked(state: &PypiState, upstream: &str, project: &str) {
+fn mark_checked(state: &PypiState, upstream: &str, project: &str, failure: Option<String>) {
     let mut checked = state.checked.lock().unwrap_or_else(|p| p.into_inner());
     let map = &mut checked.0;
     if map.len() >= CHECKED_LIMIT {
-        map.retain(|_, t| t.elapsed() < state.ttl);
+        map.retain(|_, (t, _)| t.elapsed() < state.ttl);
         if map.len() >= CHECKED_LIMIT {
             map.clear();
         }
     }
-    map.insert((upstream.to_string(), project.to_string()), Instant::now());
+    map.insert((upstream.to_string(), project.to_string()), (Instant::now(), failure));
+}
+
+/// Why the upstreams could not be checked lately, if none could and every
+/// check is recent; `None` if one is fresh or some must be asked.
+fn all_recent(state: &PypiState, project: &str) -> Option<Result<(), String>> {
+    let mut failures = Vec::new();
+    for u in &state.upstreams {
+        match recent(state, u, project)? {
+            None => return Some(Ok(())),
+            Some(why) => failures.push(why),
+        }
+    }
+    Some(if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) })
 }
 
 /// Brings what the upstreams list for `project` up to date, unless this
-/// server has files of its own for it (which shadow theirs).
-pub async fn refresh(state: &Arc<PypiState>, project: &str) {
-    let pypi = state;
-    if pypi.upstreams.iter().all(|u| checked_recently(pypi, u, project)) {
-        return;
+/// server has files of its own for it (which shadow theirs). One refresh of
+/// a project runs at a time, apart from the requests that wait on it: one
+/// with a listing to fall back on waits [`STALE_GRACE`] at most, one without
+/// the upstream timeout. `Err`: no upstream could be checked, and why.
+pub async fn refresh(state: &Arc<PypiState>, project: &str) -> Result<(), String> {
+    if let Some(outcome) = all_recent(state, project) {
+        return outcome;
     }
-    // One refresh of a project at a time; the others then find it fresh.
-    let lock = {
-        let mut locks = pypi.refreshing.lock().unwrap_or_else(|p| p.into_inner());
-        if locks.len() > 1024 {
-            // Only locks someone holds or waits on are worth keeping.
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
+    let mut done = {
+        let mut running = state.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        match running.get(project) {
+            Some(done) => done.clone(),
+            None => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                running.insert(project.to_string(), rx.clone());
+                let (state, project) = (state.clone(), project.to_string());
+                tokio::spawn(async move {
+                    refresh_all(&state, &project).await;
+                    state.refreshing.lock().unwrap_or_else(|p| p.into_inner()).remove(&project);
+                    tx.send_replace(true);
+                });
+                rx
+            }
         }
-        locks.entry(project.to_string()).or_default().clone()
     };
-    let _guard = lock.lock().await;
+    let listed = {
+        let pypi = state.clone();
+        let p = project.to_string();
+        tokio::task::spawn_blocking(move || pypi.index.has_files(&p))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false)
+    };
+    let wait = if listed { STALE_GRACE } else { state.upstream_timeout };
+    if tokio::time::timeout(wait, done.wait_for(|d| *d)).await.is_err() {
+        if listed {
+            tracing::warn!(
+                "upstream: {project}: no answer within {} s; serving what was listed before while the refresh goes on",
+                wait.as_secs()
+            );
+            return Ok(());
+        }
+        return Err(format!("no upstream answered for {project} within {} s", wait.as_secs()));
+    }
+    all_recent(state, project).unwrap_or(Ok(()))
+}
+
+/// Checks every upstream's page of `project` that is not fresh.
+async fn refresh_all(state: &Arc<PypiState>, project: &str) {
+    let pypi = state;
     let local = {
         let pypi = pypi.clone();
         let p = project.to_string();
@@ -79,25 +131,43 @@ pub async fn refresh(state: &Arc<PypiState>, project: &str) {
     };
     if local {
         for u in &pypi.upstreams {
-            mark_checked(pypi, u, project);
+            mark_checked(pypi, u, project, None);
         }
         return;
     }
     for upstream in pypi.upstreams.clone() {
-        if checked_recently(pypi, &upstream, project) {
+        if recent(pypi, &upstream, project).is_some() {
             continue;
         }
-        match refresh_one(state, &upstream, project).await {
+        let known = {
+            let pypi = pypi.clone();
+            let (u, p) = (upstream.to_string(), project.to_string());
+            tokio::task::spawn_blocking(move || pypi.index.upstream_page(&u, &p))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+        };
+        match refresh_one(state, &upstream, project, known.as_ref()).await {
             Ok(changed) => {
-                mark_checked(pypi, &upstream, project);
+                mark_checked(pypi, &upstream, project, None);
                 if changed {
                     pypi.changed();
                 }
             }
-            // Stale is better than nothing: what was listed stays.
-            Err(e) => tracing::warn!(
-                "upstream {upstream}: {project}: {e}; serving what was listed before"
-            ),
+            Err(e) => {
+                // Stale is better than nothing: what was listed stays.
+                if known.as_ref().is_some_and(|k| !k.missing) {
+                    tracing::warn!(
+                        "upstream {upstream}: {project}: {e}; serving what was listed before"
+                    );
+                } else {
+                    tracing::warn!(
+                        "upstream {upstream}: {project}: {e}; nothing was listed before"
+                    );
+                }
+                mark_checked(pypi, &upstream, project, Some(format!("upstream {upstream}: {e}")));
+            }
         }
     }
 }
@@ -107,19 +177,12 @@ async fn refresh_one(
     state: &Arc<PypiState>,
     upstream: &str,
     project: &str,
+    known: Option<&UpstreamPage>,
 ) -> Result<bool, String> {
     let pypi = state;
     let url = format!("{upstream}{project}/");
-    let known = {
-        let pypi = pypi.clone();
-        let (u, p) = (upstream.to_string(), project.to_string());
-        tokio::task::spawn_blocking(move || pypi.index.upstream_page(&u, &p))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
-    };
     let mut request = pypi.client.get(&url).header(header::ACCEPT, ACCEPT);
-    if let Some((_, Some(etag))) = &known {
+    if let Some(etag) = known.and_then(|k| k.etag.as_ref()) {
         request = request.header(header::IF_NONE_MATCH, etag);
     }
     let response = request.send().await.map_err(|e| format!("cannot reach it ({e})"))?;
@@ -179,7 +242,7 @@ async fn read_page(mut response: reqwest::Response, limit: u64) -> Result<String
     if response.content_length().is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
     while let Some(chunk) =
         response.chunk().await.map_err(|e| format!("the page broke off ({e})"))?
     {
@@ -188,7 +251,9 @@ async fn read_page(mut response: reqwest::Response, limit: u64) -> Result<String
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    // Valid UTF-8 (as pages are) becomes a String without a copy.
+    Ok(String::from_utf8(body)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// A sha256 as 64 lowercase hex digits, or nothing: what an upstream gives
@@ -207,11 +272,14 @@ fn resolve(base: &reqwest::Url, href: &str) -> Option<(String, Option<String>)> 
 }
 
 fn row(upstream: &str, project: &str, filename: &str, url: String) -> Option<FileRow> {
-    let dist = names::parse_filename(filename)?;
-    (dist.project == project).then(|| FileRow {
+    let (listed_project, version) = match names::parse_filename(filename) {
+        Some(dist) => (dist.project, dist.version),
+        None => names::parse_legacy(filename)?,
+    };
+    (listed_project == project).then(|| FileRow {
         filename: filename.to_string(),
         project: project.to_string(),
-        version: dist.version,
+        version,
         sha256: None,
         size: None,
         upload_time: None,
@@ -266,21 +334,19 @@ pub(crate) fn parse_page_for_fuzzing(body: &str) {
 /// Reads the `<a>` elements of a PEP 503 page, as browsers would: tags and
 /// attribute names in any case, values in double, single or no quotes.
 fn parse_html(body: &str, base: &reqwest::Url, upstream: &str, project: &str) -> Vec<FileRow> {
-    // ASCII case changes keep every byte where it was.
-    let lower = body.to_ascii_lowercase();
     let mut rows = Vec::new();
     let mut at = 0;
-    while let Some(found) = lower[at..].find("<a") {
-        let start = at + found + 2;
+    while let Some(found) = find_ascii_ci(body, at, "<a") {
+        let start = found + 2;
         at = start;
         if !body[start..].starts_with(|c: char| c.is_ascii_whitespace()) {
             continue; // <abbr>, <area>...
         }
         let Some((attrs, length)) = attributes(&body[start..]) else { break };
         let text_start = start + length;
-        let Some(close) = lower[text_start..].find("</a") else { break };
-        let filename = unescape(body[text_start..text_start + close].trim());
-        at = text_start + close;
+        let Some(close) = find_ascii_ci(body, text_start, "</a") else { break };
+        let filename = unescape(body[text_start..close].trim());
+        at = close;
         let attr = |name: &str| attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
         let Some(Some(href)) = attr("href") else { continue };
         let Some((url, sha)) = resolve(base, &href) else { continue };
@@ -295,6 +361,22 @@ fn parse_html(body: &str, base: &reqwest::Url, upstream: &str, project: &str) ->
         rows.push(r);
     }
     rows
+}
+
+/// Where `needle` (ASCII, lower case) first is in `text` from `from`, in any
+/// case; without a lowered copy of a page that may be megabytes.
+fn find_ascii_ci(text: &str, from: usize, needle: &str) -> Option<usize> {
+    let (hay, needle) = (text.as_bytes(), needle.as_bytes());
+    let first = needle[0];
+    let mut at = from;
+    while at + needle.len() <= hay.len() {
+        let next = at + hay[at..].iter().position(|b| *b == first)?;
+        if hay.get(next..next + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle)) {
+            return Some(next);
+        }
+        at = next + 1;
+    }
+    None
 }
 
 /// The attributes of a tag whose name was read, up to its `>`: names in
@@ -359,139 +441,6 @@ fn unescape(text: &str) -> String {
     match quick_xml::escape::unescape(text) {
         Ok(plain) => plain.into_owned(),
         Err(_) => text.to_string(),
-    }
-}
-
-/// Fetches `url` from an upstream, sends it to the client as it arrives, and
-/// keeps it under `key` if it hashes to `expect` (when an upstream gave one).
-pub async fn fetch_and_keep(
-    state: &Arc<PypiState>,
-    url: &str,
-    expect: Option<String>,
-    key: String,
-    parts: &Parts,
-) -> Response {
-    let response = match state.client.get(url).send().await {
-        Ok(r) => r,
-        Err(e) => {
-            return text(StatusCode::BAD_GATEWAY, format!("the upstream is unreachable ({e})"));
-        }
-    };
-    if response.status() == StatusCode::NOT_FOUND {
-        return text(StatusCode::NOT_FOUND, format!("the upstream has no {url}"));
-    }
-    if !response.status().is_success() {
-        return text(
-            StatusCode::BAD_GATEWAY,
-            format!("the upstream answered {}", response.status()),
-        );
-    }
-    let length = response.content_length();
-    let expect: Option<larder::Digest> =
-        expect.and_then(|hex| format!("sha256:{hex}").parse().ok());
-    let (client_tx, client_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    // The store takes the bytes on a blocking thread, and keeps them only if
-    // they are whole and right.
-    let (to_store, mut from_upstream) = body::channel();
-    let core = state.core.clone();
-    let source = url.to_string();
-    tokio::spawn(async move {
-        let what = source.clone();
-        let storing = core.pool.run(move |store| {
-            store.put_checked(
-                &mut from_upstream,
-                &what,
-                expect,
-                &PutOptions { key: Some(key), pin: false, ..Default::default() },
-            )
-        });
-        let mut client = ToClient {
-            tx: Some(client_tx),
-            held: None,
-            hasher: Some(larder::Hasher::new()),
-            expect,
-            source: source.clone(),
-        };
-        let how = Pump {
-            limit: u64::MAX,
-            silence: None,
-            declared: length,
-            counter: &core.metrics.bytes_out,
-        };
-        let pumping = body::pump(response.bytes_stream(), to_store, how, &mut client);
-        let (verdict, stored) = tokio::join!(pumping, storing);
-        client.finish(&verdict).await;
-        if let Err(why) = &verdict {
-            tracing::warn!("not keeping {source}: {why}");
-        } else if let Err(e) = stored {
-            tracing::warn!("not keeping a file from the upstream: {e}");
-        }
-    });
-    let mut headers = axum::http::HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    if let Some(n) = length {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    if parts.method == axum::http::Method::HEAD {
-        return (StatusCode::OK, headers).into_response();
-    }
-    let body = Body::from_stream(futures_util::stream::unfold(client_rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    (StatusCode::OK, headers, body).into_response()
-}
-
-/// The client of a proxied file: it gets each chunk as it comes, but the
-/// last waits until the whole file is known to be right, so a client never
-/// gets all of a file that does not match its hash.
-struct ToClient {
-    tx: Option<tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>>,
-    held: Option<Bytes>,
-    /// Every chunk's hash, while a client reads (the store checks its own).
-    hasher: Option<larder::Hasher>,
-    expect: Option<larder::Digest>,
-    source: String,
-}
-
-impl Tap for ToClient {
-    async fn chunk(&mut self, chunk: &Bytes) -> bool {
-        if let Some(hasher) = &mut self.hasher {
-            hasher.update(chunk);
-        }
-        // A client that went away does not stop the copy being kept.
-        if let Some(previous) = self.held.replace(chunk.clone())
-            && let Some(tx) = &self.tx
-            && tx.send(Ok(previous)).await.is_err()
-        {
-            self.tx = None;
-            self.hasher = None;
-        }
-        self.tx.is_some()
-    }
-
-    fn check(&mut self, _: u64) -> Result<(), Upload> {
-        let Some(got) = self.hasher.take().map(larder::Hasher::finish) else { return Ok(()) };
-        match self.expect {
-            Some(want) if want != got => Err(Upload::Broken(format!(
-                "{} is {got}, not the {want} the index gives",
-                self.source
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl ToClient {
-    /// Sends the held-back last chunk, or the error that ends the body.
-    async fn finish(&mut self, verdict: &Result<u64, Upload>) {
-        let Some(tx) = self.tx.take() else { return };
-        let last = match verdict {
-            Ok(_) => self.held.take().map(Ok),
-            Err(why) => Some(Err(std::io::Error::other(why.to_string()))),
-        };
-        if let Some(item) = last {
-            let _ = tx.send(item).await;
-        }
     }
 }
 
