@@ -262,10 +262,10 @@ pub(crate) struct Opened {
 }
 
 impl Opened {
-    pub(crate) fn http(download: Download) -> Opened {
+    pub(crate) fn http(download: Box<Download>) -> Opened {
         let total = download.total();
         let validators = download.validators().clone();
-        Opened { reader: Box::new(download), total, validators }
+        Opened { reader: download, total, validators }
     }
 }
 
@@ -276,7 +276,7 @@ enum Kept {
     /// Its kept copy, checked against the recipe (and its server).
     Use { digest: Digest, file: File, size: u64 },
     /// Its server has a new version, being downloaded.
-    Changed(Download),
+    Changed(Box<Download>),
 }
 
 /// Looks for the download of `plan` kept under `key` and decides whether it
@@ -313,8 +313,10 @@ fn kept_download(b: &Build<'_>, plan: &Plan<'_>, key: &str) -> Result<Kept> {
         tracing::info!(key, "{} is in the store already", plan.label);
         return Ok(Kept::Use { digest, file, size });
     };
-    let (known, checked_at) = match b.store.download_validators(key)? {
-        Some((etag, last_modified, at)) => (Validators { etag, last_modified }, Some(at)),
+    let (known, checked_at) = match b.store.download_version(key)? {
+        Some(v) => {
+            (Validators { etag: v.etag, last_modified: v.last_modified }, Some(v.checked_at))
+        }
         None => (Validators::default(), None),
     };
     match Download::open_unless_unchanged(url, b.http, &known) {

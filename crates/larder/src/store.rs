@@ -40,6 +40,7 @@ use crate::holder::ProcessId;
 use crate::progress::{NoProgress, Progress};
 use crate::size::format_size;
 use copy::{CopyError, copy_file_plain, copy_file_to_file, copy_hashing};
+pub(crate) use index::DownloadVersion;
 pub use index::QueuedUpload;
 use journal::Journal;
 use layout::{Layout, TempKind, parse_temp};
@@ -417,13 +418,10 @@ impl Store {
     }
 
     /// What the server last said of the download kept under the internal key
-    /// `key` (its ETag and Last-Modified, and when, in seconds since the Unix
-    /// epoch), if that is still the blob the key names.
-    pub(crate) fn download_validators(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Option<String>, Option<String>, i64)>> {
-        index::download_validators(&self.lock(), key).map_err(|e| self.idx_err(e))
+    /// `key` (its ETag and Last-Modified, and when), if that is still the
+    /// blob the key names.
+    pub(crate) fn download_version(&self, key: &str) -> Result<Option<DownloadVersion>> {
+        index::download_version(&self.lock(), key).map_err(|e| self.idx_err(e))
     }
 
     /// Records the ETag and Last-Modified the server gave for the download
@@ -488,9 +486,7 @@ pub(crate) fn check_home(home: &Path) -> Result<()> {
                     "; it is shared with group {group}, which you are not in (ask for it: usermod -aG {group} YOU)"
                 )
             } else {
-                format!(
-                    "; set LARDER_HOME to a folder of your own, or ask its owner to share it with a group of yours (larder init --shared-group GROUP)"
-                )
+                "; set LARDER_HOME to a folder of your own, or ask its owner to share it with a group of yours (larder init --shared-group GROUP)".to_string()
             };
             Err(Error::new(
                 ErrorKind::PermissionDenied,

@@ -45,7 +45,9 @@ pub(crate) fn file_name(loader: &Loader, number: usize) -> String {
 pub(crate) fn open_remote(b: &super::Build<'_>, loader: &Loader, scratch: &Path) -> Result<Opened> {
     let unversioned = |reader, total| Opened { reader, total, validators: Validators::default() };
     match loader {
-        Loader::Http(url) => Ok(Opened::http(Download::open(url, b.http).map_err(read_error)?)),
+        Loader::Http(url) => {
+            Ok(Opened::http(Box::new(Download::open(url, b.http).map_err(read_error)?)))
+        }
         Loader::Dirac(lfn) => {
             let file = dirac_get(lfn, scratch)?;
             let size = file.metadata().ok().map(|m| m.len());

@@ -48,7 +48,7 @@ pub(crate) enum Revalidated {
     Unchanged,
     /// The file changed (or the server does not answer conditionally): its
     /// new bytes.
-    Changed(Download),
+    Changed(Box<Download>),
 }
 
 /// A download in progress.
@@ -103,7 +103,7 @@ impl Download {
         if reader.not_modified {
             return Ok(Revalidated::Unchanged);
         }
-        Ok(Revalidated::Changed(reader))
+        Ok(Revalidated::Changed(Box::new(reader)))
     }
 
     /// What the server said of the version it sent.

@@ -516,17 +516,28 @@ pub(crate) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
-/// The validators recorded for the download kept under `key`, if they speak
-/// for the blob `key` is bound to now: (etag, last_modified, checked_at).
-pub(crate) fn download_validators(
+/// What the server said of a kept download: its validators, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DownloadVersion {
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
+    /// When, in seconds since the Unix epoch.
+    pub(crate) checked_at: i64,
+}
+
+/// The version recorded for the download kept under `key`, if it speaks for
+/// the blob `key` is bound to now.
+pub(crate) fn download_version(
     conn: &Connection,
     key: &str,
-) -> rusqlite::Result<Option<(Option<String>, Option<String>, i64)>> {
+) -> rusqlite::Result<Option<DownloadVersion>> {
     conn.prepare_cached(
         "SELECT v.etag, v.last_modified, v.checked_at FROM download_validators v \
          JOIN keys k ON k.key = v.key AND k.digest = v.digest WHERE v.key = ?1",
     )?
-    .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    .query_row([key], |r| {
+        Ok(DownloadVersion { etag: r.get(0)?, last_modified: r.get(1)?, checked_at: r.get(2)? })
+    })
     .optional()
 }
 
