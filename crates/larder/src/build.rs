@@ -63,21 +63,25 @@ pub(crate) struct Build<'a> {
 
 /// Builds every source of `recipe` into `staging`.
 pub(crate) fn build(b: &Build<'_>, recipe: &Recipe, staging: &Path) -> Result<()> {
+    let mut unpinned = Vec::new();
     for (i, source) in recipe.sources.iter().enumerate() {
         b.budget.next_source();
         let plan = Plan::new(i + 1, source);
         let loaded = build_source(b, &plan, staging)?;
         if let (Some(digest), true) = (loaded, plan.is_unchecked()) {
-            tracing::warn!(
-                "{} is not checked against a checksum, so its server may change it; its sha256 is {}; \
-                 to pin it, write it in the recipe as `{}`",
-                plan.label,
-                digest.hex(),
-                plan.pinned(&digest)
-            );
+            unpinned.push((plan.label.clone(), digest, plan.pinned(&digest)));
         }
     }
-    extract::check_all_links(staging)
+    extract::check_all_links(staging)?;
+    // Said once the build stands: a failed one has nothing worth pinning.
+    for (label, digest, pinned) in unpinned {
+        tracing::warn!(
+            "{label} is not checked against a checksum, so its server may change it; its sha256 is {}; \
+             to pin it, write it in the recipe as `{pinned}`",
+            digest.hex()
+        );
+    }
+    Ok(())
 }
 
 /// The key under which a download is kept in the store: the same loader with
