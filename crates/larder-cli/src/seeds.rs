@@ -124,6 +124,10 @@ struct Sc {
     /// Accepted for shared-cache's scripts; larder keeps no state file in the repository
     #[arg(short, long, value_name = "FILE")]
     file: Option<String>,
+    /// If the repository is built here, download again what the store kept from earlier
+    /// downloads
+    #[arg(long)]
+    refresh: bool,
     /// The loader stack, bottom first
     #[arg(value_name = "LOADER")]
     loaders: Vec<String>,
@@ -164,7 +168,8 @@ fn sc(args: Sc) -> Result<ExitCode> {
         None => vec![PathBuf::from("/tmp"), PathBuf::from("/var/tmp")],
     };
     let dirs = home.dirs()?.with_places(places.clone());
-    let spec = DirSpec { name: args.name.clone(), size, recipe: Recipe::parse(&args.loaders)? };
+    let recipe = Recipe::parse(&args.loaders)?;
+    let spec = DirSpec { name: args.name.clone(), size, recipe, refresh: args.refresh };
     // The calling script is the user, as shared-cache registered its shell.
     let holder = Holder::caller()?;
     let mut path = None;

@@ -154,16 +154,17 @@ impl Dirs {
     /// Holds the directory `name` (a new scratch directory with a fresh id if
     /// none and no recipe) for this process, creating it with `size` bytes
     /// free and, for a recipe, building it or waiting while another builds.
-    #[pyo3(signature = (name=None, size=0, recipe=Vec::new()))]
+    #[pyo3(signature = (name=None, size=0, recipe=Vec::new(), refresh=false))]
     fn hold(
         &self,
         py: Python<'_>,
         name: Option<String>,
         size: u64,
         recipe: Vec<String>,
+        refresh: bool,
     ) -> PyResult<Hold> {
         let recipe = Recipe::parse(&recipe).py()?;
-        let spec = DirSpec { name: name.clone(), size, recipe };
+        let spec = DirSpec { name: name.clone(), size, recipe, refresh };
         // A recipe's directory has a name even when none is given.
         let name = match name {
             Some(name) => Some(name),

@@ -8,6 +8,14 @@
 //! through the checksums, and into the unpacker on a second thread; the blob is
 //! committed only if the checksums match and the unpacking succeeded, so a bad
 //! download leaves nothing behind.
+//!
+//! An `http:` download that no checksum pins may change on its server. Each
+//! time a directory is built from one kept in the store, the server is asked
+//! whether it changed (`If-None-Match`, `If-Modified-Since`, with the ETag
+//! and Last-Modified kept beside the blob in the store's index): `304` reuses
+//! the kept copy, new bytes replace it, and a server that cannot be reached
+//! leaves the kept copy in use, with a warning. The sha256 of such a download
+//! is printed in a form that pins it.
 
 mod checksum;
 pub(crate) mod extract;
@@ -23,6 +31,7 @@ use crate::digest::Digest;
 use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
+use crate::http::download::{Download, Revalidated, Validators};
 use crate::progress::Progress;
 use crate::recipe::{Algorithm, Checksum, Loader, Recipe, Source, Transform};
 use crate::remote::RemoteConfig;
@@ -48,16 +57,31 @@ pub(crate) struct Build<'a> {
     /// removed by the caller. Never inside the staging folder, where an
     /// archive's entries could collide with it.
     pub(crate) scratch: &'a Path,
+    /// Download again what the store keeps from earlier downloads.
+    pub(crate) refresh: bool,
 }
 
 /// Builds every source of `recipe` into `staging`.
 pub(crate) fn build(b: &Build<'_>, recipe: &Recipe, staging: &Path) -> Result<()> {
+    let mut unpinned = Vec::new();
     for (i, source) in recipe.sources.iter().enumerate() {
         b.budget.next_source();
         let plan = Plan::new(i + 1, source);
-        build_source(b, &plan, staging)?;
+        let loaded = build_source(b, &plan, staging)?;
+        if let (Some(digest), true) = (loaded, plan.is_unchecked()) {
+            unpinned.push((plan.label.clone(), digest, plan.pinned(&digest)));
+        }
     }
-    extract::check_all_links(staging)
+    extract::check_all_links(staging)?;
+    // Said once the build stands: a failed one has nothing worth pinning.
+    for (label, digest, pinned) in unpinned {
+        tracing::warn!(
+            "{label} is not checked against a checksum, so its server may change it; its sha256 is {}; \
+             to pin it, write it in the recipe as `{pinned}`",
+            digest.hex()
+        );
+    }
+    Ok(())
 }
 
 /// The key under which a download is kept in the store: the same loader with
@@ -126,6 +150,28 @@ impl<'a> Plan<'a> {
     fn is_plain(&self) -> bool {
         self.rest.iter().all(|t| matches!(t, Transform::Check(_)))
     }
+
+    /// Whether nothing in the recipe pins what is loaded: no checksum at all.
+    fn is_unchecked(&self) -> bool {
+        !self.source.transforms.iter().any(|t| matches!(t, Transform::Check(_)))
+    }
+
+    /// The URL of an `http:` download that no checksum pins: one whose kept
+    /// copy is checked with its server before it is used again.
+    fn revalidated_url(&self) -> Option<&str> {
+        match &self.source.loader {
+            Loader::Http(url) if self.is_unchecked() => Some(url),
+            _ => None,
+        }
+    }
+
+    /// This source as a recipe's steps, pinned to the loaded bytes `digest`.
+    fn pinned(&self, digest: &Digest) -> Recipe {
+        let mut source = self.source.clone();
+        let sum = Checksum { algorithm: Algorithm::Sha256, hex: digest.hex() };
+        source.transforms.insert(0, Transform::Check(sum));
+        Recipe { sources: vec![source] }
+    }
 }
 
 fn strip_suffix(name: &str, suffixes: &[(&str, &str)]) -> String {
@@ -139,69 +185,168 @@ fn strip_suffix(name: &str, suffixes: &[(&str, &str)]) -> String {
     format!("{name}.out")
 }
 
-fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<()> {
+/// Builds one source into `staging`. Returns the digest of the loaded bytes
+/// of a download, when it is known.
+fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<Option<Digest>> {
     match &plan.source.loader {
         Loader::Http(_) | Loader::Dirac(_) | Loader::S3 { .. } => {
             let key = download_key(plan.source);
-            match b.store.open_verified(&Target::Key(key.clone()), b.progress) {
-                Ok((digest, file, size)) => {
-                    // The key is computable from a public recipe, so what it
-                    // names is checked against the recipe like a fresh
-                    // download before anything is unpacked.
-                    match cached_matches(b, plan, digest, &file, size)? {
-                        None => {
-                            tracing::info!(key, "{} is in the store already", plan.label);
-                            let input = Input::Blob { digest, file, size };
-                            return unpack_input(b, plan, input, &[], staging);
-                        }
-                        Some(m) => {
-                            tracing::warn!(
-                                "{} in the store under {key} has {} {}, not the recipe's {}; \
-                                 downloading it again",
-                                plan.label,
-                                m.expected.algorithm.name(),
-                                m.actual,
-                                m.expected.hex
-                            );
-                            drop(file);
-                            let _ = b.store.remove(&Target::Key(key.clone()), false);
-                        }
-                    }
+            let mut changed = None;
+            match kept_download(b, plan, &key)? {
+                Kept::Use { digest, file, size } => {
+                    let input = Input::Blob { digest, file, size };
+                    unpack_input(b, plan, input, &[], staging)?;
+                    return Ok(Some(digest));
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {}
-                Err(e) => return Err(e),
+                Kept::Changed(download) => changed = Some(download),
+                Kept::None => {}
             }
             let scratch = b.scratch.join(format!("fetch-{}", plan.number));
-            let fetched = source::open_remote(b, &plan.source.loader, &scratch).and_then(
-                |(reader, total)| match total {
-                    // Too large for the store: unpack it without keeping it.
-                    Some(t) if t > b.store.capacity() => {
-                        tracing::info!(
-                            "{} ({t} bytes) is larger than the store; it is not kept",
-                            plan.label
+            let opened = match changed {
+                Some(download) => Ok(Opened::http(download)),
+                None => source::open_remote(b, &plan.source.loader, &scratch),
+            };
+            let fetched = opened.and_then(|opened| match opened.total {
+                // Too large for the store: unpack it without keeping it.
+                Some(t) if t > b.store.capacity() => {
+                    tracing::info!(
+                        "{} ({t} bytes) is larger than the store; it is not kept",
+                        plan.label
+                    );
+                    let input = Input::Stream(opened.reader);
+                    unpack_input(b, plan, input, &plan.raw_checks, staging).map(|()| None)
+                }
+                _ => {
+                    let digest =
+                        through_store(b, plan, opened.reader, opened.total, &key, staging)?;
+                    if let Some(digest) = digest.filter(|_| !opened.validators.is_empty()) {
+                        let v = &opened.validators;
+                        let recorded = b.store.set_download_validators(
+                            &key,
+                            &digest,
+                            v.etag.as_deref(),
+                            v.last_modified.as_deref(),
                         );
-                        let input = Input::Stream(reader);
-                        unpack_input(b, plan, input, &plan.raw_checks, staging)
+                        if let Err(e) = recorded {
+                            tracing::warn!("cannot record the version of {}: {e}", plan.label);
+                        }
                     }
-                    _ => through_store(b, plan, reader, total, &key, staging),
-                },
-            );
+                    Ok(digest)
+                }
+            });
             let _ = fs::remove_dir_all(&scratch);
             fetched
         }
         Loader::Larder(digest) => {
             let (digest, file, size) =
                 b.store.open_verified(&Target::Digest(*digest), b.progress)?;
-            unpack_input(b, plan, Input::Blob { digest, file, size }, &plan.raw_checks, staging)
+            let input = Input::Blob { digest, file, size };
+            unpack_input(b, plan, input, &plan.raw_checks, staging).map(|()| None)
         }
         Loader::File(path) => {
             let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
             let size = file.metadata().map_err(|e| Error::io("read", path, e))?.len();
             unpack_input(b, plan, Input::File { file, size }, &plan.raw_checks, staging)
+                .map(|()| None)
         }
         Loader::Exec(command) => {
             let reader = source::run_command(command)?;
             unpack_input(b, plan, Input::Stream(Box::new(reader)), &plan.raw_checks, staging)
+                .map(|()| None)
+        }
+    }
+}
+
+/// A remote loader opened: its bytes, their length if known, and what the
+/// server said of their version (nothing, but for `http:`).
+pub(crate) struct Opened {
+    pub(crate) reader: Box<dyn Read>,
+    pub(crate) total: Option<u64>,
+    pub(crate) validators: Validators,
+}
+
+impl Opened {
+    pub(crate) fn http(download: Box<Download>) -> Opened {
+        let total = download.total();
+        let validators = download.validators().clone();
+        Opened { reader: download, total, validators }
+    }
+}
+
+/// What the store keeps of a download, and whether to use it.
+enum Kept {
+    /// Nothing usable: download it.
+    None,
+    /// Its kept copy, checked against the recipe (and its server).
+    Use { digest: Digest, file: File, size: u64 },
+    /// Its server has a new version, being downloaded.
+    Changed(Box<Download>),
+}
+
+/// Looks for the download of `plan` kept under `key` and decides whether it
+/// serves: it must match the recipe's checksums, and an unpinned `http:`
+/// download must still be what its server has (or the server be out of reach).
+fn kept_download(b: &Build<'_>, plan: &Plan<'_>, key: &str) -> Result<Kept> {
+    if b.refresh {
+        tracing::info!("{}: downloading it again (--refresh)", plan.label);
+        return Ok(Kept::None);
+    }
+    let (digest, file, size) =
+        match b.store.open_verified(&Target::Key(key.to_string()), b.progress) {
+            Ok(found) => found,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {
+                return Ok(Kept::None);
+            }
+            Err(e) => return Err(e),
+        };
+    // The key is computable from a public recipe, so what it names is checked
+    // against the recipe like a fresh download before anything is unpacked.
+    if let Some(m) = cached_matches(b, plan, digest, &file, size)? {
+        tracing::warn!(
+            "{} in the store under {key} has {} {}, not the recipe's {}; downloading it again",
+            plan.label,
+            m.expected.algorithm.name(),
+            m.actual,
+            m.expected.hex
+        );
+        drop(file);
+        let _ = b.store.remove(&Target::Key(key.to_string()), false);
+        return Ok(Kept::None);
+    }
+    let Some(url) = plan.revalidated_url() else {
+        tracing::info!(key, "{} is in the store already", plan.label);
+        return Ok(Kept::Use { digest, file, size });
+    };
+    let (known, checked_at) = match b.store.download_version(key)? {
+        Some(v) => {
+            (Validators { etag: v.etag, last_modified: v.last_modified }, Some(v.checked_at))
+        }
+        None => (Validators::default(), None),
+    };
+    match Download::open_unless_unchanged(url, b.http, &known) {
+        Ok(Revalidated::Unchanged) => {
+            tracing::info!(key, "{} is unchanged on its server; using the kept copy", plan.label);
+            Ok(Kept::Use { digest, file, size })
+        }
+        Ok(Revalidated::Changed(download)) => {
+            tracing::info!(
+                "{} changed on its server (or cannot be asked conditionally); downloading it again",
+                plan.label
+            );
+            Ok(Kept::Changed(download))
+        }
+        Err(e) => {
+            let e = source::read_error(e);
+            let when = checked_at
+                .map(|at| format!(", as its server had it at {}", crate::time::format_rfc3339(at)))
+                .unwrap_or_default();
+            tracing::warn!(
+                "cannot ask whether {} changed ({e}); using the copy kept in the store \
+                 (sha256:{}{when}); `larder use --refresh` downloads it again",
+                plan.label,
+                digest.hex()
+            );
+            Ok(Kept::Use { digest, file, size })
         }
     }
 }
@@ -269,7 +414,7 @@ fn through_store(
     total: Option<u64>,
     key: &str,
     staging: &Path,
-) -> Result<()> {
+) -> Result<Option<Digest>> {
     let what = format!("downloading {}", plan.label);
     let failure = Arc::new(Mutex::new(None));
     let keep = PutOptions { key: Some(key.to_string()), pin: false, ..Default::default() };
@@ -289,7 +434,8 @@ fn through_store(
         check_sums(tee.checker, &plan.label)?;
         let digest = pending.commit(&keep)?;
         let (digest, file, size) = b.store.open_verified(&Target::Digest(digest), b.progress)?;
-        return unpack_input(b, plan, Input::Blob { digest, file, size }, &[], staging);
+        unpack_input(b, plan, Input::Blob { digest, file, size }, &[], staging)?;
+        return Ok(Some(digest));
     }
     if plan.unzips() {
         // Zip needs the whole file: unpack the staged bytes, then keep them.
@@ -298,8 +444,7 @@ fn through_store(
         let pending = pending.map_err(|e| take(&failure).unwrap_or(e))?;
         check_sums(tee.checker, &plan.label)?;
         extract::unzip(pending.open()?, staging, b.budget, &step("unzip", plan))?;
-        keep_download(pending, &keep, &plan.label);
-        return Ok(());
+        return Ok(keep_download(pending, &keep, &plan.label));
     }
     let (unpacked, staged, checker, unpacker_stopped) = std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<Vec<u8>>(8);
@@ -333,17 +478,26 @@ fn through_store(
             // A wrong checksum explains anything the unpacker made of the bytes.
             check_sums(checker, &plan.label)?;
             unpacked?;
-            keep_download(pending, &keep, &plan.label);
-            Ok(())
+            Ok(keep_download(pending, &keep, &plan.label))
         }
     }
 }
 
 /// Keeps a download whose directory is built: if the store cannot take it
 /// (all pinned, say), the build still stands; only the next one downloads again.
-fn keep_download(pending: crate::store::Pending<'_>, keep: &PutOptions, label: &str) {
-    if let Err(e) = pending.commit(keep) {
-        tracing::warn!("{label} is unpacked but not kept in the store: {e}");
+/// Returns the digest of the downloaded bytes.
+fn keep_download(
+    pending: crate::store::Pending<'_>,
+    keep: &PutOptions,
+    label: &str,
+) -> Option<Digest> {
+    let digest = pending.digest();
+    match pending.commit(keep) {
+        Ok(digest) => Some(digest),
+        Err(e) => {
+            tracing::warn!("{label} is unpacked but not kept in the store: {e}");
+            digest
+        }
     }
 }
 

@@ -47,6 +47,9 @@ pub struct DirSpec {
     pub size: u64,
     /// How it is built; empty for a scratch directory.
     pub recipe: Recipe,
+    /// If it is built here, download again what the store keeps from
+    /// earlier downloads (a directory already built is used as it is).
+    pub refresh: bool,
 }
 
 impl DirSpec {
@@ -63,6 +66,12 @@ impl DirSpec {
     /// Names it `name`.
     pub fn named(mut self, name: &str) -> DirSpec {
         self.name = Some(name.to_string());
+        self
+    }
+
+    /// Downloads afresh, not from the store, if it is built here.
+    pub fn refreshed(mut self, refresh: bool) -> DirSpec {
+        self.refresh = refresh;
         self
     }
 
@@ -317,6 +326,10 @@ impl Dirs {
         let _ = fs::remove_dir_all(&staging);
         fs::create_dir_all(&staging).map_err(|e| Error::io("create", &staging, e))?;
         let filled = fill(&staging).and_then(|()| {
+            if crate::sharing::folder_is_shared(&parent) {
+                crate::sharing::share_tree(&staging)
+                    .map_err(|e| Error::io("share with the group", &staging, e))?;
+            }
             crate::fsutil::sync_filesystem(&staging).map_err(|e| Error::io("flush", &staging, e))
         });
         if let Err(e) = filled {

@@ -33,7 +33,12 @@ impl ProcessId {
     pub fn is_alive(&self) -> bool {
         match read_stat(self.pid) {
             Some((state, start)) => start == self.start && state != 'Z' && state != 'X',
-            None => false,
+            // `/proc` may hide other users' processes (mounted with
+            // `hidepid`): `kill(pid, 0)` still tells a process that exists
+            // but is not ours (EPERM) from none at all (ESRCH). Its start
+            // time cannot be checked then, so a live one is never taken for
+            // dead, at the price of a reused pid looking alive.
+            None => exists_hidden(self.pid),
         }
     }
 }
@@ -152,6 +157,18 @@ impl ProcessInfo {
             && self.environ.is_some()
             && self.environ == parent.environ
     }
+}
+
+/// Whether a process `pid` exists that this process may not signal: one of
+/// another user, hidden from its `/proc`.
+fn exists_hidden(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The fields of `/proc/<pid>/stat` larder reads.

@@ -29,6 +29,7 @@ pub mod env;
 pub mod pool;
 pub mod recipe;
 pub mod remote;
+pub mod sharing;
 
 // Helpers public only so that larder's own crates (the server, the command
 // line, the Python package code) share them; not a promise to anyone else.

@@ -18,6 +18,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Opens (creating if needed) the database at `path` in WAL mode and brings
 /// its schema up to date with `migrations`.
 pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, Error> {
+    crate::sharing::prepare_database(path).map_err(|e| Error::io("share", path, e))?;
     let conn = Connection::open(path).map_err(|e| Error::index(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| Error::index(path, e))?;
     // WAL lets readers go on while one process writes; NORMAL sync keeps a

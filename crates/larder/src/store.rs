@@ -40,6 +40,7 @@ use crate::holder::ProcessId;
 use crate::progress::{NoProgress, Progress};
 use crate::size::format_size;
 use copy::{CopyError, copy_file_plain, copy_file_to_file, copy_hashing};
+pub(crate) use index::DownloadVersion;
 pub use index::QueuedUpload;
 use journal::Journal;
 use layout::{Layout, TempKind, parse_temp};
@@ -416,6 +417,29 @@ impl Store {
         })
     }
 
+    /// What the server last said of the download kept under the internal key
+    /// `key` (its ETag and Last-Modified, and when), if that is still the
+    /// blob the key names.
+    pub(crate) fn download_version(&self, key: &str) -> Result<Option<DownloadVersion>> {
+        index::download_version(&self.lock(), key).map_err(|e| self.idx_err(e))
+    }
+
+    /// Records the ETag and Last-Modified the server gave for the download
+    /// `digest` kept under the internal key `key`. Kept beside the index's
+    /// own rows, never under a key anyone can bind.
+    pub(crate) fn set_download_validators(
+        &self,
+        key: &str,
+        digest: &Digest,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            index::set_download_validators(tx, key, digest, etag, last_modified)
+                .map_err(|e| self.idx_err(e))
+        })
+    }
+
     /// Closes the store. Dropping the store does the
     /// same, without reporting errors. Every change is already committed.
     pub fn close(self) -> Result<()> {
@@ -443,20 +467,34 @@ pub(crate) fn stamp(meta: &fs::Metadata) -> String {
 
 /// Refuses a home another user owns; creates a missing one.
 pub(crate) fn check_home(home: &Path) -> Result<()> {
-    match fsutil::owner(home) {
-        Ok(owner) => {
+    match fs::metadata(home) {
+        Ok(meta) => {
             let me = fsutil::effective_uid();
-            if owner != me {
-                let who = fsutil::user_name(owner).map(|n| format!(" ({n})")).unwrap_or_default();
-                return Err(Error::new(
-                    ErrorKind::PermissionDenied,
-                    format!(
-                        "larder home {} belongs to uid {owner}{who}, not to you (uid {me}); set LARDER_HOME to a folder of your own",
-                        home.display()
-                    ),
-                ));
+            let owner = meta.uid();
+            let shared = crate::sharing::is_shared(&meta);
+            if owner == me || (shared && crate::sharing::in_group(meta.gid())) {
+                if shared {
+                    crate::sharing::let_group_write();
+                }
+                return Ok(());
             }
-            Ok(())
+            let who = fsutil::user_name(owner).map(|n| format!(" ({n})")).unwrap_or_default();
+            let group = crate::sharing::group_name(meta.gid())
+                .unwrap_or_else(|| format!("gid {}", meta.gid()));
+            let why = if shared {
+                format!(
+                    "; it is shared with group {group}, which you are not in (ask for it: usermod -aG {group} YOU)"
+                )
+            } else {
+                "; set LARDER_HOME to a folder of your own, or ask its owner to share it with a group of yours (larder init --shared-group GROUP)".to_string()
+            };
+            Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "larder home {} belongs to uid {owner}{who}, not to you (uid {me}){why}",
+                    home.display()
+                ),
+            ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(home).map_err(|e| Error::io("create larder home", home, e))

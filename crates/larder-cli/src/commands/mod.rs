@@ -8,6 +8,7 @@ mod dir;
 mod gc;
 mod get;
 mod has;
+mod init;
 mod ls;
 mod pin;
 pub mod pool;
@@ -74,6 +75,8 @@ pub enum Command {
     Pool(pool::Args),
     /// Print the effective configuration and where each value came from
     Config(config::Args),
+    /// Create the home; with --shared-group, share it with a Unix group's users
+    Init(init::Args),
     /// Renew this host's leases at a Redis coordinator (started by larder itself)
     #[command(hide = true)]
     CoordinatorAgent(coordinator_agent::Args),
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Wheels(args) => wheels::run(home, args),
         Command::Pypi(args) => pypi::run(home, args),
         Command::Config(args) => config::run(home, args),
+        Command::Init(args) => init::run(home, args),
         Command::CoordinatorAgent(args) => coordinator_agent::run(home, args),
     }
 }

@@ -47,7 +47,7 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let recipe = recipe?;
-    let spec = larder::DirSpec { name: args.name, size: 0, recipe };
+    let spec = larder::DirSpec { name: args.name, recipe, ..Default::default() };
     dirs.unuse_spec(&spec, &holder)?;
     Ok(ExitCode::SUCCESS)
 }

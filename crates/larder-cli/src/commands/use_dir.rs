@@ -31,6 +31,10 @@ pub struct Args {
     /// push) if there is none of that name here
     #[arg(long, value_name = "REMOTE", requires = "name", conflicts_with = "recipe")]
     from_remote: Option<String>,
+    /// If the directory is built here, download again what the store kept from earlier
+    /// downloads (a directory already built is used as it is)
+    #[arg(long)]
+    refresh: bool,
     /// How to build it: loaders, each followed by its transforms (see below); none for a
     /// scratch directory
     #[arg(value_name = "RECIPE")]
@@ -48,7 +52,9 @@ apply to that file:
   transforms: md5:HEX sha1:HEX sha256:HEX sha512:HEX blake3:HEX (checked while streaming)
               tar (gzip, bzip2, xz, zstd detected)  unzip  gunzip  unxz  unzstd
 The first user builds the directory; the others wait and share it. Downloads are kept in the
-store, so the same URL and checksum is downloaded once.
+store, so the same URL and checksum is downloaded once. An http download without a checksum is
+checked with its server (a conditional request) whenever a directory is built from it, and its
+sha256 is printed so that it can be pinned; --refresh downloads everything again.
 
 Example:
   larder use --name=test-repo --size=10GB http:https://example.org/a.tar.gz md5:7b9d… tar";
@@ -87,7 +93,7 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         record
     } else {
         let recipe = Recipe::parse(&args.recipe)?;
-        let spec = larder::DirSpec { name: args.name.clone(), size, recipe };
+        let spec = larder::DirSpec { name: args.name.clone(), size, recipe, refresh: args.refresh };
         dirs.use_dir(&spec, &holder, &crate::progress::Bars::new())?
     };
     if args.command.is_empty() {

@@ -1,10 +1,12 @@
 //! A small HTTP/1.1 file server for tests, on 127.0.0.1: it counts requests
-//! per path, honours `Range`, and can be told to fail, hang before answering,
-//! stall, drop the connection, redirect or send slowly.
+//! per path, honours `Range`, answers conditional requests (`If-None-Match`,
+//! `If-Modified-Since`) with `304`, and can be told to fail, hang before
+//! answering, stall, drop the connection, redirect, send slowly or stop.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,12 +39,38 @@ struct Resource {
     redirect: Option<String>,
     /// Take every request and never answer it.
     hang: bool,
+    /// How many times the body was replaced: its Last-Modified moves with it.
+    version: u32,
+}
+
+impl Resource {
+    /// A strong ETag from the body's bytes.
+    fn etag(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.body.hash(&mut hasher);
+        format!("\"{:016x}-{}\"", hasher.finish(), self.body.len())
+    }
+
+    fn last_modified(&self) -> String {
+        format!("Mon, 07 Dec 2026 00:{:02}:{:02} GMT", self.version / 60, self.version % 60)
+    }
+}
+
+/// One request the server received.
+#[derive(Debug, Clone, Default)]
+struct Request {
+    range: String,
+    /// It carried If-None-Match or If-Modified-Since.
+    conditional: bool,
+    /// It was answered `304 Not Modified`.
+    not_modified: bool,
 }
 
 #[derive(Default)]
 struct State {
     resources: HashMap<String, Resource>,
-    requests: HashMap<String, Vec<String>>,
+    requests: HashMap<String, Vec<Request>>,
 }
 
 /// The server; it runs until the test process ends.
@@ -50,16 +78,21 @@ struct State {
 pub struct Server {
     port: u16,
     state: Arc<Mutex<State>>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl Server {
     pub fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let server = Server { port, state: Arc::default() };
+        let server = Server { port, state: Arc::default(), stopped: Arc::default() };
         let handle = server.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                if handle.stopped.load(Ordering::SeqCst) {
+                    // Dropping the listener refuses every later connection.
+                    return;
+                }
                 let handle = handle.clone();
                 std::thread::spawn(move || {
                     let _ = handle.serve(stream);
@@ -78,10 +111,24 @@ impl Server {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Serves `body` at `path`, with Range support.
+    /// Serves `body` at `path`, with Range support; a body that replaces
+    /// another gets a new ETag and Last-Modified.
     pub fn add(&self, path: &str, body: Vec<u8>) {
-        let resource = Resource { body: Arc::new(body), ranges: true, ..Resource::default() };
-        self.lock().resources.insert(path.to_string(), resource);
+        let mut state = self.lock();
+        let version = state.resources.get(path).map_or(0, |r| r.version + 1);
+        let resource =
+            Resource { body: Arc::new(body), ranges: true, version, ..Resource::default() };
+        state.resources.insert(path.to_string(), resource);
+    }
+
+    /// Stops listening: connections are refused from now on.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then drops the listener.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn with(&self, path: &str, f: impl FnOnce(&mut Resource)) {
@@ -127,6 +174,26 @@ impl Server {
 
     /// The Range header of each request for `path` (empty if none).
     pub fn ranges(&self, path: &str) -> Vec<String> {
+        self.requests(path).into_iter().map(|r| r.range).collect()
+    }
+
+    /// How many requests for `path` were conditional.
+    pub fn conditional_gets(&self, path: &str) -> usize {
+        self.requests(path).iter().filter(|r| r.conditional).count()
+    }
+
+    /// How many requests for `path` were answered `304 Not Modified`.
+    pub fn not_modified(&self, path: &str) -> usize {
+        self.requests(path).iter().filter(|r| r.not_modified).count()
+    }
+
+    /// How many requests for `path` were sent the whole body: not
+    /// conditional, or conditional on a version that changed.
+    pub fn full_gets(&self, path: &str) -> usize {
+        self.requests(path).iter().filter(|r| r.range.is_empty() && !r.not_modified).count()
+    }
+
+    fn requests(&self, path: &str) -> Vec<Request> {
         self.lock().requests.get(path).cloned().unwrap_or_default()
     }
 
@@ -138,28 +205,50 @@ impl Server {
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let mut range = String::new();
+        let mut if_none_match = None;
+        let mut if_modified_since = None;
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
                 break;
             }
-            if let Some((k, v)) = header.split_once(':')
-                && k.eq_ignore_ascii_case("range")
-            {
-                range = v.trim().to_string();
+            if let Some((k, v)) = header.split_once(':') {
+                let v = v.trim().to_string();
+                if k.eq_ignore_ascii_case("range") {
+                    range = v;
+                } else if k.eq_ignore_ascii_case("if-none-match") {
+                    if_none_match = Some(v);
+                } else if k.eq_ignore_ascii_case("if-modified-since") {
+                    if_modified_since = Some(v);
+                }
             }
         }
         let resource = {
             let mut state = self.lock();
-            state.requests.entry(path.clone()).or_default().push(range.clone());
+            let conditional = if_none_match.is_some() || if_modified_since.is_some();
+            let request = Request { range: range.clone(), conditional, not_modified: false };
+            state.requests.entry(path.clone()).or_default().push(request);
             let Some(r) = state.resources.get_mut(&path) else {
                 drop(state);
                 return respond(&stream, 404, &[], b"");
             };
             let fault = r.faults.pop_front();
-            (r.clone(), fault)
+            let r = r.clone();
+            // If-None-Match decides when sent (RFC 9110, 13.2.2).
+            let unchanged = match (&if_none_match, &if_modified_since) {
+                (Some(tags), _) => tags.split(',').any(|t| t.trim() == r.etag()),
+                (None, Some(date)) => *date == r.last_modified(),
+                (None, None) => false,
+            };
+            let unchanged = unchanged && fault.is_none() && r.always.is_none();
+            if unchanged
+                && let Some(last) = state.requests.get_mut(&path).and_then(|v| v.last_mut())
+            {
+                last.not_modified = true;
+            }
+            (r, fault, unchanged)
         };
-        let (resource, fault) = resource;
+        let (resource, fault, unchanged) = resource;
         let mut out = stream;
         if resource.hang {
             std::thread::sleep(Duration::from_secs(120));
@@ -183,12 +272,15 @@ impl Server {
             .filter(|_| resource.ranges && !ignore_range)
             .unwrap_or(0)
             .min(body.len());
-        let etag = format!("\"{}\"", body.len());
+        let validators = [("ETag", resource.etag()), ("Last-Modified", resource.last_modified())];
+        if unchanged {
+            return respond(&out, 304, &validators, b"");
+        }
         let mut headers = vec![
             ("Content-Length", (body.len() - start).to_string()),
-            ("ETag", etag),
             ("Accept-Ranges", "bytes".to_string()),
         ];
+        headers.extend(validators);
         let status = if start > 0 {
             headers.push((
                 "Content-Range",
@@ -243,6 +335,7 @@ fn write_head(out: &mut TcpStream, status: u16, headers: &[(&str, String)]) -> s
     let reason = match status {
         200 => "OK",
         206 => "Partial Content",
+        304 => "Not Modified",
         302 => "Found",
         404 => "Not Found",
         500 => "Internal Server Error",

@@ -22,6 +22,7 @@ mod recipes;
 mod remotes;
 mod seeds;
 mod serve;
+mod shared_home;
 mod sshd;
 mod store;
 mod util;

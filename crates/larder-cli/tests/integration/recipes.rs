@@ -593,7 +593,12 @@ fn every_loader_and_transform() {
     assert_eq!(std::fs::read(dir.join("bz/in.txt")).expect("bz"), b"bzip2");
     assert_eq!(std::fs::read(dir.join("xz/in.txt")).expect("xz tar"), b"xz");
     for path in ["/data.bin.gz", "/other.bin.zst", "/tree.tar.zst", "/files.zip"] {
-        assert_eq!(server.count(path), 1, "{path} downloaded once for both builds");
+        assert_eq!(server.full_gets(path), 1, "{path} downloaded once for both builds");
+    }
+    // What no checksum pins was asked after conditionally, and was unchanged.
+    assert_eq!(server.conditional_gets("/data.bin.gz"), 0, "pinned by its checksums");
+    for path in ["/other.bin.zst", "/tree.tar.zst", "/files.zip"] {
+        assert_eq!(server.not_modified(path), 1, "{path} revalidated for the second build");
     }
     // A command that fails fails the build.
     let err = t.run(&["use", "exec:echo oops >&2; exit 3", "tar"]);
@@ -1006,4 +1011,85 @@ fn strip_escapes(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[test]
+fn an_unchecked_download_is_revalidated_when_a_directory_is_built_from_it() {
+    let t = TestDir::new();
+    let server = Server::start();
+    server.add("/ver.txt", b"v1\n".to_vec());
+    let url = server.url("/ver.txt");
+    let use_v = |extra: &[&str]| {
+        let mut args = vec!["use", "--name", "v"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let run = t.run_with(t.command().env("LARDER_HTTP_RETRIES", "0").args(&args));
+        assert_eq!(run.code, 0, "{run:#?}");
+        let text = std::fs::read_to_string(t.real(&run.stdout).join("ver.txt")).expect("ver.txt");
+        (text, run.stderr)
+    };
+    let unuse_v = || t.run(&["unuse", "--name", "v"]).ok();
+
+    // The first build downloads it, and says how to pin it.
+    let (text, said) = use_v(&[]);
+    assert_eq!(text, "v1\n");
+    let pinned = format!("`http:{url} sha256:{}`", sha256_hex(b"v1\n"));
+    assert!(said.contains(&pinned), "the sha256 in a form to paste: {said}");
+    assert_eq!((server.full_gets("/ver.txt"), server.conditional_gets("/ver.txt")), (1, 0));
+    unuse_v();
+
+    // Unchanged on the server: a conditional request, answered 304, reuses it.
+    let (text, _) = use_v(&[]);
+    assert_eq!(text, "v1\n");
+    assert_eq!(server.not_modified("/ver.txt"), 1);
+    assert_eq!(server.full_gets("/ver.txt"), 1, "nothing downloaded again");
+    // --refresh on a directory that exists downloads nothing, and says so.
+    let (_, said) = use_v(&["--refresh"]);
+    assert!(said.contains("built already and is in use"), "{said}");
+    assert_eq!(server.full_gets("/ver.txt"), 1);
+    unuse_v();
+
+    // Changed on the server: the new directory has the new content.
+    server.add("/ver.txt", b"v2\n".to_vec());
+    let (text, said) = use_v(&[]);
+    assert_eq!(text, "v2\n");
+    assert!(said.contains(&sha256_hex(b"v2\n")), "{said}");
+    assert_eq!(server.conditional_gets("/ver.txt"), 2);
+    assert_eq!(server.full_gets("/ver.txt"), 2);
+    unuse_v();
+    let keys = t.json(&["ls", "--json"]);
+    let kept: Vec<&serde_json::Value> = keys
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["keys"].as_array().is_some_and(|k| !k.is_empty()))
+        .collect();
+    assert_eq!(kept.len(), 1, "the key names the new version only: {keys}");
+    assert_eq!(kept[0]["digest"], format!("sha256:{}", sha256_hex(b"v2\n")));
+
+    // --refresh downloads it again, unconditionally.
+    let (text, _) = use_v(&["--refresh"]);
+    assert_eq!(text, "v2\n");
+    assert_eq!(server.full_gets("/ver.txt"), 3);
+    assert_eq!(server.conditional_gets("/ver.txt"), 2);
+    unuse_v();
+
+    // The server down: the kept copy is used, and the warning says so.
+    server.stop();
+    let (text, said) = use_v(&[]);
+    assert_eq!(text, "v2\n");
+    assert!(said.contains("cannot ask whether ver.txt changed"), "{said}");
+    assert!(said.contains("using the copy kept in the store"), "{said}");
+    assert!(said.contains("--refresh"), "{said}");
+    unuse_v();
+    // Refreshing from a server that is down fails, naming the URL.
+    let run = t.run_with(t.command().env("LARDER_HTTP_RETRIES", "0").args([
+        "use",
+        "--name",
+        "v",
+        "--refresh",
+        &url,
+    ]));
+    assert_ne!(run.code, 0, "{run:#?}");
+    assert!(run.stderr.contains(&url) && run.stderr.contains("cannot connect"), "{run:#?}");
 }

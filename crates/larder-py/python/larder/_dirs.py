@@ -74,6 +74,7 @@ def use(
     dirs: Optional[Sequence[PathArg]] = None,
     *,
     home: Optional[PathArg] = None,
+    refresh: bool = False,
 ) -> Iterator[pathlib.Path]:
     """Holds the repository a recipe builds, for the ``with`` block, and
     yields its path (shared-cache's ``sc --use``/``sc --unuse``)::
@@ -87,9 +88,13 @@ def use(
     recipe; ``size`` (bytes or ``"10GB"``) is the space it needs; ``dirs``
     lists the folders to create it in (the first with ``size`` free; by
     default the configured ``dirs``). The last holder to leave deletes it.
+    With ``refresh``, a build here downloads again what the store kept from
+    earlier downloads.
     """
     handle = _dirs_handle(home, dirs)
-    hold = handle.hold(name, _util.size(size) if size is not None else 0, _recipe(recipe))
+    hold = handle.hold(
+        name, _util.size(size) if size is not None else 0, _recipe(recipe), refresh
+    )
     try:
         yield pathlib.Path(hold.path)
     finally:

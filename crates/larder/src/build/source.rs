@@ -5,8 +5,9 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+use super::Opened;
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::download::{Download, LoadError};
+use crate::http::download::{Download, LoadError, Validators};
 use crate::recipe::Loader;
 
 /// The name of the file a loader makes, when it is not unpacked: the last
@@ -41,26 +42,21 @@ pub(crate) fn file_name(loader: &Loader, number: usize) -> String {
 
 /// Opens a remote loader (`http:`, `dirac:`). `scratch` is a folder it may
 /// use for files the loader's tool writes; the caller removes it.
-pub(crate) fn open_remote(
-    b: &super::Build<'_>,
-    loader: &Loader,
-    scratch: &Path,
-) -> Result<(Box<dyn Read>, Option<u64>)> {
+pub(crate) fn open_remote(b: &super::Build<'_>, loader: &Loader, scratch: &Path) -> Result<Opened> {
+    let unversioned = |reader, total| Opened { reader, total, validators: Validators::default() };
     match loader {
         Loader::Http(url) => {
-            let reader = Download::open(url, b.http).map_err(read_error)?;
-            let total = reader.total();
-            Ok((Box::new(reader), total))
+            Ok(Opened::http(Box::new(Download::open(url, b.http).map_err(read_error)?)))
         }
         Loader::Dirac(lfn) => {
             let file = dirac_get(lfn, scratch)?;
             let size = file.metadata().ok().map(|m| m.len());
-            Ok((Box::new(file), size))
+            Ok(unversioned(Box::new(file), size))
         }
         Loader::S3 { bucket, key } => {
             let (reader, size) =
                 crate::remote::open_s3_object(bucket, key, b.remotes, b.http, b.env)?;
-            Ok((reader, Some(size)))
+            Ok(unversioned(reader, Some(size)))
         }
         other => Err(Error::new(ErrorKind::InvalidInput, format!("{other} is not a download"))),
     }

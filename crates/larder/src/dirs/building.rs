@@ -51,6 +51,13 @@ impl Dirs {
             match &record.state {
                 DirState::Ready => {
                     waiting.end(progress);
+                    if fresh && spec.refresh {
+                        tracing::warn!(
+                            "directory {name} was built already and is in use, so --refresh \
+                             downloaded nothing; it is built afresh once its holders let it go \
+                             (larder dir show {name} lists them)"
+                        );
+                    }
                     return Ok(record);
                 }
                 DirState::Deleting { .. } => {
@@ -248,8 +255,15 @@ impl Dirs {
                 progress: &reporter,
                 budget: &budget,
                 scratch: &scratch,
+                refresh: spec.refresh,
             };
             build::build(&b, &spec.recipe, &staging)?;
+            // In a folder shared with a group, whichever user lets the
+            // directory go last deletes it: the group gets the owner's rights.
+            if crate::sharing::folder_is_shared(parent) {
+                crate::sharing::share_tree(&staging)
+                    .map_err(|e| Error::io("share with the group", &staging, e))?;
+            }
             // Durable before it is published: a power cut must not leave a
             // ready record over files that never reached the disk.
             crate::fsutil::sync_filesystem(&staging)

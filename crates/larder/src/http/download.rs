@@ -3,18 +3,53 @@
 //! backoff, and a transfer that breaks off resumes where it stopped with a
 //! `Range` request, guarded by the first response's validator so that bytes of
 //! two different versions of a file are never joined. Recipe downloads and
-//! blobs read from a larder server both go this way.
+//! blobs read from a larder server both go this way. A download kept from
+//! before is asked for again conditionally (`If-None-Match`,
+//! `If-Modified-Since`), so an unchanged file costs a `304 Not Modified`.
 
 use std::io::{self, Read};
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{
-    ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
+    ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, LAST_MODIFIED, RANGE,
 };
 
 use super::{HttpOptions, describe, is_transient, status_text};
 use crate::size::format_size;
+
+/// What a server said identifies the version of a file it sent: its ETag and
+/// its Last-Modified, as they were written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Validators {
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
+}
+
+impl Validators {
+    /// Whether the server gave neither, so nothing can be asked conditionally.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+
+    fn of(response: &Response) -> Validators {
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+        Validators {
+            etag: header(ETAG).map(String::from),
+            last_modified: header(LAST_MODIFIED).map(String::from),
+        }
+    }
+}
+
+/// The answer to a conditional download.
+pub(crate) enum Revalidated {
+    /// `304 Not Modified`: the copy at hand is the server's.
+    Unchanged,
+    /// The file changed (or the server does not answer conditionally): its
+    /// new bytes.
+    Changed(Box<Download>),
+}
 
 /// A download in progress.
 pub(crate) struct Download {
@@ -37,6 +72,12 @@ pub(crate) struct Download {
     resume_url: Option<String>,
     /// HTTP Basic credentials sent with every request: user, password.
     credentials: Option<(String, Option<String>)>,
+    /// What the copy at hand was, for a conditional first request.
+    known: Option<Validators>,
+    /// Whether the server answered that the copy at hand is current.
+    not_modified: bool,
+    /// What the first response said of its version.
+    seen: Validators,
 }
 
 impl Download {
@@ -46,6 +87,28 @@ impl Download {
         let mut reader = Download::new(url, opts, None)?;
         reader.connect()?;
         Ok(reader)
+    }
+
+    /// Downloads `url` unless the server says it is still the version `known`
+    /// describes (a conditional GET, retried as [`Download::open`]'s first
+    /// request is).
+    pub(crate) fn open_unless_unchanged(
+        url: &str,
+        opts: &HttpOptions,
+        known: &Validators,
+    ) -> io::Result<Revalidated> {
+        let mut reader = Download::new(url, opts, None)?;
+        reader.known = Some(known.clone()).filter(|k| !k.is_empty());
+        reader.connect()?;
+        if reader.not_modified {
+            return Ok(Revalidated::Unchanged);
+        }
+        Ok(Revalidated::Changed(Box::new(reader)))
+    }
+
+    /// What the server said of the version it sent.
+    pub(crate) fn validators(&self) -> &Validators {
+        &self.seen
     }
 
     /// Goes on with `first`, a `200 OK` to a GET of `url` sent with
@@ -83,6 +146,9 @@ impl Download {
             skip: 0,
             resume_url: None,
             credentials,
+            known: None,
+            not_modified: false,
+            seen: Validators::default(),
         })
     }
 
@@ -146,6 +212,13 @@ impl Download {
             if let Some(v) = &self.validator {
                 request = request.header(IF_RANGE, v);
             }
+        } else if let Some(known) = &self.known {
+            if let Some(etag) = &known.etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(date) = &known.last_modified {
+                request = request.header(IF_MODIFIED_SINCE, date);
+            }
         }
         let response = request.send().map_err(|e| Failure::Transient(describe(&e)))?;
         let status = response.status();
@@ -166,6 +239,7 @@ impl Download {
                     self.skip = self.pos;
                 } else {
                     self.validator = validator;
+                    self.seen = Validators::of(&response);
                     self.total = content_length(&response);
                     self.resume_url = Some(response.url().to_string());
                 }
@@ -200,6 +274,11 @@ impl Download {
                         self.pos
                     ))),
                 }
+            }
+            StatusCode::NOT_MODIFIED if self.pos == 0 && self.known.is_some() => {
+                self.not_modified = true;
+                self.total = Some(0);
+                Ok(None)
             }
             StatusCode::RANGE_NOT_SATISFIABLE if self.pos > 0 && self.total.is_none() => {
                 // Resuming exactly at the end of a file of unknown length.

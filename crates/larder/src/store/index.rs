@@ -63,6 +63,20 @@ CREATE TABLE uploads (
 ) WITHOUT ROWID;
 CREATE INDEX uploads_digest ON uploads(digest);
 "#,
+    r#"
+-- What the server said of a recipe's download that no checksum pins (its
+-- ETag and Last-Modified), for a conditional request the next time a
+-- directory is built from it. A row speaks for the blob it names only: the
+-- key bound to another blob, or the blob gone, and it no longer applies.
+CREATE TABLE download_validators (
+    key           TEXT PRIMARY KEY,
+    digest        TEXT NOT NULL REFERENCES blobs(digest) ON DELETE CASCADE,
+    etag          TEXT,
+    last_modified TEXT,
+    checked_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX download_validators_digest ON download_validators(digest);
+"#,
 ];
 
 /// One blob's row.
@@ -500,4 +514,45 @@ pub(crate) fn end_record(tx: &Connection, keep: bool) -> rusqlite::Result<()> {
 /// (SQLite's `data_version`); no disk access.
 pub(crate) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+}
+
+/// What the server said of a kept download: its validators, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DownloadVersion {
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
+    /// When, in seconds since the Unix epoch.
+    pub(crate) checked_at: i64,
+}
+
+/// The version recorded for the download kept under `key`, if it speaks for
+/// the blob `key` is bound to now.
+pub(crate) fn download_version(
+    conn: &Connection,
+    key: &str,
+) -> rusqlite::Result<Option<DownloadVersion>> {
+    conn.prepare_cached(
+        "SELECT v.etag, v.last_modified, v.checked_at FROM download_validators v \
+         JOIN keys k ON k.key = v.key AND k.digest = v.digest WHERE v.key = ?1",
+    )?
+    .query_row([key], |r| {
+        Ok(DownloadVersion { etag: r.get(0)?, last_modified: r.get(1)?, checked_at: r.get(2)? })
+    })
+    .optional()
+}
+
+/// Records what the server said of the download `digest` kept under `key`.
+pub(crate) fn set_download_validators(
+    tx: &Transaction<'_>,
+    key: &str,
+    digest: &Digest,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO download_validators(key, digest, etag, last_modified, checked_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?2)",
+    )?
+    .execute(params![key, digest.to_string(), etag, last_modified, now()])?;
+    Ok(())
 }
