@@ -65,7 +65,7 @@ pub use home::{Home, RemoteCheck, StartUploader};
 pub use http::HttpOptions;
 pub use progress::{NoProgress, Progress};
 pub use store::{
-    Delivery, Entry, Found, GcReport, GetMode, INTERNAL_KEY_PREFIX, KeyEntry, Pending, PutOptions,
+    Delivery, Entry, Found, GcOptions, GcReport, GetMode, INTERNAL_KEY_PREFIX, KeyEntry, Pending, PutOptions,
     Quarantined, QueuedUpload, Removed, Stats, Store, Target, VerifyReport, validate_key,
     validate_user_key,
 };

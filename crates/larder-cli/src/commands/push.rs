@@ -8,6 +8,8 @@ use crate::progress::Bars;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub store: super::StoreArgs,
     /// Only send what the upload queue owes the write-back remotes
     #[arg(long)]
     queued: bool,
@@ -28,7 +30,7 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
             && let Some(e) = r.last_error
             && r.left > 0
         {
-            tracing::warn!("{} uploads still owed: {e}", r.left);
+            tracing::warn!("{} still owed: {e}", larder::size::plural(r.left, "upload"));
         }
         larder.close_local()?;
         return Ok(ExitCode::SUCCESS);
@@ -45,8 +47,8 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
             anyhow::bail!(larder::Error::new(
                 larder::ErrorKind::Io,
                 format!(
-                    "{} uploads are still owed: {}; larder tries again later, or run larder push --queued",
-                    report.left,
+                    "{} still owed: {}; larder tries again later, or run larder push --queued",
+                    larder::size::plural(report.left, "upload"),
                     report.last_error.unwrap_or_default()
                 )
             ));

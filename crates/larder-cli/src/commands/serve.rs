@@ -8,6 +8,8 @@ use larder::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub store: super::StoreArgs,
     /// The larder home to serve [default: the configured home]
     #[arg(value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -23,6 +25,10 @@ pub struct Args {
     /// Log every request (debug logs)
     #[arg(short, long)]
     debug: bool,
+    /// Write a line per request to standard error: client, user, time, request, status,
+    /// bytes, milliseconds
+    #[arg(long)]
+    access_log: bool,
     /// Let requests without credentials read
     #[arg(long)]
     anonymous_read: bool,
@@ -78,6 +84,9 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         SocketAddr::new(args.host, args.port),
     );
     options.verify_reads = config.verify_reads;
+    options.access_log = args.access_log;
+    // Anyone who can reach it may then write: say so, and how not to.
+    let open_to_all = args.user_db.is_none() && !args.host.is_loopback();
     options.user_db = args.user_db;
     options.anonymous_read = args.anonymous_read;
     options.read_only_users = args.read_only_users;
@@ -96,6 +105,12 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         // The address goes to standard output, so a script can read the port.
         println!("{scheme}://{addr}");
         eprintln!("larder: serving {} on {scheme}://{addr}", home.display());
+        if open_to_all {
+            eprintln!(
+                "larder: warning: listening on {} without -u: anyone who can reach it may read and write; give -u USERS.htpasswd (htpasswd -B), or -H 127.0.0.1 to serve this host only",
+                addr.ip()
+            );
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
     })?;

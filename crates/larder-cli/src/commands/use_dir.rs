@@ -9,6 +9,8 @@ use larder::recipe::Recipe;
 #[derive(Debug, clap::Args)]
 #[command(after_help = RECIPES)]
 pub struct Args {
+    #[command(flatten)]
+    pub store: super::StoreArgs,
     /// The directory's name; without one, a new scratch directory gets a fresh id and a
     /// recipe a name made from what it loads
     #[arg(long)]
@@ -98,12 +100,16 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         Command::new(&args.command[0]).args(&args.command[1..]).env("LARDER_DIR", &record.path),
     );
     dirs.unuse(&record.name, &holder)?;
-    let status = status.map_err(|e| {
-        crate::output::usage(format!(
-            "cannot run `{}`: {e}; check the command after --",
-            args.command[0]
-        ))
-    })?;
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            let not_found = e.kind() == std::io::ErrorKind::NotFound;
+            let message = format!("cannot run `{}`: {e}; check the command after --", args.command[0]);
+            crate::output::print_error(&anyhow::anyhow!(message));
+            // As shells say it: 127 for a command not found, 126 for one that cannot run.
+            return Ok(ExitCode::from(if not_found { 127 } else { 126 }));
+        }
+    };
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         // Killed by a signal: report it as a shell would.
