@@ -50,7 +50,7 @@ async fn front(State(state): State<Arc<AppState>>, request: Request, next: Next)
     metrics.request(request.method().as_str());
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().clone()));
-    let access = state.access_log.then(|| AccessLine::of(&request));
+    let access_line = state.access_log.then(|| AccessLine::of(&request));
     let response = if request.uri().path() == "/healthz" {
         next.run(request).await
     } else {
@@ -69,7 +69,7 @@ async fn front(State(state): State<Arc<AppState>>, request: Request, next: Next)
     if let Some((method, uri)) = logged {
         tracing::debug!("{method} {uri} {}", response.status().as_u16());
     }
-    if let Some(line) = access {
+    if let Some(line) = access_line {
         line.write(&response);
     }
     response

@@ -655,7 +655,9 @@ fn check_meta_key(key: &str) -> Result<()> {
     if FIXED_META.contains(&key) {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("`{key}` is set by larder for every directory and cannot be changed; use another key"),
+            format!(
+                "`{key}` is set by larder for every directory and cannot be changed; use another key"
+            ),
         ));
     }
     Ok(())

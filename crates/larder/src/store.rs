@@ -427,7 +427,7 @@ impl Store {
     /// What `text` names, as [`Target::parse`] reads it, except that a digest
     /// may be shortened to a prefix of at least 4 hex digits (`sha256:5f2b`,
     /// as `larder ls` prints them) if one stored blob alone starts with it.
-    pub fn resolve(&self, text: &str) -> Result<Target> {
+    pub fn parse_target(&self, text: &str) -> Result<Target> {
         let parsed = Target::parse(text);
         let Some(hex) = text.strip_prefix("sha256:") else { return parsed };
         if parsed.is_ok()

@@ -149,7 +149,9 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
                 let Some(value) = r.meta.get(key) else {
                     anyhow::bail!(larder::Error::new(
                         larder::ErrorKind::NotFound,
-                        format!("directory {name} has no metadata entry {key}; larder dir meta {name} lists them")
+                        format!(
+                            "directory {name} has no metadata entry {key}; larder dir meta {name} lists them"
+                        )
                     ));
                 };
                 if json {

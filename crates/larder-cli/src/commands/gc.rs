@@ -8,8 +8,6 @@ use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// Evict down to this size (default: the capacity)
     #[arg(long, value_name = "SIZE")]
     to: Option<String>,
@@ -25,6 +23,8 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
@@ -40,11 +40,8 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     if args.json {
         output::print_json(&r)?;
     } else {
-        let (evicted, emptied) = if r.dry_run {
-            ("would evict", "would delete")
-        } else {
-            ("evicted", "deleted")
-        };
+        let (evicted, emptied) =
+            if r.dry_run { ("would evict", "would delete") } else { ("evicted", "deleted") };
         println!(
             "{evicted} {} ({}); {} in use, target {}",
             plural(r.evicted, "entry"),

@@ -10,8 +10,6 @@ use crate::progress::Bars;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// A digest (sha256:…, or a prefix of one that only one stored blob has) or a key
     #[arg(value_name = "DIGEST|KEY")]
     target: String,
@@ -27,6 +25,8 @@ pub struct Args {
     /// Re-hash the stored bytes even if their file is unchanged since they last hashed right
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 impl Args {

@@ -5,8 +5,6 @@ use larder::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// A digest (sha256:…, or a prefix of one that only one stored blob has) or a key
     #[arg(value_name = "DIGEST|KEY")]
     target: String,
@@ -16,6 +14,8 @@ pub struct Args {
     /// Print the tiers that hold it, one a line (`local` and remotes' names)
     #[arg(long = "where", conflicts_with = "local")]
     where_: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {

@@ -8,8 +8,6 @@ use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// Only entries whose digest (sha256:…) or one of whose keys starts with this
     #[arg(value_name = "PREFIX")]
     prefix: Option<String>,
@@ -22,6 +20,8 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
@@ -31,9 +31,8 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let key_starts = |e: &larder::Entry, prefix: &str| e.keys.iter().any(|k| k.starts_with(prefix));
     if let Some(prefix) = &args.prefix {
         let digest_prefix = prefix.to_ascii_lowercase();
-        entries.retain(|e| {
-            e.digest.to_string().starts_with(&digest_prefix) || key_starts(e, prefix)
-        });
+        entries
+            .retain(|e| e.digest.to_string().starts_with(&digest_prefix) || key_starts(e, prefix));
     }
     if let Some(prefix) = &args.key {
         entries.retain(|e| key_starts(e, prefix));

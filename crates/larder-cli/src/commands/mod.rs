@@ -80,7 +80,7 @@ pub enum Command {
     Pool(pool::Args),
     /// Print the effective configuration and where each value came from
     Config(config::Args),
-    /// Print a shell's completion script (e.g. `larder completions bash > /etc/bash_completion.d/larder`)
+    /// Print the completion script of a shell: bash, zsh, fish, elvish or powershell
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write one per command with --dir
     Man(docs::ManArgs),
@@ -96,7 +96,7 @@ fn target(home: &Home, text: &str) -> Result<larder::Target> {
         Ok(target) => Ok(target),
         Err(_) => {
             let store = home.store()?;
-            let target = store.resolve(text)?;
+            let target = store.parse_target(text)?;
             store.close()?;
             Ok(target)
         }

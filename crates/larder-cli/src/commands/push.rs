@@ -8,8 +8,6 @@ use crate::progress::Bars;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// Only send what the upload queue owes the write-back remotes
     #[arg(long)]
     queued: bool,
@@ -20,6 +18,8 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {

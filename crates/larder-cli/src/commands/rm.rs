@@ -7,19 +7,20 @@ use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// Digests (sha256:…, or a prefix of one that only one blob has) or keys
     #[arg(required = true, value_name = "DIGEST|KEY")]
     targets: Vec<String>,
     /// Remove pinned blobs too
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let store = home.store()?;
-    let targets = args.targets.iter().map(|t| store.resolve(t)).collect::<Result<Vec<_>, _>>()?;
+    let targets =
+        args.targets.iter().map(|t| store.parse_target(t)).collect::<Result<Vec<_>, _>>()?;
     let mut failures = output::Failures::default();
     for target in &targets {
         match store.remove(target, args.force) {

@@ -8,8 +8,6 @@ use larder::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// The larder home to serve [default: the configured home]
     #[arg(value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -63,6 +61,8 @@ pub struct Args {
     /// How often DIR is looked through for new wheels and sdists
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     rescan: String,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 impl Args {

@@ -8,14 +8,14 @@ use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// Print JSON
     #[arg(long)]
     json: bool,
     /// Set the hits and misses (the remotes' too) back to zero, then print
     #[arg(short = 'z', long)]
     zero: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {

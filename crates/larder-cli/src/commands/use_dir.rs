@@ -9,8 +9,6 @@ use larder::recipe::Recipe;
 #[derive(Debug, clap::Args)]
 #[command(after_help = RECIPES)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// The directory's name; without one, a new scratch directory gets a fresh id and a
     /// recipe a name made from what it loads
     #[arg(long)]
@@ -40,6 +38,8 @@ pub struct Args {
     /// Run this command with LARDER_DIR set to the directory, holding it until the command ends
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 const RECIPES: &str = "\
@@ -104,7 +104,13 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         Ok(status) => status,
         Err(e) => {
             let not_found = e.kind() == std::io::ErrorKind::NotFound;
-            let message = format!("cannot run `{}`: {e}; check the command after --", args.command[0]);
+            let program = &args.command[0];
+            let why = if not_found {
+                "no such command (it is not in PATH)".to_string()
+            } else {
+                larder::Error::io("run", std::path::Path::new(program), e).to_string()
+            };
+            let message = format!("cannot run `{program}`: {why}; check the command after --");
             crate::output::print_error(&anyhow::anyhow!(message));
             // As shells say it: 127 for a command not found, 126 for one that cannot run.
             return Ok(ExitCode::from(if not_found { 127 } else { 126 }));

@@ -9,14 +9,14 @@ use crate::progress::Bars;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub store: super::StoreArgs,
     /// Drop index rows whose file is gone and add back files the index lost
     #[arg(long)]
     repair: bool,
     /// Print JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {

@@ -192,8 +192,10 @@ fn a_put_of_many_files_on_a_full_disk_says_so_in_one_line() {
     assert!(stored > 0 && stored < 30, "{run:#?}");
     assert_eq!(run.stderr.lines().count(), 1, "one line for all the files: {}", run.stderr);
     assert!(
-        run.stderr.starts_with(&format!("larder: error: {} of 30 files were not stored; the first: ", 30 - stored))
-            && run.stderr.contains("No space left on device"),
+        run.stderr.starts_with(&format!(
+            "larder: error: {} of 30 files were not stored; the first: ",
+            30 - stored
+        )) && run.stderr.contains("No space left on device"),
         "{}",
         run.stderr
     );

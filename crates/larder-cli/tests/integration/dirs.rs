@@ -189,7 +189,8 @@ fn dir_meta_reads_one_key_removes_keys_and_keeps_what_larder_set() {
     let err = t.run(&["dir", "meta", "s", "--rm", "created_at"]).fails(2);
     assert!(err.contains("`created_at` is set by larder"), "{err}");
     let out = t.run(&["dir", "meta", "s", "--rm", "owner", "--rm", "absent"]).ok();
-    let keys: Vec<&str> = out.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+    let keys: Vec<&str> =
+        out.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
     assert_eq!(keys, ["created_at", "id", "stage"], "{out}");
     assert_eq!(t.run(&["dir", "meta", "s", "id"]).ok(), "s\n");
 }

@@ -36,10 +36,7 @@ impl Served {
         if !args.contains(&"-H") {
             command.args(["-H", "127.0.0.1"]);
         }
-        command
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(log);
+        command.args(args).stdout(Stdio::piped()).stderr(log);
         change(&mut command);
         let mut child = command.spawn().expect("spawn larder serve");
         let stdout = child.stdout.take().expect("stdout");

@@ -176,7 +176,7 @@ fn rm_of_the_last_key_of_a_pinned_blob_is_refused_and_force_removes_both() {
     let out = t.run(&["rm", "other"]).ok();
     assert_eq!(out, format!("removed other; {digest} stays (named by another key)\n"));
     let err = t.run(&["rm", "datasets/m"]).fails(2);
-    insta::assert_snapshot!(err.replace(digest, "DIGEST"), @"");
+    insta::assert_snapshot!(err.replace(digest, "DIGEST"), @r"larder: error: datasets/m names DIGEST, which is pinned; unpin it first (larder unpin datasets/m) or pass --force to remove both");
     t.run(&["has", "datasets/m"]).ok();
     let out = t.run(&["rm", "--force", "datasets/m"]).ok();
     assert_eq!(out, format!("removed datasets/m ({digest})\n"));
@@ -198,7 +198,7 @@ fn short_digests_as_ls_prints_them_are_accepted_when_unambiguous() {
     let err = t.run(&["get", "sha256:", "-o", "-"]).fails(2);
     assert!(err.contains("malformed digest"), "{err}");
     let err = t.run(&["get", "sha256:0000000", "-o", "-"]).fails(1);
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: no stored blob's digest starts with sha256:0000000; `larder ls` lists them");
     // Two blobs whose digests share their first 4 digits: that prefix is ambiguous.
     let mut seen = std::collections::HashMap::new();
     let (a, b) = (0..)
@@ -227,7 +227,15 @@ fn ls_filters_by_digest_or_key_prefix() {
             .as_array()
             .expect("array")
             .iter()
-            .map(|e| e["keys"].as_array().expect("keys").iter().map(|k| k.as_str().unwrap_or("").to_string()).collect::<Vec<_>>().join(","))
+            .map(|e| {
+                e["keys"]
+                    .as_array()
+                    .expect("keys")
+                    .iter()
+                    .map(|k| k.as_str().unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .collect();
         out.sort();
         out
@@ -245,7 +253,8 @@ fn put_recursive_stores_every_file_of_a_folder() {
     t.file("build/a.o", "a");
     t.file("build/sub/b.o", "b");
     t.file("build/sub/deeper/c.o", "c");
-    std::os::unix::fs::symlink(t.path().join("build/sub"), t.path().join("build/loop")).expect("ln");
+    std::os::unix::fs::symlink(t.path().join("build/sub"), t.path().join("build/loop"))
+        .expect("ln");
     let build = t.path().join("build");
     let err = t.run(&["put", build.to_str().unwrap()]).fails(2);
     assert!(err.contains("is a folder; put the files in it (larder put -r"), "{err}");

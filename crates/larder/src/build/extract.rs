@@ -422,11 +422,14 @@ fn untar_entries(input: &mut dyn Read, root: &Path, budget: &Budget, step: &str)
     // The tar reader's own complaints quote the bytes of a header that does
     // not parse, which are binary if the file is no tar at all.
     let header_error = |e: io::Error| {
-        if e.kind() == io::ErrorKind::Other && e.get_ref().is_some_and(|i| !i.is::<BudgetExceeded>())
+        if e.kind() == io::ErrorKind::Other
+            && e.get_ref().is_some_and(|i| !i.is::<BudgetExceeded>())
         {
             Error::new(
                 ErrorKind::InvalidInput,
-                format!("{step}: the file is damaged or not a tar archive (a header does not parse)"),
+                format!(
+                    "{step}: the file is damaged or not a tar archive (a header does not parse)"
+                ),
             )
         } else {
             unpack_error(step, root, e)
@@ -710,7 +713,11 @@ pub(crate) fn unzip(file: File, root: &Path, budget: &Budget, step: &str) -> Res
             return Err(wrong_format(step, "a tar archive, not a zip", "tar"));
         }
         if Compression::detect(head) != Compression::None {
-            return Err(wrong_format(step, "a compressed file (a .tar.gz or the like), not a zip", "tar"));
+            return Err(wrong_format(
+                step,
+                "a compressed file (a .tar.gz or the like), not a zip",
+                "tar",
+            ));
         }
     }
     let zip_error = |e: zip::result::ZipError| match e {

@@ -67,7 +67,10 @@ impl Dirs {
                     self.release(&name, holder);
                     // Waiters fail as the builder did: the same kind, the same exit code.
                     let (kind, error) = split_failure(error);
-                    return Err(Error::new(kind, format!("building directory {name} failed: {error}")));
+                    return Err(Error::new(
+                        kind,
+                        format!("building directory {name} failed: {error}"),
+                    ));
                 }
                 DirState::Building { by }
                     if (*by != self.me && by.is_alive(now_ms()))
@@ -193,7 +196,8 @@ impl Dirs {
                 }
             }
             Err(e) => {
-                if let Err(e) = self.coord.fail_build(name, record.fence, &self.me, &failure_text(&e))
+                if let Err(e) =
+                    self.coord.fail_build(name, record.fence, &self.me, &failure_text(&e))
                 {
                     tracing::warn!("recording the failed build of {name}: {e}");
                 }

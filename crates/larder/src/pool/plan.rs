@@ -578,7 +578,8 @@ mod tests {
         provisioned(&mut state, "vm-0", &me(), 1, 1).expect("ready");
         release(&mut state, &sources, "vm-0", false, &me(), 2).expect("cached");
         let before = state.clone();
-        let err = acquire(&mut state, &sources, "vm", 3, &user("u"), &me(), 3, None).expect_err("three");
+        let err =
+            acquire(&mut state, &sources, "vm", 3, &user("u"), &me(), 3, None).expect_err("three");
         assert_eq!(state, before);
         assert!(err.to_string().contains("at most 2 at once (now: vm-0 cached);"), "{err}");
     }
@@ -594,7 +595,8 @@ mod tests {
         let after = Sources::from_list(vec![vm("vm", 0, 0), host]).expect("sources");
         let mut state = PoolState::default();
         acquire(&mut state, &before, "vm", 1, &user("u"), &me(), 1, None).expect("vm-0");
-        let err = acquire(&mut state, &after, "vm-0", 1, &user("u"), &me(), 2, None).expect_err("taken");
+        let err =
+            acquire(&mut state, &after, "vm-0", 1, &user("u"), &me(), 2, None).expect_err("taken");
         assert!(err.to_string().contains("that name is an instance of source `vm`"), "{err}");
         assert_eq!(state.instances["vm-0"].source, "vm");
     }

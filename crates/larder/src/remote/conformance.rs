@@ -56,9 +56,12 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), Error> {
     match read(remote, &Target::Digest(d_large))? {
         Some((bytes, _)) if bytes == large => {}
         Some((bytes, _)) => {
-            return Err(unexpected(format!("a large blob came back as {} other bytes", bytes.len())));
+            return Err(unexpected(format!(
+                "a large blob came back as {} other bytes",
+                bytes.len()
+            )));
         }
-        None => return Err("a large blob uploaded is not there".into()),
+        None => return Err(unexpected("a large blob uploaded is not there")),
     }
 
     // Keys: bound, read with their digest, rebound, nested.
@@ -101,22 +104,10 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), Error> {
 
     if caps.delete {
         // A key removed is a miss; so is a key whose blob was removed.
-        check(
-            remote.delete(&Target::Key(nested.clone()))?,
-            true,
-            "removing a key",
-        )?;
+        check(remote.delete(&Target::Key(nested.clone()))?, true, "removing a key")?;
         expect(remote.open(&Target::Key(nested.clone())).map(|b| b.is_none()), "a removed key")?;
-        check(
-            remote.delete(&Target::Key(nested.clone()))?,
-            false,
-            "removing it again",
-        )?;
-        check(
-            remote.delete(&Target::Digest(d_large))?,
-            true,
-            "removing a blob",
-        )?;
+        check(remote.delete(&Target::Key(nested.clone()))?, false, "removing it again")?;
+        check(remote.delete(&Target::Digest(d_large))?, true, "removing a blob")?;
         expect(remote.open(&Target::Digest(d_large)).map(|b| b.is_none()), "a removed blob")?;
         expect(
             remote.open(&Target::Key(deep.clone())).map(|b| b.is_none()),
