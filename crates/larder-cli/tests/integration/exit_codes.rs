@@ -21,7 +21,7 @@ fn exit_2_for_an_output_folder_that_does_not_exist() {
     let t = TestDir::new();
     let digest = t.put("f", "some bytes");
     let err = t.run(&["get", &digest, "-o", "nodir/file"]).fails(2);
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: the folder nodir does not exist; create it first (mkdir -p nodir) or give -o another path");
     assert!(!t.work().join("nodir").exists());
 }
 
@@ -40,14 +40,14 @@ fn unpack(archive: Vec<u8>, name: &str, step: &str) -> String {
 fn exit_2_for_a_zip_given_to_tar_and_a_tar_given_to_unzip_each_naming_the_other() {
     let project = [Entry::Dir("proj"), Entry::File("proj/a.txt", b"hello\n")];
     let err = unpack(zip(&[("proj/a.txt", b"hello\n")]), "proj-1.0.zip", "tar");
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: tar proj-1.0.zip: this is a zip archive, not a tar; write `unzip` instead of `tar` in the recipe");
     let err = unpack(gzip(&tar(&project)), "proj-1.0.tar.gz", "unzip");
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: unzip proj-1.0.tar.gz: this is a compressed file (a .tar.gz or the like), not a zip; write `tar` instead of `unzip` in the recipe");
     let err = unpack(tar(&project), "proj-1.0.tar", "unzip");
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: unzip proj-1.0.tar: this is a tar archive, not a zip; write `tar` instead of `unzip` in the recipe");
     // Neither a tar nor a zip: said plainly, without the bytes of the header.
     let err = unpack(vec![0xffu8; 4096], "noise.bin", "tar");
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: tar noise.bin: the file is damaged or not a tar archive (a header does not parse)");
 }
 
 #[test]
@@ -60,14 +60,11 @@ fn exit_3_for_a_bad_checksum_for_the_builder_and_every_waiter() {
     server.throttle("/big.tar.gz", body.len() / 4);
     let url = server.url("/big.tar.gz");
     let wrong = format!("md5:{}", "0".repeat(32));
-    let args = ["-v", "use", "--name", "bad", &url, &wrong, "tar"];
+    // Each from a shell of its own, as users would: each shell holds the directory.
     let spawn = |log: &str| {
-        t.command()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(t.path().join(log)).expect("log"))
-            .spawn()
-            .expect("spawn")
+        let log = t.path().join(log);
+        let script = format!("$L -v use --name bad {url} {wrong} tar 2>{}; exit $?", log.display());
+        t.bash(&script).stdout(Stdio::null()).spawn().expect("spawn")
     };
     let builder = spawn("builder.log");
     wait_for("the build to start", || {
@@ -93,10 +90,10 @@ fn exit_4_for_a_pool_at_its_maximum_and_no_wait_suggested_to_who_waited() {
     assert_eq!(t.run(&["pool", "acquire"]).ok(), "local\n");
     let err = t.run(&["pool", "acquire"]).fails(4);
     assert!(err.contains("wait for one with --wait"), "{err}");
-    let err = t.run(&["pool", "acquire", "--wait", "200ms"]).fails(4);
+    let err = t.run(&["pool", "acquire", "--wait", "1s"]).fails(4);
     assert!(
         err.starts_with("larder: error: source `local` cannot give 1 instance: it may have at most 1 at once (now: local held by pid ")
-            && err.ends_with("; none came free in 200ms; release one with larder pool release, or raise maximum= in the implicit local source\n")
+            && err.ends_with("; none came free in 1s; release one with larder pool release, or raise maximum= in the implicit local source\n")
             && !err.contains("--wait"),
         "{err}"
     );
@@ -133,6 +130,6 @@ fn exit_5_for_a_remote_that_refuses_the_credentials() {
 fn exit_127_for_a_command_that_does_not_exist_as_shells_do() {
     let t = TestDir::new();
     let err = t.run(&["use", "--", "no-such-command-here"]).fails(127);
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: cannot run `no-such-command-here`: no such command (it is not in PATH); check the command after --");
     assert_eq!(t.run(&["use", "--", "sh", "-c", "exit 7"]).code, 7);
 }
