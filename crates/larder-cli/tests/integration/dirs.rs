@@ -115,7 +115,7 @@ fn use_with_a_command_sets_larder_dir_and_passes_the_exit_status() {
     assert_eq!(run.code, 7, "{run:#?}");
     assert_eq!(run.stdout, "$T/home/dirs/c\n");
     assert!(!Path::new(&t.home.join("dirs/c")).exists());
-    let err = t.run(&["use", "--", "no-such-program-here"]).fails(2);
+    let err = t.run(&["use", "--", "no-such-program-here"]).fails(127);
     assert!(err.contains("cannot run `no-such-program-here`"), "{err}");
 }
 
@@ -183,9 +183,9 @@ fn dir_meta_reads_one_key_removes_keys_and_keeps_what_larder_set() {
     assert_eq!(t.run(&["dir", "meta", "s", "owner"]).ok(), "alice\n");
     assert_eq!(t.run(&["dir", "meta", "s", "id"]).ok(), "s\n");
     let err = t.run(&["dir", "meta", "s", "nothere"]).fails(1);
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: directory s has no metadata entry nothere; larder dir meta s lists them");
     let err = t.run(&["dir", "meta", "s", "id=other"]).fails(2);
-    insta::assert_snapshot!(err, @"");
+    insta::assert_snapshot!(err, @r"larder: error: `id` is set by larder for every directory and cannot be changed; use another key");
     let err = t.run(&["dir", "meta", "s", "--rm", "created_at"]).fails(2);
     assert!(err.contains("`created_at` is set by larder"), "{err}");
     let out = t.run(&["dir", "meta", "s", "--rm", "owner", "--rm", "absent"]).ok();

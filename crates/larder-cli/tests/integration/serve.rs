@@ -884,7 +884,7 @@ fn serving_beyond_loopback_without_users_warns_and_names_u() {
     let s = Served::start(&t, &["-H", "0.0.0.0"]);
     wait_for("the startup lines", || log().contains("serving"));
     let warning = log().lines().find(|l| l.contains("warning")).map(str::to_string);
-    insta::assert_snapshot!(warning.unwrap_or_default(), @"");
+    insta::assert_snapshot!(warning.unwrap_or_default(), @r"larder: warning: listening on 0.0.0.0 without -u: anyone who can reach it may read and write; give -u USERS.htpasswd (htpasswd -B), or -H 127.0.0.1 to serve this host only");
     drop(s);
     std::fs::remove_file(t.path().join("serve.log")).expect("rm log");
     // On loopback, or with users, nothing to warn about.
@@ -922,7 +922,10 @@ fn the_access_log_is_off_by_default_and_says_who_asked_what() {
             format!("{head} [TIME] {rest} MS")
         })
         .collect();
-    insta::assert_snapshot!(lines.join("\n"), @"");
+    insta::assert_snapshot!(lines.join("\n"), @r#"
+        127.0.0.1 - alice [TIME] "PUT /k HTTP/1.1" 201 - MS
+        127.0.0.1 - - [TIME] "GET /k HTTP/1.1" 401 - MS
+        "#);
 }
 
 #[test]
