@@ -437,8 +437,14 @@ fn a_malformed_source_is_reported_and_the_others_still_work() {
         WARN source `typo` cannot be used, the others can: $T/user/.config/crcache/sources/typo/source.conf:2: unknown type `comand`; use local, ssh, pool or command
         ");
     assert_eq!(t.run(&["pool", "acquire", "-s", "vm"]).ok(), "vm-0\n");
-    let err = t.run(&["pool", "acquire", "-s", "typo"]).fails(2);
-    assert!(err.contains("unknown type `comand`"), "{err}");
+    // The warnings come first; the error is the last line.
+    let run = t.run(&["pool", "acquire", "-s", "typo"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("larder: error: ") && last.contains("unknown type `comand`"),
+        "{last}"
+    );
 }
 
 #[test]
