@@ -168,9 +168,9 @@ fn rm_pin_and_unpin() {
 fn rm_of_the_last_key_of_a_pinned_blob_is_refused_and_force_removes_both() {
     let t = TestDir::new();
     let path = t.file("m", "pinned by key");
-    let digest = t.run(&["put", path.to_str().unwrap(), "--key", "datasets/m"]).ok();
+    let digest = t.run(&["put", path.to_str().expect("utf-8"), "--key", "datasets/m"]).ok();
     let digest = digest.trim();
-    t.run(&["put", path.to_str().unwrap(), "--key", "other"]).ok();
+    t.run(&["put", path.to_str().expect("utf-8"), "--key", "other"]).ok();
     t.run(&["pin", "datasets/m"]).ok();
     // Another key still names it: the key goes, the blob stays.
     let out = t.run(&["rm", "other"]).ok();
@@ -217,9 +217,9 @@ fn short_digests_as_ls_prints_them_are_accepted_when_unambiguous() {
 fn ls_filters_by_digest_or_key_prefix() {
     let t = TestDir::new();
     let path = t.file("x", "x");
-    let x = t.run(&["put", path.to_str().unwrap(), "--key", "datasets/x"]).ok();
+    let x = t.run(&["put", path.to_str().expect("utf-8"), "--key", "datasets/x"]).ok();
     let path = t.file("y", "y");
-    t.run(&["put", path.to_str().unwrap(), "--key", "models/y"]).ok();
+    t.run(&["put", path.to_str().expect("utf-8"), "--key", "models/y"]).ok();
     t.put("z", "no key");
     let keys = |args: &[&str]| -> Vec<String> {
         let list = t.json(args);
@@ -256,9 +256,9 @@ fn put_recursive_stores_every_file_of_a_folder() {
     std::os::unix::fs::symlink(t.path().join("build/sub"), t.path().join("build/loop"))
         .expect("ln");
     let build = t.path().join("build");
-    let err = t.run(&["put", build.to_str().unwrap()]).fails(2);
+    let err = t.run(&["put", build.to_str().expect("utf-8")]).fails(2);
     assert!(err.contains("is a folder; put the files in it (larder put -r"), "{err}");
-    let out = t.run(&["put", "-r", build.to_str().unwrap()]).ok();
+    let out = t.run(&["put", "-r", build.to_str().expect("utf-8")]).ok();
     let names: Vec<&str> = out.lines().map(|l| l.split("  ").nth(1).unwrap_or("")).collect();
     assert_eq!(names, ["$T/build/a.o", "$T/build/sub/b.o", "$T/build/sub/deeper/c.o"], "{out}");
     assert_eq!(t.json(&["stats", "--json"])["entries"], 3);
@@ -322,7 +322,7 @@ fn gc_quarantine_empties_what_verify_set_aside() {
     let t = TestDir::new();
     let digest = t.put("q", "to be corrupted");
     crate::util::flip_byte(&t.blob_path(&digest), 0);
-    t.run(&["verify"]).code;
+    assert_eq!(t.run(&["verify"]).code, 3, "verify finds the corrupt blob");
     let quarantine = t.home.join("store-v1/quarantine");
     assert_eq!(std::fs::read_dir(&quarantine).expect("quarantine").count(), 1);
     let out = t.run(&["gc", "--quarantine", "--dry-run"]).ok();

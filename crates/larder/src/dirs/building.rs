@@ -533,6 +533,20 @@ impl Waiting {
     }
 }
 
+/// A failed build's error as the coordinator keeps it: its kind's name, a
+/// space, and its message, so that those who waited fail as the builder did.
+fn failure_text(err: &Error) -> String {
+    format!("{} {err}", err.kind().name())
+}
+
+/// The kind and message of a failure [`failure_text`] wrote; a record without
+/// a kind (written by an older larder) is an I/O failure.
+pub(super) fn split_failure(text: &str) -> (ErrorKind, &str) {
+    text.split_once(' ')
+        .and_then(|(name, message)| Some((ErrorKind::from_name(name)?, message)))
+        .unwrap_or((ErrorKind::Io, text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,18 +580,4 @@ mod tests {
         expected.sort();
         assert_eq!(left, expected, "only the live owners' folders and the lock file stay");
     }
-}
-
-/// A failed build's error as the coordinator keeps it: its kind's name, a
-/// space, and its message, so that those who waited fail as the builder did.
-fn failure_text(err: &Error) -> String {
-    format!("{} {err}", err.kind().name())
-}
-
-/// The kind and message of a failure [`failure_text`] wrote; a record without
-/// a kind (written by an older larder) is an I/O failure.
-pub(super) fn split_failure(text: &str) -> (ErrorKind, &str) {
-    text.split_once(' ')
-        .and_then(|(name, message)| Some((ErrorKind::from_name(name)?, message)))
-        .unwrap_or((ErrorKind::Io, text))
 }
