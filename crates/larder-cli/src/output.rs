@@ -28,14 +28,18 @@ pub fn print_error(err: &anyhow::Error) {
 /// The documented exit code for an error (see `larder --help`).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     let kind = err.chain().find_map(|c| c.downcast_ref::<larder::Error>()).map(larder::Error::kind);
+    exit_code_of(kind.unwrap_or(ErrorKind::Io))
+}
+
+/// The documented exit code for an error of `kind` (the README's table).
+pub fn exit_code_of(kind: ErrorKind) -> u8 {
     match kind {
-        Some(ErrorKind::NotFound) => 1,
-        Some(ErrorKind::InvalidInput | ErrorKind::Config) => 2,
-        Some(ErrorKind::Corrupt) => 3,
-        Some(ErrorKind::StoreFull | ErrorKind::DiskFull) => 4,
-        Some(ErrorKind::PermissionDenied) => 5,
-        Some(ErrorKind::Conflict) => 2,
-        Some(ErrorKind::Busy | ErrorKind::Io) | None => 6,
+        ErrorKind::NotFound => 1,
+        ErrorKind::InvalidInput | ErrorKind::Config | ErrorKind::Conflict => 2,
+        ErrorKind::Corrupt => 3,
+        ErrorKind::StoreFull | ErrorKind::DiskFull => 4,
+        ErrorKind::PermissionDenied => 5,
+        ErrorKind::Busy | ErrorKind::Io => 6,
     }
 }
 

@@ -50,6 +50,7 @@ async fn front(State(state): State<Arc<AppState>>, request: Request, next: Next)
     metrics.request(request.method().as_str());
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().clone()));
+    let access_line = state.access_log.then(|| AccessLine::of(&request));
     let response = if request.uri().path() == "/healthz" {
         next.run(request).await
     } else {
@@ -68,7 +69,57 @@ async fn front(State(state): State<Arc<AppState>>, request: Request, next: Next)
     if let Some((method, uri)) = logged {
         tracing::debug!("{method} {uri} {}", response.status().as_u16());
     }
+    if let Some(line) = access_line {
+        line.write(&response);
+    }
     response
+}
+
+/// What the access log says of a request, taken before it is served.
+struct AccessLine {
+    peer: String,
+    user: String,
+    request: String,
+    started: std::time::Instant,
+}
+
+impl AccessLine {
+    fn of(request: &Request) -> AccessLine {
+        let peer = request
+            .extensions()
+            .get::<crate::state::Peer>()
+            .map_or_else(|| "-".to_string(), |p| p.0.ip().to_string());
+        let user = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth::parse_basic)
+            .map_or_else(|| "-".to_string(), |(user, _)| user);
+        let request_line =
+            format!("{} {} {:?}", request.method(), request.uri(), request.version());
+        AccessLine { peer, user, request: request_line, started: std::time::Instant::now() }
+    }
+
+    /// One line on standard error, much as web servers' combined logs
+    /// write it (the body's size is `-` when it streams without a length).
+    fn write(self, response: &Response) {
+        use std::io::Write;
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let line = format!(
+            "{} - {} [{}] \"{}\" {} {bytes} {}ms\n",
+            self.peer,
+            self.user,
+            larder::time::format_rfc3339(larder::time::now()),
+            self.request,
+            response.status().as_u16(),
+            self.started.elapsed().as_millis(),
+        );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
 }
 
 /// What a method needs to be allowed; `None`: nothing here serves it (the

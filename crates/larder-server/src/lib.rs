@@ -81,6 +81,9 @@ pub struct ServeOptions {
     pub rescan: Duration,
     /// Hash every blob read from disk, not only those whose file changed.
     pub verify_reads: bool,
+    /// Write a line per request to standard error: client, user, time,
+    /// request line, status, bytes and how long it took.
+    pub access_log: bool,
 }
 
 impl ServeOptions {
@@ -105,6 +108,7 @@ impl ServeOptions {
             upstream_timeout: Duration::from_secs(10),
             rescan: Duration::from_secs(30),
             verify_reads: false,
+            access_log: false,
         }
     }
 }
@@ -187,7 +191,13 @@ impl Assembled {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let state = Arc::new(state::AppState { core, auth, started: Instant::now(), started_at });
+        let state = Arc::new(state::AppState {
+            core,
+            auth,
+            started: Instant::now(),
+            started_at,
+            access_log: options.access_log,
+        });
         Ok(Assembled { state, pypi })
     }
 

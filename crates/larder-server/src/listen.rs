@@ -185,7 +185,8 @@ pub async fn accept_until_signal(
         let service = {
             let router = TowerToHyperService::new(router.clone());
             let activity = activity.clone();
-            hyper::service::service_fn(move |request| {
+            hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+                request.extensions_mut().insert(crate::state::Peer(peer));
                 // Held until the answer's last byte is sent (or dropped).
                 let in_flight = activity.begin();
                 let answer = hyper::service::Service::call(&router, request);

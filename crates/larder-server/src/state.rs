@@ -80,7 +80,13 @@ pub struct AppState {
     pub started: Instant,
     /// When the server started, in seconds since the epoch.
     pub started_at: i64,
+    /// Whether every request is logged to standard error (`--access-log`).
+    pub access_log: bool,
 }
+
+/// The address a request came from, as the listener accepted it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 impl AppState {
     /// Whether the request's credentials (HTTP's `Authorization` header, or

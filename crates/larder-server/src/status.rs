@@ -100,17 +100,17 @@ pub async fn page(State(state): State<Arc<AppState>>, method: Method) -> Respons
     } else {
         format!("{:.1}%", stats.hits as f64 * 100.0 / looked as f64)
     };
-    let size = larder::size::format_size;
+    let (size, plural) = (larder::size::format_size, larder::size::plural);
     let grpc: String = Service::ALL
         .iter()
         .map(|s| {
             let c = state.core.metrics.grpc(*s);
             format!(
-                "<tr><th>gRPC {}</th><td>{} calls, {} hits, {} misses</td></tr>\n",
+                "<tr><th>gRPC {}</th><td>{}, {}, {}</td></tr>\n",
                 s.name(),
-                Metrics::get(&c.calls),
-                Metrics::get(&c.hits),
-                Metrics::get(&c.misses)
+                plural(Metrics::get(&c.calls), "call"),
+                plural(Metrics::get(&c.hits), "hit"),
+                plural(Metrics::get(&c.misses), "miss"),
             )
         })
         .collect();
@@ -125,9 +125,9 @@ td,th{{padding:.3em 1em .3em 0;text-align:left}}th{{color:#666;font-weight:norma
 <table>
 <tr><th>used</th><td>{used} of {capacity} ({usage:.1}%)</td><td><div class="bar"><div style="width:{usage:.1}%"></div></div></td></tr>
 <tr><th>entries</th><td>{entries}</td></tr>
-<tr><th>hit ratio</th><td>{ratio} ({hits} hits, {misses} misses)</td></tr>
-<tr><th>traffic</th><td>{bytes_in} in, {bytes_out} out, {requests} requests</td></tr>
-<tr><th>up for</th><td>{uptime:.0} s</td></tr>
+<tr><th>hit ratio</th><td>{ratio} ({hits}, {misses})</td></tr>
+<tr><th>traffic</th><td>{bytes_in} in, {bytes_out} out, {requests}</td></tr>
+<tr><th>up for</th><td>{uptime}</td></tr>
 {grpc}</table>
 <p><a href="/status">/status</a> · <a href="/metrics">/metrics</a></p>
 </body></html>
@@ -136,12 +136,14 @@ td,th{{padding:.3em 1em .3em 0;text-align:left}}th{{color:#666;font-weight:norma
         capacity = size(stats.capacity),
         usage = stats.usage_ratio * 100.0,
         entries = stats.entries,
-        hits = stats.hits,
-        misses = stats.misses,
+        hits = plural(stats.hits, "hit"),
+        misses = plural(stats.misses, "miss"),
         bytes_in = size(s["bytes_in"].as_u64().unwrap_or(0)),
         bytes_out = size(s["bytes_out"].as_u64().unwrap_or(0)),
-        requests = s["requests"],
-        uptime = s["uptime_seconds"].as_f64().unwrap_or(0.0),
+        requests = plural(s["requests"].as_u64().unwrap_or(0), "request"),
+        uptime = larder::time::human_duration(std::time::Duration::from_secs(
+            state.started.elapsed().as_secs().max(1)
+        )),
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }

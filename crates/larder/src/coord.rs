@@ -306,6 +306,9 @@ pub trait Coordinator: Send + Sync {
     /// Adds or replaces metadata entries.
     fn insert_meta(&self, name: &str, entries: &[(String, String)]) -> Result<Option<DirRecord>>;
 
+    /// Removes metadata entries (keys it lacks are no error).
+    fn remove_meta(&self, name: &str, keys: &[String]) -> Result<Option<DirRecord>>;
+
     /// Marks `name` as being deleted by `deleter` if nobody holds it and it is
     /// not locked (or `force`), or if its earlier deleter died; returns the
     /// record to delete. `None`: leave it alone.

@@ -441,8 +441,22 @@ impl Dirs {
     }
 
     /// Adds or replaces metadata entries.
+    /// Adds or replaces metadata entries of `name`; `id` and `created_at`,
+    /// set for every directory, cannot be changed.
     pub fn insert_meta(&self, name: &str, entries: &[(String, String)]) -> Result<DirRecord> {
+        for (key, _) in entries {
+            check_meta_key(key)?;
+        }
         self.coord.insert_meta(name, entries)?.ok_or_else(|| unknown_dir(name))
+    }
+
+    /// Removes metadata entries of `name` (keys it lacks are no error); not
+    /// `id` or `created_at`.
+    pub fn remove_meta(&self, name: &str, keys: &[String]) -> Result<DirRecord> {
+        for key in keys {
+            check_meta_key(key)?;
+        }
+        self.coord.remove_meta(name, keys)?.ok_or_else(|| unknown_dir(name))
     }
 
     /// Deletes `name` now if nobody holds it and it is not locked, or in any
@@ -642,6 +656,24 @@ fn deletion_taken_over(name: &str) -> Error {
              was stopped or cut off from the coordinator past its lease); nothing was deleted here"
         ),
     )
+}
+
+/// Metadata larder sets for every directory, which stays as set.
+const FIXED_META: [&str; 2] = ["id", "created_at"];
+
+fn check_meta_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidInput, "a metadata key cannot be empty"));
+    }
+    if FIXED_META.contains(&key) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "`{key}` is set by larder for every directory and cannot be changed; use another key"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn unknown_dir(name: &str) -> Error {

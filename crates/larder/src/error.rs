@@ -37,6 +37,41 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(self, ErrorKind::Busy | ErrorKind::Io | ErrorKind::DiskFull)
     }
+
+    const ALL: [ErrorKind; 10] = [
+        ErrorKind::NotFound,
+        ErrorKind::InvalidInput,
+        ErrorKind::Config,
+        ErrorKind::Corrupt,
+        ErrorKind::StoreFull,
+        ErrorKind::DiskFull,
+        ErrorKind::PermissionDenied,
+        ErrorKind::Conflict,
+        ErrorKind::Busy,
+        ErrorKind::Io,
+    ];
+
+    /// A stable one-word name, for records that outlive the process (a
+    /// failed build's error, read by those who waited for it).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::InvalidInput => "invalid-input",
+            ErrorKind::Config => "config",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::StoreFull => "store-full",
+            ErrorKind::DiskFull => "disk-full",
+            ErrorKind::PermissionDenied => "permission-denied",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// The kind [`ErrorKind::name`] gave `name`.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// An error from the larder library. Its `Display` is one line that names the

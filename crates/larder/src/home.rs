@@ -45,6 +45,9 @@ pub struct RemoteCheck {
     pub ok: bool,
     /// The expectation it failed, if any.
     pub error: Option<String>,
+    /// What kind of failure that was (a refused password, an outage…).
+    #[serde(skip)]
+    pub kind: Option<ErrorKind>,
 }
 
 impl Home {
@@ -127,13 +130,13 @@ impl Home {
             .filter(|r| names.is_empty() || names.contains(&r.name))
             .map(|config| {
                 let verdict = Tier::open(config, &self.config.http, &self.config.env)
-                    .map_err(|e| e.to_string())
                     .and_then(|tier| tier.check());
                 RemoteCheck {
                     name: config.name.clone(),
                     url: redact(&config.url),
                     ok: verdict.is_ok(),
-                    error: verdict.err(),
+                    kind: verdict.as_ref().err().map(Error::kind),
+                    error: verdict.err().map(|e| e.to_string()),
                 }
             })
             .collect())

@@ -66,9 +66,9 @@ pub use home::{Home, RemoteCheck, StartUploader};
 pub use http::HttpOptions;
 pub use progress::{NoProgress, Progress};
 pub use store::{
-    Delivery, Entry, Found, GcReport, GetMode, INTERNAL_KEY_PREFIX, KeyEntry, Pending, PutOptions,
-    Quarantined, QueuedUpload, Removed, Stats, Store, Target, VerifyReport, validate_key,
-    validate_user_key,
+    Delivery, Entry, Found, GcOptions, GcReport, GetMode, INTERNAL_KEY_PREFIX, KeyEntry, Pending,
+    PutOptions, Quarantined, QueuedUpload, Removed, Stats, Store, Target, VerifyReport,
+    validate_key, validate_user_key,
 };
 pub use tiers::{
     DrainReport, Figures, GetTo, Larder, LarderStats, PushReport, Put, RemoteTierStats, Stored,

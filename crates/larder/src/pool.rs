@@ -161,6 +161,9 @@ impl Pools {
     /// without a command runs `env`'s shell.
     pub fn open(home: &Path, roots: &[PathBuf], env: &Environment) -> Result<Pools> {
         let sources = Sources::load(roots, env.home_dir().as_deref())?;
+        for (name, why) in sources.broken() {
+            tracing::warn!("source `{name}` cannot be used, the others can: {why}");
+        }
         let coord = Arc::new(SqliteCoordinator::open(home)?);
         let mut pools = Pools::with_coordinator(home, sources, coord);
         pools.shell = env.shell().to_string();
@@ -291,10 +294,13 @@ impl Pools {
                     &request.holder,
                     &self.me,
                     now_ms(),
+                    request.wait.map(|_| started.elapsed()),
                 )
             });
             match (attempt, request.wait) {
-                (Err(e), Some(wait)) if e.kind() == ErrorKind::Busy && started.elapsed() < wait => {
+                (Err(e), Some(wait))
+                    if e.kind() == ErrorKind::StoreFull && started.elapsed() < wait =>
+                {
                     std::thread::sleep(pause.min(wait.saturating_sub(started.elapsed())));
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
@@ -464,9 +470,33 @@ impl Pools {
     /// The command that runs `argv` on the instance `name` (a shell if
     /// empty), with its input, output and exit status passed through.
     pub fn command(&self, name: &str, argv: &[String]) -> Result<Command> {
-        let instance = self.live_instance(name)?;
-        let conf = self.sources.get(&instance.source)?;
+        let source = self.runnable(name)?;
+        let conf = self.sources.get(&source)?;
         Ok(Driver::new(conf, &self.home, &self.shell).command(name, argv))
+    }
+
+    /// The source of `name` if commands may run on it now: an instance in
+    /// use or being provisioned, or a `local` source (this host is always
+    /// there, acquired or not). A cached instance is refused: nobody holds
+    /// it, so another acquire could take it while the command runs.
+    fn runnable(&self, name: &str) -> Result<String> {
+        let local = |source: &str| {
+            self.sources.get(source).is_ok_and(|c| matches!(c.kind, SourceKind::Local))
+        };
+        match self.live_instance(name) {
+            Ok(instance) if instance.state == InstanceState::Idle && !local(&instance.source) => {
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "`{name}` is cached, not acquired: another acquire could take it while this runs; acquire it first (larder pool acquire -s {})",
+                        instance.owner()
+                    ),
+                ))
+            }
+            Ok(instance) => Ok(instance.source),
+            Err(e) if e.kind() == ErrorKind::NotFound && local(name) => Ok(name.to_string()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Copies files or folders, as `cp -r` would, between this host and
@@ -484,7 +514,7 @@ impl Pools {
         {
             let state = self.coord.pools()?;
             if state.instances.contains_key(name) {
-                self.live_instance(name)?;
+                self.runnable(name)?;
                 let path = if path.is_empty() { ".".to_string() } else { path.to_string() };
                 return Ok(copy::Endpoint { instance: Some(name.to_string()), path });
             }

@@ -235,7 +235,7 @@ impl Tier {
     }
 
     /// Runs [`conformance::run`] against it, writing only if its mode allows.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> Result<()> {
         conformance::run(self.remote(), self.writable())
     }
 }

@@ -1,4 +1,5 @@
-//! Sizes as people write them: `20GiB`, `10GB`, `512M`, `1.5TiB`, `4096`.
+//! Sizes as people write them: `20GiB`, `10GB`, `512M`, `1.5TiB`, `4096`;
+//! and counts of things as they read them (`1 blob`, `2 blobs`).
 
 use crate::error::{Error, ErrorKind};
 
@@ -45,6 +46,23 @@ pub fn parse_size(text: &str) -> Result<u64, Error> {
     Ok(bytes.round() as u64)
 }
 
+/// A count of things in English: `1 blob`, `2 blobs`, `0 misses`, `3 entries`.
+pub fn plural(count: u64, noun: &str) -> String {
+    if count == 1 {
+        return format!("1 {noun}");
+    }
+    let mut letters = noun.chars().rev();
+    match (letters.next(), letters.next()) {
+        (Some('y'), Some(before)) if !"aeiou".contains(before) => {
+            format!("{count} {}ies", &noun[..noun.len() - 1])
+        }
+        _ if ["s", "x", "sh", "ch"].iter().any(|end| noun.ends_with(end)) => {
+            format!("{count} {noun}es")
+        }
+        _ => format!("{count} {noun}s"),
+    }
+}
+
 /// Formats a byte count for people: `0 B`, `4.0 KiB`, `1.5 GiB`.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -63,6 +81,15 @@ pub fn format_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(plural(1, "request"), "1 request");
+        assert_eq!(plural(0, "request"), "0 requests");
+        assert_eq!(plural(2, "miss"), "2 misses");
+        assert_eq!(plural(3, "entry"), "3 entries");
+        assert_eq!(plural(2, "day"), "2 days");
+    }
 
     fn check(input: &str, expected: Option<u64>) {
         assert_eq!(parse_size(input).ok(), expected, "{input:?}");

@@ -69,6 +69,16 @@ impl Target {
     }
 }
 
+/// The digest (`sha256:…`) or the key, as the command line takes them.
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Digest(d) => d.fmt(f),
+            Target::Key(k) => f.write_str(k),
+        }
+    }
+}
+
 impl From<Digest> for Target {
     fn from(digest: Digest) -> Target {
         Target::Digest(digest)
@@ -195,13 +205,32 @@ pub struct Stats {
     pub misses: u64,
 }
 
-/// What `gc` did.
+/// What [`Store::gc_with`] removes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Evict least-recently-used unpinned blobs down to this many bytes
+    /// (the capacity by default).
+    pub to: Option<u64>,
+    /// Also evict unpinned blobs not used for this long (ccache's
+    /// `--evict-older-than`).
+    pub older_than: Option<std::time::Duration>,
+    /// Say what would go, and remove nothing.
+    pub dry_run: bool,
+    /// Delete what `quarantine/` holds (corrupt blobs kept for inspection).
+    pub empty_quarantine: bool,
+}
+
+/// What `gc` did (or, in a dry run, would do).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {
+    /// Whether nothing was removed: the figures say what would have been.
+    pub dry_run: bool,
     /// Blobs evicted.
     pub evicted: u64,
     /// Bytes they held.
     pub freed: u64,
+    /// Files deleted from `quarantine/`.
+    pub quarantine_emptied: u64,
     /// Leftovers of dead processes cleaned from `tmp/`.
     pub swept: u64,
     /// Bytes in use afterwards.
@@ -396,6 +425,58 @@ impl Store {
             .collect())
     }
 
+    /// What `text` names, as [`Target::parse`] reads it, except that a digest
+    /// may be shortened to a prefix of at least 4 hex digits (`sha256:5f2b`,
+    /// as `larder ls` prints them) if one stored blob alone starts with it.
+    pub fn parse_target(&self, text: &str) -> Result<Target> {
+        let parsed = Target::parse(text);
+        let Some(hex) = text.strip_prefix("sha256:") else { return parsed };
+        if parsed.is_ok()
+            || !(MIN_PREFIX..64).contains(&hex.len())
+            || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return parsed;
+        }
+        let prefix = format!("sha256:{}", hex.to_ascii_lowercase());
+        let found =
+            index::digests_starting(&self.lock(), &prefix, 3).map_err(|e| self.idx_err(e))?;
+        match found[..] {
+            [digest] => Ok(Target::Digest(digest)),
+            [] => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no stored blob's digest starts with {prefix}; `larder ls` lists them"),
+            )),
+            _ => {
+                let shown: Vec<String> = found.iter().take(2).map(|d| d.to_string()).collect();
+                Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{prefix} is ambiguous: {} and {}{} start with it; give more digits",
+                        shown[0],
+                        shown[1],
+                        if found.len() > 2 { " and more" } else { "" }
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Counts a read the remote `remote` served because this tier lacked it.
+    pub fn count_remote_hit(&self, remote: &str) -> Result<()> {
+        self.write(|tx| index::count_remote_hit(tx, remote).map_err(|e| self.idx_err(e)))
+    }
+
+    /// The reads the remote `remote` served, as [`Store::count_remote_hit`] counted them.
+    pub fn remote_hits(&self, remote: &str) -> Result<u64> {
+        index::remote_hits(&self.lock(), remote).map_err(|e| self.idx_err(e))
+    }
+
+    /// Sets the hits and misses (the remotes' too) back to zero, as
+    /// `ccache --zero-stats` does; what the store holds is not touched.
+    pub fn zero_stats(&self) -> Result<()> {
+        self.write(|tx| index::zero_hits(tx).map_err(|e| self.idx_err(e)))
+    }
+
     /// Digests from least to most recently used (eviction order, pins included).
     pub fn recency_order(&self) -> Result<Vec<Digest>> {
         let mut rows = index::list(&self.lock()).map_err(|e| self.idx_err(e))?;
@@ -574,6 +655,9 @@ fn too_large(what: &str, size: u64, capacity: u64) -> Error {
         ),
     )
 }
+
+/// The fewest hex digits a shortened digest may have, as git asks.
+const MIN_PREFIX: usize = 4;
 
 fn not_stored(digest: &Digest) -> Error {
     Error::new(

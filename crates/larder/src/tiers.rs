@@ -108,8 +108,8 @@ impl Larder {
             return Err(Error::new(
                 ErrorKind::Io,
                 format!(
-                    "{} uploads are still owed and stay queued: {}",
-                    report.left,
+                    "{} still owed and stay queued: {}",
+                    crate::size::plural(report.left, "upload"),
                     report.last_error.unwrap_or_default()
                 ),
             ));
@@ -264,6 +264,10 @@ impl Larder {
                     for e in &errors {
                         tracing::warn!("{e}");
                     }
+                    tracing::info!("{digest}: served by remote {}", remote.name());
+                    if let Err(e) = self.store.count_remote_hit(remote.name()) {
+                        tracing::warn!("counting the hit of remote {}: {e}", remote.name());
+                    }
                     return Ok(digest);
                 }
                 Ok(None) => {}
@@ -341,10 +345,13 @@ impl Larder {
     /// Whether any tier holds `target`.
     pub fn contains(&self, target: &Target) -> Result<bool> {
         if self.store.contains(target.clone())? {
+            tracing::info!("{}: in the local tier", target);
             return Ok(true);
         }
         for remote in &self.remotes {
+            tracing::debug!("asking remote {} for {}", remote.name(), target);
             if remote.remote().head(target)?.is_some() {
+                tracing::info!("{}: in remote {}", target, remote.name());
                 return Ok(true);
             }
         }

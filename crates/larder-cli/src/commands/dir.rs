@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Subcommand;
 use larder::Home;
+use larder::coord::Holder;
 
 use crate::output;
 
@@ -22,21 +23,34 @@ enum DirCommand {
     },
     /// Show one directory: path, state, holders, metadata
     Show {
+        /// The directory's name (as `larder dir ls` lists them)
         name: String,
         /// Print JSON
         #[arg(long)]
         json: bool,
     },
     /// Keep a directory after its last holder
-    Lock { name: String },
-    /// Let a directory go with its last holder (at once if nobody holds it)
-    Unlock { name: String },
-    /// Print a directory's metadata, after adding KEY=VALUE entries
-    Meta {
+    Lock {
+        /// The directory's name (as `larder dir ls` lists them)
         name: String,
-        /// Entries to add or replace
-        #[arg(value_name = "KEY=VALUE")]
+    },
+    /// Let a directory go with its last holder (at once if nobody holds it)
+    Unlock {
+        /// The directory's name (as `larder dir ls` lists them)
+        name: String,
+    },
+    /// Print a directory's metadata, after adding KEY=VALUE entries; with KEY alone, print
+    /// that entry's value
+    Meta {
+        /// The directory's name (as `larder dir ls` lists them)
+        name: String,
+        /// Entries to add or replace (`id` and `created_at` are set for you and stay), or one
+        /// KEY to print the value of
+        #[arg(value_name = "KEY=VALUE|KEY")]
         entries: Vec<String>,
+        /// Remove these entries
+        #[arg(long = "rm", value_name = "KEY", conflicts_with = "entries")]
+        remove: Vec<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -44,6 +58,7 @@ enum DirCommand {
     /// Send a directory to a remote: its files' blobs (deduplicated) and a
     /// manifest; `larder use --name NAME --from-remote R` restores it elsewhere
     Push {
+        /// The directory's name (as `larder dir ls` lists them)
         name: String,
         /// The remote to send it to [default: every remote that takes writes]
         #[arg(long)]
@@ -54,6 +69,7 @@ enum DirCommand {
     },
     /// Delete a directory nobody holds (or anyway, with --force)
     Rm {
+        /// The directory's name (as `larder dir ls` lists them)
         name: String,
         /// Delete it even if held or locked
         #[arg(long)]
@@ -103,7 +119,13 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
                 println!("holders:  {}", r.holders.len());
                 let now = larder::coord::now_ms();
                 for h in &r.holders {
-                    println!("  {} (for {})", h.holder, age((now - h.since).max(0) / 1000));
+                    let expiry = match &h.holder {
+                        Holder::Token { expires_at, .. } => {
+                            format!(", expires in {}", age((expires_at - now).max(0) / 1000))
+                        }
+                        Holder::Process { .. } => String::new(),
+                    };
+                    println!("  {} (for {}{expiry})", h.holder, age((now - h.since).max(0) / 1000));
                 }
                 println!("metadata:");
                 for (k, v) in &r.meta {
@@ -119,7 +141,26 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
             Some(_) => println!("unlocked {name}"),
             None => println!("unlocked {name}; nobody held it, so it was deleted"),
         },
-        DirCommand::Meta { name, entries, json } => {
+        DirCommand::Meta { name, entries, remove, json } => {
+            if let [key] = &entries[..]
+                && !key.contains('=')
+            {
+                let r = dirs.show(&name)?;
+                let Some(value) = r.meta.get(key) else {
+                    anyhow::bail!(larder::Error::new(
+                        larder::ErrorKind::NotFound,
+                        format!(
+                            "directory {name} has no metadata entry {key}; larder dir meta {name} lists them"
+                        )
+                    ));
+                };
+                if json {
+                    output::print_json(value)?;
+                } else {
+                    println!("{value}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut pairs = Vec::new();
             for entry in &entries {
                 let Some((k, v)) = entry.split_once('=').filter(|(k, _)| !k.is_empty()) else {
@@ -129,8 +170,13 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
                 };
                 pairs.push((k.to_string(), v.to_string()));
             }
-            let r =
-                if pairs.is_empty() { dirs.show(&name)? } else { dirs.insert_meta(&name, &pairs)? };
+            let r = if !remove.is_empty() {
+                dirs.remove_meta(&name, &remove)?
+            } else if pairs.is_empty() {
+                dirs.show(&name)?
+            } else {
+                dirs.insert_meta(&name, &pairs)?
+            };
             if json {
                 output::print_json(&r.meta)?;
             } else {

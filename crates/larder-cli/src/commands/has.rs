@@ -1,11 +1,11 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use larder::{Home, Target};
+use larder::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A digest (sha256:…) or a key
+    /// A digest (sha256:…, or a prefix of one that only one stored blob has) or a key
     #[arg(value_name = "DIGEST|KEY")]
     target: String,
     /// Only look in the local tier, not in the remotes behind it
@@ -14,10 +14,12 @@ pub struct Args {
     /// Print the tiers that hold it, one a line (`local` and remotes' names)
     #[arg(long = "where", conflicts_with = "local")]
     where_: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
-    let target = Target::parse(&args.target)?;
+    let target = super::target(home, &args.target)?;
     let found = if args.local {
         let store = home.store()?;
         let found = store.contains(target)?;
@@ -30,7 +32,16 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         }
         !tiers.is_empty()
     } else {
-        home.larder()?.contains(&target)?
+        let larder = home.larder()?;
+        tracing::debug!("asking local{}", super::get::remote_names(&larder));
+        larder.contains(&target)?
     };
+    // Where it was found across tiers, the library says.
+    match (found, args.local) {
+        (true, true) => tracing::info!("{}: in the local tier", args.target),
+        (false, true) => tracing::info!("{}: not in the local tier", args.target),
+        (false, false) => tracing::info!("{}: in no tier", args.target),
+        (true, false) => {}
+    }
     Ok(if found { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

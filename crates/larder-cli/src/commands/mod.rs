@@ -5,6 +5,7 @@
 mod config;
 mod coordinator_agent;
 mod dir;
+mod docs;
 mod gc;
 mod get;
 mod has;
@@ -31,6 +32,14 @@ use clap::Subcommand;
 use larder::{Config, Home, config::Sources};
 
 use crate::Cli;
+
+/// `--capacity`, on the commands that use the local store.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// The local store's capacity, like 20GiB or 10GB [env: LARDER_CAPACITY]
+    #[arg(long, value_name = "SIZE")]
+    pub capacity: Option<String>,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -77,9 +86,49 @@ pub enum Command {
     Config(config::Args),
     /// Create the home; with --shared-group, share it with a Unix group's users
     Init(init::Args),
+    /// Print the completion script of a shell: bash, zsh, fish, elvish or powershell
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one per command with --dir
+    Man(docs::ManArgs),
     /// Renew this host's leases at a Redis coordinator (started by larder itself)
     #[command(hide = true)]
     CoordinatorAgent(coordinator_agent::Args),
+}
+
+/// What `text` on the command line names: a digest, a key, or a prefix of a
+/// digest that one blob of the local store alone has (as `larder ls` prints).
+fn target(home: &Home, text: &str) -> Result<larder::Target> {
+    match larder::Target::parse(text) {
+        Ok(target) => Ok(target),
+        Err(_) => {
+            let store = home.store()?;
+            let target = store.parse_target(text)?;
+            store.close()?;
+            Ok(target)
+        }
+    }
+}
+
+impl Command {
+    /// The `--capacity` given to the command, on those that take one.
+    fn capacity(&self) -> Option<&str> {
+        let store = match self {
+            Command::Put(a) => &a.store,
+            Command::Push(a) => &a.store,
+            Command::Get(a) => &a.store,
+            Command::Has(a) => &a.store,
+            Command::Rm(a) => &a.store,
+            Command::Pin(a) | Command::Unpin(a) => &a.store,
+            Command::Ls(a) => &a.store,
+            Command::Stats(a) => &a.store,
+            Command::Gc(a) => &a.store,
+            Command::Verify(a) => &a.store,
+            Command::Use(a) => &a.store,
+            Command::Serve(a) => &a.store,
+            _ => return None,
+        };
+        store.capacity.as_deref()
+    }
 }
 
 /// Starts `larder push --queued --background` for the home at `home`,
@@ -113,11 +162,20 @@ fn start_uploading(home: &std::path::Path) {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    // Made from the command line's definitions alone: no home, no settings.
+    match cli.command {
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
+        command => run_in_home(Cli { command, ..cli }),
+    }
+}
+
+fn run_in_home(cli: Cli) -> Result<ExitCode> {
     let mut sources = Sources::from_process()?;
     if let Some(home) = cli.home {
         sources = sources.flag("home", home, "--home");
     }
-    if let Some(capacity) = cli.capacity {
+    if let Some(capacity) = cli.command.capacity().or(cli.capacity.as_deref()) {
         sources = sources.flag("capacity", capacity, "--capacity");
     }
     if let Command::Serve(args) = &cli.command
@@ -168,6 +226,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pypi(args) => pypi::run(home, args),
         Command::Config(args) => config::run(home, args),
         Command::Init(args) => init::run(home, args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
         Command::CoordinatorAgent(args) => coordinator_agent::run(home, args),
     }
 }

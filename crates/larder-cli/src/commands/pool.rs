@@ -105,6 +105,7 @@ enum PoolCommand {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// The instances, as acquire printed their names
         #[arg(required = true, value_name = "INSTANCE")]
         instances: Vec<String>,
     },

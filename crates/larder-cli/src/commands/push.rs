@@ -18,6 +18,8 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
@@ -28,7 +30,7 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
             && let Some(e) = r.last_error
             && r.left > 0
         {
-            tracing::warn!("{} uploads still owed: {e}", r.left);
+            tracing::warn!("{} still owed: {e}", larder::size::plural(r.left, "upload"));
         }
         larder.close_local()?;
         return Ok(ExitCode::SUCCESS);
@@ -45,8 +47,8 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
             anyhow::bail!(larder::Error::new(
                 larder::ErrorKind::Io,
                 format!(
-                    "{} uploads are still owed: {}; larder tries again later, or run larder push --queued",
-                    report.left,
+                    "{} still owed: {}; larder tries again later, or run larder push --queued",
+                    larder::size::plural(report.left, "upload"),
                     report.last_error.unwrap_or_default()
                 )
             ));

@@ -30,7 +30,19 @@ enum Command {
     },
 }
 
+/// What `remote ls` and `remote check` say when there is no remote.
+const NO_REMOTES: &str = "no remotes are configured; add one as a [[remote]] table (name = \"team\", url = \"http://cache:8000\") in ~/.config/larder/config.toml or ./.larder/config.toml (see the README's Remote tiers)";
+
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    let json = match &args.command {
+        Command::Ls { json } | Command::Check { json, .. } => *json,
+    };
+    // Naming a remote that does not exist is an error, said below.
+    let names_given = matches!(&args.command, Command::Check { names, .. } if !names.is_empty());
+    if home.config().remotes.is_empty() && !json && !names_given {
+        println!("{NO_REMOTES}");
+        return Ok(ExitCode::SUCCESS);
+    }
     match args.command {
         Command::Ls { json } => {
             let remotes = &home.config().remotes;
@@ -61,8 +73,13 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
                     .collect();
                 output::print_table(&["REMOTE", "URL", "RESULT"], &rows)?;
             }
-            let failed = results.iter().any(|r| !r.ok);
-            Ok(if failed { ExitCode::from(6) } else { ExitCode::SUCCESS })
+            // The first failure's exit code, as for any other error of its kind.
+            Ok(match results.iter().find(|r| !r.ok) {
+                Some(failed) => ExitCode::from(output::exit_code_of(
+                    failed.kind.unwrap_or(larder::ErrorKind::Io),
+                )),
+                None => ExitCode::SUCCESS,
+            })
         }
     }
 }

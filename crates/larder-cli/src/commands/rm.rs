@@ -1,23 +1,26 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use larder::{Home, Removed, Target};
+use larder::{Home, Removed};
 
 use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Digests (sha256:…) or keys
+    /// Digests (sha256:…, or a prefix of one that only one blob has) or keys
     #[arg(required = true, value_name = "DIGEST|KEY")]
     targets: Vec<String>,
     /// Remove pinned blobs too
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
-    let targets = args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let store = home.store()?;
+    let targets =
+        args.targets.iter().map(|t| store.parse_target(t)).collect::<Result<Vec<_>, _>>()?;
     let mut failures = output::Failures::default();
     for target in &targets {
         match store.remove(target, args.force) {
@@ -26,7 +29,7 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
                 if blob_removed {
                     println!("removed {key} ({digest})");
                 } else {
-                    println!("removed {key}; {digest} stays (pinned or named by another key)");
+                    println!("removed {key}; {digest} stays (named by another key)");
                 }
             }
             Err(e) => failures.report(e),

@@ -23,6 +23,10 @@ pub struct Args {
     /// Log every request (debug logs)
     #[arg(short, long)]
     debug: bool,
+    /// Write a line per request to standard error: client, user, time, request, status,
+    /// bytes, milliseconds
+    #[arg(long)]
+    access_log: bool,
     /// Let requests without credentials read
     #[arg(long)]
     anonymous_read: bool,
@@ -61,6 +65,8 @@ pub struct Args {
     /// How often DIR is looked through for new wheels and sdists
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     rescan: String,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 impl Args {
@@ -82,6 +88,9 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         SocketAddr::new(args.host, args.port),
     );
     options.verify_reads = config.verify_reads;
+    options.access_log = args.access_log;
+    // Anyone who can reach it may then write: say so, and how not to.
+    let open_to_all = args.user_db.is_none() && !args.host.is_loopback();
     options.user_db = args.user_db;
     options.anonymous_read = args.anonymous_read;
     options.read_only_users = args.read_only_users;
@@ -102,6 +111,12 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         // The address goes to standard output, so a script can read the port.
         println!("{scheme}://{addr}");
         eprintln!("larder: serving {} on {scheme}://{addr}", home.display());
+        if open_to_all {
+            eprintln!(
+                "larder: warning: listening on {} without -u: anyone who can reach it may read and write; give -u USERS.htpasswd (htpasswd -B), or -H 127.0.0.1 to serve this host only",
+                addr.ip()
+            );
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
     })?;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use larder::size::format_size;
+use larder::size::{format_size, plural};
 use larder::{Figures, Home, TierStats};
 
 use crate::output;
@@ -11,10 +11,18 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    /// Set the hits and misses (the remotes' too) back to zero, then print
+    #[arg(short = 'z', long)]
+    zero: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let larder = home.larder()?;
+    if args.zero {
+        larder.store().zero_stats()?;
+    }
     let stats = larder.stats()?;
     larder.close_local()?;
     if args.json {
@@ -50,8 +58,8 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
                 let mode = r.mode.name();
                 if r.queued > 0 {
                     notes.push(format!(
-                        "{name} is owed {} uploads ({}){}",
-                        r.queued,
+                        "{name} is owed {} ({}){}",
+                        plural(r.queued as u64, "upload"),
                         format_size(r.queued_bytes),
                         match (r.failing, &r.last_upload_error) {
                             (0, _) | (_, None) => String::new(),
@@ -72,7 +80,7 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
                             }
                             _ => dash(),
                         },
-                        dash(),
+                        r.hits.to_string(),
                         dash(),
                         dash(),
                     ],

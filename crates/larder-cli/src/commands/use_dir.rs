@@ -42,6 +42,8 @@ pub struct Args {
     /// Run this command with LARDER_DIR set to the directory, holding it until the command ends
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 const RECIPES: &str = "\
@@ -104,12 +106,22 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         Command::new(&args.command[0]).args(&args.command[1..]).env("LARDER_DIR", &record.path),
     );
     dirs.unuse(&record.name, &holder)?;
-    let status = status.map_err(|e| {
-        crate::output::usage(format!(
-            "cannot run `{}`: {e}; check the command after --",
-            args.command[0]
-        ))
-    })?;
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            let not_found = e.kind() == std::io::ErrorKind::NotFound;
+            let program = &args.command[0];
+            let why = if not_found {
+                "no such command (it is not in PATH)".to_string()
+            } else {
+                larder::Error::io("run", std::path::Path::new(program), e).to_string()
+            };
+            let message = format!("cannot run `{program}`: {why}; check the command after --");
+            crate::output::print_error(&anyhow::anyhow!(message));
+            // As shells say it: 127 for a command not found, 126 for one that cannot run.
+            return Ok(ExitCode::from(if not_found { 127 } else { 126 }));
+        }
+    };
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         // Killed by a signal: report it as a shell would.

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use larder::Home;
-use larder::size::format_size;
+use larder::size::{format_size, plural};
 
 use crate::output;
 use crate::progress::Bars;
@@ -15,6 +15,8 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
@@ -25,7 +27,7 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     if args.json {
         output::print_json(&r)?;
     } else {
-        println!("checked {} blobs ({})", r.checked, format_size(r.bytes));
+        println!("checked {} ({})", plural(r.checked, "blob"), format_size(r.bytes));
         for q in &r.corrupt {
             println!("corrupt: {} (moved to {})", q.digest, q.quarantined.display());
         }

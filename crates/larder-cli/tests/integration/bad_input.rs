@@ -173,6 +173,34 @@ fn a_full_disk_fails_the_one_write_and_keeps_the_store() {
     with_home(&["put", t.file("more", "more").to_str().expect("utf-8")]).ok();
 }
 
+#[test]
+fn a_put_of_many_files_on_a_full_disk_says_so_in_one_line() {
+    let t = TestDir::new();
+    let mount = t.path().join("small");
+    let _fs = Tmpfs::mount(&mount, "2m");
+    let files: Vec<String> = (0..30)
+        .map(|i| {
+            let path = t.file(&format!("many/f{i:02}"), bytes(100 + i, 200_000));
+            path.to_str().expect("utf-8").to_string()
+        })
+        .collect();
+    let mut cmd = t.command();
+    cmd.arg("put").args(&files).env("LARDER_HOME", mount.join("home"));
+    let run = t.run_with(&mut cmd);
+    assert_eq!(run.code, 4, "{run:#?}");
+    let stored = run.stdout.lines().count();
+    assert!(stored > 0 && stored < 30, "{run:#?}");
+    assert_eq!(run.stderr.lines().count(), 1, "one line for all the files: {}", run.stderr);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "larder: error: {} of 30 files were not stored; the first: ",
+            30 - stored
+        )) && run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Sets a file's modification time back to what it was, as a careful tamperer
 /// (or a disk flipping bits under an unchanged inode) would leave it.
 fn keep_mtime_while(path: &Path, change: impl FnOnce()) {

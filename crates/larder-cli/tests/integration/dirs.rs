@@ -115,7 +115,7 @@ fn use_with_a_command_sets_larder_dir_and_passes_the_exit_status() {
     assert_eq!(run.code, 7, "{run:#?}");
     assert_eq!(run.stdout, "$T/home/dirs/c\n");
     assert!(!Path::new(&t.home.join("dirs/c")).exists());
-    let err = t.run(&["use", "--", "no-such-program-here"]).fails(2);
+    let err = t.run(&["use", "--", "no-such-program-here"]).fails(127);
     assert!(err.contains("cannot run `no-such-program-here`"), "{err}");
 }
 
@@ -171,8 +171,28 @@ fn bad_names_and_unknown_directories() {
     let err = t.run(&["unuse", "/not/a/larder/dir"]).fails(1);
     assert!(err.contains("is not a larder directory"), "{err}");
     t.script("$L use --name m >/dev/null").ok();
-    let err = t.run(&["dir", "meta", "m", "novalue"]).fails(2);
+    let err = t.run(&["dir", "meta", "m", "a=1", "novalue"]).fails(2);
     assert!(err.contains("`novalue` is not KEY=VALUE"), "{err}");
+}
+
+#[test]
+fn dir_meta_reads_one_key_removes_keys_and_keeps_what_larder_set() {
+    let t = TestDir::new();
+    t.run(&["use", "--name", "s", "--holder", "job", "--ttl", "1h"]).ok();
+    t.run(&["dir", "meta", "s", "owner=alice", "stage=2"]).ok();
+    assert_eq!(t.run(&["dir", "meta", "s", "owner"]).ok(), "alice\n");
+    assert_eq!(t.run(&["dir", "meta", "s", "id"]).ok(), "s\n");
+    let err = t.run(&["dir", "meta", "s", "nothere"]).fails(1);
+    insta::assert_snapshot!(err, @r"larder: error: directory s has no metadata entry nothere; larder dir meta s lists them");
+    let err = t.run(&["dir", "meta", "s", "id=other"]).fails(2);
+    insta::assert_snapshot!(err, @r"larder: error: `id` is set by larder for every directory and cannot be changed; use another key");
+    let err = t.run(&["dir", "meta", "s", "--rm", "created_at"]).fails(2);
+    assert!(err.contains("`created_at` is set by larder"), "{err}");
+    let out = t.run(&["dir", "meta", "s", "--rm", "owner", "--rm", "absent"]).ok();
+    let keys: Vec<&str> =
+        out.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+    assert_eq!(keys, ["created_at", "id", "stage"], "{out}");
+    assert_eq!(t.run(&["dir", "meta", "s", "id"]).ok(), "s\n");
 }
 
 #[test]
@@ -218,6 +238,9 @@ fn a_named_holder_lasts_its_ttl_and_renews_by_using_again() {
     // Using it again renews the lease, for the TTL given now.
     t.run(&["use", "--name", "tok", "--holder", "ci-job", "--ttl", "1h30m"]).ok();
     assert!(lease_left(&t, "tok") > 3_600_000);
+    let shown = t.run(&["dir", "show", "tok"]).ok();
+    let line = shown.lines().find(|l| l.starts_with("  token ci-job (for ")).expect("holder");
+    assert!(line.ends_with("s, expires in 89m)") || line.ends_with("s, expires in 88m)"), "{line}");
     assert_eq!(t.dirs()[0]["holders"].as_array().map(Vec::len), Some(1), "one holder");
     t.run(&["unuse", "--name", "tok", "--holder", "ci-job"]).ok();
     assert_eq!(t.dirs(), serde_json::json!([]));

@@ -9,6 +9,7 @@ mod config;
 mod coordinator;
 mod crash;
 mod dirs;
+mod exit_codes;
 mod fault_proxy;
 mod faults;
 mod garage;

@@ -90,12 +90,28 @@ fn the_local_source_is_there_by_default_and_run_passes_output_through() {
     assert_eq!((run.code, run.stdout.as_str(), run.stderr.as_str()), (3, "a\nb", "e"));
     // crcache's form, without `--`.
     assert_eq!(t.run(&["pool", "run", "-s", "local", "echo", "-n", "foo"]).ok(), "foo");
-    let err = t.run(&["pool", "acquire", "-s", "local"]).fails(6);
-    assert!(err.contains("source `local` cannot give 1 instance: it has room for at most 1 (now: local held by pid"), "{err}");
+    let err = t.run(&["pool", "acquire", "-s", "local"]).fails(4);
+    assert!(err.contains("source `local` cannot give 1 instance: it may have at most 1 at once (now: local held by pid"), "{err}");
     t.run(&["pool", "release", "local"]).ok();
     let status = t.json(&["pool", "status", "--json", "-a"]);
     assert_eq!(status["sources"][0]["in_use"], serde_json::json!([]));
     assert_eq!(status["instances"], serde_json::json!([]), "reserve 0: thrown away");
+}
+
+#[test]
+fn run_on_local_needs_no_acquire_and_run_on_a_cached_instance_is_refused() {
+    let t = TestDir::new();
+    // This host is always there.
+    assert_eq!(t.run(&["pool", "run", "-s", "local", "--", "echo", "here"]).ok(), "here\n");
+    assert_eq!(t.run(&["pool", "run", "--instance", "local", "--", "true"]).code, 0);
+    folder_machines(&t, "vm", "reserve=1\nmaximum=2\n");
+    assert_eq!(t.run(&["pool", "acquire", "--source", "vm"]).ok(), "vm-0\n");
+    assert_eq!(t.run(&["pool", "run", "-s", "vm-0", "--", "echo", "held"]).ok(), "held\n");
+    assert_eq!(t.run(&["pool", "release", "vm-0"]).stderr, "vm-0: cached\n");
+    let err = t.run(&["pool", "run", "-s", "vm-0", "--", "true"]).fails(2);
+    insta::assert_snapshot!(err, @r"larder: error: `vm-0` is cached, not acquired: another acquire could take it while this runs; acquire it first (larder pool acquire -s vm)");
+    let err = t.run(&["pool", "cp", "vm-0:x", "y"]).fails(2);
+    assert!(err.contains("is cached, not acquired"), "{err}");
 }
 
 #[test]
@@ -238,7 +254,7 @@ fn eight_acquires_at_once_never_exceed_a_maximum_of_three() {
             got.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
         } else {
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("it has room for at most 3 (now: vm-"), "{err}");
+            assert!(err.contains("it may have at most 3 at once (now: vm-"), "{err}");
             refused += 1;
         }
     }
@@ -356,30 +372,32 @@ fn bad_configurations_and_names_get_one_line_errors() {
         for (name, text) in files {
             source(&t, name, text);
         }
-        let err = t.run(args).fails(code);
-        assert!(err.contains(expected), "{args:?}: {err}");
+        // A broken source is also reported as a warning before the error.
+        let run = t.run(args);
+        assert_eq!(run.code, code, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(expected), "{args:?}: {run:#?}");
     };
     check(
         &[("p", "type=pool\nsources=a\njunk\n")],
-        &["pool", "status"],
+        &["pool", "acquire", "-s", "p"],
         2,
         "work/.larder/sources/p/source.conf:4: expected key=value, found `junk`",
     );
     check(
         &[("p", "type=vm\n")],
-        &["pool", "status"],
+        &["pool", "acquire", "-s", "p"],
         2,
         "source.conf:2: unknown type `vm`; use local, ssh, pool or command",
     );
     check(
         &[("a", "type=pool\nsources=b\n"), ("b", "type=pool\nsources=local,a\n")],
-        &["pool", "status"],
+        &["pool", "acquire", "-s", "a"],
         2,
         "pool `a` contains itself (a → b → a)",
     );
     check(
         &[("a", "type=pool\nsources=ghost\n")],
-        &["pool", "status"],
+        &["pool", "acquire", "-s", "a"],
         2,
         "pool `a` lists `ghost`, which is no source",
     );
@@ -400,6 +418,36 @@ fn bad_configurations_and_names_get_one_line_errors() {
 }
 
 #[test]
+fn a_malformed_source_is_reported_and_the_others_still_work() {
+    let t = TestDir::new();
+    // A typo in the user's crcache folder, which every project reads.
+    t.file("user/.config/crcache/sources/typo/source.conf", "[DEFAULT]\ntype=comand\n");
+    folder_machines(&t, "vm", "maximum=1\n");
+    source(&t, "both", "type=pool\nsources=vm,typo\n");
+    let run = t.run(&["pool", "status"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    insta::assert_snapshot!(run.stdout, @r"
+        SOURCE  CACHED  IN-USE  MAX
+        local   0       0       1
+        vm      0       0       1
+        ");
+    let warnings = run.stderr.replace(&t.path().display().to_string(), "$T");
+    insta::assert_snapshot!(warnings, @r"
+        WARN source `both` cannot be used, the others can: $T/work/.larder/sources/both/source.conf: pool `both` lists `typo`, which cannot be used ($T/user/.config/crcache/sources/typo/source.conf:2: unknown type `comand`; use local, ssh, pool or command)
+        WARN source `typo` cannot be used, the others can: $T/user/.config/crcache/sources/typo/source.conf:2: unknown type `comand`; use local, ssh, pool or command
+        ");
+    assert_eq!(t.run(&["pool", "acquire", "-s", "vm"]).ok(), "vm-0\n");
+    // The warnings come first; the error is the last line.
+    let run = t.run(&["pool", "acquire", "-s", "typo"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("larder: error: ") && last.contains("unknown type `comand`"),
+        "{last}"
+    );
+}
+
+#[test]
 fn pools_pick_the_least_loaded_member_and_show_as_a_tree() {
     let t = TestDir::new();
     folder_machines(&t, "a", "maximum=2\n");
@@ -408,8 +456,8 @@ fn pools_pick_the_least_loaded_member_and_show_as_a_tree() {
     assert_eq!(t.run(&["pool", "acquire", "-s", "a"]).ok(), "a-0\n");
     assert_eq!(t.run(&["pool", "acquire", "-s", "both"]).ok(), "b-0\n");
     assert_eq!(t.run(&["pool", "acquire", "-s", "both"]).ok(), "a-1\n");
-    let err = t.run(&["pool", "acquire", "-s", "both", "-n", "2"]).fails(6);
-    assert!(err.contains("`both` cannot give 2 instances: it has room for at most 3, its members a for 2, b for 1 (now: a-0 held by"), "{err}");
+    let err = t.run(&["pool", "acquire", "-s", "both", "-n", "2"]).fails(4);
+    assert!(err.contains("`both` cannot give 2 instances: it may have at most 3 at once, its members a 2, b 1 (now: a-0 held by"), "{err}");
     // A configured concurrency is reported without probing; others are probed.
     let all = t.json(&["pool", "status", "-a", "--json"]);
     let of = |name: &str| {
@@ -496,7 +544,7 @@ fn a_discard_that_keeps_failing_is_reported_and_can_be_forgotten() {
     let all = t.json(&["pool", "status", "-a", "--json"]);
     assert_eq!(all["instances"][0]["state"], "discarding", "{all}");
     // Still counted (the machine may exist), until it is forgotten.
-    t.run(&["pool", "acquire", "-s", "vm"]).fails(6);
+    t.run(&["pool", "acquire", "-s", "vm"]).fails(4);
     assert_eq!(t.run(&["pool", "release", "--forget", "vm-0"]).stderr, "vm-0: forgotten\n");
     assert_eq!(t.run(&["pool", "acquire", "-s", "vm"]).ok(), "vm-1\n");
     t.run(&["pool", "release", "--forget", "nope"]).fails(1);

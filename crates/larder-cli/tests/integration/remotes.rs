@@ -274,7 +274,7 @@ fn what_a_write_back_remote_is_owed_survives_an_outage_and_is_never_evicted() {
     with_garage(&t, &garage, &["gc", "--to", "0"]).ok();
     assert_eq!(with_garage(&t, &garage, &["has", "--local", &digest]).code, 0);
     let err = with_garage(&t, &garage, &["push", "--queued"]).fails(6);
-    assert!(err.contains("2 uploads are still owed") && err.contains("remote s3"), "{err}");
+    assert!(err.contains("2 uploads still owed") && err.contains("remote s3"), "{err}");
     // The remote comes back: the queue drains, and nothing was lost.
     garage.restart();
     let out = with_garage(&t, &garage, &["push", "--queued", "--json"]).ok();
@@ -512,4 +512,46 @@ fn a_cold_get_to_a_file_writes_only_bytes_that_hashed_right() {
         .filter(|n| n.contains("larder-get"))
         .collect();
     assert!(left.is_empty(), "no temporary files left: {left:?}");
+}
+
+#[test]
+fn stats_counts_reads_a_remote_served_and_zero_sets_them_back() {
+    let t = TestDir::new();
+    let folder = t.path().join("shared");
+    remotes(&t, &[&format!("name = \"folder\"\nurl = \"file://{}\"", folder.display())]);
+    let f = t.file("a.bin", bytes(9, 1000));
+    let digest = in_home(&t, "a", &[], &["put", "--upload", f.to_str().expect("utf-8")]).ok();
+    let got = in_home(&t, "b", &[], &["-v", "get", digest.trim(), "-o", "-"]);
+    assert_eq!(got.code, 0, "{got:#?}");
+    assert!(got.stderr.contains("served by remote folder"), "{}", got.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&in_home(&t, "b", &[], &["stats", "--json"]).ok()).expect("json");
+    // A local miss served by the remote; the bytes then go out from the local copy.
+    assert_eq!(json["misses"].as_u64(), Some(1), "{json}");
+    assert_eq!(json["tiers"][1]["hits"], 1, "{json}");
+    in_home(&t, "b", &[], &["get", digest.trim(), "-o", "-"]).ok();
+    let table = in_home(&t, "b", &[], &["stats"]).ok();
+    let table = table.replace(&t.path().display().to_string(), "$T");
+    insta::assert_snapshot!(table, @r"
+        TIER                    ENTRIES  USED    PINNED  CAPACITY  USAGE  HITS  MISSES  HIT RATIO
+        local                   1        1000 B  0 B     20.0 GiB  0.0%   2     1       66.7%
+        folder (write-through)  -        -       -       -         -      1     -       -
+        ");
+    let json: serde_json::Value =
+        serde_json::from_str(&in_home(&t, "b", &[], &["stats", "--zero", "--json"]).ok())
+            .expect("json");
+    assert_eq!((json["hits"].as_u64(), json["misses"].as_u64()), (Some(0), Some(0)), "{json}");
+    assert_eq!(json["tiers"][1]["hits"], 0, "{json}");
+    assert_eq!(json["entries"], 1, "what the store holds stays");
+}
+
+#[test]
+fn remote_ls_and_check_without_remotes_say_how_to_add_one() {
+    let t = TestDir::new();
+    let ls = t.run(&["remote", "ls"]).ok();
+    insta::assert_snapshot!(ls, @r#"no remotes are configured; add one as a [[remote]] table (name = "team", url = "http://cache:8000") in ~/.config/larder/config.toml or ./.larder/config.toml (see the README's Remote tiers)"#);
+    assert_eq!(t.run(&["remote", "check"]).ok(), ls);
+    assert_eq!(t.run(&["remote", "ls", "--json"]).ok(), "[]\n");
+    let err = t.run(&["remote", "check", "team"]).fails(1);
+    assert!(err.contains("no remote is named team; the configured ones: none"), "{err}");
 }

@@ -18,7 +18,7 @@ pub struct Served {
 }
 
 impl Served {
-    /// Serves `t`'s home on a free port of 127.0.0.1 with `args`.
+    /// Serves `t`'s home on a free port of 127.0.0.1 (or `-H` in `args`) with `args`.
     pub fn start(t: &TestDir, args: &[&str]) -> Served {
         Served::start_with(t, args, |_| {})
     }
@@ -31,11 +31,12 @@ impl Served {
             .open(t.path().join("serve.log"))
             .expect("log");
         let mut command = t.command();
-        command
-            .args(["serve", "-H", "127.0.0.1", "-p", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(log);
+        command.args(["serve", "-p", "0"]);
+        // On loopback unless the test says where.
+        if !args.contains(&"-H") {
+            command.args(["-H", "127.0.0.1"]);
+        }
+        command.args(args).stdout(Stdio::piped()).stderr(log);
         change(&mut command);
         let mut child = command.spawn().expect("spawn larder serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -946,4 +947,71 @@ fn the_listen_backlog_holds_bursts() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(4096);
     assert_eq!(backlog, somaxconn.min(4096), "{text}");
+}
+
+#[test]
+fn serving_beyond_loopback_without_users_warns_and_names_u() {
+    let t = TestDir::new();
+    let log = || std::fs::read_to_string(t.path().join("serve.log")).unwrap_or_default();
+    let s = Served::start(&t, &["-H", "0.0.0.0"]);
+    wait_for("the startup lines", || log().contains("serving"));
+    let warning = log().lines().find(|l| l.contains("warning")).map(str::to_string);
+    insta::assert_snapshot!(warning.unwrap_or_default(), @r"larder: warning: listening on 0.0.0.0 without -u: anyone who can reach it may read and write; give -u USERS.htpasswd (htpasswd -B), or -H 127.0.0.1 to serve this host only");
+    drop(s);
+    std::fs::remove_file(t.path().join("serve.log")).expect("rm log");
+    // On loopback, or with users, nothing to warn about.
+    let s = Served::start(&t, &[]);
+    wait_for("the startup line", || log().contains("serving"));
+    drop(s);
+    assert!(!log().contains("warning"), "{}", log());
+}
+
+#[test]
+fn the_access_log_is_off_by_default_and_says_who_asked_what() {
+    let t = TestDir::new();
+    let users = t.path().join("users");
+    let status = Command::new("htpasswd").args(["-bcB"]).arg(&users).args(["alice", "pw"]).status();
+    assert!(status.expect("htpasswd").success());
+    let log = || std::fs::read_to_string(t.path().join("serve.log")).unwrap_or_default();
+    let s = Served::start(&t, &["-u", users.to_str().expect("utf-8")]);
+    assert_eq!(curl(&["-u", "alice:pw", &format!("{}/status", s.url)]).status, 200);
+    drop(s);
+    assert!(!log().contains("\"GET /status"), "{}", log());
+    let s = Served::start(&t, &["-u", users.to_str().expect("utf-8"), "--access-log"]);
+    let body = t.file("body", "some bytes");
+    let body = body.to_str().expect("utf-8");
+    assert_eq!(curl(&["-u", "alice:pw", "-T", body, &format!("{}/k", s.url)]).status, 201);
+    assert_eq!(curl(&[&format!("{}/k", s.url)]).status, 401);
+    wait_for("two lines", || log().matches("\" 20").count() + log().matches("\" 40").count() >= 2);
+    let lines: Vec<String> = log()
+        .lines()
+        .filter(|l| l.starts_with("127.0.0.1 - "))
+        .map(|l| {
+            // The time and the milliseconds change from run to run.
+            let (head, rest) = l.split_once(" [").expect("time");
+            let (_, rest) = rest.split_once("] ").expect("time");
+            let rest = rest.rsplit_once(' ').map_or(rest, |(r, _)| r);
+            format!("{head} [TIME] {rest} MS")
+        })
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"), @r#"
+        127.0.0.1 - alice [TIME] "PUT /k HTTP/1.1" 201 - MS
+        127.0.0.1 - - [TIME] "GET /k HTTP/1.1" 401 - MS
+        "#);
+}
+
+#[test]
+fn the_page_counts_in_english_and_says_uptime_as_people_do() {
+    let t = TestDir::new();
+    let s = Served::start(&t, &[]);
+    // The first request: the page counts itself.
+    let page = curl(&[&format!("{}/", s.url)]).text();
+    assert!(page.contains(", 1 request</td>"), "{page}");
+    assert!(page.contains("(0 hits, 0 misses)"), "{page}");
+    let uptime = page.split("<th>up for</th><td>").nth(1).and_then(|r| r.split('<').next());
+    let uptime = uptime.expect("uptime");
+    assert!(uptime.ends_with('s') && !uptime.contains(' '), "{uptime}");
+    let digest = t.put("one", "one blob");
+    let verify = t.run(&["verify"]).ok();
+    assert!(verify.starts_with("checked 1 blob ("), "{verify} {digest}");
 }

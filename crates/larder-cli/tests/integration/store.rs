@@ -165,14 +165,172 @@ fn rm_pin_and_unpin() {
 }
 
 #[test]
+fn rm_of_the_last_key_of_a_pinned_blob_is_refused_and_force_removes_both() {
+    let t = TestDir::new();
+    let path = t.file("m", "pinned by key");
+    let digest = t.run(&["put", path.to_str().expect("utf-8"), "--key", "datasets/m"]).ok();
+    let digest = digest.trim();
+    t.run(&["put", path.to_str().expect("utf-8"), "--key", "other"]).ok();
+    t.run(&["pin", "datasets/m"]).ok();
+    // Another key still names it: the key goes, the blob stays.
+    let out = t.run(&["rm", "other"]).ok();
+    assert_eq!(out, format!("removed other; {digest} stays (named by another key)\n"));
+    let err = t.run(&["rm", "datasets/m"]).fails(2);
+    insta::assert_snapshot!(err.replace(digest, "DIGEST"), @r"larder: error: datasets/m names DIGEST, which is pinned; unpin it first (larder unpin datasets/m) or pass --force to remove both");
+    t.run(&["has", "datasets/m"]).ok();
+    let out = t.run(&["rm", "--force", "datasets/m"]).ok();
+    assert_eq!(out, format!("removed datasets/m ({digest})\n"));
+    assert_eq!(t.run(&["has", digest]).code, 1);
+    assert!(!t.blob_path(digest).exists());
+}
+
+#[test]
+fn short_digests_as_ls_prints_them_are_accepted_when_unambiguous() {
+    let t = TestDir::new();
+    let digest = t.put("a", "one blob");
+    let short = &digest[..19];
+    assert!(t.run(&["ls"]).ok().contains(short));
+    assert_eq!(t.run(&["get", short, "-o", "-"]).ok(), "one blob");
+    t.run(&["has", short]).ok();
+    assert_eq!(t.run(&["pin", short]).ok(), format!("pinned {digest}\n"));
+    t.run(&["unpin", &digest[..11]]).ok();
+    // Two blobs share every prefix of no digits; shorter than 4 is no prefix.
+    let err = t.run(&["get", "sha256:", "-o", "-"]).fails(2);
+    assert!(err.contains("malformed digest"), "{err}");
+    let err = t.run(&["get", "sha256:0000000", "-o", "-"]).fails(1);
+    insta::assert_snapshot!(err, @r"larder: error: no stored blob's digest starts with sha256:0000000; `larder ls` lists them");
+    // Two blobs whose digests share their first 4 digits: that prefix is ambiguous.
+    let mut seen = std::collections::HashMap::new();
+    let (a, b) = (0..)
+        .find_map(|i| {
+            let text = format!("blob {i}");
+            let d = digest_of(text.as_bytes());
+            seen.insert(d[..11].to_string(), text.clone()).map(|other| (other, text))
+        })
+        .expect("a shared prefix");
+    let (da, db) = (t.put("a", &a), t.put("b", &b));
+    let err = t.run(&["rm", &da[..11]]).fails(2);
+    assert!(err.contains("is ambiguous") && err.contains(&da) && err.contains(&db), "{err}");
+}
+
+#[test]
+fn ls_filters_by_digest_or_key_prefix() {
+    let t = TestDir::new();
+    let path = t.file("x", "x");
+    let x = t.run(&["put", path.to_str().expect("utf-8"), "--key", "datasets/x"]).ok();
+    let path = t.file("y", "y");
+    t.run(&["put", path.to_str().expect("utf-8"), "--key", "models/y"]).ok();
+    t.put("z", "no key");
+    let keys = |args: &[&str]| -> Vec<String> {
+        let list = t.json(args);
+        let mut out: Vec<String> = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|e| {
+                e["keys"]
+                    .as_array()
+                    .expect("keys")
+                    .iter()
+                    .map(|k| k.as_str().unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(keys(&["ls", "--json", "datasets/"]), ["datasets/x"]);
+    assert_eq!(keys(&["ls", "--json", &x.trim()[..12]]), ["datasets/x"]);
+    assert_eq!(keys(&["ls", "--json", "--key", ""]), ["datasets/x", "models/y"]);
+    assert_eq!(keys(&["ls", "--json", "--key", "models"]), ["models/y"]);
+    assert_eq!(keys(&["ls", "--json"]).len(), 3);
+}
+
+#[test]
+fn put_recursive_stores_every_file_of_a_folder() {
+    let t = TestDir::new();
+    t.file("build/a.o", "a");
+    t.file("build/sub/b.o", "b");
+    t.file("build/sub/deeper/c.o", "c");
+    std::os::unix::fs::symlink(t.path().join("build/sub"), t.path().join("build/loop"))
+        .expect("ln");
+    let build = t.path().join("build");
+    let err = t.run(&["put", build.to_str().expect("utf-8")]).fails(2);
+    assert!(err.contains("is a folder; put the files in it (larder put -r"), "{err}");
+    let out = t.run(&["put", "-r", build.to_str().expect("utf-8")]).ok();
+    let names: Vec<&str> = out.lines().map(|l| l.split("  ").nth(1).unwrap_or("")).collect();
+    assert_eq!(names, ["$T/build/a.o", "$T/build/sub/b.o", "$T/build/sub/deeper/c.o"], "{out}");
+    assert_eq!(t.json(&["stats", "--json"])["entries"], 3);
+}
+
+#[test]
 fn gc_evicts_down_to_a_size() {
     let t = TestDir::new();
     for i in 0..5 {
         t.put(&format!("g{i}"), bytes(i, 1000));
     }
+    let out = t.run(&["gc", "--to", "2500", "--dry-run"]).ok();
+    assert_eq!(out, "would evict 3 entries (2.9 KiB); 2.0 KiB in use, target 2.4 KiB\n");
+    assert_eq!(t.json(&["stats", "--json"])["entries"], 5, "a dry run removes nothing");
     let out = t.run(&["gc", "--to", "2500"]).ok();
     assert_eq!(out, "evicted 3 entries (2.9 KiB); 2.0 KiB in use, target 2.4 KiB\n");
     assert_eq!(t.json(&["stats", "--json"])["entries"], 2);
+}
+
+/// Makes the index say `digest` was last used `secs` seconds ago.
+fn age(t: &TestDir, digest: &str, secs: i64) {
+    let index = t.home.join("store-v1/index.sqlite");
+    let script = "import sqlite3, sys, time\n\
+        c = sqlite3.connect(sys.argv[1])\n\
+        c.execute('UPDATE blobs SET used_at = ? WHERE digest = ?', (int(time.time()) - int(sys.argv[3]), sys.argv[2]))\n\
+        c.commit()\n";
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&index)
+        .args([digest, &secs.to_string()])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+}
+
+#[test]
+fn gc_older_than_evicts_what_was_not_used_lately_and_spares_pins() {
+    let t = TestDir::new();
+    let old = t.put("old", "old bytes");
+    let pinned = t.put("pinned", "old but pinned");
+    let fresh = t.put("fresh", "fresh bytes");
+    t.run(&["pin", &pinned]).ok();
+    age(&t, &old, 40 * 86_400);
+    age(&t, &pinned, 40 * 86_400);
+    age(&t, &fresh, 3_600);
+    let out = t.run(&["gc", "--older-than", "30d", "--dry-run", "--json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((report["evicted"].as_u64(), report["dry_run"].as_bool()), (Some(1), Some(true)));
+    t.run(&["has", &old]).ok();
+    let out = t.run(&["gc", "--older-than", "30d"]).ok();
+    assert!(out.starts_with("evicted 1 entry (9 B)"), "{out}");
+    assert_eq!(t.run(&["has", &old]).code, 1);
+    t.run(&["has", &pinned]).ok();
+    t.run(&["has", &fresh]).ok();
+    let err = t.run(&["gc", "--older-than", "a month"]).fails(2);
+    assert!(err.contains("malformed duration"), "{err}");
+}
+
+#[test]
+fn gc_quarantine_empties_what_verify_set_aside() {
+    let t = TestDir::new();
+    let digest = t.put("q", "to be corrupted");
+    crate::util::flip_byte(&t.blob_path(&digest), 0);
+    assert_eq!(t.run(&["verify"]).code, 3, "verify finds the corrupt blob");
+    let quarantine = t.home.join("store-v1/quarantine");
+    assert_eq!(std::fs::read_dir(&quarantine).expect("quarantine").count(), 1);
+    let out = t.run(&["gc", "--quarantine", "--dry-run"]).ok();
+    assert!(out.contains("would delete 1 file from quarantine/"), "{out}");
+    assert_eq!(std::fs::read_dir(&quarantine).expect("quarantine").count(), 1);
+    let out = t.run(&["gc", "--quarantine"]).ok();
+    assert!(out.contains("deleted 1 file from quarantine/"), "{out}");
+    assert_eq!(std::fs::read_dir(&quarantine).expect("quarantine").count(), 0);
 }
 
 #[test]
@@ -232,6 +390,40 @@ fn help_lists_the_commands_and_exit_codes() {
     insta::assert_snapshot!(t.run(&["--help"]).ok());
 }
 
+#[test]
+fn help_puts_global_options_under_their_own_heading_and_capacity_where_it_applies() {
+    let t = TestDir::new();
+    insta::assert_snapshot!(t.run(&["get", "--help"]).ok());
+    let config = t.run(&["config", "--help"]).ok();
+    assert!(!config.contains("--capacity"), "{config}");
+    assert!(config.contains("Global options:\n      --home <DIR>"), "{config}");
+    let release = t.run(&["pool", "release", "--help"]).ok();
+    assert!(release.contains("The instances, as acquire printed their names"), "{release}");
+    let meta = t.run(&["dir", "meta", "--help"]).ok();
+    assert!(meta.contains("The directory's name"), "{meta}");
+    // --capacity before the command still works, as a setting of every command.
+    let out = t.run(&["--capacity", "3MB", "config"]).ok();
+    assert!(out.contains("flag --capacity"), "{out}");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_same_definitions() {
+    let t = TestDir::new();
+    let bash = t.run(&["completions", "bash"]).ok();
+    assert!(bash.contains("complete -F") && bash.contains("--from-remote"), "{bash}");
+    let fish = t.run(&["completions", "fish"]).ok();
+    assert!(fish.contains("complete -c larder"), "{fish}");
+    let err = t.run(&["completions", "tcsh"]).code;
+    assert_eq!(err, 2);
+    let page = t.run(&["man"]).ok();
+    assert!(page.starts_with(".ie") || page.contains(".TH larder 1"), "{page}");
+    let dir = t.path().join("man");
+    t.run(&["man", "--dir", dir.to_str().expect("utf-8")]).ok();
+    for page in ["larder.1", "larder-put.1", "larder-pool-acquire.1"] {
+        assert!(dir.join(page).exists(), "{page}");
+    }
+}
+
 /// Regression: a killed `get -o FILE` left `.FILE.larder-get.PID-START.N`
 /// beside the output for good.
 #[test]
@@ -248,4 +440,20 @@ fn a_killed_gets_partial_output_is_removed_by_the_next_get() {
     assert_eq!(std::fs::read(&out).expect("read"), b"alpha");
     assert!(!leftover.exists(), "a dead get's partial output is removed");
     assert!(live.exists(), "a live get's is not");
+}
+
+#[test]
+fn verbose_get_and_has_say_what_they_did() {
+    let t = TestDir::new();
+    let digest = t.put("v", "verbose");
+    let run = t.run(&["-v", "get", &digest, "-o", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stderr.contains(&format!("{digest}: copied to out")), "{}", run.stderr);
+    let run = t.run(&["-v", "has", &digest]);
+    assert!(run.stderr.contains(&format!("{digest}: in the local tier")), "{}", run.stderr);
+    let run = t.run(&["-v", "has", "nothing"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("nothing: in no tier"), "{}", run.stderr);
+    let run = t.run(&["-vv", "get", &digest, "-o", "-"]);
+    assert!(run.stderr.contains("tiers to ask, in order: local"), "{}", run.stderr);
 }

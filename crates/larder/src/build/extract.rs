@@ -403,7 +403,12 @@ pub(crate) fn write_stream(
 /// reads `input` to its end (charged to the budget), so that whatever checks
 /// the stream sees all of it.
 pub(crate) fn untar(input: &mut dyn Read, root: &Path, budget: &Budget, step: &str) -> Result<()> {
-    let mut decoded = auto_decoder(&mut *input).map_err(|e| unpack_error(step, root, e))?;
+    let decoded = auto_decoder(&mut *input).map_err(|e| unpack_error(step, root, e))?;
+    let mut decoded = BufReader::new(decoded);
+    let head = decoded.fill_buf().map_err(|e| unpack_error(step, root, e))?;
+    if head.starts_with(ZIP_MAGIC) || head.starts_with(EMPTY_ZIP_MAGIC) {
+        return Err(wrong_format(step, "a zip archive, not a tar", "unzip"));
+    }
     untar_entries(&mut decoded, root, budget, step)?;
     drop(decoded);
     let mut rest = Charged { inner: io::sink(), budget };
@@ -414,9 +419,25 @@ pub(crate) fn untar(input: &mut dyn Read, root: &Path, budget: &Budget, step: &s
 fn untar_entries(input: &mut dyn Read, root: &Path, budget: &Budget, step: &str) -> Result<()> {
     let mut archive = tar::Archive::new(input);
     let mut links = Vec::new();
-    let entries = archive.entries().map_err(|e| unpack_error(step, root, e))?;
+    // The tar reader's own complaints quote the bytes of a header that does
+    // not parse, which are binary if the file is no tar at all.
+    let header_error = |e: io::Error| {
+        if e.kind() == io::ErrorKind::Other
+            && e.get_ref().is_some_and(|i| !i.is::<BudgetExceeded>())
+        {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{step}: the file is damaged or not a tar archive (a header does not parse)"
+                ),
+            )
+        } else {
+            unpack_error(step, root, e)
+        }
+    };
+    let entries = archive.entries().map_err(header_error)?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| unpack_error(step, root, e))?;
+        let mut entry = entry.map_err(header_error)?;
         let kind = entry.header().entry_type();
         use tar::EntryType as T;
         // Headers for the entries after them, whatever name they carry.
@@ -668,8 +689,37 @@ pub(crate) fn check_all_links(root: &Path) -> Result<()> {
     check_links(root, &links, "the recipe's files")
 }
 
+/// The first bytes of a zip archive's first entry, and of an empty zip.
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+const EMPTY_ZIP_MAGIC: &[u8] = b"PK\x05\x06";
+
+/// A file given to the wrong unpacking step (as its first bytes tell).
+fn wrong_format(step: &str, what: &str, instead: &str) -> Error {
+    let used = step.split(' ').next().unwrap_or(step);
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!("{step}: this is {what}; write `{instead}` instead of `{used}` in the recipe"),
+    )
+}
+
 /// Unpacks the zip archive in `file` into `root`.
 pub(crate) fn unzip(file: File, root: &Path, budget: &Budget, step: &str) -> Result<()> {
+    let mut head = [0u8; 512];
+    let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0)
+        .map_err(|e| unpack_error(step, root, e))?;
+    let head = &head[..n];
+    if !head.starts_with(ZIP_MAGIC) {
+        if head.len() > 262 && &head[257..262] == b"ustar" {
+            return Err(wrong_format(step, "a tar archive, not a zip", "tar"));
+        }
+        if Compression::detect(head) != Compression::None {
+            return Err(wrong_format(
+                step,
+                "a compressed file (a .tar.gz or the like), not a zip",
+                "tar",
+            ));
+        }
+    }
     let zip_error = |e: zip::result::ZipError| match e {
         zip::result::ZipError::Io(e) => unpack_error(step, root, e),
         other => Error::new(

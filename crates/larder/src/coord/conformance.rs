@@ -293,6 +293,14 @@ fn metadata_is_kept(coord: &dyn Coordinator) {
     assert_eq!(record.meta.get("k").map(String::as_str), Some("v"));
     assert_eq!(record.meta.get("id").map(String::as_str), Some("changed"));
     assert_eq!(coord.insert_meta("nope", &entries).expect("meta"), None);
+    let keys = ["k".to_string(), "absent".to_string()];
+    let record = coord.remove_meta("f", &keys).expect("remove").expect("record");
+    assert_eq!(record.meta.get("k"), None);
+    assert_eq!(record.meta.get("id").map(String::as_str), Some("changed"));
+    let all: Vec<String> = record.meta.keys().cloned().collect();
+    let record = coord.remove_meta("f", &all).expect("remove all").expect("record");
+    assert!(record.meta.is_empty(), "{:?}", record.meta);
+    assert_eq!(coord.remove_meta("nope", &keys).expect("meta"), None);
     let names: Vec<String> = coord.list().expect("list").into_iter().map(|r| r.name).collect();
     assert_eq!(names, vec!["f"]);
     coord.detach("f", &me).expect("detach");

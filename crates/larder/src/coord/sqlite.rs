@@ -311,6 +311,19 @@ impl Coordinator for SqliteCoordinator {
         })
     }
 
+    fn remove_meta(&self, name: &str, keys: &[String]) -> Result<Option<DirRecord>> {
+        self.write(|tx| {
+            let Some(mut record) = load(tx, name)? else { return Ok(None) };
+            for k in keys {
+                record.meta.remove(k);
+            }
+            tx.prepare_cached("UPDATE dirs SET meta = ?2 WHERE name = ?1")?
+                .execute(params![name, json(&record.meta)])?;
+            reap(tx, name)?;
+            load(tx, name)
+        })
+    }
+
     fn begin_delete(&self, name: &str, deleter: &Holder, force: bool) -> Result<Option<DirRecord>> {
         self.write(|tx| {
             reap(tx, name)?;

@@ -72,8 +72,10 @@ impl Dirs {
                 DirState::Failed { error } if !fresh => {
                     waiting.end(progress);
                     self.release(&name, holder);
+                    // Waiters fail as the builder did: the same kind, the same exit code.
+                    let (kind, error) = split_failure(error);
                     return Err(Error::new(
-                        ErrorKind::Io,
+                        kind,
                         format!("building directory {name} failed: {error}"),
                     ));
                 }
@@ -201,7 +203,8 @@ impl Dirs {
                 }
             }
             Err(e) => {
-                if let Err(e) = self.coord.fail_build(name, record.fence, &self.me, &e.to_string())
+                if let Err(e) =
+                    self.coord.fail_build(name, record.fence, &self.me, &failure_text(&e))
                 {
                     tracing::warn!("recording the failed build of {name}: {e}");
                 }
@@ -542,6 +545,20 @@ impl Waiting {
             progress.finish();
         }
     }
+}
+
+/// A failed build's error as the coordinator keeps it: its kind's name, a
+/// space, and its message, so that those who waited fail as the builder did.
+fn failure_text(err: &Error) -> String {
+    format!("{} {err}", err.kind().name())
+}
+
+/// The kind and message of a failure [`failure_text`] wrote; a record without
+/// a kind (written by an older larder) is an I/O failure.
+pub(super) fn split_failure(text: &str) -> (ErrorKind, &str) {
+    text.split_once(' ')
+        .and_then(|(name, message)| Some((ErrorKind::from_name(name)?, message)))
+        .unwrap_or((ErrorKind::Io, text))
 }
 
 #[cfg(test)]

@@ -120,7 +120,9 @@ fn detail(r: &DirRecord) -> String {
             }
         }
         DirState::Ready => "ready".to_string(),
-        DirState::Failed { error } => format!("failed: {error}"),
+        DirState::Failed { error } => {
+            format!("failed: {}", super::building::split_failure(error).1)
+        }
         DirState::Deleting { by } => format!("being deleted by {by}"),
     }
 }

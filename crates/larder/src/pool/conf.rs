@@ -102,9 +102,13 @@ impl SourceConf {
 }
 
 /// Every source, by name, checked: members exist and no pool contains itself.
+/// A source whose definition is wrong is set aside with its error, so that
+/// the others still work.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     by_name: BTreeMap<String, SourceConf>,
+    /// Sources that cannot be used, with why (one line, naming the file).
+    broken: BTreeMap<String, String>,
 }
 
 /// The keys `source.conf` may set, each with the one type of source it is
@@ -132,6 +136,7 @@ impl Sources {
     /// `~/` in their paths is `home_dir`.
     pub fn load(roots: &[PathBuf], home_dir: Option<&Path>) -> Result<Sources> {
         let mut by_name = BTreeMap::new();
+        let mut broken = BTreeMap::new();
         for root in roots {
             let dir = root.join("sources");
             let entries = match std::fs::read_dir(&dir) {
@@ -152,19 +157,33 @@ impl Sources {
                 else {
                     continue;
                 };
-                if by_name.contains_key(&name) {
+                if by_name.contains_key(&name) || broken.contains_key(&name) {
                     continue;
                 }
-                let text =
-                    std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
-                let conf = parse(&name, &path, &file, &text, home_dir)?;
-                by_name.insert(name, conf);
+                let parsed = std::fs::read_to_string(&file)
+                    .map_err(|e| Error::io("read", &file, e))
+                    .and_then(|text| parse(&name, &path, &file, &text, home_dir));
+                match parsed {
+                    Ok(conf) => {
+                        by_name.insert(name, conf);
+                    }
+                    Err(e) => {
+                        broken.insert(name, e.to_string());
+                    }
+                }
             }
         }
-        by_name.entry("local".into()).or_insert_with(SourceConf::implicit_local);
-        let sources = Sources { by_name };
-        sources.check_members()?;
+        if !broken.contains_key("local") {
+            by_name.entry("local".into()).or_insert_with(SourceConf::implicit_local);
+        }
+        let mut sources = Sources { by_name, broken };
+        sources.set_aside_broken_pools();
         Ok(sources)
+    }
+
+    /// The sources that cannot be used, with why.
+    pub fn broken(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.broken.iter().map(|(name, why)| (name.as_str(), why.as_str()))
     }
 
     /// Sources built by hand (tests, library users).
@@ -172,13 +191,20 @@ impl Sources {
         let mut by_name: BTreeMap<String, SourceConf> =
             list.into_iter().map(|s| (s.name.clone(), s)).collect();
         by_name.entry("local".into()).or_insert_with(SourceConf::implicit_local);
-        let sources = Sources { by_name };
-        sources.check_members()?;
-        Ok(sources)
+        let mut sources = Sources { by_name, broken: BTreeMap::new() };
+        sources.set_aside_broken_pools();
+        match sources.broken.values().next() {
+            Some(why) => Err(Error::new(ErrorKind::Config, why.clone())),
+            None => Ok(sources),
+        }
     }
 
-    /// The source `name`, or an error listing the others.
+    /// The source `name`, or an error: why its definition is wrong, or
+    /// which sources there are.
     pub fn get(&self, name: &str) -> Result<&SourceConf> {
+        if let Some(why) = self.broken.get(name) {
+            return Err(Error::new(ErrorKind::Config, why.clone()));
+        }
         self.by_name.get(name).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
@@ -265,28 +291,45 @@ impl Sources {
             .collect()
     }
 
-    fn check_members(&self) -> Result<()> {
+    /// Sets aside each pool that lists a source that is not there (or is
+    /// set aside itself) or that contains itself, until none is left.
+    fn set_aside_broken_pools(&mut self) {
+        while let Some((name, why)) = self.first_broken_pool() {
+            self.by_name.remove(&name);
+            self.broken.insert(name, why);
+        }
+    }
+
+    fn first_broken_pool(&self) -> Option<(String, String)> {
         for conf in self.by_name.values() {
             if let SourceKind::Pool { members } = &conf.kind {
                 for m in members {
+                    if let Some(why) = self.broken.get(m) {
+                        let why = format!(
+                            "{}: pool `{}` lists `{m}`, which cannot be used ({why})",
+                            conf.origin(),
+                            conf.name
+                        );
+                        return Some((conf.name.clone(), why));
+                    }
                     if !self.by_name.contains_key(m) {
-                        return Err(Error::new(
-                            ErrorKind::Config,
-                            format!(
-                                "{}: pool `{}` lists `{m}`, which is no source (sources: {}); \
-                                 fix sources= or define sources/{m}/source.conf",
-                                conf.origin(),
-                                conf.name,
-                                self.names().collect::<Vec<_>>().join(", ")
-                            ),
-                        ));
+                        let why = format!(
+                            "{}: pool `{}` lists `{m}`, which is no source (sources: {}); \
+                             fix sources= or define sources/{m}/source.conf",
+                            conf.origin(),
+                            conf.name,
+                            self.names().collect::<Vec<_>>().join(", ")
+                        );
+                        return Some((conf.name.clone(), why));
                     }
                 }
                 let mut chain = vec![conf.name.clone()];
-                self.check_cycle(&mut chain, conf)?;
+                if let Err(e) = self.check_cycle(&mut chain, conf) {
+                    return Some((conf.name.clone(), e.to_string()));
+                }
             }
         }
-        Ok(())
+        None
     }
 
     fn check_cycle(&self, chain: &mut Vec<String>, conf: &SourceConf) -> Result<()> {

@@ -3,6 +3,8 @@
 //! dead. No process runs here; the caller does the work the plan names.
 
 use crate::coord::{Failure, Holder, Instance, InstanceState, Liveness, PoolState};
+use std::time::Duration;
+
 use crate::error::{Error, ErrorKind, Result};
 
 use super::conf::{SourceKind, Sources};
@@ -40,7 +42,9 @@ pub enum Released {
 /// Takes `count` instances of `source` for `holder`, all or none: cached
 /// ones first (those `source` cached itself before others under it), then
 /// new ones, each from the least loaded source under it with room. `me`
-/// provisions the new ones.
+/// provisions the new ones. `waited` is how long the caller has waited for
+/// room (`--wait`), if it waits at all.
+#[allow(clippy::too_many_arguments)]
 pub fn acquire(
     state: &mut PoolState,
     sources: &Sources,
@@ -49,21 +53,25 @@ pub fn acquire(
     holder: &Holder,
     me: &Holder,
     now: i64,
+    waited: Option<Duration>,
 ) -> Result<Vec<Taken>> {
     sources.get(source)?;
     // All or none: the changes are made on a copy, kept only if all fit.
     let mut trial = state.clone();
-    match take(&mut trial, sources, source, count, holder, me, now) {
+    match take(&mut trial, sources, source, count, holder, me, now, waited) {
         Ok(taken) => {
             *state = trial;
             Ok(taken)
         }
         // Described as things are, not as the failed attempt left them.
-        Err(e) if e.kind() == ErrorKind::Busy => Err(full(state, sources, source, count)),
+        Err(e) if e.kind() == ErrorKind::StoreFull => {
+            Err(full(state, sources, source, count, waited))
+        }
         Err(e) => Err(e),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn take(
     state: &mut PoolState,
     sources: &Sources,
@@ -72,6 +80,7 @@ fn take(
     holder: &Holder,
     me: &Holder,
     now: i64,
+    waited: Option<Duration>,
 ) -> Result<Vec<Taken>> {
     let paths = sources.paths(source);
     let mut taken = Vec::new();
@@ -105,7 +114,7 @@ fn take(
             .filter(|p| fits(state, sources, p, None))
             .min_by_key(|p| p.last().map_or(0, |leaf| load(state, leaf)))
         else {
-            return Err(full(state, sources, source, count));
+            return Err(full(state, sources, source, count, waited));
         };
         let path = path.clone();
         let leaf = path.last().cloned().unwrap_or_default();
@@ -346,8 +355,15 @@ fn gone(name: &str) -> Error {
 }
 
 /// The error when `source` cannot give `count` instances: its limits and
-/// its members', and every instance that counts against them.
-fn full(state: &PoolState, sources: &Sources, source: &str, count: usize) -> Error {
+/// its members', every instance that counts against them, and what to do
+/// (not `--wait` to whoever waited already).
+fn full(
+    state: &PoolState,
+    sources: &Sources,
+    source: &str,
+    count: usize,
+    waited: Option<Duration>,
+) -> Error {
     let leaves: Vec<String> =
         sources.paths(source).iter().filter_map(|p| p.last().cloned()).collect();
     let now: Vec<String> = state
@@ -363,17 +379,25 @@ fn full(state: &PoolState, sources: &Sources, source: &str, count: usize) -> Err
         0 => "any number".to_string(),
         n => n.to_string(),
     };
-    let mut limits = format!("it has room for at most {}", room(source));
+    let mut limits = format!("it may have at most {} at once", room(source));
     if let Ok(SourceKind::Pool { members }) = sources.get(source).map(|c| &c.kind) {
-        let each: Vec<String> = members.iter().map(|m| format!("{m} for {}", room(m))).collect();
+        let each: Vec<String> = members.iter().map(|m| format!("{m} {}", room(m))).collect();
         limits.push_str(&format!(", its members {}", each.join(", ")));
     }
     let origin = sources.get(source).map(|c| c.origin()).unwrap_or_default();
+    let fix = match waited {
+        None => format!(
+            "release one with larder pool release, wait for one with --wait, or raise maximum= in {origin}"
+        ),
+        Some(waited) => format!(
+            "none came free in {}; release one with larder pool release, or raise maximum= in {origin}",
+            crate::time::human_duration(waited)
+        ),
+    };
     Error::new(
-        ErrorKind::Busy,
+        ErrorKind::StoreFull,
         format!(
-            "source `{source}` cannot give {count} instance{}: {limits} (now: {}); \
-             release one with larder pool release, wait with --wait, or raise maximum= in {origin}",
+            "source `{source}` cannot give {count} instance{}: {limits} (now: {}); {fix}",
             if count == 1 { "" } else { "s" },
             if now.is_empty() { "none".to_string() } else { now.join(", ") },
         ),
@@ -441,6 +465,7 @@ mod tests {
                     &user("u"),
                     &me(),
                     1,
+                    None,
                 )
                 .map(|t| t.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(",")),
                 ["release", name] => {
@@ -549,13 +574,14 @@ mod tests {
     fn a_refused_acquire_changes_nothing_and_describes_what_it_found() {
         let sources = Sources::from_list(vec![vm("vm", 2, 1)]).expect("sources");
         let mut state = PoolState::default();
-        acquire(&mut state, &sources, "vm", 1, &user("u"), &me(), 1).expect("one");
+        acquire(&mut state, &sources, "vm", 1, &user("u"), &me(), 1, None).expect("one");
         provisioned(&mut state, "vm-0", &me(), 1, 1).expect("ready");
         release(&mut state, &sources, "vm-0", false, &me(), 2).expect("cached");
         let before = state.clone();
-        let err = acquire(&mut state, &sources, "vm", 3, &user("u"), &me(), 3).expect_err("three");
+        let err =
+            acquire(&mut state, &sources, "vm", 3, &user("u"), &me(), 3, None).expect_err("three");
         assert_eq!(state, before);
-        assert!(err.to_string().contains("at most 2 (now: vm-0 cached);"), "{err}");
+        assert!(err.to_string().contains("at most 2 at once (now: vm-0 cached);"), "{err}");
     }
 
     #[test]
@@ -568,8 +594,9 @@ mod tests {
         let before = Sources::from_list(vec![vm("vm", 0, 0)]).expect("sources");
         let after = Sources::from_list(vec![vm("vm", 0, 0), host]).expect("sources");
         let mut state = PoolState::default();
-        acquire(&mut state, &before, "vm", 1, &user("u"), &me(), 1).expect("vm-0");
-        let err = acquire(&mut state, &after, "vm-0", 1, &user("u"), &me(), 2).expect_err("taken");
+        acquire(&mut state, &before, "vm", 1, &user("u"), &me(), 1, None).expect("vm-0");
+        let err =
+            acquire(&mut state, &after, "vm-0", 1, &user("u"), &me(), 2, None).expect_err("taken");
         assert!(err.to_string().contains("that name is an instance of source `vm`"), "{err}");
         assert_eq!(state.instances["vm-0"].source, "vm");
     }
@@ -593,7 +620,7 @@ mod tests {
             child.wait().expect("wait");
             Holder::process(id)
         };
-        acquire(&mut state, &sources, "vm", 3, &dead, &me(), 1).expect("acquire");
+        acquire(&mut state, &sources, "vm", 3, &dead, &me(), 1, None).expect("acquire");
         for name in ["vm-0", "vm-1"] {
             provisioned(&mut state, name, &me(), 1, 1).expect("provisioned");
         }

@@ -9,11 +9,12 @@ use std::io::{Read, Write};
 
 use super::Remote;
 use crate::digest::Digest;
+use crate::error::{Error, ErrorKind};
 use crate::store::Target;
 
 /// Runs the suite, writing (and removing what it wrote) only with `write`
 /// and if the remote can; `Err` says which expectation failed.
-pub fn run(remote: &dyn Remote, write: bool) -> Result<(), String> {
+pub fn run(remote: &dyn Remote, write: bool) -> Result<(), Error> {
     let nonce = nonce();
     let prefix = format!("conformance-{nonce}/");
     let caps = remote.capabilities();
@@ -42,7 +43,7 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), String> {
         upload(remote, &small).map(|sent| !sent),
         "a second upload of the same blob is skipped",
     )?;
-    let entry = remote.head(&Target::Digest(d_small)).map_err(|e| e.to_string())?;
+    let entry = remote.head(&Target::Digest(d_small))?;
     check(entry.and_then(|e| e.size), Some(small.len() as u64), "head's size of a blob")?;
     check(
         read(remote, &Target::Digest(d_small))?,
@@ -55,9 +56,12 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), String> {
     match read(remote, &Target::Digest(d_large))? {
         Some((bytes, _)) if bytes == large => {}
         Some((bytes, _)) => {
-            return Err(format!("a large blob came back as {} other bytes", bytes.len()));
+            return Err(unexpected(format!(
+                "a large blob came back as {} other bytes",
+                bytes.len()
+            )));
         }
-        None => return Err("a large blob uploaded is not there".into()),
+        None => return Err(unexpected("a large blob uploaded is not there")),
     }
 
     // Keys: bound, read with their digest, rebound, nested.
@@ -66,7 +70,7 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), String> {
     let deep = format!("{prefix}x/y/z.tar.gz");
     expect(upload(remote, &other).map(|_| true), "an upload")?;
     for (k, d) in [(&key, d_small), (&nested, d_other), (&deep, d_large)] {
-        remote.bind(k, &d).map_err(|e| format!("binding {k}: {e}"))?;
+        remote.bind(k, &d).map_err(|e| within(e, format!("binding {k}")))?;
     }
     check(
         read(remote, &Target::Key(key.clone()))?,
@@ -78,9 +82,9 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), String> {
         Some((other.clone(), Some(d_other))),
         "a key under a key's name read back",
     )?;
-    let entry = remote.head(&Target::Key(deep.clone())).map_err(|e| e.to_string())?;
+    let entry = remote.head(&Target::Key(deep.clone()))?;
     check(entry.and_then(|e| e.digest), Some(d_large), "head's digest of a key")?;
-    remote.bind(&key, &d_other).map_err(|e| format!("rebinding {key}: {e}"))?;
+    remote.bind(&key, &d_other).map_err(|e| within(e, format!("rebinding {key}")))?;
     check(
         read(remote, &Target::Key(key.clone()))?,
         Some((other.clone(), Some(d_other))),
@@ -88,34 +92,22 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), String> {
     )?;
 
     if caps.list {
-        let listed = remote.list(&prefix).map_err(|e| format!("listing {prefix}: {e}"))?;
+        let listed = remote.list(&prefix).map_err(|e| within(e, format!("listing {prefix}")))?;
         let mut want = vec![key.clone(), nested.clone(), deep.clone()];
         want.sort();
         check(listed, want, "the keys listed under the prefix")?;
-        let listed = remote.list(&format!("{prefix}x/")).map_err(|e| e.to_string())?;
+        let listed = remote.list(&format!("{prefix}x/"))?;
         check(listed, vec![deep.clone()], "the keys listed under a folder")?;
-        let listed = remote.list(&format!("{prefix}a/")).map_err(|e| e.to_string())?;
+        let listed = remote.list(&format!("{prefix}a/"))?;
         check(listed, vec![nested.clone()], "the keys under a key's name")?;
     }
 
     if caps.delete {
         // A key removed is a miss; so is a key whose blob was removed.
-        check(
-            remote.delete(&Target::Key(nested.clone())).map_err(|e| e.to_string())?,
-            true,
-            "removing a key",
-        )?;
+        check(remote.delete(&Target::Key(nested.clone()))?, true, "removing a key")?;
         expect(remote.open(&Target::Key(nested.clone())).map(|b| b.is_none()), "a removed key")?;
-        check(
-            remote.delete(&Target::Key(nested.clone())).map_err(|e| e.to_string())?,
-            false,
-            "removing it again",
-        )?;
-        check(
-            remote.delete(&Target::Digest(d_large)).map_err(|e| e.to_string())?,
-            true,
-            "removing a blob",
-        )?;
+        check(remote.delete(&Target::Key(nested.clone()))?, false, "removing it again")?;
+        check(remote.delete(&Target::Digest(d_large))?, true, "removing a blob")?;
         expect(remote.open(&Target::Digest(d_large)).map(|b| b.is_none()), "a removed blob")?;
         expect(
             remote.open(&Target::Key(deep.clone())).map(|b| b.is_none()),
@@ -123,10 +115,10 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), String> {
         )?;
         // Clean up what is left.
         for k in [&key, &deep] {
-            remote.delete(&Target::Key(k.clone())).map_err(|e| e.to_string())?;
+            remote.delete(&Target::Key(k.clone()))?;
         }
         for d in [d_small, d_other] {
-            remote.delete(&Target::Digest(d)).map_err(|e| e.to_string())?;
+            remote.delete(&Target::Digest(d))?;
         }
     }
     Ok(())
@@ -171,24 +163,35 @@ fn reopen(mut file: std::fs::File) -> crate::Result<std::fs::File> {
 type ReadBack = Option<(Vec<u8>, Option<Digest>)>;
 
 /// The bytes and the digest the remote gave for `target`.
-fn read(remote: &dyn Remote, target: &Target) -> Result<ReadBack, String> {
-    let Some(mut blob) = remote.open(target).map_err(|e| e.to_string())? else {
+fn read(remote: &dyn Remote, target: &Target) -> Result<ReadBack, Error> {
+    let Some(mut blob) = remote.open(target)? else {
         return Ok(None);
     };
     let mut bytes = Vec::new();
-    blob.reader.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    blob.reader.read_to_end(&mut bytes).map_err(|e| unexpected(format!("reading back: {e}")))?;
     Ok(Some((bytes, blob.digest)))
 }
 
-fn expect(got: crate::Result<bool>, what: &str) -> Result<(), String> {
+fn expect(got: crate::Result<bool>, what: &str) -> Result<(), Error> {
     match got {
         Ok(true) => Ok(()),
-        Ok(false) => Err(format!("{what}: not as expected")),
-        Err(e) => Err(format!("{what}: {e}")),
+        Ok(false) => Err(unexpected(format!("{what}: not as expected"))),
+        Err(e) => Err(within(e, what)),
     }
 }
 
-fn check<T: PartialEq + std::fmt::Debug>(got: T, want: T, what: &str) -> Result<(), String> {
+/// A remote that answered, but not as a remote must.
+fn unexpected(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Io, message)
+}
+
+/// `err` while doing `what`, of the same kind (a refused password stays a
+/// permission error, for the exit code).
+fn within(err: Error, what: impl std::fmt::Display) -> Error {
+    Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+fn check<T: PartialEq + std::fmt::Debug>(got: T, want: T, what: &str) -> Result<(), Error> {
     if got == want {
         Ok(())
     } else {
@@ -196,7 +199,7 @@ fn check<T: PartialEq + std::fmt::Debug>(got: T, want: T, what: &str) -> Result<
             let text = format!("{v:?}");
             if text.len() > 200 { format!("{}…", &text[..200]) } else { text }
         };
-        Err(format!("{what}: got {}, want {}", show(&got), show(&want)))
+        Err(unexpected(format!("{what}: got {}, want {}", show(&got), show(&want))))
     }
 }
 

@@ -118,7 +118,7 @@ impl Remote for LarderHttp {
     }
 
     fn open(&self, target: &Target) -> Result<Option<RemoteBlob>> {
-        let what = format!("reading {}", describe(target));
+        let what = format!("reading {target}");
         let url = self.url(target);
         let response = self.send(self.client.get(&url), &what)?;
         match response.status() {
@@ -138,7 +138,7 @@ impl Remote for LarderHttp {
     }
 
     fn head(&self, target: &Target) -> Result<Option<RemoteEntry>> {
-        let what = format!("looking for {}", describe(target));
+        let what = format!("looking for {target}");
         let response = self.send(self.client.head(self.url(target)), &what)?;
         match response.status() {
             StatusCode::OK => Ok(Some(RemoteEntry {
@@ -179,7 +179,7 @@ impl Remote for LarderHttp {
     }
 
     fn delete(&self, target: &Target) -> Result<bool> {
-        let what = format!("removing {}", describe(target));
+        let what = format!("removing {target}");
         let response = self.send(self.client.delete(self.url(target)), &what)?;
         match response.status() {
             s if s.is_success() => Ok(true),
@@ -309,13 +309,6 @@ fn hrefs(xml: &str) -> Result<Vec<String>, String> {
             Event::Eof => return Ok(out),
             _ => {}
         }
-    }
-}
-
-fn describe(target: &Target) -> String {
-    match target {
-        Target::Digest(d) => d.to_string(),
-        Target::Key(k) => k.clone(),
     }
 }
 

@@ -133,6 +133,28 @@ pub(crate) fn blob(conn: &Connection, digest: &Digest) -> rusqlite::Result<Optio
         .optional()
 }
 
+/// Up to `limit` stored digests whose text starts with `prefix` (lowercase).
+pub(crate) fn digests_starting(
+    conn: &Connection,
+    prefix: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<Digest>> {
+    // A range over the primary key: every text that starts with `prefix`
+    // sorts between it and it followed by the highest hex digit's successor.
+    let upper = format!("{prefix}g");
+    let mut stmt = conn.prepare_cached(
+        "SELECT digest FROM blobs WHERE digest >= ?1 AND digest < ?2 ORDER BY digest LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![prefix, upper, limit as i64], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for text in rows {
+        if let Ok(digest) = text?.parse() {
+            out.push(digest);
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn key(conn: &Connection, key: &str) -> rusqlite::Result<Option<Digest>> {
     let text: Option<String> = conn
         .prepare_cached("SELECT digest FROM keys WHERE key = ?1")?
@@ -164,6 +186,40 @@ pub(crate) fn blob_with_time(
             ))
         })
         .optional()
+}
+
+/// The counter of reads a remote served because the local tier lacked them.
+fn remote_hits_counter(remote: &str) -> String {
+    format!("remote_hits:{remote}")
+}
+
+/// Counts one read the remote `remote` served (a local miss, then its hit).
+pub(crate) fn count_remote_hit(tx: &Connection, remote: &str) -> rusqlite::Result<()> {
+    count(tx, "misses")?;
+    tx.prepare_cached(
+        "INSERT INTO counters(name, value) VALUES (?1, 1)
+         ON CONFLICT(name) DO UPDATE SET value = value + 1",
+    )?
+    .execute([remote_hits_counter(remote)])?;
+    Ok(())
+}
+
+/// The reads the remote `remote` served.
+pub(crate) fn remote_hits(conn: &Connection, remote: &str) -> rusqlite::Result<u64> {
+    let value: Option<i64> = conn
+        .prepare_cached("SELECT value FROM counters WHERE name = ?1")?
+        .query_row([remote_hits_counter(remote)], |r| r.get(0))
+        .optional()?;
+    Ok(value.unwrap_or(0).max(0) as u64)
+}
+
+/// Sets the hit and miss counters, the remotes' too, back to zero.
+pub(crate) fn zero_hits(tx: &Connection) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE counters SET value = 0 WHERE name IN ('hits', 'misses') OR name LIKE 'remote_hits:%'",
+    )?
+    .execute([])?;
+    Ok(())
 }
 
 /// Adds `amount` to the counter `name`.
@@ -275,11 +331,11 @@ pub(crate) fn delete(tx: &Connection, digest: &Digest) -> rusqlite::Result<()> {
 /// each until it returns false.
 pub(crate) fn lru_unpinned(
     conn: &Connection,
-    mut visit: impl FnMut(Digest, u64) -> bool,
+    mut visit: impl FnMut(Digest, u64, i64) -> bool,
 ) -> rusqlite::Result<()> {
     // Blobs owed to a write-back remote stay until they are uploaded.
     let mut stmt = conn.prepare_cached(
-        "SELECT digest, size FROM blobs b WHERE pinned = 0
+        "SELECT digest, size, used_at FROM blobs b WHERE pinned = 0
            AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.digest = b.digest)
          ORDER BY last_use",
     )?;
@@ -287,8 +343,9 @@ pub(crate) fn lru_unpinned(
     while let Some(row) = rows.next()? {
         let text: String = row.get(0)?;
         let size: i64 = row.get(1)?;
+        let used_at: i64 = row.get(2)?;
         if let Ok(digest) = text.parse()
-            && !visit(digest, size as u64)
+            && !visit(digest, size as u64, used_at)
         {
             break;
         }

@@ -20,8 +20,18 @@ impl Store {
             if let Some(k) = key {
                 index::unbind_key(tx, k).map_err(idx)?;
                 let others = index::keys_of(tx, &digest).map_err(idx)?;
-                let blob_removed =
-                    others.is_empty() && row.as_ref().is_some_and(|r| force || !r.pinned);
+                // The last name of a pinned blob goes only with the blob, or
+                // the blob would stay pinned with nothing naming it.
+                if others.is_empty() && !force && row.as_ref().is_some_and(|r| r.pinned) {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "{k} names {digest}, which is pinned; unpin it first (larder unpin {k}) \
+                             or pass --force to remove both"
+                        ),
+                    ));
+                }
+                let blob_removed = others.is_empty() && row.is_some();
                 if blob_removed {
                     self.evict(tx, &[digest], &mut journal)?;
                 }
@@ -63,8 +73,17 @@ impl Store {
     /// Evicts least-recently-used unpinned blobs until at most `to` bytes (by
     /// default the capacity) are held, and cleans up after dead processes.
     pub fn gc(&self, to: Option<u64>) -> Result<GcReport> {
-        let swept = self.sweep()?;
-        let target = to.unwrap_or(self.capacity);
+        self.gc_with(&GcOptions { to, ..GcOptions::default() })
+    }
+
+    /// [`Store::gc`], with the other things `larder gc` can remove: blobs
+    /// unused for a while and the quarantine; or only saying what would go.
+    pub fn gc_with(&self, options: &GcOptions) -> Result<GcReport> {
+        let swept = if options.dry_run { 0 } else { self.sweep()? };
+        let target = options.to.unwrap_or(self.capacity);
+        let cutoff = options.older_than.map(|age| {
+            crate::time::now().saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
+        });
         let mut journal = Journal::default();
         let outcome = self.write(|tx| {
             let idx = |e| self.idx_err(e);
@@ -72,20 +91,50 @@ impl Store {
             let excess = before.bytes.saturating_sub(target);
             let mut victims = Vec::new();
             let mut freed = 0;
-            if excess > 0 {
-                index::lru_unpinned(tx, |d, size| {
+            index::lru_unpinned(tx, |d, size, used_at| {
+                let old = cutoff.is_some_and(|cutoff| used_at < cutoff);
+                if freed < excess || old {
                     victims.push(d);
                     freed += size;
-                    freed < excess
-                })
-                .map_err(idx)?;
+                }
+                // Least recently used first: past the size, only the old ones remain to find.
+                freed < excess || cutoff.is_some()
+            })
+            .map_err(idx)?;
+            if !options.dry_run {
+                self.evict(tx, &victims, &mut journal)?;
             }
-            self.evict(tx, &victims, &mut journal)?;
             Ok((victims.len() as u64, freed, before.bytes - freed))
         });
-        journal.finish(outcome.is_ok());
+        journal.finish(outcome.is_ok() && !options.dry_run);
         let (evicted, freed, bytes) = outcome?;
-        Ok(GcReport { evicted, freed, swept, bytes, target })
+        let quarantine_emptied =
+            if options.empty_quarantine { self.empty_quarantine(options.dry_run)? } else { 0 };
+        Ok(GcReport {
+            dry_run: options.dry_run,
+            evicted,
+            freed,
+            quarantine_emptied,
+            swept,
+            bytes,
+            target,
+        })
+    }
+
+    /// Deletes the files of `quarantine/` (or, in a dry run, counts them).
+    fn empty_quarantine(&self, dry_run: bool) -> Result<u64> {
+        let mut removed = 0;
+        for path in read_dir_sorted(&self.layout.quarantine())? {
+            if !dry_run {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("delete", &path, e)),
+                }
+            }
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Re-hashes every blob, quarantines the corrupt ones, and finds index rows

@@ -172,7 +172,7 @@ impl Store {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
-                    "{} is a folder; put the files in it (larder put {}/*)",
+                    "{} is a folder; put the files in it (larder put -r {})",
                     path.display(),
                     path.display()
                 ),
@@ -362,7 +362,7 @@ impl Store {
         }
         let mut victims = Vec::new();
         let mut freed = 0;
-        index::lru_unpinned(tx, |digest, size| {
+        index::lru_unpinned(tx, |digest, size, _| {
             if !exclude.contains(&digest) {
                 victims.push(digest);
                 freed += size;

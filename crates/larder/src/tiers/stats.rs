@@ -51,6 +51,8 @@ pub struct RemoteTierStats {
     /// Its own figures, or why they could not be had.
     #[serde(flatten)]
     pub figures: Figures,
+    /// Reads it served because the local tier lacked them (counted here).
+    pub hits: u64,
     /// Uploads it is owed.
     pub queued: usize,
     /// Their bytes.
@@ -95,6 +97,7 @@ impl Larder {
                 mode: tier.mode(),
                 url: tier.remote().location(),
                 figures,
+                hits: self.store.remote_hits(tier.name())?,
                 queued: owed.len(),
                 queued_bytes: owed.iter().map(|u| u.size).sum(),
                 failing: owed.iter().filter(|u| u.attempts > 0).count(),

@@ -265,6 +265,11 @@ impl Coordinator for RedisCoordinator {
         Ok(self.dir_call(&self.dir_scripts.insert_meta, name, &args)?.record)
     }
 
+    fn remove_meta(&self, name: &str, keys: &[String]) -> Result<Option<DirRecord>> {
+        let args = [serde_json::Value::from(keys.to_vec()).to_string()];
+        Ok(self.dir_call(&self.dir_scripts.remove_meta, name, &args)?.record)
+    }
+
     fn begin_delete(&self, name: &str, deleter: &Holder, force: bool) -> Result<Option<DirRecord>> {
         let [key, deleter_json, ttl] = self.grant_args(deleter);
         let args = [key, deleter_json, ttl, if force { "1" } else { "0" }.to_string()];

@@ -129,6 +129,20 @@ reap()
 return {0, load()}
 "#;
 
+/// `ARGV[4]` = the keys to remove, a JSON list.
+const REMOVE_META: &str = r#"
+if redis.call('EXISTS', rec) == 0 then return {0, false} end
+local meta = cjson.decode(redis.call('HGET', rec, 'meta') or '{}')
+for _, k in ipairs(cjson.decode(ARGV[4])) do meta[k] = nil end
+if next(meta) == nil then
+  redis.call('HSET', rec, 'meta', '{}')
+else
+  redis.call('HSET', rec, 'meta', cjson.encode(meta))
+end
+reap()
+return {0, load()}
+"#;
+
 /// `ARGV[4..]` = deleter key, deleter JSON, grant TTL, force (`0`/`1`).
 /// Status: 1 granted.
 const BEGIN_DELETE: &str = r#"
@@ -281,6 +295,7 @@ pub struct DirScripts {
     pub peek: redis::Script,
     pub set_locked: redis::Script,
     pub insert_meta: redis::Script,
+    pub remove_meta: redis::Script,
     pub begin_delete: redis::Script,
     pub finish_delete: redis::Script,
     pub claim_build: redis::Script,
@@ -299,6 +314,7 @@ impl DirScripts {
             peek: script(PEEK),
             set_locked: script(SET_LOCKED),
             insert_meta: script(INSERT_META),
+            remove_meta: script(REMOVE_META),
             begin_delete: script(BEGIN_DELETE),
             finish_delete: script(FINISH_DELETE),
             claim_build: script(CLAIM_BUILD),
