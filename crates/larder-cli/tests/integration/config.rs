@@ -25,6 +25,8 @@ fn config_shows_each_value_and_its_origin() {
     dirs $T/home/dirs default
     http_timeout 30s default
     http_retries 4 default
+    coordinator sqlite ($T/home/state-v1.sqlite) default
+    coordinator_lease 30s default
     ");
     let out = t.run(&["config", "--capacity", "3MB"]).ok();
     assert!(squeeze(&out).contains("2.9 MiB (3000000 bytes) flag --capacity"), "{out}");
