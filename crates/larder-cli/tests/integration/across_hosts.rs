@@ -45,6 +45,9 @@ impl Cluster {
         let home = self.home(host);
         std::fs::create_dir_all(home.join("user")).expect("mkdir");
         let mut cmd = host.command("bash");
+        // Entering the host's mount namespace leaves the working folder
+        // behind: the script goes to the project folder itself.
+        let script = format!("cd '{}' && {{ {script}\n}}", self.t.work().display());
         cmd.arg("-c")
             .arg(script)
             .env_clear()
@@ -53,8 +56,7 @@ impl Cluster {
             .env("LARDER_HOME", home.join("home"))
             .env("LARDER_COORDINATOR", &self.url)
             .env("LARDER_COORDINATOR_LEASE", LEASE)
-            .env("L", LARDER)
-            .current_dir(self.t.work());
+            .env("L", LARDER);
         cmd
     }
 
@@ -187,7 +189,9 @@ fn hosts_racing_for_a_pools_last_instance_never_exceed_its_maximum_and_a_dead_ho
     c.ok(a, &format!("$L pool release {}", got[0]));
 
     // A shell on host1 holds the one instance; host2 sees who holds it.
-    let _holder = c.spawn_ready(a, "n=$($L pool acquire -s vm) && echo ready && exec sleep 600");
+    // `exec` keeps the shell's pid and start time, so the sleeper holds it.
+    let _holder =
+        c.spawn_ready(a, "$L pool acquire -s vm > held-on-host1 && echo ready && exec sleep 600");
     let status = c.ok(b, "$L pool status -a");
     assert!(status.contains("on host1"), "{status}");
     let refused = c.bash(b, "$L pool acquire -s vm").output().expect("run");
