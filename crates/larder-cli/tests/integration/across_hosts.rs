@@ -102,7 +102,7 @@ fn a_host_cut_off_loses_its_holds_after_the_lease_and_its_late_release_spares_th
     let go = c.t.path().join("go");
     // A shell on host1 holds `scratch`; after it is told to go on, it
     // releases it and says how that went.
-    let mut holder = c.spawn_ready(
+    let holder = c.spawn_ready(
         a,
         &format!(
             "$L use --name scratch >/dev/null && echo ready && \
@@ -157,8 +157,8 @@ fn vm_source(c: &Cluster, maximum: u32) -> PathBuf {
 }
 
 #[test]
-fn hosts_racing_for_a_pools_last_instance_never_exceed_its_maximum_and_a_dead_hosts_return() {
-    let mut c = Cluster::new(3);
+fn hosts_racing_for_a_pools_last_instance_never_exceed_its_maximum() {
+    let c = Cluster::new(3);
     vm_source(&c, 1);
     // Four acquires on each of three hosts at once: exactly one gets it.
     let racers: Vec<Child> = c
@@ -185,23 +185,9 @@ fn hosts_racing_for_a_pools_last_instance_never_exceed_its_maximum_and_a_dead_ho
         }
     }
     assert_eq!(got.len(), 1, "{got:?}");
-    let (a, b) = (&c.net.hosts[0], &c.net.hosts[1]);
-    c.ok(a, &format!("$L pool release {}", got[0]));
-
-    // A shell on host1 holds the one instance; host2 sees who holds it.
-    // `exec` keeps the shell's pid and start time, so the sleeper holds it.
-    let _holder =
-        c.spawn_ready(a, "$L pool acquire -s vm > held-on-host1 && echo ready && exec sleep 600");
-    let status = c.ok(b, "$L pool status -a");
-    assert!(status.contains("on host1"), "{status}");
-    let refused = c.bash(b, "$L pool acquire -s vm").output().expect("run");
-    assert!(!refused.status.success(), "the maximum is 1");
-
-    // host1 dies: its instance comes back after the lease, and host2 gets it.
-    c.net.hosts[0].kill();
+    // Released on another host than the one that took it.
     let b = &c.net.hosts[1];
-    let got = c.ok(b, "$L pool acquire -s vm --wait 60s");
+    c.ok(b, &format!("$L pool release {}", got[0]));
+    let got = c.ok(b, "$L pool acquire -s vm --holder again");
     assert!(!got.trim().is_empty());
-    let status = c.ok(b, "$L pool status -a");
-    assert!(status.contains("on host2") && !status.contains("on host1"), "{status}");
 }
