@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use larder::config::Sources;
-use larder::coord::{Holder, HostAgent, RedisOptions};
+use larder::coord::Holder;
 use larder::pool::Pools;
 use larder::{Config, Dirs, Home, Larder, Result};
 
@@ -39,24 +39,20 @@ pub fn open_larder(config: &Config, remotes: bool) -> Result<Larder> {
 
 /// The shared directories of `config`'s home, created in `places` (else the
 /// configured `dirs`), coordinated by `coordinator` (a Redis URL; else the
-/// home's own SQLite coordinator).
+/// configured coordinator).
 pub fn open_dirs(
     config: &Config,
     places: Option<Vec<PathBuf>>,
     coordinator: Option<&str>,
 ) -> Result<Dirs> {
-    let dirs = match coordinator {
-        None => Home::new(config.clone()).dirs()?,
-        Some(url) => {
-            // This process renews its own holds while it lives, so its
-            // death (or its host's) ends them one lease later.
-            let options = RedisOptions { agent: HostAgent::Thread, ..RedisOptions::default() };
-            let backend = larder::coord::open(url, &config.home, options)?;
-            Dirs::open_with(&config.home, backend)?
-                .with_store_config(config.capacity, config.verify_reads)
-                .with_downloads(config.http, config.remotes.clone(), config.env.clone())
-        }
-    };
+    // This process renews its own holds at a Redis while it lives (the
+    // home's default agent), so its death (or its host's) ends them one
+    // lease later.
+    let mut config = config.clone();
+    if let Some(url) = coordinator {
+        config.coordinator = url.to_string();
+    }
+    let dirs = Home::new(config.clone()).dirs()?;
     Ok(match places {
         Some(places) => dirs.with_places(places),
         None => dirs.with_places(config.dirs.clone()),

@@ -45,6 +45,13 @@ pub struct Config {
     pub unknown_env: Vec<String>,
     /// Folders holding `sources/<name>/source.conf`, first definition first.
     pub pool_roots: Vec<PathBuf>,
+    /// Where holders and pools are coordinated: empty for the SQLite
+    /// database in the home (one host), else the URL of a Redis that every
+    /// host sharing directories and pools points at (see [`crate::coord::open`]).
+    pub coordinator: String,
+    /// How long a hold or grant at a Redis coordinator lasts unless its host
+    /// renews it: how soon the holds of a host that died or was cut off end.
+    pub coordinator_lease: std::time::Duration,
 }
 
 /// One effective configuration value and where it came from.
@@ -192,7 +199,7 @@ impl Takes {
 
 /// The settings, in the order `larder config` prints them. `dirs` comes
 /// after `home`, whose default it uses.
-const TABLE: [Key; 7] = [
+const TABLE: [Key; 9] = [
     Key {
         name: "home",
         takes: Takes::Text,
@@ -307,11 +314,53 @@ const TABLE: [Key; 7] = [
         },
         show: |c| c.http.retries.to_string(),
     },
+    Key {
+        name: "coordinator",
+        takes: Takes::Text,
+        set: |c, text, _| {
+            let text = text.trim();
+            if text.is_empty() || text == "sqlite" {
+                c.coordinator = String::new();
+                return Ok(());
+            }
+            if !crate::coord::redis::is_redis_url(text) {
+                // Never the value itself: it may carry a password.
+                return Err(format!(
+                    "`{}` is neither `sqlite` nor a Redis URL; write redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://… for TLS or redis+unix:///PATH",
+                    crate::coord::redis::redact(text)
+                ));
+            }
+            c.coordinator = text.to_string();
+            Ok(())
+        },
+        default: |c, _| {
+            c.coordinator = String::new();
+            Ok(())
+        },
+        show: |c| crate::coord::describe(&c.coordinator, &c.home),
+    },
+    Key {
+        name: "coordinator_lease",
+        takes: Takes::Number,
+        set: |c, text, _| {
+            c.coordinator_lease =
+                crate::time::parse_duration(text)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or(format!("`{text}` is not a duration; write it like 30s or 2m"))?;
+            Ok(())
+        },
+        default: |c, _| {
+            c.coordinator_lease = crate::coord::redis::DEFAULT_LEASE;
+            Ok(())
+        },
+        show: |c| format!("{}s", c.coordinator_lease.as_secs_f64()),
+    },
 ];
 
 /// The keys larder knows, in the order `larder config` prints them.
-pub const KEYS: [&str; 7] = {
-    let mut keys = [""; 7];
+pub const KEYS: [&str; 9] = {
+    let mut keys = [""; 9];
     let mut i = 0;
     while i < TABLE.len() {
         keys[i] = TABLE[i].name;
@@ -394,6 +443,8 @@ impl Config {
             settings: Vec::new(),
             unknown_env,
             pool_roots: pool_roots(sources),
+            coordinator: String::new(),
+            coordinator_lease: crate::coord::redis::DEFAULT_LEASE,
         };
         for (key, raw) in TABLE.iter().zip(raw) {
             let origin = match raw {

@@ -386,6 +386,18 @@ pub fn open(spec: &str, home: &Path, options: RedisOptions) -> Result<Arc<dyn Ba
     ))
 }
 
+/// What `larder config` and `larder dir ls -v` say of the coordinator
+/// `spec` of the home `home`: the SQLite database, or the Redis URL with its
+/// password hidden.
+pub fn describe(spec: &str, home: &Path) -> String {
+    let spec = spec.trim();
+    if spec.is_empty() || spec == "sqlite" {
+        format!("sqlite ({})", sqlite::database(home).display())
+    } else {
+        redis::redact(spec)
+    }
+}
+
 /// `value` as JSON, as the backends store it.
 fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()

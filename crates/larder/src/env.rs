@@ -1,6 +1,7 @@
 //! What larder takes from the environment besides its own `LARDER_*`
 //! settings: credentials and defaults for remotes (`LARDER_PASSWORD`,
-//! `NETRC`, `AWS_*`, `AZURE_*`), `HOME` and `SHELL`, and `PIP_INDEX_URL`. The process's
+//! `NETRC`, `AWS_*`, `AZURE_*`), a Redis coordinator's password
+//! (`REDISCLI_AUTH`), `HOME` and `SHELL`, and `PIP_INDEX_URL`. The process's
 //! environment is read here and nowhere else: [`crate::config::Sources`]
 //! takes an [`Environment`] once, the configuration carries it to what needs
 //! it, `larder config` shows what was used, and tests build one by hand.
@@ -12,8 +13,11 @@ use std::path::PathBuf;
 
 /// The variables larder reads, and whether each is a secret (shown as
 /// `(set)`, never its value).
-pub const VARIABLES: [(&str, bool); 11] = [
+pub const VARIABLES: [(&str, bool); 12] = [
     ("LARDER_PASSWORD", true),
+    // The password of a Redis coordinator whose URL has none, as redis-cli
+    // reads it.
+    ("REDISCLI_AUTH", true),
     ("NETRC", false),
     ("AWS_ENDPOINT_URL", false),
     ("AWS_REGION", false),
@@ -78,6 +82,12 @@ impl Environment {
     /// A larder server's password (`LARDER_PASSWORD`).
     pub fn password(&self) -> Option<&str> {
         self.get("LARDER_PASSWORD")
+    }
+
+    /// The password of a Redis coordinator whose URL has none
+    /// (`REDISCLI_AUTH`, as `redis-cli` reads it).
+    pub fn redis_password(&self) -> Option<&str> {
+        self.get("REDISCLI_AUTH")
     }
 
     /// The user's home folder (`HOME`).

@@ -4,11 +4,12 @@
 //! users get the same larder from the same [`Config`].
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::coord::{Backend, HostAgent, RedisOptions};
 use crate::dirs::Dirs;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Pools;
@@ -26,6 +27,10 @@ pub type StartUploader = Arc<dyn Fn(&Path) + Send + Sync>;
 pub struct Home {
     config: Config,
     uploader: Option<StartUploader>,
+    agent: HostAgent,
+    /// The coordinator, opened on first use and shared by the directories
+    /// and pools of this home (and its clones).
+    coordinator: Arc<Mutex<Option<Arc<dyn Backend>>>>,
 }
 
 impl std::fmt::Debug for Home {
@@ -53,7 +58,21 @@ pub struct RemoteCheck {
 impl Home {
     /// The home `config` describes. Nothing is opened until asked for.
     pub fn new(config: Config) -> Home {
-        Home { config, uploader: None }
+        Home {
+            config,
+            uploader: None,
+            agent: HostAgent::Thread,
+            coordinator: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Who renews the leases of this host's holds at a Redis coordinator
+    /// (see [`HostAgent`]); a thread of this process unless set. The binary
+    /// starts a detached `larder coordinator-agent`, which outlives the
+    /// command that took the hold and exits once the host holds nothing.
+    pub fn with_coordinator_agent(mut self, agent: HostAgent) -> Home {
+        self.agent = agent;
+        self
     }
 
     /// Starts uploaders with `start` whenever write-back remotes are owed
@@ -95,18 +114,59 @@ impl Home {
         })
     }
 
-    /// The shared directories, created in the configured places; recipes
-    /// download through the store and with the configured HTTP settings.
+    /// The configured coordinator (SQLite in the home unless
+    /// `coordinator` names a Redis), connected on first use. A Redis that
+    /// cannot be reached fails here, naming its URL without a password,
+    /// before anything changed.
+    pub fn coordinator(&self) -> Result<Arc<dyn Backend>> {
+        let mut opened = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(backend) = opened.as_ref() {
+            return Ok(backend.clone());
+        }
+        crate::store::check_home(&self.config.home)?;
+        let backend =
+            crate::coord::open(&self.config.coordinator, &self.config.home, self.redis_options())?;
+        Ok(opened.insert(backend).clone())
+    }
+
+    /// How a Redis coordinator is reached: the configured lease, the agent,
+    /// and a password from `REDISCLI_AUTH` or the netrc file when the URL
+    /// has none.
+    pub fn redis_options(&self) -> RedisOptions {
+        RedisOptions {
+            lease: self.config.coordinator_lease,
+            agent: self.agent.clone(),
+            home: Some(self.config.home.clone()),
+            password: crate::coord::redis::password_for(&self.config.coordinator, &self.config.env),
+            ..RedisOptions::default()
+        }
+    }
+
+    /// Which coordinator the home uses, for people: the SQLite database, or
+    /// the Redis URL without its password.
+    pub fn coordinator_name(&self) -> String {
+        crate::coord::describe(&self.config.coordinator, &self.config.home)
+    }
+
+    /// The shared directories, created in the configured places and
+    /// coordinated by the configured coordinator; recipes download through
+    /// the store and with the configured HTTP settings.
     pub fn dirs(&self) -> Result<Dirs> {
-        Ok(Dirs::open(&self.config.home)?
+        Ok(Dirs::open_with(&self.config.home, self.coordinator()?)?
             .with_places(self.config.dirs.clone())
             .with_store_config(self.config.capacity, self.config.verify_reads)
             .with_downloads(self.config.http, self.config.remotes.clone(), self.config.env.clone()))
     }
 
-    /// The compute pools, with sources from the configured folders.
+    /// The compute pools, with sources from the configured folders,
+    /// coordinated by the configured coordinator.
     pub fn pools(&self) -> Result<Pools> {
-        Pools::open(&self.config.home, &self.config.pool_roots, &self.config.env)
+        Pools::open_with(
+            &self.config.home,
+            &self.config.pool_roots,
+            &self.config.env,
+            self.coordinator()?,
+        )
     }
 
     /// Runs the conformance suite against the remotes `names` (all if

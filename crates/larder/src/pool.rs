@@ -160,11 +160,20 @@ impl Pools {
     /// `~/` in a source's paths is `env`'s home folder, and `pool run`
     /// without a command runs `env`'s shell.
     pub fn open(home: &Path, roots: &[PathBuf], env: &Environment) -> Result<Pools> {
+        Pools::open_with(home, roots, env, Arc::new(SqliteCoordinator::open(home)?))
+    }
+
+    /// [`Pools::open`], coordinated by `coord` (see [`crate::coord::open`]).
+    pub fn open_with(
+        home: &Path,
+        roots: &[PathBuf],
+        env: &Environment,
+        coord: Arc<dyn PoolCoordinator>,
+    ) -> Result<Pools> {
         let sources = Sources::load(roots, env.home_dir().as_deref())?;
         for (name, why) in sources.broken() {
             tracing::warn!("source `{name}` cannot be used, the others can: {why}");
         }
-        let coord = Arc::new(SqliteCoordinator::open(home)?);
         let mut pools = Pools::with_coordinator(home, sources, coord);
         pools.shell = env.shell().to_string();
         Ok(pools)

@@ -10,7 +10,7 @@ mod failing;
 mod larder_http;
 pub mod layout;
 mod memory;
-mod netrc;
+pub(crate) mod netrc;
 mod object;
 
 use std::fs::File;

@@ -13,6 +13,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra: Vec<String>,
+    /// What runs `redis-server` (like `ip netns exec NS`), if anything.
+    launcher: Vec<String>,
 }
 
 impl RedisServer {
@@ -30,9 +32,21 @@ impl RedisServer {
     /// A server with `extra` arguments after larder's (`--save ''`, the
     /// socket, `noeviction`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_by(&[], extra)
+    }
+
+    /// A server started by `launcher` (a command that runs the rest of its
+    /// arguments, like `ip netns exec NS` to serve another network), with
+    /// `extra` arguments (like `--port 6379 --bind ADDR` to listen on TCP
+    /// besides its socket).
+    pub fn start_by(launcher: &[&str], extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("a folder for redis-server");
-        let mut server =
-            RedisServer { dir, child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut server = RedisServer {
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            launcher: launcher.iter().map(|s| s.to_string()).collect(),
+        };
         server.spawn();
         server
     }
@@ -82,7 +96,14 @@ impl RedisServer {
         let dir = self.dir.path();
         let socket = self.socket();
         let _ = std::fs::remove_file(&socket);
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("redis-server");
+                cmd
+            }
+            None => Command::new("redis-server"),
+        };
         cmd.args(["--port", "0", "--save", "", "--daemonize", "no"])
             .arg("--unixsocket")
             .arg(&socket)

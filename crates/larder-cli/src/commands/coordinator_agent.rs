@@ -25,12 +25,15 @@ pub struct Args {
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+    // The password comes as the command's would: from the URL,
+    // `REDISCLI_AUTH` or the netrc file.
+    let password = larder::coord::redis::password_for(&args.coordinator, &home.config().env);
     let options = RedisOptions {
         lease: Duration::from_millis(args.lease_ms),
         prefix: args.prefix,
         agent: HostAgent::None,
-        home: Some(home.config().home.clone()),
-        ..RedisOptions::default()
+        password,
+        ..home.redis_options()
     };
     larder::coord::redis::run_host_agent(&args.coordinator, options)?;
     Ok(ExitCode::SUCCESS)

@@ -77,7 +77,7 @@ enum DirCommand {
     },
 }
 
-pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
+pub fn run(home: &Home, args: Args, verbose: u8) -> Result<ExitCode> {
     let dirs = home.dirs()?;
     match args.command {
         DirCommand::Ls { json } => {
@@ -85,13 +85,16 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
             if json {
                 output::print_json(&all)?;
             } else {
+                if verbose > 0 {
+                    println!("coordinator: {}", home.coordinator_name());
+                }
                 let rows: Vec<Vec<String>> = all
                     .iter()
                     .map(|r| {
                         vec![
                             r.name.clone(),
                             r.state.to_string(),
-                            r.holders.len().to_string(),
+                            holders_cell(&r.holders, verbose > 0),
                             if r.locked { "locked" } else { "" }.to_string(),
                             larder::size::format_size(r.size),
                             r.path.clone(),
@@ -218,4 +221,29 @@ fn age(secs: i64) -> String {
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     }
+}
+
+/// The holders of a directory in `dir ls`: how many, and on which hosts
+/// (each holder, with `verbose`), since a coordinator shared by hosts lists
+/// every host's.
+fn holders_cell(holders: &[larder::HeldBy], verbose: bool) -> String {
+    if holders.is_empty() {
+        return "0".to_string();
+    }
+    let named: Vec<String> = if verbose {
+        holders.iter().map(|h| h.holder.to_string()).collect()
+    } else {
+        let mut hosts: Vec<String> = Vec::new();
+        for h in holders {
+            let name = match &h.holder {
+                larder::coord::Holder::Process { host, .. } => host.clone(),
+                larder::coord::Holder::Token { id, .. } => format!("token {id}"),
+            };
+            if !hosts.contains(&name) {
+                hosts.push(name);
+            }
+        }
+        hosts
+    };
+    format!("{} ({})", holders.len(), named.join(", "))
 }

@@ -29,6 +29,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
+use larder::coord::HostAgent;
 use larder::{Config, Home, config::Sources};
 
 use crate::Cli;
@@ -220,7 +221,7 @@ fn run_in_home(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(home, args),
         Command::Use(args) => use_dir::run(home, args),
         Command::Unuse(args) => unuse::run(home, args),
-        Command::Dir(args) => dir::run(home, args),
+        Command::Dir(args) => dir::run(home, args, cli.verbose),
         Command::Serve(args) => serve::run(home, args),
         Command::Wheels(args) => wheels::run(home, args),
         Command::Pypi(args) => pypi::run(home, args),
@@ -245,7 +246,23 @@ pub fn open_home(sources: &Sources) -> Result<Home> {
             known.join(", ")
         );
     }
-    Ok(Home::new(config).with_uploader(start_uploading))
+    Ok(Home::new(config).with_uploader(start_uploading).with_coordinator_agent(coordinator_agent()))
+}
+
+/// Who renews this host's leases at a Redis coordinator: `larder
+/// coordinator-agent`, started detached when the host first holds something,
+/// since the command that took a hold (`larder use` for a shell) exits
+/// long before the hold ends.
+fn coordinator_agent() -> HostAgent {
+    match std::env::current_exe() {
+        Ok(exe) => HostAgent::Command(vec![exe.into(), "coordinator-agent".into()]),
+        Err(e) => {
+            tracing::warn!(
+                "cannot find larder's own program ({e}); holds at a Redis coordinator last while the command runs"
+            );
+            HostAgent::Thread
+        }
+    }
 }
 
 fn init_logging(filter: &str) {

@@ -25,6 +25,8 @@ fn config_shows_each_value_and_its_origin() {
     dirs $T/home/dirs default
     http_timeout 30s default
     http_retries 4 default
+    coordinator sqlite ($T/home/state-v1.sqlite) default
+    coordinator_lease 30s default
     ");
     let out = t.run(&["config", "--capacity", "3MB"]).ok();
     assert!(squeeze(&out).contains("2.9 MiB (3000000 bytes) flag --capacity"), "{out}");
@@ -67,7 +69,7 @@ fn an_unknown_key_names_the_file_and_line() {
     let t = TestDir::new();
     t.file("work/.larder/config.toml", "capacity = \"1GiB\"\ncapasity = \"2GiB\"\n");
     let err = t.run(&["stats"]).fails(2);
-    insta::assert_snapshot!(err, @"larder: error: $T/work/.larder/config.toml:2: unknown key `capasity` (did you mean `capacity`?); known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables");
+    insta::assert_snapshot!(err, @"larder: error: $T/work/.larder/config.toml:2: unknown key `capasity` (did you mean `capacity`?); known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries, coordinator, coordinator_lease and [[remote]] tables");
     assert!(!t.home.exists(), "a bad config touches nothing");
 }
 
@@ -89,7 +91,7 @@ fn a_misspelt_environment_variable_is_warned_about() {
     let run = t.run_with(t.command().arg("stats").env("LARDER_CAPACTY", "1GiB"));
     assert_eq!(run.code, 0);
     assert!(
-        run.stderr.contains("LARDER_CAPACTY is not a larder setting and is ignored (known: LARDER_HOME, LARDER_CAPACITY, LARDER_LOG, LARDER_VERIFY_READS, LARDER_DIRS, LARDER_HTTP_TIMEOUT, LARDER_HTTP_RETRIES)"),
+        run.stderr.contains("LARDER_CAPACTY is not a larder setting and is ignored (known: LARDER_HOME, LARDER_CAPACITY, LARDER_LOG, LARDER_VERIFY_READS, LARDER_DIRS, LARDER_HTTP_TIMEOUT, LARDER_HTTP_RETRIES, LARDER_COORDINATOR, LARDER_COORDINATOR_LEASE)"),
         "{run:#?}"
     );
 }

@@ -89,3 +89,131 @@ fn the_host_agent_starts_detached_renews_holds_and_exits_when_nothing_is_held() 
     let record = coord.get("a").expect("get").expect("record");
     assert_eq!(record.holders.len(), 1, "only the token holds it: {:?}", record.holders);
 }
+
+impl TestDir {
+    /// Writes the user's config file with `body`.
+    fn user_config(&self, body: &str) {
+        self.file("user/.config/larder/config.toml", body);
+    }
+}
+
+/// The names of the directory records a Redis holds.
+fn redis_dirs(server: &RedisServer) -> Vec<String> {
+    let mut names: Vec<String> = server.query(&["HKEYS", "larder:{coord}:dirs"]).expect("hkeys");
+    names.sort();
+    names
+}
+
+#[test]
+fn use_unuse_and_dir_ls_coordinate_at_the_redis_config_toml_names() {
+    let t = TestDir::new();
+    let server = RedisServer::start();
+    t.user_config(&format!("coordinator = \"{}\"\n", server.url()));
+    let out = t
+        .script(
+            r#"set -e
+            p=$($L use --name shared)
+            test -d "$p"
+            $L -v dir ls
+            $L config
+            $L unuse --name shared
+            test ! -e "$p" && echo gone"#,
+        )
+        .ok();
+    assert!(out.contains(&format!("coordinator: {}", server.url())), "{out}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let row = out.lines().find(|l| l.starts_with("shared")).expect("a row for shared");
+    assert!(row.contains(&format!("on {}", host.trim())), "the holder's host: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("coordinator") && l.contains(&server.url())),
+        "{out}"
+    );
+    assert!(out.ends_with("gone\n"), "{out}");
+    assert!(redis_dirs(&server).is_empty());
+    // Nothing was recorded in the home's own database.
+    assert!(!t.home.join("state-v1.sqlite").exists());
+}
+
+#[test]
+fn the_coordinator_from_the_environment_is_used_and_its_password_never_shown() {
+    let t = TestDir::new();
+    let server = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let url = format!("{}?pass=s3cret-pw", server.url());
+    let held = t.run_with(
+        t.command().args(["use", "--name", "envdir", "--", "true"]).env("LARDER_COORDINATOR", &url),
+    );
+    assert_eq!(held.code, 0, "{held:?}");
+    let config = t.run_with(t.command().arg("config").env("LARDER_COORDINATOR", &url)).ok();
+    assert!(config.contains("coordinator") && config.contains("pass=***"), "{config}");
+    assert!(!config.contains("s3cret-pw"), "{config}");
+
+    // REDISCLI_AUTH gives the password a URL lacks; it is never shown.
+    let config = t.run_with(
+        t.command()
+            .args(["-v", "dir", "ls"])
+            .env("LARDER_COORDINATOR", server.url())
+            .env("REDISCLI_AUTH", "s3cret-pw"),
+    );
+    assert_eq!(config.code, 0, "{config:?}");
+    let shown = t.run_with(
+        t.command().arg("config").env("LARDER_COORDINATOR", &url).env("REDISCLI_AUTH", "s3cret-pw"),
+    );
+    assert!(!shown.stdout.contains("s3cret-pw"), "{shown:?}");
+
+    // A wrong password: refused, exit 5, and the password is not printed.
+    let wrong = format!("{}?pass=wrong-pw", server.url());
+    let refused =
+        t.run_with(t.command().args(["dir", "ls"]).env("LARDER_COORDINATOR", &wrong)).fails(5);
+    assert!(refused.contains("refused larder") && !refused.contains("wrong-pw"), "{refused}");
+    assert_eq!(refused.trim().lines().count(), 1, "{refused}");
+}
+
+#[test]
+fn the_password_of_a_redis_over_tcp_comes_from_netrc() {
+    let t = TestDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let _server = RedisServer::start_with(&[
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--requirepass",
+        "from-netrc",
+    ]);
+    t.file("user/.netrc", "machine 127.0.0.1 login default password from-netrc\n");
+    let url = format!("redis://default@127.0.0.1:{port}/0");
+    let out = t.run_with(
+        t.command().args(["use", "--name", "tcp", "--", "true"]).env("LARDER_COORDINATOR", &url),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("from-netrc"));
+}
+
+#[test]
+fn a_redis_that_is_down_fails_coordinating_commands_with_exit_6_and_leaves_the_store_working() {
+    let t = TestDir::new();
+    let mut server = RedisServer::start();
+    let url = format!("{}?pass=hidden-pw", server.url());
+    server.kill();
+    t.user_config(&format!("coordinator = \"{url}\"\n"));
+    for args in [
+        &["use", "--name", "down"][..],
+        &["unuse", "--name", "down"],
+        &["dir", "ls"],
+        &["pool", "status"],
+    ] {
+        let err = t.run(args).fails(6);
+        assert_eq!(err.trim().lines().count(), 1, "one line for {args:?}: {err}");
+        assert!(err.contains("cannot reach the coordinator at unix://"), "{args:?}: {err}");
+        assert!(err.contains("pass=***") && !err.contains("hidden-pw"), "{args:?}: {err}");
+    }
+    assert!(!t.home.join("dirs").join("down").exists(), "nothing was made");
+    // The store needs no coordinator.
+    let digest = t.put("blob", b"works without redis");
+    let got = t.run(&["get", &digest]).ok();
+    assert_eq!(got, "works without redis");
+}

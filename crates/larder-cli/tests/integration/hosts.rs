@@ -86,6 +86,12 @@ impl Network {
         format!("{}.1", self.subnet)
     }
 
+    /// The command and arguments that run a program in the bridge's
+    /// namespace, for what starts its own processes (`RedisServer::start_by`).
+    pub fn service_launcher(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.core]
+    }
+
     /// A command run in the bridge's namespace (where services run).
     pub fn service_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `larder` binary. Each module covers one area;
 //! `util` gives every test its own folder, home and command.
 
+mod across_hosts;
 mod archives;
 mod azurite;
 mod bad_input;

@@ -56,7 +56,8 @@ fn defaults_when_nothing_is_set() {
     check(
         &f,
         f.sources(),
-        "home=/default/home <- default\ncapacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default\ndirs=/default/home/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default",
+        "home=/default/home <- default\ncapacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default\ndirs=/default/home/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default\n\
+         coordinator=sqlite (/default/home/state-v1.sqlite) <- default\ncoordinator_lease=30s <- default",
     );
 }
 
@@ -73,7 +74,8 @@ fn each_layer_overrides_the_one_below() {
          capacity=4.0 KiB (4096 bytes) <- $T/proj/.larder/config.toml:3\n\
          log=info <- $T/user/larder/config.toml:2\n\
          verify_reads=false <- default\n\
-         dirs=$T/user/larder/data/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default",
+         dirs=$T/user/larder/data/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default\n\
+         coordinator=sqlite ($T/user/larder/data/state-v1.sqlite) <- default\ncoordinator_lease=30s <- default",
     );
     s.env.push(("LARDER_CAPACITY".into(), "10GB".into()));
     s.env.push(("LARDER_HOME".into(), "h".into()));
@@ -84,7 +86,8 @@ fn each_layer_overrides_the_one_below() {
          capacity=9.3 GiB (10000000000 bytes) <- env LARDER_CAPACITY\n\
          log=info <- $T/user/larder/config.toml:2\n\
          verify_reads=false <- default\n\
-         dirs=$T/proj/h/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default",
+         dirs=$T/proj/h/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default\n\
+         coordinator=sqlite ($T/proj/h/state-v1.sqlite) <- default\ncoordinator_lease=30s <- default",
     );
     let s = s.flag("capacity", "1MiB", "--capacity");
     check(
@@ -94,7 +97,8 @@ fn each_layer_overrides_the_one_below() {
          capacity=1.0 MiB (1048576 bytes) <- flag --capacity\n\
          log=info <- $T/user/larder/config.toml:2\n\
          verify_reads=false <- default\n\
-         dirs=$T/proj/h/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default",
+         dirs=$T/proj/h/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default\n\
+         coordinator=sqlite ($T/proj/h/state-v1.sqlite) <- default\ncoordinator_lease=30s <- default",
     );
 }
 
@@ -107,7 +111,8 @@ fn project_relative_home_is_relative_to_the_project() {
         f.sources(),
         "home=$T/proj/cache <- $T/proj/.larder/config.toml:1\n\
          capacity=20.0 GiB (21474836480 bytes) <- default\nlog=warn <- default\nverify_reads=false <- default\n\
-         dirs=$T/proj/cache/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default",
+         dirs=$T/proj/cache/dirs <- default\nhttp_timeout=30s <- default\nhttp_retries=4 <- default\n\
+         coordinator=sqlite ($T/proj/cache/state-v1.sqlite) <- default\ncoordinator_lease=30s <- default",
     );
 }
 
@@ -118,14 +123,14 @@ fn unknown_key_names_file_and_line() {
     check(
         &f,
         f.sources(),
-        "error: $T/proj/.larder/config.toml:3: unknown key `capasity` (did you mean `capacity`?); known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables",
+        "error: $T/proj/.larder/config.toml:3: unknown key `capasity` (did you mean `capacity`?); known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries, coordinator, coordinator_lease and [[remote]] tables",
     );
     // Nothing near: no guess.
     f.write("proj/.larder/config.toml", "colour = \"blue\"\n");
     check(
         &f,
         f.sources(),
-        "error: $T/proj/.larder/config.toml:1: unknown key `colour`; known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries and [[remote]] tables",
+        "error: $T/proj/.larder/config.toml:1: unknown key `colour`; known keys are home, capacity, log, verify_reads, dirs, http_timeout, http_retries, coordinator, coordinator_lease and [[remote]] tables",
     );
     f.write("proj/.larder/config.toml", "verify-reads = true\n");
     let got = render(&f, Config::load(&f.sources()));
@@ -271,4 +276,31 @@ fn remotes_are_tables_in_order() {
     f.write("user/larder/config.toml", "[[remote]]\nname = \"a\"\nurl = \"http://x\"\n[[remote]]\nname = \"a\"\nurl = \"http://y\"\n");
     let got = render(&f, Config::load(&f.sources()));
     assert!(got.contains("a second remote named a; give each its own name"), "{got}");
+}
+
+#[test]
+fn a_redis_coordinator_is_shown_without_its_password() {
+    let f = Fixture::new();
+    f.write(
+        "proj/.larder/config.toml",
+        "coordinator = \"redis://alice:s3cret@redis.internal:6379/0\"\ncoordinator_lease = \"2s\"\n",
+    );
+    let config = Config::load(&f.sources()).expect("load");
+    assert_eq!(config.coordinator, "redis://alice:s3cret@redis.internal:6379/0");
+    assert_eq!(config.coordinator_lease, std::time::Duration::from_secs(2));
+    let shown: Vec<String> =
+        config.settings.iter().map(|s| format!("{}={}", s.key, s.value)).collect();
+    assert!(
+        shown.contains(&"coordinator=redis://alice:***@redis.internal:6379/0".to_string()),
+        "{shown:?}"
+    );
+    assert!(!format!("{shown:?}").contains("s3cret"));
+    // A value that is not a coordinator is refused without repeating its password.
+    let mut s = f.sources();
+    s.env.push(("LARDER_COORDINATOR".into(), "http://bob:hunter2@redis.internal".into()));
+    let err = Config::load(&s).expect_err("refused").to_string();
+    assert!(
+        err.contains("coordinator (env LARDER_COORDINATOR)") && !err.contains("hunter2"),
+        "{err}"
+    );
 }

@@ -150,6 +150,27 @@ pub fn redact(spec: &str) -> String {
         .join(",")
 }
 
+/// The password for the coordinator at `spec` when its URL gives none:
+/// `REDISCLI_AUTH`, else the netrc entry of its (first) host, for the URL's
+/// user if it names one. `None` when the URL has a password, or nothing
+/// gives one.
+pub fn password_for(spec: &str, env: &crate::env::Environment) -> Option<String> {
+    let first = spec.split(',').map(str::trim).find(|u| !u.is_empty())?;
+    let info = first.into_connection_info().ok()?;
+    if info.redis_settings().password().is_some() {
+        return None;
+    }
+    if let Some(password) = env.redis_password() {
+        return Some(password.to_string());
+    }
+    let host = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => host,
+        _ => return None,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    crate::remote::netrc::password(env, host, info.redis_settings().username())
+}
+
 /// What larder last learned of the server at connect.
 #[derive(Debug, Clone, Default)]
 struct ServerInfo {

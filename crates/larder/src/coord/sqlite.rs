@@ -67,11 +67,16 @@ impl std::fmt::Debug for SqliteCoordinator {
     }
 }
 
+/// The database of the home `home`.
+pub(crate) fn database(home: &Path) -> std::path::PathBuf {
+    home.join("state-v1.sqlite")
+}
+
 impl SqliteCoordinator {
     /// Opens (creating if needed) the coordinator of the larder home `home`.
     pub fn open(home: &Path) -> Result<SqliteCoordinator> {
         std::fs::create_dir_all(home).map_err(|e| Error::io("create", home, e))?;
-        let path = home.join("state-v1.sqlite");
+        let path = database(home);
         let conn = crate::sqlite::open(&path, MIGRATIONS)?;
         // Its records stand for things outside it (a machine being made, a
         // folder being deleted, a hold): a commit is flushed before larder

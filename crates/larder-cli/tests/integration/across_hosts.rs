@@ -1,0 +1,193 @@
+//! Hosts sharing one Redis coordinator, each a test host of its own
+//! (`hosts.rs`: own network, PID and UTS namespaces, own larder home), all
+//! pointed at a real `redis-server` listening on the bridge, with a short
+//! lease so that a host's death or cut-off shows within seconds.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use larder::testing::RedisServer;
+
+use crate::hosts::{Host, Network};
+use crate::util::{LARDER, TestDir, wait_for};
+
+/// How long a hold lasts unless its host renews it, in the tests.
+const LEASE: &str = "2s";
+
+/// Hosts, their Redis and where their homes are.
+struct Cluster {
+    net: Network,
+    _redis: RedisServer,
+    url: String,
+    t: TestDir,
+}
+
+impl Cluster {
+    fn new(hosts: usize) -> Cluster {
+        let net = Network::new(hosts);
+        let addr = net.service_addr();
+        let redis = RedisServer::start_by(
+            &net.service_launcher(),
+            &["--port", "6379", "--bind", &addr, "--protected-mode", "no"],
+        );
+        let url = format!("redis://{addr}:6379/0");
+        Cluster { net, _redis: redis, url, t: TestDir::new() }
+    }
+
+    fn home(&self, host: &Host) -> PathBuf {
+        self.t.path().join(&host.name)
+    }
+
+    /// `script` run by bash on `host`, with the binary as `$L` and the
+    /// host's own home, pointed at the shared Redis.
+    fn bash(&self, host: &Host, script: &str) -> Command {
+        let home = self.home(host);
+        std::fs::create_dir_all(home.join("user")).expect("mkdir");
+        let mut cmd = host.command("bash");
+        // Entering the host's mount namespace leaves the working folder
+        // behind: the script goes to the project folder itself.
+        let script = format!("cd '{}' && {{ {script}\n}}", self.t.work().display());
+        cmd.arg("-c")
+            .arg(script)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.join("user"))
+            .env("LARDER_HOME", home.join("home"))
+            .env("LARDER_COORDINATOR", &self.url)
+            .env("LARDER_COORDINATOR_LEASE", LEASE)
+            .env("L", LARDER);
+        cmd
+    }
+
+    /// Runs `script` on `host`; its standard output, after checking it
+    /// succeeded.
+    fn ok(&self, host: &Host, script: &str) -> String {
+        let out = self.bash(host, script).output().expect("run on a host");
+        assert!(
+            out.status.success(),
+            "on {}: {script}: {}",
+            host.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn json(&self, host: &Host, script: &str) -> serde_json::Value {
+        let out = self.ok(host, script);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// A shell on `host` that runs `script` and prints `ready` once it
+    /// held what it takes, then goes on; returned once `ready` came.
+    fn spawn_ready(&self, host: &Host, script: &str) -> Child {
+        let mut child =
+            self.bash(host, script).stdout(Stdio::piped()).spawn().expect("spawn on a host");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "{script}");
+        child
+    }
+}
+
+/// The directory records as `larder dir ls --json` on `host` lists them.
+fn dirs_seen_from(c: &Cluster, host: &Host) -> Vec<serde_json::Value> {
+    c.json(host, "$L dir ls --json").as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_host_cut_off_loses_its_holds_after_the_lease_and_its_late_release_spares_the_new_directory() {
+    let c = Cluster::new(2);
+    let (a, b) = (&c.net.hosts[0], &c.net.hosts[1]);
+    let go = c.t.path().join("go");
+    // A shell on host1 holds `scratch`; after it is told to go on, it
+    // releases it and says how that went.
+    let holder = c.spawn_ready(
+        a,
+        &format!(
+            "$L use --name scratch >/dev/null && echo ready && \
+             while [ ! -e {go} ]; do sleep 0.1; done; \
+             $L unuse --name scratch; echo \"unuse: $?\"",
+            go = go.display()
+        ),
+    );
+    // host2 sees host1's holder, named by its host.
+    let seen = dirs_seen_from(&c, b);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["holders"][0]["holder"]["host"], "host1", "{seen:?}");
+    let listed = c.ok(b, "$L dir ls");
+    assert!(listed.contains("1 (host1)"), "{listed}");
+
+    // Cut off, host1 cannot renew: host2 sees the hold end after the lease,
+    // and nobody holding it, the directory goes.
+    a.cut_off();
+    wait_for("host1's hold to expire", || dirs_seen_from(&c, b).is_empty());
+    // host2 makes a directory of that name anew.
+    c.ok(b, "$L use --name scratch --holder on-host2 >/dev/null");
+    let generation = dirs_seen_from(&c, b)[0]["generation"].clone();
+
+    // host1 comes back and its shell releases what it held: the new
+    // directory, which host2 holds, is left alone.
+    a.reconnect();
+    std::fs::write(&go, "").expect("go");
+    let out = holder.wait_with_output().expect("wait");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("unuse: "), "{said}");
+    let after = dirs_seen_from(&c, b);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["generation"], generation, "{after:?}");
+    assert_eq!(after[0]["holders"][0]["holder"]["id"], "on-host2", "{after:?}");
+}
+
+/// A command source `vm` with at most `maximum` instances, each a folder
+/// under `machines/`, defined in the project every host works in.
+fn vm_source(c: &Cluster, maximum: u32) -> PathBuf {
+    let machines = c.t.path().join("machines");
+    std::fs::create_dir_all(&machines).expect("mkdir");
+    let m = machines.display();
+    c.t.file(
+        "work/.larder/sources/vm/source.conf",
+        format!(
+            "[DEFAULT]\ntype=command\nprovision=mkdir \"{m}/$INSTANCE\"\n\
+             run=cd \"{m}/$INSTANCE\" && \"$@\"\ndiscard=rm -rf \"{m}/$INSTANCE\"\n\
+             maximum={maximum}\n"
+        ),
+    );
+    machines
+}
+
+#[test]
+fn hosts_racing_for_a_pools_last_instance_never_exceed_its_maximum() {
+    let c = Cluster::new(3);
+    vm_source(&c, 1);
+    // Four acquires on each of three hosts at once: exactly one gets it.
+    let racers: Vec<Child> = c
+        .net
+        .hosts
+        .iter()
+        .flat_map(|h| (0..4).map(move |i| (h, i)))
+        .map(|(h, i)| {
+            c.bash(h, &format!("$L pool acquire -s vm --holder {}-{i}", h.name))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut got = Vec::new();
+    for racer in racers {
+        let out = racer.wait_with_output().expect("wait");
+        if out.status.success() {
+            got.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("at most 1"), "{err}");
+        }
+    }
+    assert_eq!(got.len(), 1, "{got:?}");
+    // Released on another host than the one that took it.
+    let b = &c.net.hosts[1];
+    c.ok(b, &format!("$L pool release {}", got[0]));
+    let got = c.ok(b, "$L pool acquire -s vm --holder again");
+    assert!(!got.trim().is_empty());
+}
