@@ -68,14 +68,21 @@ impl ProcessId {
     /// orphaned and adopted) rather than a hold by a process that never ends.
     pub fn caller() -> Result<ProcessId, Error> {
         let mut pid = std::os::unix::process::parent_id();
+        let own = ProcessInfo::read(std::process::id())
+            .ok_or_else(|| Error::new(ErrorKind::Io, "cannot read this process's /proc entry"))?;
         let mut first = true;
         loop {
             let info = ProcessInfo::read(pid).ok_or_else(|| caller_gone(pid))?;
-            // An orphan is adopted by an init (or a subreaper, which is one
-            // too). Only a shell as pid 1 may be the caller itself: a
-            // container's `sh -c "…"`. Sessions do not tell: a supervisor
-            // that never called setsid shares session 0 with what it runs.
-            if first && (info.is_init() || (pid == 1 && !info.is_shell())) {
+            // An orphan is adopted by an init or a subreaper. Only a shell as
+            // pid 1 may be the caller itself: a container's `sh -c "…"`. A
+            // parent in another session than larder's is an adopter too,
+            // unless larder leads its own (it was started by `setsid`); the
+            // same session proves nothing, as a supervisor that never called
+            // setsid shares session 0 with all it runs.
+            let adopted = info.is_init()
+                || (pid == 1 && !info.is_shell())
+                || (info.session != own.session && own.session != std::process::id());
+            if first && adopted {
                 return Err(caller_gone(pid));
             }
             first = false;
@@ -104,6 +111,7 @@ fn caller_gone(pid: u32) -> Error {
 /// What `/proc` says of a process, enough to tell a fork from a program.
 struct ProcessInfo {
     start: u64,
+    session: u32,
     ppid: Option<u32>,
     exe: Option<std::path::PathBuf>,
     cmdline: Vec<u8>,
@@ -116,6 +124,7 @@ impl ProcessInfo {
         let dir = format!("/proc/{pid}");
         Some(ProcessInfo {
             start: stat.start,
+            session: stat.session,
             ppid: (stat.ppid > 0).then_some(stat.ppid),
             exe: std::fs::read_link(format!("{dir}/exe")).ok(),
             cmdline: std::fs::read(format!("{dir}/cmdline")).unwrap_or_default(),
@@ -175,6 +184,7 @@ fn exists_hidden(pid: u32) -> bool {
 struct Stat {
     state: char,
     ppid: u32,
+    session: u32,
     start: u64,
 }
 
@@ -192,11 +202,13 @@ fn read_stat(pid: u32) -> Option<(char, u64)> {
 fn read_stat_fields(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &text[text.rfind(')')? + 1..];
-    // Field 3 is the state, then ppid (4); the start time is field 22.
+    // Field 3 is the state, then ppid (4), pgrp (5) and session (6); the
+    // start time is field 22.
     let fields: Vec<&str> = after.split_whitespace().collect();
     Some(Stat {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
         start: fields.get(19)?.parse().ok()?,
     })
 }
