@@ -28,7 +28,7 @@ fn config_shows_each_value_and_its_origin() {
     coordinator sqlite ($T/home/state-v1.sqlite) default
     coordinator_lease 30s default
     ");
-    let out = t.run(&["config", "--capacity", "3MB"]).ok();
+    let out = t.run(&["--capacity", "3MB", "config"]).ok();
     assert!(squeeze(&out).contains("2.9 MiB (3000000 bytes) flag --capacity"), "{out}");
     let json: serde_json::Value =
         serde_json::from_str(&t.run(&["config", "--json"]).ok()).expect("json");
