@@ -89,7 +89,7 @@ def test_pool_acquire_runs_and_releases(env):
         out = a.run("pwd; echo $LARDER_INSTANCE", capture_output=True, text=True, check=True)
         assert out.stdout.split() == [str(machines / a.name), a.name]
         assert b.run(["sh", "-c", "exit 3"]).returncode == 3
-        with pytest.raises(larder.Busy):
+        with pytest.raises(larder.NoRoom):
             with larder.pool.acquire("vm"):
                 pass
     with larder.pool.acquire("vm") as [again]:

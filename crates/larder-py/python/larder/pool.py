@@ -75,7 +75,8 @@ def acquire(
     """Acquires ``n`` instances of ``source``, all or none, for the ``with``
     block, and yields them as a list. Cached instances come first, then new
     ones are provisioned. ``wait`` (seconds) waits for room when the source is
-    at its maximum (default: fail at once with :class:`larder.Busy`).
+    at its maximum (default: fail at once with :class:`larder.NoRoom`, as the
+    command line exits 4).
     ``discard`` throws them away at the end instead of caching them."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise TypeError(f"n is a number of instances, 1 or more, not {n!r}")
