@@ -13,7 +13,7 @@ class                  when                                             also a
 ``InvalidInput``       a malformed digest, size, key, recipe or name    ``ValueError``
 ``ConfigError``        the configuration is wrong                       ``InvalidInput``
 ``CorruptData``        stored bytes no longer match their digest
-``NoRoom``             the capacity (or the disk) is full
+``NoRoom``             the capacity, the disk or a pool is full
 ``PermissionDenied``   the system refused access                        ``PermissionError``
 ``Conflict``           the state forbids it (removing a pinned blob)
 ``Busy``               another process held it longer than we waited    ``TimeoutError``
