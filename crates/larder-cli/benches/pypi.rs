@@ -259,6 +259,8 @@ impl Server {
         let mut child = Command::new(LARDER)
             .args(["serve", "-H", "127.0.0.1", "-p", "0", "--rescan", "1h"])
             .arg(folder)
+            // The index's own state, beside the folder it serves in place.
+            .env("LARDER_HOME", folder.with_extension("larder-home"))
             .env("LARDER_CAPACITY", "64GiB")
             .env("LARDER_LOG", "error")
             .stdout(Stdio::piped())

@@ -101,6 +101,28 @@ pub async fn get(core: &Arc<Core>, request: &Parts, target: Target) -> Response 
         },
     };
     core.pool.note(Some(digest));
+    send(core, request, zstd, digest, size, modified, source)
+}
+
+/// Answers a GET or HEAD with a file found outside the store (a package of
+/// the served folder), whole or a range.
+pub fn send_found(core: &Arc<Core>, request: &Parts, found: Found) -> Response {
+    let (digest, size, modified) = (found.digest, found.size, found.modified);
+    send(core, request, false, digest, size, modified, Source::File(found))
+}
+
+/// The answer with a blob's bytes: 304 if the client has them, a range, or
+/// the whole (zstd-compressed if `zstd`).
+fn send(
+    core: &Arc<Core>,
+    request: &Parts,
+    zstd: bool,
+    digest: Digest,
+    size: u64,
+    modified: i64,
+    source: Source,
+) -> Response {
+    let head = request.method == Method::HEAD;
     Metrics::add(&core.metrics.hits, 1);
     let mut headers = whole_headers(&digest, size, modified);
     headers.remove(header::CONTENT_LENGTH);

@@ -47,6 +47,9 @@ pub use htpasswd::Htpasswd;
 pub struct ServeOptions {
     /// The larder home whose store is served.
     pub home: PathBuf,
+    /// A folder of wheels and sdists the package index serves in place
+    /// (uploads land in it); larder's own state stays in the home.
+    pub folder: Option<PathBuf>,
     /// The store's capacity in bytes.
     pub capacity: u64,
     /// The address to listen on.
@@ -92,6 +95,7 @@ impl ServeOptions {
     pub fn new(home: PathBuf, capacity: u64, addr: SocketAddr) -> ServeOptions {
         ServeOptions {
             home,
+            folder: None,
             capacity,
             addr,
             user_db: None,
@@ -111,6 +115,40 @@ impl ServeOptions {
             access_log: false,
         }
     }
+}
+
+/// Refuses to serve a folder that is not one, or that is another larder
+/// home (whose store would be served as packages): its state is larder's.
+fn check_folder(folder: &std::path::Path, home: &std::path::Path) -> Result<(), Error> {
+    let shown = folder.display();
+    match std::fs::metadata(folder) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{shown} is not a folder: name the folder of wheels and sdists to serve"),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "there is no folder {shown}: create it (mkdir -p {shown}), or name the folder of packages to serve"
+                ),
+            ));
+        }
+        Err(e) => return Err(Error::io("read", folder, e)),
+    }
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if folder.join("store-v1").is_dir() && !same(folder, home) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{shown} is a larder home, not a folder of packages: serve its store with `larder --home {shown} serve`"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish (for
@@ -180,8 +218,12 @@ impl Assembled {
                 options.timeout,
             ),
         });
+        if let Some(folder) = &options.folder {
+            check_folder(folder, &options.home)?;
+        }
         let pypi = Arc::new(pypi::PypiState::open(
             &options.home,
+            options.folder.clone(),
             core.clone(),
             options.upstreams.clone(),
             options.upstream_ttl,
@@ -219,32 +261,18 @@ async fn serve(mut options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Res
         (core.pool.clone(), core.hot.clone(), core.metrics.clone())
     };
     let pypi = server.pypi.clone();
-    // The folder's packages are indexed before the first request.
-    let scan_folder = {
-        let (pool, pypi, home) = (pool.clone(), pypi.clone(), options.home.clone());
-        move || {
-            let scanned = pool.with(|store| pypi::folder::scan(&home, store, &pypi.index));
-            match scanned {
-                Ok(s) if s.added + s.removed > 0 => {
-                    tracing::info!("indexed {} packages, dropped {}", s.added, s.removed);
-                    pypi.changed();
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("indexing {}: {e}", home.display()),
-            }
-        }
-    };
-    tokio::task::spawn_blocking(scan_folder.clone())
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("indexing the folder failed: {e}")))?;
+    // The folder's packages are indexed before the first request, then
+    // looked through every so often for files rewritten in place (files
+    // added or removed are seen by the next request).
+    pypi::folder::refresh(&pypi, true).await;
     let rescanner = {
-        let every = options.rescan;
+        let (every, pypi) = (options.rescan, pypi.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let _ = tokio::task::spawn_blocking(scan_folder.clone()).await;
+                pypi::folder::refresh(&pypi, true).await;
             }
         })
     };

@@ -63,15 +63,20 @@ pub struct PypiState {
     checked: std::sync::Mutex<upstream::Checked>,
     /// The refreshes running, by project: each says when it is done.
     refreshing: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    /// The served folder, whose files are served in place; uploads land in
+    /// it. Without one, files are store blobs.
+    pub folder: Option<folder::Folder>,
     /// Uploads decide and keep one at a time, so two uploads of one file
     /// name with other bytes cannot both be taken.
     publishing: tokio::sync::Mutex<()>,
 }
 
 impl PypiState {
-    /// The package index of the home `home`, proxying `upstreams`.
+    /// The package index of the home `home`, serving the packages of
+    /// `folder` in place and proxying `upstreams`.
     pub fn open(
         home: &Path,
+        folder: Option<PathBuf>,
         core: Arc<Core>,
         upstreams: Vec<String>,
         ttl: Duration,
@@ -102,6 +107,7 @@ impl PypiState {
             pages: std::sync::Mutex::default(),
             checked: std::sync::Mutex::default(),
             refreshing: std::sync::Mutex::default(),
+            folder: folder.map(|root| folder::Folder::new(root, home)),
             publishing: tokio::sync::Mutex::const_new(()),
         })
     }
@@ -155,6 +161,8 @@ async fn simple(State(state): State<Arc<PypiState>>, request: Request) -> Respon
     let Some(rest) = parts.uri.path().strip_prefix("/simple/") else {
         return redirect("/simple/");
     };
+    // A package copied into the served folder is listed at once.
+    folder::refresh(&state, false).await;
     if rest.is_empty() {
         return pages::project_list(&state, &parts).await;
     }
@@ -240,7 +248,14 @@ async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &s
     }
     let key = file_key(project, filename);
     let target = Target::Key(key.clone());
-    let mut response = crate::blobs::get(&state.core, parts, target.clone()).await;
+    let from_folder = match state.folder.is_some() && !metadata {
+        true => in_folder(state, parts, dist).await,
+        false => None,
+    };
+    let mut response = match from_folder {
+        Some(response) => response,
+        None => crate::blobs::get(&state.core, parts, target.clone()).await,
+    };
     if response.status() == StatusCode::NOT_FOUND
         && !state.upstreams.is_empty()
         && let Some(wanted) = upstream_file(state, project, dist, metadata, &key).await
@@ -259,6 +274,43 @@ async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &s
         );
     }
     response
+}
+
+/// A file of the served folder, sent from where it is; indexed again first
+/// if it changed since it was. `None` if the folder has no such file.
+async fn in_folder(state: &Arc<PypiState>, parts: &Parts, filename: &str) -> Option<Response> {
+    folder::refresh(state, false).await;
+    for again in [false, true] {
+        let pypi = state.clone();
+        let name = filename.to_string();
+        let opened = tokio::task::spawn_blocking(move || {
+            let Some(row) = pypi.index.file(&name)? else { return Ok(None) };
+            if row.origin != index::FOLDER {
+                return Ok(None);
+            }
+            Ok(Some(folder::open_unchanged(&row)?))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::new(larder::ErrorKind::Io, e.to_string())));
+        match opened {
+            Ok(None) => return None,
+            Ok(Some(Some(found))) => {
+                return Some(crate::blobs::send_found(&state.core, parts, found));
+            }
+            // Changed since it was indexed: indexed again, then sent.
+            Ok(Some(None)) if !again => {
+                folder::refresh(state, true).await;
+            }
+            Ok(Some(None)) => {
+                return Some(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{filename} is changing; try again"),
+                ));
+            }
+            Err(e) => return Some(respond::error(&e)),
+        }
+    }
+    None
 }
 
 /// Where an upstream serves `dist` (or its metadata file), if one lists it

@@ -45,7 +45,9 @@ const WAL_TRIM_BYTES: u64 = 512 << 10;
 /// process: for short processes that write once (most larder commands), it
 /// would grow without end, and every open and automatic checkpoint with it.
 /// Nobody waits for this: if another process is busy, the next opener tries.
-fn trim_wal(conn: &Connection, path: &Path) {
+/// Long-running writers call it too after a large write, so the WAL does not
+/// stay as large as their largest transaction.
+pub fn trim_wal(conn: &Connection, path: &Path) {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     if std::fs::metadata(&wal).map_or(0, |m| m.len()) < WAL_TRIM_BYTES {

@@ -250,7 +250,6 @@ impl Larder {
         use std::process::Stdio;
         let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
             .args(["serve", "-H", "127.0.0.1", "-p", "0"])
-            .arg(home)
             .env("LARDER_HOME", home)
             .env("LARDER_CAPACITY", "64GiB")
             .env("LARDER_LOG", "error")

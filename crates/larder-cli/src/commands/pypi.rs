@@ -1,4 +1,3 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -37,9 +36,6 @@ struct Which {
     /// One file of the project, by name, instead of a whole release
     #[arg(long, value_name = "FILENAME")]
     file: Option<String>,
-    /// The folder `larder serve DIR` serves, if it serves one [default: the home]
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
 }
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
@@ -52,12 +48,9 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
         bail!("name a version, or one file with --file");
     }
     let config = home.config();
-    let root = match &which.dir {
-        Some(dir) => std::env::current_dir()?.join(dir),
-        None => config.home.clone(),
-    };
-    let index = Index::open(&root)?;
-    let store = larder::Store::open(&root, config.capacity)?;
+    let root = &config.home;
+    let index = Index::open(root)?;
+    let store = larder::Store::open(root, config.capacity)?;
     let chosen = Chosen { project: which.project, version: which.version, filename: which.file };
     let files = manage::apply(&index, &store, &chosen, &change)?;
     store.close()?;

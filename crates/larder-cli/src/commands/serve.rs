@@ -8,7 +8,8 @@ use larder::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The larder home to serve [default: the configured home]
+    /// A folder of wheels and sdists to serve as a package index, in place (uploads land in it;
+    /// larder's own state stays in the home)
     #[arg(value_name = "DIR")]
     dir: Option<PathBuf>,
     /// The interface to listen on
@@ -78,15 +79,17 @@ impl Args {
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let config = home.config();
-    let home = match &args.dir {
-        Some(dir) => std::env::current_dir()?.join(dir),
-        None => config.home.clone(),
+    let home = config.home.clone();
+    let folder = match &args.dir {
+        Some(dir) => Some(std::env::current_dir()?.join(dir)),
+        None => None,
     };
     let mut options = larder_server::ServeOptions::new(
         home.clone(),
         config.capacity,
         SocketAddr::new(args.host, args.port),
     );
+    options.folder = folder.clone();
     options.verify_reads = config.verify_reads;
     options.access_log = args.access_log;
     // Anyone who can reach it may then write: say so, and how not to.
@@ -110,7 +113,14 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     larder_server::run(options, |addr| {
         // The address goes to standard output, so a script can read the port.
         println!("{scheme}://{addr}");
-        eprintln!("larder: serving {} on {scheme}://{addr}", home.display());
+        match &folder {
+            Some(folder) => eprintln!(
+                "larder: serving the packages in {} and the store of {} on {scheme}://{addr}",
+                folder.display(),
+                home.display()
+            ),
+            None => eprintln!("larder: serving {} on {scheme}://{addr}", home.display()),
+        }
         if open_to_all {
             eprintln!(
                 "larder: warning: listening on {} without -u: anyone who can reach it may read and write; give -u USERS.htpasswd (htpasswd -B), or -H 127.0.0.1 to serve this host only",

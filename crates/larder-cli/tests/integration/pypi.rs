@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::archives::sha256_hex;
 use crate::pyproject::{build, project, python_tool, run_ok};
 use crate::serve::{Served, curl};
 use crate::util::{TestDir, wait_for};
@@ -265,32 +266,115 @@ fn bad_uploads_get_a_clear_400_and_store_nothing() {
     assert_eq!(t.json(&["ls", "--json"]), serde_json::json!([]), "nothing half-stored");
 }
 
+/// The files of a folder, by name, skipping none (dotfiles included).
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn a_folder_of_packages_is_indexed_at_start_and_rescanned() {
+fn a_served_folder_stays_a_folder_of_packages_served_in_place() {
     let t = TestDir::new();
     let served = t.path().join("served");
     let src = project(t.path(), "alpha", "1.0", &[]);
-    build(&src, "wheel", &served.join("wheels"));
+    let wheel = build(&src, "wheel", &served.join("wheels"));
     build(&src, "sdist", &served);
     std::fs::write(served.join("notes.txt"), "not a package").expect("write");
     let dir = served.to_str().expect("utf-8").to_string();
-    let s = Served::start(&t, &[&dir, "--rescan", "1s"]);
-    let listing = curl(&[&format!("{}/simple/alpha/", s.url)]).text();
-    assert!(
-        listing.contains("alpha-1.0-py3-none-any.whl") && listing.contains("alpha-1.0.tar.gz"),
-        "{listing}"
-    );
-    pip_install(&format!("{}/simple/", s.url), &t.path().join("target"), "alpha");
-    // A package dropped into the folder appears; one taken out goes.
-    let beta = project(t.path(), "beta", "0.1", &[]);
-    build(&beta, "wheel", &served);
-    wait_for("the rescan", || curl(&[&format!("{}/simple/beta/", s.url)]).status == 200);
-    std::fs::remove_file(served.join("alpha-1.0.tar.gz")).expect("rm");
-    wait_for("the rescan", || {
-        !curl(&[&format!("{}/simple/alpha/", s.url)]).text().contains("alpha-1.0.tar.gz")
+    let s = Served::start(&t, &[&dir, "-u", &users(&t), "--anonymous-read", "--rescan", "1h"]);
+    // The startup line says where each thing is.
+    let said = format!("serving the packages in {dir} and the store of {}", t.home.display());
+    wait_for("the startup line", || {
+        std::fs::read_to_string(t.path().join("serve.log")).unwrap_or_default().contains(&said)
     });
+    pip_install(&format!("{}/simple/", s.url), &t.path().join("target"), "alpha");
+    let got = curl(&[&format!("{}/packages/alpha/alpha-1.0-py3-none-any.whl", s.url)]);
+    assert_eq!(got.body, std::fs::read(&wheel).expect("read"), "the folder's own bytes");
+    // An upload lands in the folder as a plain file.
+    let beta = project(t.path(), "beta", "0.1", &[]);
+    let beta_wheel = build(&beta, "wheel", &t.path().join("dist"));
+    let (ok, out) = twine(&s, "alice", &[&beta_wheel], "/legacy/");
+    assert!(ok, "{out}");
+    let landed = served.join("beta-0.1-py3-none-any.whl");
+    assert_eq!(
+        std::fs::read(&landed).expect("the upload is in the folder"),
+        std::fs::read(&beta_wheel).expect("read")
+    );
+    pip_install(&format!("{}/simple/", s.url), &t.path().join("target2"), "beta");
+    // Nothing of larder's in the folder, and no second copy of a package in the home.
+    assert_eq!(
+        names_in(&served),
+        ["alpha-1.0.tar.gz", "beta-0.1-py3-none-any.whl", "notes.txt", "wheels"],
+    );
+    for file in [&wheel, &landed] {
+        let digest = format!("sha256:{}", sha256_hex(&std::fs::read(file).expect("read")));
+        assert_eq!(t.run(&["has", &digest]).code, 1, "a second copy of {}", file.display());
+    }
+    // Removed over HTTP, it goes from the folder.
+    let deleted = curl(&[
+        "-u",
+        "alice:pw",
+        "-X",
+        "DELETE",
+        &format!("{}/packages/beta/beta-0.1-py3-none-any.whl", s.url),
+    ]);
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert!(!landed.exists());
+}
+
+#[test]
+fn a_package_copied_into_the_folder_is_seen_by_the_next_request() {
+    let t = TestDir::new();
+    let served = t.path().join("served");
+    let src = project(t.path(), "alpha", "1.0", &[]);
+    build(&src, "sdist", &served);
+    let dir = served.to_str().expect("utf-8").to_string();
+    // No rescan would run during the test: the requests themselves see the changes.
+    let s = Served::start(&t, &[&dir, "--rescan", "1h"]);
+    let page = |project: &str| curl(&[&format!("{}/simple/{project}/", s.url)]);
+    assert!(page("alpha").text().contains("alpha-1.0.tar.gz"));
+    let beta = project(t.path(), "beta", "0.1", &[]);
+    let beta_wheel = build(&beta, "wheel", &t.path().join("dist"));
+    let bytes = std::fs::read(&beta_wheel).expect("read");
+    // Copied slowly: the half-written file is passed by, the whole one listed.
+    let copy = served.join("beta-0.1-py3-none-any.whl");
+    std::fs::write(&copy, &bytes[..bytes.len() / 2]).expect("write");
+    assert_eq!(page("beta").status, 404, "a half-written wheel is not listed");
+    std::fs::write(&copy, &bytes).expect("write");
+    let listing = page("beta").text();
+    assert!(listing.contains(&sha256_hex(&bytes)), "{listing}");
+    pip_install(&format!("{}/simple/", s.url), &t.path().join("target"), "beta");
+    // Taken out, it goes at once.
+    std::fs::remove_file(served.join("alpha-1.0.tar.gz")).expect("rm");
+    assert!(!page("alpha").text().contains("alpha-1.0.tar.gz"));
     let root = curl(&[&format!("{}/simple/", s.url)]).text();
-    assert!(root.contains("alpha/") && root.contains("beta/"), "{root}");
+    assert!(root.contains("beta/") && !root.contains("alpha/"), "{root}");
+    // Rewritten in place, it is hashed again before it is sent.
+    let gamma = project(t.path(), "beta", "0.1", &["six"]);
+    let other = std::fs::read(build(&gamma, "wheel", &t.path().join("dist2"))).expect("read");
+    assert_ne!(other, bytes);
+    std::fs::write(&copy, &other).expect("write");
+    let got = curl(&[&format!("{}/packages/beta/beta-0.1-py3-none-any.whl", s.url)]);
+    assert_eq!(got.body, other);
+    assert!(page("beta").text().contains(&sha256_hex(&other)), "the page lists the new hash");
+}
+
+#[test]
+fn serving_another_larder_home_as_a_folder_of_packages_is_refused_with_the_fix() {
+    let t = TestDir::new();
+    let other = TestDir::new();
+    other.put("x", "x");
+    let dir = other.home.to_str().expect("utf-8");
+    let err = t.run(&["serve", "-p", "0", "-H", "127.0.0.1", dir]).fails(2);
+    assert!(err.contains("is a larder home") && err.contains("larder --home"), "{err}");
+    let missing = t.path().join("nowhere");
+    let err =
+        t.run(&["serve", "-p", "0", "-H", "127.0.0.1", missing.to_str().expect("utf-8")]).fails(1);
+    assert!(err.contains("mkdir -p"), "{err}");
 }
 
 #[test]
@@ -840,6 +924,18 @@ fn a_seven_megabyte_upstream_page_and_eight_clients_stay_within_a_bounded_memory
         grown < 16 * page_size,
         "the server grew by {} MiB for a {} MiB page",
         grown >> 20,
+        page_size >> 20
+    );
+    // What the home keeps of the page: its listing, not a log of its writes.
+    let kept: u64 = ["pypi-v1.sqlite", "pypi-v1.sqlite-wal"]
+        .iter()
+        .map(|f| std::fs::metadata(t.home.join(f)).map_or(0, |m| m.len()))
+        .sum();
+    eprintln!("the index keeps {} KiB for a {} KiB page", kept >> 10, page_size >> 10);
+    assert!(
+        kept < page_size * 3 / 2,
+        "the index keeps {} MiB for a {} MiB page",
+        kept >> 20,
         page_size >> 20
     );
 }

@@ -1,8 +1,9 @@
 //! The package index's own database, `pypi-v1.sqlite` in the home: one row
 //! per distribution file, with what the index pages show, computed once when
 //! the file arrived (uploaded, found in the served folder, or listed by an
-//! upstream). The bytes themselves are blobs of the store, under the keys
-//! `pypi/<project>/<filename>` and `…/<filename>.metadata`.
+//! upstream). Uploads and upstream files are blobs of the store, under the
+//! keys `pypi/<project>/<filename>`, and every wheel's METADATA under
+//! `…/<filename>.metadata`; the served folder's files stay where they are.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -10,7 +11,8 @@ use std::sync::Mutex;
 use larder::Error;
 use rusqlite::{Connection, OptionalExtension, params};
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE files (
     filename        TEXT PRIMARY KEY,
     project         TEXT NOT NULL,
@@ -36,7 +38,15 @@ CREATE TABLE upstream_pages (
     missing    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (upstream, project)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // An index of every row by its origin (an upstream's URL, in each row) made
+    // the database twice the size of the pages it lists; only the served
+    // folder's files are looked up by origin, and an upstream's by project.
+    r#"
+DROP INDEX files_origin;
+CREATE INDEX files_in_folder ON files(origin) WHERE origin = 'folder';
+"#,
+];
 
 /// Where a file came from.
 pub const UPLOADED: &str = "upload";
@@ -149,9 +159,10 @@ impl Index {
     /// Every file found in the served folder.
     pub fn folder_files(&self) -> Result<Vec<FileRow>, Error> {
         self.with(|conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM files WHERE origin = ?1"))?;
-            let rows = stmt.query_map([FOLDER], row)?;
+            // Spelled out, so the partial index `files_in_folder` serves it.
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM files WHERE origin = 'folder'"))?;
+            let rows = stmt.query_map([], row)?;
             rows.collect()
         })
     }
@@ -209,7 +220,10 @@ impl Index {
                  SET etag = excluded.etag, fetched_at = excluded.fetched_at, missing = excluded.missing",
             )?
             .execute(params![upstream, project, etag, now, rows.is_empty()])?;
-            tx.commit()
+            tx.commit()?;
+            // A page of thousands of files wrote as much to the WAL: not kept.
+            larder::sqlite::trim_wal(conn, &self.path);
+            Ok(())
         })
     }
 

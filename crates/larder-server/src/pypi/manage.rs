@@ -1,12 +1,13 @@
 //! The index's lifecycle: a file or a whole release removed, yanked or
-//! unyanked (PEP 592). Only this server's uploads change: what an upstream
-//! lists is the upstream's, and the served folder's files are removed from
-//! the folder. A removed wheel's `.metadata` goes with it.
+//! unyanked (PEP 592). Only this server's own files change (uploads, and the
+//! served folder's files, which are removed from the folder, as pypiserver
+//! does): what an upstream lists is the upstream's. A removed wheel's
+//! `.metadata` goes with it.
 
 use larder::{Error, ErrorKind, Store, Target};
 
 use super::file_key;
-use super::index::{FileRow, Index, UPLOADED};
+use super::index::{FileRow, Index};
 use super::names;
 
 /// What is done to the files chosen.
@@ -54,13 +55,14 @@ pub fn apply(
     if rows.is_empty() {
         return Err(Error::new(ErrorKind::NotFound, format!("no file of {what} is in this index")));
     }
-    if let Some(other) = rows.iter().find(|r| r.origin != UPLOADED) {
-        let whose = if other.is_local() {
-            "a file of the served folder: delete it there".to_string()
-        } else {
-            format!("listed by the upstream {}, not uploaded here", other.origin)
-        };
-        return Err(Error::new(ErrorKind::Conflict, format!("{} is {whose}", other.filename)));
+    if let Some(other) = rows.iter().find(|r| !r.is_local()) {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "{} is listed by the upstream {}, not uploaded here",
+                other.filename, other.origin
+            ),
+        ));
     }
     let mut changed = Vec::new();
     for row in &rows {
@@ -68,6 +70,7 @@ pub fn apply(
             Change::Remove => {
                 // The listing goes first: a page never links to a file that is gone.
                 index.remove(&row.filename)?;
+                super::folder::remove_file(row)?;
                 for key in [
                     file_key(&project, &row.filename),
                     file_key(&project, &format!("{}.metadata", row.filename)),

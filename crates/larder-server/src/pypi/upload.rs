@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use larder::PutOptions;
 
-use super::index::{FileRow, UPLOADED};
+use super::index::{FOLDER, FileRow, UPLOADED};
 use super::manage::{Change, Chosen};
 use super::names::{self, Kind};
 use super::{PypiState, file_key, meta, now};
@@ -180,7 +180,8 @@ struct Staged {
     size: u64,
     meta: Result<meta::Meta, String>,
     decide: tokio::sync::oneshot::Sender<Option<(FileRow, String)>>,
-    done: tokio::sync::oneshot::Receiver<Result<(), larder::Error>>,
+    /// The row of the file kept (in the store, or in the served folder).
+    done: tokio::sync::oneshot::Receiver<Result<Option<FileRow>, larder::Error>>,
 }
 
 /// Streams the file into the store (not yet kept), and reads its metadata.
@@ -206,6 +207,7 @@ async fn stage(
     let limit = core.uploads.limit.min(core.pool.capacity());
     let kind = dist.kind;
     let what = filename.clone();
+    let pypi = state.clone();
     tokio::task::spawn_blocking(move || {
         let result = pool.with(|store| {
             let pending = store.stage_stream(&mut rx, &what, None, &larder::NoProgress)?;
@@ -220,18 +222,29 @@ async fn stage(
             let _ = staged_tx.send((digest, pending.size(), meta));
             // Kept only if the upload checks out.
             match decide_rx.blocking_recv() {
-                Ok(Some((row, key))) => {
-                    pending.commit(&PutOptions {
-                        key: Some(key),
-                        pin: true,
-                        ..Default::default()
-                    })?;
+                // A served folder gets the file itself; the store keeps nothing.
+                Ok(Some((mut row, key))) => {
+                    match &pypi.folder {
+                        Some(folder) => {
+                            let (path, stamp) = folder.place(pending.open()?, &row.filename)?;
+                            row.origin = FOLDER.to_string();
+                            row.path = Some(path.display().to_string());
+                            row.stamp = Some(stamp);
+                        }
+                        None => {
+                            pending.commit(&PutOptions {
+                                key: Some(key),
+                                pin: true,
+                                ..Default::default()
+                            })?;
+                        }
+                    }
                     Ok(Some(row))
                 }
                 _ => Ok(None),
             }
         });
-        let _ = done_tx.send(result.map(|_| ()));
+        let _ = done_tx.send(result);
     });
     let how = Pump {
         limit,
@@ -408,11 +421,12 @@ async fn finish(
         stamp: None,
     };
     let _ = decide.send(Some((row.clone(), file_key(&dist.project, &filename))));
-    match done.await {
-        Ok(Ok(())) => {}
+    let row = match done.await {
+        Ok(Ok(Some(row))) => row,
+        Ok(Ok(None)) => return reply(StatusCode::INTERNAL_SERVER_ERROR, "the upload was dropped"),
         Ok(Err(e)) => return respond::error(&e),
         Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped"),
-    }
+    };
     let pypi = state.clone();
     let saved = tokio::task::spawn_blocking(move || pypi.index.put(&row)).await;
     match saved {
