@@ -33,15 +33,6 @@ pub fn range(value: &[u8], size: u64) {
     }
 }
 
-/// Core metadata (`METADATA`, `PKG-INFO`) and the wheels and sdists that
-/// carry it: read or refused, never a panic.
-pub fn metadata(bytes: &[u8]) {
-    let _ = crate::pypi::meta::parse(bytes);
-    for kind in [crate::pypi::names::Kind::Wheel, crate::pypi::names::Kind::Sdist] {
-        let _ = crate::pypi::meta::read(std::io::Cursor::new(bytes), kind);
-    }
-}
-
 /// A project page from an upstream index, HTML and JSON.
 pub fn simple_page(body: &str) {
     crate::pypi::upstream::parse_page_for_fuzzing(body);

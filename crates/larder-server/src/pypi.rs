@@ -9,11 +9,7 @@
 
 mod flight;
 pub mod folder;
-mod index;
 mod json;
-pub mod manage;
-pub(crate) mod meta;
-pub mod names;
 mod pages;
 mod upload;
 pub(crate) mod upstream;
@@ -34,7 +30,8 @@ use larder::{Error, Target};
 
 use crate::respond::{self, redirect, text};
 use crate::state::Core;
-pub use index::Index;
+pub use larder::pypi::{Index, file_key};
+use larder::pypi::{folder as served, index, manage, meta, names};
 
 /// The package index of a server: its own database and caches, and the
 /// store's core it keeps its files in.
@@ -65,7 +62,9 @@ pub struct PypiState {
     refreshing: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     /// The served folder, whose files are served in place; uploads land in
     /// it. Without one, files are store blobs.
-    pub folder: Option<folder::Folder>,
+    pub folder: Option<served::Folder>,
+    /// One scan of the folder at a time; requests that find it changed wait on it.
+    scanning: tokio::sync::Mutex<()>,
     /// Uploads decide and keep one at a time, so two uploads of one file
     /// name with other bytes cannot both be taken.
     publishing: tokio::sync::Mutex<()>,
@@ -107,7 +106,8 @@ impl PypiState {
             pages: std::sync::Mutex::default(),
             checked: std::sync::Mutex::default(),
             refreshing: std::sync::Mutex::default(),
-            folder: folder.map(|root| folder::Folder::new(root, home)),
+            folder: folder.map(|root| served::Folder::new(root, home)),
+            scanning: tokio::sync::Mutex::const_new(()),
             publishing: tokio::sync::Mutex::const_new(()),
         })
     }
@@ -120,11 +120,6 @@ impl PypiState {
     fn version(&self) -> u64 {
         self.version.load(Ordering::Relaxed)
     }
-}
-
-/// The store key of a distribution file.
-pub fn file_key(project: &str, filename: &str) -> String {
-    format!("pypi/{project}/{filename}")
 }
 
 /// The package index's routes: `/simple/…`, `/packages/…`, and uploads
@@ -288,7 +283,7 @@ async fn in_folder(state: &Arc<PypiState>, parts: &Parts, filename: &str) -> Opt
             if row.origin != index::FOLDER {
                 return Ok(None);
             }
-            Ok(Some(folder::open_unchanged(&row)?))
+            Ok(Some(served::open_unchanged(&row)?))
         })
         .await
         .unwrap_or_else(|e| Err(Error::new(larder::ErrorKind::Io, e.to_string())));

@@ -48,3 +48,12 @@ pub fn archive(bytes: &[u8], zip: bool, root: &Path) {
         assert_eq!(entry.path(), root, "{} was written outside the folder", entry.path().display());
     }
 }
+
+/// Core metadata (`METADATA`, `PKG-INFO`) and the wheels and sdists that
+/// carry it: read or refused, never a panic.
+pub fn metadata(bytes: &[u8]) {
+    let _ = crate::pypi::meta::parse(bytes);
+    for kind in [crate::pypi::names::Kind::Wheel, crate::pypi::names::Kind::Sdist] {
+        let _ = crate::pypi::meta::read(std::io::Cursor::new(bytes), kind);
+    }
+}

@@ -27,6 +27,7 @@ pub mod coord;
 pub mod dir_transfer;
 pub mod env;
 pub mod pool;
+pub mod pypi;
 pub mod recipe;
 pub mod remote;
 pub mod sharing;

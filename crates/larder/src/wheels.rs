@@ -49,7 +49,10 @@ pub fn install(opts: &WheelsInstall) -> Result<WheelsReport> {
             "name packages to install, or give -r requirements.txt",
         ));
     }
-    let house = tempfile_dir()?;
+    let house = tempfile::Builder::new()
+        .prefix("larder-wheels.")
+        .tempdir()
+        .map_err(|e| Error::io("create a folder in", &std::env::temp_dir(), e))?;
     let index = format!("{}/simple/", endpoint.with_credentials());
     // The index URL carries the password, so it goes in the environment,
     // which other users cannot read, never in pip's arguments.
@@ -158,26 +161,10 @@ fn file_name(path: &Path) -> String {
 
 /// A wheel's project (normalized), from its file name.
 fn project_of(filename: &str) -> String {
-    normalize_project(filename.split('-').next().unwrap_or(""))
-}
-
-/// A project name as PEP 503 normalizes it: runs of `-`, `_` and `.` become
-/// one `-`, and letters are lowercase.
-pub fn normalize_project(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut dash = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            dash = true;
-            continue;
-        }
-        if dash && !out.is_empty() {
-            out.push('-');
-        }
-        dash = false;
-        out.push(c.to_ascii_lowercase());
+    match crate::pypi::names::parse_filename(filename) {
+        Some(dist) => dist.project,
+        None => crate::pypi::names::normalize(filename.split('-').next().unwrap_or("")),
     }
-    out
 }
 
 fn authed(
@@ -257,32 +244,4 @@ fn send(client: &reqwest::blocking::Client, endpoint: &Endpoint, path: &Path) ->
             said.lines().next().unwrap_or("").trim()
         ),
     ))
-}
-
-/// A temporary folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> Result<TempDir> {
-    let base = std::env::temp_dir();
-    for n in 0..1000u32 {
-        let path = base.join(format!("larder-wheels.{}.{n}", crate::holder::ProcessId::current()));
-        match std::fs::create_dir(&path) {
-            Ok(()) => return Ok(TempDir(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create", &path, e)),
-        }
-    }
-    Err(Error::new(ErrorKind::Io, "cannot make a temporary folder for the wheels"))
 }

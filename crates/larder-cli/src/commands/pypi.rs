@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use larder::Home;
-use larder_server::pypi::Index;
-use larder_server::pypi::manage::{self, Change, Chosen};
+use larder::pypi::Index;
+use larder::pypi::manage::{self, Change, Chosen};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

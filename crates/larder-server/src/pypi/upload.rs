@@ -299,7 +299,7 @@ async fn finish(
         return refuse(decide, bad(format!("the file {filename} is not of the project {name}")));
     }
     if let Some(version) = fields.get("version")
-        && !same_version(version, &dist.version)
+        && !names::same_version(version, &dist.version)
     {
         return refuse(decide, bad(format!("the file {filename} is not of the version {version}")));
     }
@@ -341,7 +341,7 @@ async fn finish(
         None => return refuse(decide, bad(format!("{inside} has no Name; nothing was stored"))),
     }
     match meta.version.as_deref() {
-        Some(version) if same_version(version, &dist.version) => {}
+        Some(version) if names::same_version(version, &dist.version) => {}
         Some(version) => {
             return refuse(
                 decide,
@@ -437,39 +437,5 @@ async fn finish(
         }
         Ok(Err(e)) => respond::error(&e),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
-}
-
-/// Whether two spellings name one version, as PEP 440 compares them
-/// (`1.0` and `1.0.0`, `1.0_rc1` and `1.0rc1`, but not `1.0` and `10`);
-/// versions PEP 440 cannot read must be spelled the same.
-fn same_version(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    match (a.parse::<pep440_rs::Version>(), b.parse::<pep440_rs::Version>()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a.eq_ignore_ascii_case(b),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_version;
-
-    #[test]
-    fn versions_compare_as_pep_440_says() {
-        for (a, b) in [
-            ("1.0", "1.0"),
-            ("1.0", "1.0.0"),
-            ("1.0.0rc1", "1.0.0_rc1"),
-            ("1.0rc1", "1.0.0-rc.1"),
-            ("v1.0", "1.0"),
-            ("1.0.post1", "1.0-1"),
-            ("1.0+Local.7", "1.0+local-7"),
-        ] {
-            assert!(same_version(a, b), "{a} {b}");
-        }
-        for (a, b) in [("1.0", "10"), ("1.1.0", "11.0"), ("1.0", "1.1"), ("1.0", "1.0.post1")] {
-            assert!(!same_version(a, b), "{a} {b}");
-        }
     }
 }

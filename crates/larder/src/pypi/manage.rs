@@ -4,7 +4,7 @@
 //! does): what an upstream lists is the upstream's. A removed wheel's
 //! `.metadata` goes with it.
 
-use larder::{Error, ErrorKind, Store, Target};
+use crate::{Error, ErrorKind, Store, Target};
 
 use super::file_key;
 use super::index::{FileRow, Index};
@@ -45,7 +45,7 @@ pub fn apply(
         .files_of(&project)?
         .into_iter()
         .filter(|r| chosen.filename.as_ref().is_none_or(|f| *f == r.filename))
-        .filter(|r| chosen.version.as_ref().is_none_or(|v| same_release(v, &r.version)))
+        .filter(|r| chosen.version.as_ref().is_none_or(|v| names::same_version(v, &r.version)))
         .collect();
     let what = match (&chosen.filename, &chosen.version) {
         (Some(f), _) => f.clone(),
@@ -88,12 +88,4 @@ pub fn apply(
         changed.push(row.filename.clone());
     }
     Ok(changed)
-}
-
-/// Whether a file's version is the release asked for.
-fn same_release(asked: &str, version: &str) -> bool {
-    match (asked.trim().parse::<pep440_rs::Version>(), version.parse::<pep440_rs::Version>()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => asked.trim().eq_ignore_ascii_case(version),
-    }
 }

@@ -1,7 +1,35 @@
 //! Project names and distribution file names, as PEP 503, 508 and 427 and
 //! the sdist naming rules have them.
 
-pub use larder::wheels::normalize_project as normalize;
+/// A project name as PEP 503 normalizes it: runs of `-`, `_` and `.` become
+/// one `-`, and letters are lowercase.
+pub fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut dash = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            dash = true;
+            continue;
+        }
+        if dash && !out.is_empty() {
+            out.push('-');
+        }
+        dash = false;
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Whether two spellings name one version, as PEP 440 compares them
+/// (`1.0` and `1.0.0`, `1.0_rc1` and `1.0rc1`, but not `1.0` and `10`);
+/// versions PEP 440 cannot read must be spelled the same (case aside).
+pub fn same_version(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<pep440_rs::Version>(), b.parse::<pep440_rs::Version>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
 
 /// Whether `name` is a valid project name (PEP 508): letters, digits, `.`,
 /// `_` and `-`, starting and ending with a letter or digit.
@@ -275,5 +303,23 @@ mod tests {
         check("Twisted-8.2.0.win32.exe", Some(("twisted", "8.2.0")));
         check("evil.exe", None);
         check("../evil-1.0.egg", None);
+    }
+
+    #[test]
+    fn versions_compare_as_pep_440_says() {
+        for (a, b) in [
+            ("1.0", "1.0"),
+            ("1.0", "1.0.0"),
+            ("1.0.0rc1", "1.0.0_rc1"),
+            ("1.0rc1", "1.0.0-rc.1"),
+            ("v1.0", "1.0"),
+            ("1.0.post1", "1.0-1"),
+            ("1.0+Local.7", "1.0+local-7"),
+        ] {
+            assert!(same_version(a, b), "{a} {b}");
+        }
+        for (a, b) in [("1.0", "10"), ("1.1.0", "11.0"), ("1.0", "1.1"), ("1.0", "1.0.post1")] {
+            assert!(!same_version(a, b), "{a} {b}");
+        }
     }
 }

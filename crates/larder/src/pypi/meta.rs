@@ -8,9 +8,13 @@ use super::names::Kind;
 /// The metadata fields the index needs, and a wheel's METADATA file itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Meta {
+    /// `Name`.
     pub name: Option<String>,
+    /// `Version`.
     pub version: Option<String>,
+    /// `Requires-Python`.
     pub requires_python: Option<String>,
+    /// `Metadata-Version`.
     pub metadata_version: Option<String>,
     /// The METADATA file of a wheel, byte for byte.
     pub file: Option<Vec<u8>>,

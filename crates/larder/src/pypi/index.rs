@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use larder::Error;
+use crate::Error;
 use rusqlite::{Connection, OptionalExtension, params};
 
 const MIGRATIONS: &[&str] = &[
@@ -56,15 +56,21 @@ pub const FOLDER: &str = "folder";
 /// One distribution file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRow {
+    /// Its file name, unique in the index.
     pub filename: String,
+    /// Its project, normalized (PEP 503).
     pub project: String,
+    /// Its version, as its file name spells it.
     pub version: String,
     /// Hex; for upstream files, as the upstream gave it (possibly none).
     pub sha256: Option<String>,
+    /// Its size in bytes, if known.
     pub size: Option<u64>,
     /// RFC 3339, UTC.
     pub upload_time: Option<String>,
+    /// The Python versions it runs on (PEP 345 `Requires-Python`).
     pub requires_python: Option<String>,
+    /// The sha256 (hex) of a wheel's METADATA, served on its own (PEP 658).
     pub metadata_sha256: Option<String>,
     /// `None`: not yanked; `Some("")` or a reason: yanked.
     pub yanked: Option<String>,
@@ -72,8 +78,9 @@ pub struct FileRow {
     pub origin: String,
     /// Where an upstream serves it.
     pub url: Option<String>,
-    /// Where a folder file is, and how it looked (size, mtime) when indexed.
+    /// Where a folder file is.
     pub path: Option<String>,
+    /// How a folder file looked (size, mtime) when it was indexed.
     pub stamp: Option<String>,
 }
 
@@ -86,6 +93,7 @@ impl FileRow {
 
 /// An upstream's page of a project as last fetched.
 pub struct UpstreamPage {
+    /// The ETag it came with.
     pub etag: Option<String>,
     /// It listed nothing (or was not there).
     pub missing: bool,
@@ -101,7 +109,7 @@ impl Index {
     /// Opens (or makes) the database in `home`.
     pub fn open(home: &Path) -> Result<Index, Error> {
         let path = home.join("pypi-v1.sqlite");
-        let conn = larder::sqlite::open(&path, MIGRATIONS)?;
+        let conn = crate::sqlite::open(&path, MIGRATIONS)?;
         Ok(Index { path, conn: Mutex::new(conn) })
     }
 
@@ -222,7 +230,7 @@ impl Index {
             .execute(params![upstream, project, etag, now, rows.is_empty()])?;
             tx.commit()?;
             // A page of thousands of files wrote as much to the WAL: not kept.
-            larder::sqlite::trim_wal(conn, &self.path);
+            crate::sqlite::trim_wal(conn, &self.path);
             Ok(())
         })
     }
