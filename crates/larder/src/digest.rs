@@ -21,6 +21,25 @@ impl Digest {
         hasher.finish()
     }
 
+    /// The digest of everything `reader` yields, and how many bytes that
+    /// was, read a MiB at a time (memory stays flat whatever the size).
+    pub fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<(Digest, u64)> {
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok((hasher.finish(), size))
+    }
+
     /// The 64 lowercase hex digits, without the algorithm prefix.
     pub fn hex(&self) -> String {
         let mut out = String::with_capacity(64);

@@ -192,31 +192,30 @@ fn server_has(
 /// Uploads a wheel with the legacy API, as twine would.
 fn send(client: &reqwest::blocking::Client, endpoint: &Endpoint, path: &Path) -> Result<()> {
     let filename = file_name(path);
-    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    let size = bytes.len() as u64;
-    let parts: Vec<&str> = filename.trim_end_matches(".whl").split('-').collect();
-    let (name, version, pyversion) = match parts.as_slice() {
-        [name, version, .., py, _abi, _plat] => (*name, *version, *py),
-        _ => {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("{filename} is not a wheel's name"),
-            ));
-        }
-    };
-    let digest = crate::Digest::of(&bytes);
+    let not_a_wheel =
+        || Error::new(ErrorKind::InvalidInput, format!("{filename} is not a wheel's name"));
+    let dist = crate::pypi::names::parse_filename(&filename)
+        .filter(|d| d.kind == crate::pypi::names::Kind::Wheel)
+        .ok_or_else(not_a_wheel)?;
+    // `name-version[-build]-python-abi-platform.whl`: the python tag.
+    let pyversion = filename.trim_end_matches(".whl").rsplit('-').nth(2).ok_or_else(not_a_wheel)?;
+    let (name, version) = (dist.project, dist.version);
+    // Hashed, then sent, from the file: never whole in memory.
+    let open = || std::fs::File::open(path).map_err(|e| Error::io("read", path, e));
+    let (digest, size) =
+        crate::Digest::of_reader(open()?).map_err(|e| Error::io("read", path, e))?;
     let form = reqwest::blocking::multipart::Form::new()
         .text(":action", "file_upload")
         .text("protocol_version", "1")
-        .text("name", name.to_string())
-        .text("version", version.to_string())
+        .text("name", name)
+        .text("version", version)
         .text("filetype", "bdist_wheel")
         .text("pyversion", pyversion.to_string())
         .text("metadata_version", "2.1")
         .text("sha256_digest", digest.hex())
         .part(
             "content",
-            reqwest::blocking::multipart::Part::bytes(bytes)
+            reqwest::blocking::multipart::Part::reader_with_length(open()?, size)
                 .file_name(filename.clone())
                 .mime_str("application/octet-stream")
                 .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?,

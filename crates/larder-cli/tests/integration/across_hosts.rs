@@ -191,3 +191,39 @@ fn hosts_racing_for_a_pools_last_instance_never_exceed_its_maximum() {
     let got = c.ok(b, "$L pool acquire -s vm --holder again");
     assert!(!got.trim().is_empty());
 }
+
+/// The instances `larder pool status -a --json` on `host` lists.
+fn instances_seen_from(c: &Cluster, host: &Host) -> Vec<serde_json::Value> {
+    c.json(host, "$L pool status -a --json")["instances"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn an_instance_held_on_one_host_is_in_use_everywhere_until_its_host_dies() {
+    let mut c = Cluster::new(2);
+    vm_source(&c, 1);
+    // A script on host1 holds the pool's one instance.
+    let mut holder = c.spawn_ready(
+        &c.net.hosts[0],
+        "$L pool acquire -s vm >/dev/null && echo ready && sleep 600",
+    );
+    let b = &c.net.hosts[1];
+    // Past a whole lease, host1's agent has renewed it: host2 sees it in use,
+    // held on host1, and cannot take it.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let seen = instances_seen_from(&c, b);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["state"], "in-use", "{seen:?}");
+    assert!(seen[0]["holder"].as_str().is_some_and(|h| h.contains("host1")), "{seen:?}");
+    let out = c.bash(b, "$L pool acquire -s vm --holder b").output().expect("run");
+    assert!(!out.status.success(), "host2 took an instance held on host1");
+    // host1 dies: after the lease its instance is back, and host2 gets it.
+    c.net.hosts[0].kill();
+    let _ = holder.wait();
+    let b = &c.net.hosts[1];
+    wait_for("host1's instance to come back", || {
+        c.bash(b, "$L pool acquire -s vm --holder b").output().expect("run").status.success()
+    });
+    let seen = instances_seen_from(&c, b);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["holder"], "token b", "{seen:?}");
+}

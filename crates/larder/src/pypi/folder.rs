@@ -12,7 +12,6 @@
 //! every filesystem, NFS included, where inotify misses other hosts'
 //! changes. A periodic rescan catches files rewritten in place.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -333,7 +332,7 @@ fn prepare(
         ));
     }
     let mut file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
-    let (digest, size) = hash(&mut file).map_err(|e| Error::io("read", path, e))?;
+    let (digest, size) = Digest::of_reader(&mut file).map_err(|e| Error::io("read", path, e))?;
     let after = file.metadata().map_err(|e| Error::io("read", path, e))?;
     // Hashed while it was being written: a later scan indexes it whole.
     if stamp_of(&after) != stamp || size != after.len() {
@@ -361,19 +360,4 @@ fn prepare(
         mtime: after.mtime(),
         metadata_file,
     })
-}
-
-fn hash(file: &mut std::fs::File) -> std::io::Result<(Digest, u64)> {
-    let mut hasher = crate::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hasher.finish(), size))
 }
