@@ -127,8 +127,8 @@ impl ProcessInfo {
             session: stat.session,
             ppid: (stat.ppid > 0).then_some(stat.ppid),
             exe: std::fs::read_link(format!("{dir}/exe")).ok(),
-            cmdline: std::fs::read(format!("{dir}/cmdline")).unwrap_or_default(),
-            environ: std::fs::read(format!("{dir}/environ")).ok(),
+            cmdline: read_proc(&format!("{dir}/cmdline")).unwrap_or_default(),
+            environ: read_proc(&format!("{dir}/environ")).ok(),
         })
     }
 
@@ -199,8 +199,17 @@ fn read_stat(pid: u32) -> Option<(char, u64)> {
     read_stat_fields(pid).map(|s| (s.state, s.start))
 }
 
+/// A file of `/proc`, read in one go: they say their size is 0, so a plain
+/// `fs::read` starts small and reads a few dozen bytes at a time.
+fn read_proc(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(32 << 10);
+    std::fs::File::open(path)?.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 fn read_stat_fields(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = String::from_utf8(read_proc(&format!("/proc/{pid}/stat")).ok()?).ok()?;
     let after = &text[text.rfind(')')? + 1..];
     // Field 3 is the state, then ppid (4), pgrp (5) and session (6); the
     // start time is field 22.
