@@ -117,9 +117,8 @@ impl ServeOptions {
     }
 }
 
-/// Refuses to serve a folder that is not one, or that is another larder
-/// home (whose store would be served as packages): its state is larder's.
-fn check_folder(folder: &std::path::Path, home: &std::path::Path) -> Result<(), Error> {
+/// Refuses to serve a folder that is not one.
+fn check_folder(folder: &std::path::Path) -> Result<(), Error> {
     let shown = folder.display();
     match std::fs::metadata(folder) {
         Ok(m) if m.is_dir() => {}
@@ -138,15 +137,6 @@ fn check_folder(folder: &std::path::Path, home: &std::path::Path) -> Result<(), 
             ));
         }
         Err(e) => return Err(Error::io("read", folder, e)),
-    }
-    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
-    if folder.join("store-v1").is_dir() && !same(folder, home) {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{shown} is a larder home, not a folder of packages: serve its store with `larder --home {shown} serve`"
-            ),
-        ));
     }
     Ok(())
 }
@@ -219,7 +209,7 @@ impl Assembled {
             ),
         });
         if let Some(folder) = &options.folder {
-            check_folder(folder, &options.home)?;
+            check_folder(folder)?;
         }
         let pypi = Arc::new(pypi::PypiState::open(
             &options.home,

@@ -106,7 +106,7 @@ impl PypiState {
             pages: std::sync::Mutex::default(),
             checked: std::sync::Mutex::default(),
             refreshing: std::sync::Mutex::default(),
-            folder: folder.map(|root| served::Folder::new(root, home)),
+            folder: folder.map(|root| served::Folder::open(root, home)).transpose()?,
             scanning: tokio::sync::Mutex::const_new(()),
             publishing: tokio::sync::Mutex::const_new(()),
         })
@@ -244,7 +244,7 @@ async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &s
     let key = file_key(project, filename);
     let target = Target::Key(key.clone());
     let from_folder = match state.folder.is_some() && !metadata {
-        true => in_folder(state, parts, dist).await,
+        true => in_folder(state, parts, project, dist).await,
         false => None,
     };
     let mut response = match from_folder {
@@ -273,14 +273,19 @@ async fn file(state: &Arc<PypiState>, parts: &Parts, project: &str, filename: &s
 
 /// A file of the served folder, sent from where it is; indexed again first
 /// if it changed since it was. `None` if the folder has no such file.
-async fn in_folder(state: &Arc<PypiState>, parts: &Parts, filename: &str) -> Option<Response> {
+async fn in_folder(
+    state: &Arc<PypiState>,
+    parts: &Parts,
+    project: &str,
+    filename: &str,
+) -> Option<Response> {
     folder::refresh(state, false).await;
     for again in [false, true] {
         let pypi = state.clone();
-        let name = filename.to_string();
+        let (name, project) = (filename.to_string(), project.to_string());
         let opened = tokio::task::spawn_blocking(move || {
             let Some(row) = pypi.index.file(&name)? else { return Ok(None) };
-            if row.origin != index::FOLDER {
+            if row.origin != index::FOLDER || row.project != project {
                 return Ok(None);
             }
             Ok(Some(served::open_unchanged(&row)?))

@@ -79,11 +79,23 @@ impl Args {
 
 pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let config = home.config();
-    let home = config.home.clone();
+    let mut home = config.home.clone();
+    // One spelling of the folder, whatever the working folder, so that its
+    // files keep their rows from one start to the next.
     let folder = match &args.dir {
-        Some(dir) => Some(std::env::current_dir()?.join(dir)),
+        Some(dir) => {
+            let dir = std::env::current_dir()?.join(dir);
+            Some(dir.canonicalize().unwrap_or(dir))
+        }
         None => None,
     };
+    // A folder an earlier larder served was also its home (`store-v1/` in
+    // it): it stays so, and its store and index go on.
+    if let Some(folder) = &folder
+        && folder.join("store-v1").is_dir()
+    {
+        home = folder.clone();
+    }
     let mut options = larder_server::ServeOptions::new(
         home.clone(),
         config.capacity,

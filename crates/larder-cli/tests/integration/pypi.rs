@@ -361,16 +361,44 @@ fn a_package_copied_into_the_folder_is_seen_by_the_next_request() {
     let got = curl(&[&format!("{}/packages/beta/beta-0.1-py3-none-any.whl", s.url)]);
     assert_eq!(got.body, other);
     assert!(page("beta").text().contains(&sha256_hex(&other)), "the page lists the new hash");
+    // Moved into a subfolder, it stays listed, and is sent from where it went.
+    std::fs::create_dir_all(served.join("sub")).expect("mkdir");
+    std::fs::rename(&copy, served.join("sub/beta-0.1-py3-none-any.whl")).expect("mv");
+    assert!(page("beta").text().contains(&sha256_hex(&other)), "a moved file stays listed");
+    let got = curl(&[&format!("{}/packages/beta/beta-0.1-py3-none-any.whl", s.url)]);
+    assert_eq!(got.body, other);
+    // Under another project's path, it is not there.
+    assert_eq!(curl(&[&format!("{}/packages/alpha/beta-0.1-py3-none-any.whl", s.url)]).status, 404);
 }
 
 #[test]
-fn serving_another_larder_home_as_a_folder_of_packages_is_refused_with_the_fix() {
+fn a_home_serves_one_folder_at_a_time_and_a_folder_that_was_a_home_stays_one() {
     let t = TestDir::new();
-    let other = TestDir::new();
-    other.put("x", "x");
-    let dir = other.home.to_str().expect("utf-8");
-    let err = t.run(&["serve", "-p", "0", "-H", "127.0.0.1", dir]).fails(2);
-    assert!(err.contains("is a larder home") && err.contains("larder --home"), "{err}");
+    let (one, two) = (t.path().join("one"), t.path().join("two"));
+    std::fs::create_dir_all(&one).expect("mkdir");
+    std::fs::create_dir_all(&two).expect("mkdir");
+    let _one = Served::start(&t, &[one.to_str().expect("utf-8")]);
+    // Another server of the same folder shares it.
+    let again = Served::start(&t, &[one.to_str().expect("utf-8")]);
+    assert_eq!(curl(&[&format!("{}/simple/", again.url)]).status, 200);
+    // Their rows would mix in one index: the second is refused, with the fix.
+    let err =
+        t.run(&["serve", "-p", "0", "-H", "127.0.0.1", two.to_str().expect("utf-8")]).fails(6);
+    assert!(
+        err.contains("serves another folder of packages already") && err.contains("--home"),
+        "{err}"
+    );
+    // A folder an earlier larder served was its home too: it goes on as both.
+    let old = TestDir::new();
+    old.put("x", "x");
+    build(&project(t.path(), "alpha", "1.0", &[]), "sdist", &old.home);
+    let dir = old.home.to_str().expect("utf-8");
+    let s = Served::start(&t, &[dir]);
+    assert!(curl(&[&format!("{}/simple/alpha/", s.url)]).text().contains("alpha-1.0.tar.gz"));
+    let said = format!("serving the packages in {dir} and the store of {dir}");
+    wait_for("the startup line", || {
+        std::fs::read_to_string(t.path().join("serve.log")).unwrap_or_default().contains(&said)
+    });
     let missing = t.path().join("nowhere");
     let err =
         t.run(&["serve", "-p", "0", "-H", "127.0.0.1", missing.to_str().expect("utf-8")]).fails(1);

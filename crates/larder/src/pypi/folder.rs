@@ -48,6 +48,9 @@ const WATCHED_SKIPS: usize = 256;
 /// The served folder, and what its last scan saw.
 pub struct Folder {
     root: PathBuf,
+    /// One folder per home at a time: its index's rows are this folder's
+    /// (`None` when another server of this same folder holds it).
+    _serving: Option<crate::lockfile::Held>,
     /// Where a scan writes metadata files before storing them (the home).
     scratch_in: PathBuf,
     seen: Mutex<Seen>,
@@ -64,15 +67,54 @@ struct Seen {
     racy: bool,
 }
 
-/// The stamp of a file: its size and mtime, which change when it is written.
+/// Files that could not be indexed yet, with their stamps.
+type Unread = Vec<(PathBuf, String)>;
+
+/// The stamp of a file: its size, mtime, inode and ctime. A write changes
+/// the first two; a replacement (`mv`, `rsync`, `cp -p`, which may keep size
+/// and mtime) the inode or the ctime, which nobody can set.
 pub fn stamp_of(meta: &std::fs::Metadata) -> String {
-    format!("{}:{}.{}", meta.len(), meta.mtime(), meta.mtime_nsec())
+    format!(
+        "{}:{}.{}:{}:{}.{}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    )
 }
 
 impl Folder {
-    /// The folder `root`, with scratch space in `home`.
-    pub fn new(root: PathBuf, home: &Path) -> Folder {
-        Folder { root, scratch_in: home.to_path_buf(), seen: Mutex::default() }
+    /// The folder `root`, served from the home `home` (its index and
+    /// scratch space). A home serves one folder at a time: another server of
+    /// a folder on it is refused, with the fix.
+    pub fn open(root: PathBuf, home: &Path) -> Result<Folder, Error> {
+        let lock = home.join("pypi-folder.lock");
+        let shown = root.display().to_string();
+        let serving = match crate::lockfile::try_lock(&lock)? {
+            Some(held) => {
+                std::fs::write(&lock, &shown).map_err(|e| Error::io("write", &lock, e))?;
+                Some(held)
+            }
+            // Another server of the same folder shares its rows.
+            None if std::fs::read_to_string(&lock).is_ok_and(|s| s == shown) => None,
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "the larder home {} serves another folder of packages already (another larder serve); give this one a home of its own: larder --home DIR serve {shown}",
+                        home.display()
+                    ),
+                ));
+            }
+        };
+        Ok(Folder {
+            root,
+            _serving: serving,
+            scratch_in: home.to_path_buf(),
+            seen: Mutex::default(),
+        })
     }
 
     /// The folder served.
@@ -97,10 +139,12 @@ impl Folder {
     /// those that went (and the files of any other folder this home served).
     pub fn scan(&self, store: &Store, index: &Index) -> Result<Scan, Error> {
         let started = SystemTime::now();
-        let mut walked = Walked::default();
-        walk(&self.root, &self.root, &mut walked);
+        // What was indexed, read before the folder: a file that arrives
+        // meanwhile (an upload) is either walked or left alone, never dropped.
         let known: std::collections::HashMap<String, FileRow> =
             index.folder_files()?.into_iter().filter_map(|r| Some((r.path.clone()?, r))).collect();
+        let mut walked = Walked::default();
+        walk(&self.root, &self.root, &mut walked);
         let mut todo = Vec::new();
         let mut present = std::collections::HashSet::new();
         for (path, stamp) in walked.files {
@@ -112,39 +156,56 @@ impl Folder {
         }
         let mut scan = Scan::default();
         let mut skipped = Vec::new();
+        let mut moved_in = Vec::new();
         // In batches: one flush of the disk per batch of metadata files.
         for chunk in todo.chunks(256) {
-            let (added, mut not) = self.add_batch(chunk, store, index)?;
-            scan.added += added;
+            let (mut added, mut not) = self.add_batch(chunk, store, index)?;
+            scan.added += added.len();
+            moved_in.append(&mut added);
             scan.skipped += not.len();
             skipped.append(&mut not);
         }
-        for (path, row) in known {
-            if !present.contains(&path) {
-                index.remove(&row.filename)?;
-                let metadata = file_key(&row.project, &format!("{}.metadata", row.filename));
-                let _ = store.remove(&Target::Key(metadata), true);
-                scan.removed += 1;
+        let indexed: std::collections::HashSet<&str> =
+            moved_in.iter().map(String::as_str).collect();
+        for (path, row) in &known {
+            if present.contains(path) {
+                continue;
             }
+            // Only its own row goes: a file of that name found elsewhere in
+            // the folder (moved) was indexed above.
+            index.remove_folder_file(&row.filename, path)?;
+            if !indexed.contains(row.filename.as_str()) {
+                // Its metadata, and the copy an earlier larder kept in the store.
+                for key in [
+                    file_key(&row.project, &format!("{}.metadata", row.filename)),
+                    file_key(&row.project, &row.filename),
+                ] {
+                    let _ = store.remove(&Target::Key(key), true);
+                }
+            }
+            scan.removed += 1;
         }
         skipped.truncate(WATCHED_SKIPS);
+        // A time in the future (a clock elsewhere, times restored by tar)
+        // says nothing of the last tick: only recent past times are racy.
+        let now = SystemTime::now();
         let racy = walked
             .dirs
             .iter()
-            .any(|(_, mtime)| mtime.is_some_and(|m| m + RACY > started || m > SystemTime::now()));
+            .any(|(_, mtime)| mtime.is_some_and(|m| m + RACY > started && m <= now));
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
             Seen { scanned: true, dirs: walked.dirs, skipped, racy };
         Ok(scan)
     }
 
-    /// Indexes a batch of files; returns how many were added, and the files
-    /// that could not be (with their stamps).
+    /// Indexes a batch of files; returns the names of those added, and the
+    /// files that could not be (with their stamps).
     fn add_batch(
         &self,
         batch: &[(PathBuf, String)],
         store: &Store,
         index: &Index,
-    ) -> Result<(usize, Vec<(PathBuf, String)>), Error> {
+    ) -> Result<(Vec<String>, Unread), Error> {
         let scratch = tempfile::Builder::new()
             .prefix(".larder-index.")
             .tempdir_in(&self.scratch_in)
@@ -192,7 +253,7 @@ impl Folder {
                 upload_time: Some(crate::time::format_rfc3339(p.mtime)),
                 requires_python: p.meta.requires_python,
                 metadata_sha256,
-                yanked: None,
+                yanked: p.yanked,
                 origin: FOLDER.to_string(),
                 url: None,
                 path: Some(p.path.display().to_string()),
@@ -200,7 +261,7 @@ impl Folder {
             });
         }
         index.put_all(&rows)?;
-        Ok((rows.len(), skipped))
+        Ok((rows.into_iter().map(|r| r.filename).collect(), skipped))
     }
 
     /// Places an upload's bytes in the folder as `filename`, never replacing
@@ -216,7 +277,10 @@ impl Folder {
             .prefix(&format!(".{filename}."))
             .tempfile_in(&self.root)
             .map_err(|e| Error::io("write in", &self.root, e))?;
+        // Readable as a file copied in would be (tempfile makes it 0600).
+        use std::os::unix::fs::PermissionsExt;
         std::io::copy(&mut from, temp.as_file_mut())
+            .and_then(|_| temp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)))
             .and_then(|_| temp.as_file().sync_all())
             .map_err(|e| Error::io("write", temp.path(), e))?;
         match std::fs::hard_link(temp.path(), &to) {
@@ -305,6 +369,8 @@ struct Prepared {
     digest: Digest,
     size: u64,
     mtime: i64,
+    /// Whether it was yanked, indexed before (rewritten or moved, it stays so).
+    yanked: Option<String>,
     /// Where its METADATA waits to be stored, for a wheel.
     metadata_file: Option<PathBuf>,
 }
@@ -319,7 +385,8 @@ fn prepare(
     let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let dist = names::parse_filename(&filename)
         .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "not a distribution"))?;
-    if let Some(other) = index.file(&filename)?
+    let before = index.file(&filename)?;
+    if let Some(other) = &before
         && other.path.as_deref() != Some(&*path.display().to_string())
         && (other.origin != FOLDER || other.path.as_deref().is_some_and(|p| Path::new(p).exists()))
     {
@@ -358,6 +425,7 @@ fn prepare(
         digest,
         size,
         mtime: after.mtime(),
+        yanked: before.filter(|b| b.origin == FOLDER).and_then(|b| b.yanked),
         metadata_file,
     })
 }

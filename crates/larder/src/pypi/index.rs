@@ -183,6 +183,16 @@ impl Index {
         })
     }
 
+    /// Forgets the folder file `filename` if it is still the one at `path`
+    /// (another file of that name may have been indexed since).
+    pub fn remove_folder_file(&self, filename: &str, path: &str) -> Result<(), Error> {
+        self.with(|conn| {
+            conn.prepare_cached("DELETE FROM files WHERE filename = ?1 AND path = ?2")?
+                .execute([filename, path])?;
+            Ok(())
+        })
+    }
+
     /// Yanks `filename` (with a reason, possibly empty) or, with `None`, unyanks it.
     pub fn set_yanked(&self, filename: &str, reason: Option<&str>) -> Result<(), Error> {
         self.with(|conn| {
