@@ -109,6 +109,7 @@ impl Folder {
                 ));
             }
         };
+        sweep_scratch(home);
         Ok(Folder {
             root,
             _serving: serving,
@@ -207,7 +208,8 @@ impl Folder {
         index: &Index,
     ) -> Result<(Vec<String>, Unread), Error> {
         let scratch = tempfile::Builder::new()
-            .prefix(".larder-index.")
+            .prefix(&temp_name("index"))
+            .rand_bytes(0)
             .tempdir_in(&self.scratch_in)
             .map_err(|e| Error::io("create a folder in", &self.scratch_in, e))?;
         let mut skipped = Vec::new();
@@ -274,7 +276,8 @@ impl Folder {
     ) -> Result<(PathBuf, String), Error> {
         let to = self.root.join(filename);
         let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{filename}."))
+            .prefix(&temp_name(filename))
+            .rand_bytes(0)
             .tempfile_in(&self.root)
             .map_err(|e| Error::io("write in", &self.root, e))?;
         // Readable as a file copied in would be (tempfile makes it 0600).
@@ -329,6 +332,29 @@ pub fn remove_file(row: &FileRow) -> Result<(), Error> {
     }
 }
 
+/// The hidden name of a temporary file or folder of this process, for
+/// `what`: `.WHAT.larder-PID-START`, so that a dead owner's are told apart.
+fn temp_name(what: &str) -> String {
+    format!(".{what}.larder-{}", crate::holder::ProcessId::current())
+}
+
+/// The owner a temporary name of [`temp_name`]'s names.
+fn owner_of(name: &str) -> Option<crate::holder::ProcessId> {
+    name.rsplit_once(".larder-")?.1.parse().ok()
+}
+
+/// Removes the temporary folders dead processes left in `home`.
+fn sweep_scratch(home: &Path) {
+    let Ok(entries) = std::fs::read_dir(home) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".index.larder-") && owner_of(&name).is_some_and(|o| !o.is_alive()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn modified(dir: &Path) -> Option<SystemTime> {
     std::fs::metadata(dir).and_then(|m| m.modified()).ok()
 }
@@ -346,7 +372,14 @@ fn walk(root: &Path, dir: &Path, out: &mut Walked) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || (dir == root && OWN.contains(&name.as_ref())) {
+        if name.starts_with('.') {
+            // An upload's bytes left by a server that died before placing them.
+            if dir == root && owner_of(&name).is_some_and(|o| !o.is_alive()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            continue;
+        }
+        if dir == root && OWN.contains(&name.as_ref()) {
             continue;
         }
         let path = entry.path();
@@ -428,4 +461,33 @@ fn prepare(
         yanked: before.filter(|b| b.origin == FOLDER).and_then(|b| b.yanked),
         metadata_file,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_dead_servers_left_behind_is_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (home, root) = (dir.path().join("home"), dir.path().join("root"));
+        std::fs::create_dir_all(&home).expect("mkdir");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let dead = ".x-1.0-py3-none-any.whl.larder-4194303-1";
+        let mine = temp_name("x-1.0-py3-none-any.whl");
+        for name in [dead, mine.as_str(), ".hidden"] {
+            std::fs::write(root.join(name), "bytes").expect("write");
+        }
+        std::fs::create_dir_all(home.join(".index.larder-4194303-1")).expect("mkdir");
+        let folder = Folder::open(root.clone(), &home).expect("open");
+        assert!(!home.join(".index.larder-4194303-1").exists());
+        let store = Store::open(&home, 1 << 30).expect("store");
+        let index = Index::open(&home).expect("index");
+        folder.scan(&store, &index).expect("scan");
+        assert!(!root.join(dead).exists(), "a dead server's upload is swept");
+        assert!(
+            root.join(&mine).exists() && root.join(".hidden").exists(),
+            "others are left alone"
+        );
+    }
 }
