@@ -143,8 +143,9 @@ fn curd_server_serves_a_folder_of_wheels_as_curdling_documents_it() {
     // The defaults: all interfaces, port 8000; in a network namespace of
     // its own, where nothing else listens.
     let script = format!(
-        "ip link set lo up && {{ curd-server {dir} >/dev/null 2>&1 & }} && \
-         for i in $(seq 100); do curl -sf http://127.0.0.1:8000/simple/zeta/ && break; sleep 0.1; done",
+        "ip link set lo up; curd-server {dir} >/dev/null 2>&1 & server=$!; \
+         for i in $(seq 100); do curl -sf http://127.0.0.1:8000/simple/zeta/ && break; sleep 0.1; done; \
+         kill $server; wait $server; true",
         dir = wheels.display()
     );
     let out = t.seed_script(&format!("unshare -n bash -c '{script}'")).ok();
