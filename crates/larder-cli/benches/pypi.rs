@@ -20,7 +20,7 @@
 //! ```
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,7 +64,11 @@ fn main() {
 
     // Indexing at start: the server listens once the folder is indexed.
     let start = Instant::now();
-    let larder = Server::larder(&folder);
+    // The index's own state, beside the folder it serves in place.
+    let larder = Larder::start_with(
+        &folder.with_extension("larder-home"),
+        &["--rescan".as_ref(), "1h".as_ref(), folder.as_os_str()],
+    );
     let indexing = start.elapsed().as_secs_f64();
     table.row(
         format!("index {files} files at start"),
@@ -163,17 +167,7 @@ fn proxy(root: &Path, scale: &Scale, table: &mut Table) {
     let direct_gets = gets();
     let home = root.join("proxy-home");
     fs::create_dir_all(&home).expect("mkdir");
-    let mut child = Command::new(LARDER)
-        .args(["serve", "-H", "127.0.0.1", "-p", "0", "--upstream", &upstream_url])
-        .env("LARDER_HOME", &home)
-        .env("LARDER_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("larder serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
-    let proxy = Server { child, url: line.trim().to_string() };
+    let proxy = Larder::start_with(&home, &["--upstream".as_ref(), upstream_url.as_ref()]);
     let index = format!("{}/simple/", proxy.url);
     let cold = download(&index, "cold");
     let cold_gets = gets() - direct_gets;
@@ -255,23 +249,6 @@ struct Server {
 }
 
 impl Server {
-    fn larder(folder: &Path) -> Server {
-        let mut child = Command::new(LARDER)
-            .args(["serve", "-H", "127.0.0.1", "-p", "0", "--rescan", "1h"])
-            .arg(folder)
-            // The index's own state, beside the folder it serves in place.
-            .env("LARDER_HOME", folder.with_extension("larder-home"))
-            .env("LARDER_CAPACITY", "64GiB")
-            .env("LARDER_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("larder serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
-        Server { child, url: line.trim().to_string() }
-    }
-
     fn pypiserver(folder: &Path) -> Server {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -246,10 +246,17 @@ pub struct Larder {
 
 impl Larder {
     pub fn start(home: &Path) -> Larder {
+        Larder::start_with(home, &[])
+    }
+
+    /// `larder serve` of `home` with more arguments (a folder to serve,
+    /// upstreams).
+    pub fn start_with(home: &Path, args: &[&std::ffi::OsStr]) -> Larder {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
         let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
             .args(["serve", "-H", "127.0.0.1", "-p", "0"])
+            .args(args)
             .env("LARDER_HOME", home)
             .env("LARDER_CAPACITY", "64GiB")
             .env("LARDER_LOG", "error")

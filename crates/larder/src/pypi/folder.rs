@@ -60,9 +60,9 @@ pub struct Folder {
 /// not index (with their stamps), which may be copies still being written.
 #[derive(Default)]
 struct Seen {
-    scanned: bool,
+    /// Empty until the first scan (which always sees the folder itself).
     dirs: Vec<(PathBuf, Option<SystemTime>)>,
-    skipped: Vec<(PathBuf, String)>,
+    skipped: Unread,
     /// A directory changed just before it was read.
     racy: bool,
 }
@@ -127,7 +127,7 @@ impl Folder {
     /// mtime moved, or an unreadable file's stamp did.
     pub fn looks_changed(&self) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if !seen.scanned || seen.racy {
+        if seen.dirs.is_empty() || seen.racy {
             return true;
         }
         seen.dirs.iter().any(|(dir, mtime)| modified(dir) != *mtime)
@@ -157,17 +157,15 @@ impl Folder {
         }
         let mut scan = Scan::default();
         let mut skipped = Vec::new();
-        let mut moved_in = Vec::new();
+        let mut indexed = std::collections::HashSet::new();
         // In batches: one flush of the disk per batch of metadata files.
         for chunk in todo.chunks(256) {
-            let (mut added, mut not) = self.add_batch(chunk, store, index)?;
+            let (added, mut not) = self.add_batch(chunk, store, index)?;
             scan.added += added.len();
-            moved_in.append(&mut added);
+            indexed.extend(added);
             scan.skipped += not.len();
             skipped.append(&mut not);
         }
-        let indexed: std::collections::HashSet<&str> =
-            moved_in.iter().map(String::as_str).collect();
         for (path, row) in &known {
             if present.contains(path) {
                 continue;
@@ -175,7 +173,7 @@ impl Folder {
             // Only its own row goes: a file of that name found elsewhere in
             // the folder (moved) was indexed above.
             index.remove_folder_file(&row.filename, path)?;
-            if !indexed.contains(row.filename.as_str()) {
+            if !indexed.contains(&row.filename) {
                 // Its metadata, and the copy an earlier larder kept in the store.
                 for key in [
                     file_key(&row.project, &format!("{}.metadata", row.filename)),
@@ -195,7 +193,7 @@ impl Folder {
             .iter()
             .any(|(_, mtime)| mtime.is_some_and(|m| m + RACY > started && m <= now));
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
-            Seen { scanned: true, dirs: walked.dirs, skipped, racy };
+            Seen { dirs: walked.dirs, skipped, racy };
         Ok(scan)
     }
 
