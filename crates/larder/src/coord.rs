@@ -201,8 +201,13 @@ pub enum DirState {
 pub struct DirRecord {
     /// Its name, unique in one home.
     pub name: String,
-    /// Where it is on disk.
+    /// Where it is on disk: this host's copy, or where the host that made
+    /// the directory keeps it while this host has none.
     pub path: String,
+    /// Every host's copy, by host name. A directory is one logical directory
+    /// for every host pointed at one coordinator; each host keeps its own
+    /// copy, made when it first uses the directory.
+    pub copies: BTreeMap<String, String>,
     /// It grows each time a directory of this name is created, so work meant
     /// for an earlier one cannot touch a later one.
     pub generation: u64,
@@ -229,6 +234,21 @@ pub struct DirRecord {
     pub meta: BTreeMap<String, String>,
     /// Live holders, oldest first.
     pub holders: Vec<Holding>,
+}
+
+impl DirRecord {
+    /// Whether this host has its copy of the directory.
+    pub fn has_copy_here(&self) -> bool {
+        self.copies.contains_key(&Host::current().name)
+    }
+
+    /// Sets `path` to this host's copy, if it has one.
+    fn with_local_path(mut self) -> DirRecord {
+        if let Some(path) = self.copies.get(&Host::current().name) {
+            self.path = path.clone();
+        }
+        self
+    }
 }
 
 /// How far a build has come.
@@ -349,6 +369,12 @@ pub trait Coordinator: Send + Sync {
     /// Renews the lease of `holder`'s build or deletion of `name` under the
     /// grant `fence`; false if the grant is lost (someone took it over).
     fn renew_grant(&self, name: &str, fence: u64, holder: &Holder) -> Result<bool>;
+
+    /// Records `path` as this host's copy of the directory `name` of
+    /// `generation`, unless this host has one already; returns the record
+    /// (whose [`copies`](DirRecord::copies) say which copy is this host's).
+    /// `None`: the directory is gone, made anew, or being deleted.
+    fn add_copy(&self, name: &str, generation: u64, path: &str) -> Result<Option<DirRecord>>;
 
     /// How long a grant or a hold lasts unless renewed, for backends shared
     /// by hosts that cannot see each other's processes. `None`: they last as

@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 use crate::coord::{DirRecord, Holder};
 use crate::digest::Digest;
-use crate::dirs::Dirs;
+use crate::dirs::{Dirs, RemoteCopies};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::remote::Tier;
@@ -100,6 +101,14 @@ impl Larder {
     ) -> Result<PushedDir> {
         let targets = self.write_targets(remote)?;
         let record = dirs.show(name)?;
+        if !record.has_copy_here() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "this host has no copy of directory {name}: push it from a host that uses it (larder dir ls lists them), or use it here first"
+                ),
+            ));
+        }
         let root = PathBuf::from(&record.path);
         let mut entries = Vec::new();
         let mut files = Vec::new();
@@ -154,6 +163,7 @@ impl Larder {
             self.send_to(remote, &digest, Some(&key))?;
         }
         report.manifest = Some(digest);
+        dirs.record_push(name, &report.remotes)?;
         Ok(report)
     }
 
@@ -184,7 +194,9 @@ impl Larder {
             let meta: Vec<(String, String)> = manifest
                 .meta
                 .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "id" | "created_at"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "id" | "created_at" | crate::dirs::PUSHED_TO)
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             if !meta.is_empty() {
@@ -334,6 +346,64 @@ impl Larder {
         for (dest, mode) in folders.iter().rev() {
             fs::set_permissions(dest, fs::Permissions::from_mode(mode & 0o777))
                 .map_err(|e| Error::io("set the mode of", dest, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The remote tiers' side of pushed directories ([`RemoteCopies`]), over
+/// the store and remotes of a home, opened when first needed.
+pub struct TierCopies {
+    open: Box<dyn Fn() -> Result<Larder> + Send + Sync>,
+    larder: OnceLock<Larder>,
+}
+
+impl TierCopies {
+    /// Copies kept by the tiers that `open` opens.
+    pub fn new(open: impl Fn() -> Result<Larder> + Send + Sync + 'static) -> TierCopies {
+        TierCopies { open: Box::new(open), larder: OnceLock::new() }
+    }
+
+    fn larder(&self) -> Result<&Larder> {
+        if let Some(larder) = self.larder.get() {
+            return Ok(larder);
+        }
+        let larder = (self.open)()?;
+        Ok(self.larder.get_or_init(|| larder))
+    }
+}
+
+impl RemoteCopies for TierCopies {
+    fn restore(
+        &self,
+        name: &str,
+        remotes: &[String],
+        into: &Path,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let larder = self.larder()?;
+        let mut last = None;
+        for remote in remotes {
+            match larder.manifest(name, Some(remote), progress) {
+                Ok(manifest) => {
+                    tracing::info!("restoring this host's copy of directory {name} from {remote}");
+                    return larder.fill(&manifest, into, progress);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("no remote keeps directory {name}"))
+        }))
+    }
+
+    fn delete(&self, name: &str, remotes: &[String]) -> Result<()> {
+        let larder = self.larder()?;
+        let key = Target::Key(manifest_key(name));
+        for name in remotes {
+            if let Some(tier) = larder.remotes().iter().find(|t| t.name() == name) {
+                tier.remote().delete(&key)?;
+            }
         }
         Ok(())
     }

@@ -10,9 +10,11 @@
 //! deleter that dies midway is taken over by whoever looks next.
 
 mod building;
+mod copies;
 mod place;
 mod status;
 
+pub use copies::{PUSHED_TO, RemoteCopies};
 pub use status::{DirStatus, HeldBy};
 
 use std::collections::BTreeMap;
@@ -129,6 +131,8 @@ pub struct Dirs {
     remotes: Vec<RemoteConfig>,
     /// Credentials and defaults for `s3://` loaders.
     env: Environment,
+    /// The remote tiers' side of directories pushed to them.
+    remote_copies: Option<Arc<dyn RemoteCopies>>,
 }
 
 impl std::fmt::Debug for Dirs {
@@ -168,7 +172,16 @@ impl Dirs {
             http: HttpOptions::default(),
             remotes: Vec::new(),
             env: Environment::default(),
+            remote_copies: None,
         }
+    }
+
+    /// Directories pushed to remote tiers are restored from them on a host
+    /// without a copy, and deleted from them with the directory, through
+    /// `copies`.
+    pub fn with_remote_copies(mut self, copies: Arc<dyn RemoteCopies>) -> Dirs {
+        self.remote_copies = Some(copies);
+        self
     }
 
     /// The capacity and read checks of the store that recipes download into,
@@ -236,11 +249,16 @@ impl Dirs {
         let name = spec.resolve_name()?;
         let recipe_hash = spec.recipe_hash();
         self.sweep_places();
-        // A directory that exists stays where it is; only a new one is placed.
+        // A directory that exists stays where it is; only a new one is placed
+        // (and this host's copy of one made elsewhere, once it is ready).
         let path = match self.coord.get(&name)? {
-            Some(record) => {
+            Some(record) if record.has_copy_here() => {
                 check_recipe(&record, spec)?;
                 PathBuf::from(record.path)
+            }
+            Some(record) => {
+                check_recipe(&record, spec)?;
+                self.place(&name, spec.size.max(record.size))?.join(&name)
             }
             None => self.place(&name, spec.size)?.join(&name),
         };
@@ -286,7 +304,10 @@ impl Dirs {
             self.release(&name, holder);
             return Err(e);
         }
-        let record = match self.wait_or_build(record, spec, holder, progress) {
+        let record = match self
+            .wait_or_build(record, spec, holder, progress)
+            .and_then(|r| if r.has_copy_here() { Ok(r) } else { self.copy_here(r, spec, progress) })
+        {
             Ok(record) => record,
             Err(e) => {
                 self.release(&name, holder);
@@ -300,6 +321,7 @@ impl Dirs {
                 return Err(Error::io("create", &path, e));
             }
         }
+        self.mark_copy(&record);
         Ok(record)
     }
 
@@ -387,6 +409,7 @@ impl Dirs {
     /// Releases `holder`'s hold on `name`, and deletes the directory if that
     /// was the last hold and it is not locked. Returns the record if it stays.
     pub fn unuse(&self, name: &str, holder: &Holder) -> Result<Option<DirRecord>> {
+        self.sweep_orphaned_copies();
         if self.coord.detach(name, holder)?.is_none() {
             return Err(unknown_dir(name));
         }
@@ -415,6 +438,7 @@ impl Dirs {
         for place in &self.places {
             building::remove_stale_leftovers(place);
         }
+        self.sweep_orphaned_copies();
     }
 
     /// Every directory, after deleting those nobody holds any more.
@@ -459,6 +483,20 @@ impl Dirs {
         self.coord.remove_meta(name, keys)?.ok_or_else(|| unknown_dir(name))
     }
 
+    /// Records that `name` was pushed to `remotes` (besides those it was
+    /// pushed to before): its remote copy goes with it.
+    pub(crate) fn record_push(&self, name: &str, remotes: &[String]) -> Result<DirRecord> {
+        let record = self.show(name)?;
+        let mut all = copies::pushed_to(&record);
+        for r in remotes {
+            if !all.contains(r) {
+                all.push(r.clone());
+            }
+        }
+        let entry = [(PUSHED_TO.to_string(), all.join(","))];
+        self.coord.insert_meta(name, &entry)?.ok_or_else(|| unknown_dir(name))
+    }
+
     /// Deletes `name` now if nobody holds it and it is not locked, or in any
     /// case with `force`. Returns whether it was deleted.
     pub fn remove(&self, name: &str, force: bool) -> Result<bool> {
@@ -489,8 +527,11 @@ impl Dirs {
         let Some(record) = self.coord.begin_delete(name, &self.me, force)? else {
             return Ok(false);
         };
+        // Only this host's copy is this host's to delete; the others' go
+        // on their hosts' next look.
+        let here = record.has_copy_here();
         let path = PathBuf::from(&record.path);
-        if let Some(parent) = path.parent() {
+        if here && let Some(parent) = path.parent() {
             building::remove_stale_leftovers(parent);
         }
         // Where grants are leases, this process may have been stopped past
@@ -503,8 +544,8 @@ impl Dirs {
         }
         // Beside the directory, so the rename never crosses filesystems.
         let trash = building::trash_path(&path, name);
-        let moved = match fs::rename(&path, &trash) {
-            Ok(()) => true,
+        let moved = match if here { fs::rename(&path, &trash) } else { Ok(()) } {
+            Ok(()) => here,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io("delete", &path, e)),
         };
@@ -516,11 +557,19 @@ impl Dirs {
             }
             return Err(deletion_taken_over(name));
         }
-        let _ = fs::remove_file(building::build_lock_path(&path, name));
-        match fs::remove_dir_all(&trash) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("delete", &trash, e)),
+        let remotes = copies::pushed_to(&record);
+        if let (Some(copies), false) = (&self.remote_copies, remotes.is_empty())
+            && let Err(e) = copies.delete(name, &remotes)
+        {
+            tracing::warn!("deleting the remote copy of directory {name}: {e}");
+        }
+        if here {
+            let _ = fs::remove_file(building::build_lock_path(&path, name));
+            match fs::remove_dir_all(&trash) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete", &trash, e)),
+            }
         }
         tracing::info!(name, "deleted a shared directory");
         Ok(true)
@@ -664,6 +713,12 @@ const FIXED_META: [&str; 2] = ["id", "created_at"];
 fn check_meta_key(key: &str) -> Result<()> {
     if key.is_empty() {
         return Err(Error::new(ErrorKind::InvalidInput, "a metadata key cannot be empty"));
+    }
+    if key == PUSHED_TO {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("`{key}` is set by larder dir push and cannot be changed; use another key"),
+        ));
     }
     if FIXED_META.contains(&key) {
         return Err(Error::new(

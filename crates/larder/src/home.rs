@@ -152,10 +152,19 @@ impl Home {
     /// coordinated by the configured coordinator; recipes download through
     /// the store and with the configured HTTP settings.
     pub fn dirs(&self) -> Result<Dirs> {
-        Ok(Dirs::open_with(&self.config.home, self.coordinator()?)?
+        let dirs = Dirs::open_with(&self.config.home, self.coordinator()?)?
             .with_places(self.config.dirs.clone())
             .with_store_config(self.config.capacity, self.config.verify_reads)
-            .with_downloads(self.config.http, self.config.remotes.clone(), self.config.env.clone()))
+            .with_downloads(self.config.http, self.config.remotes.clone(), self.config.env.clone());
+        if self.config.remotes.is_empty() {
+            return Ok(dirs);
+        }
+        // Directories pushed to the remotes are restored from them and
+        // deleted from them with the directory.
+        let home = self.clone();
+        Ok(dirs.with_remote_copies(Arc::new(crate::dir_transfer::TierCopies::new(move || {
+            home.larder()
+        }))))
     }
 
     /// The compute pools, with sources from the configured folders,

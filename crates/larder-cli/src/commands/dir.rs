@@ -111,6 +111,13 @@ pub fn run(home: &Home, args: Args, verbose: u8) -> Result<ExitCode> {
             } else {
                 println!("name:     {}", r.name);
                 println!("path:     {}", r.path);
+                // Hosts sharing a coordinator each keep a copy.
+                if r.copies.len() > 1 || r.copies.keys().any(|h| r.copies[h] != r.path) {
+                    println!("copies:   {}", r.copies.len());
+                    for (host, path) in &r.copies {
+                        println!("  {host}: {path}");
+                    }
+                }
                 println!("state:    {}", r.detail);
                 println!("size:     {}", larder::size::format_size(r.size));
                 println!(

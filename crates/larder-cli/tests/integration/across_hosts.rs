@@ -139,6 +139,77 @@ fn a_host_cut_off_loses_its_holds_after_the_lease_and_its_late_release_spares_th
     assert_eq!(after[0]["holders"][0]["holder"]["id"], "on-host2", "{after:?}");
 }
 
+/// Gives every host of `c` the write-through remote `shared`: a folder
+/// all of them reach (an NFS mount, as it were).
+fn shared_remote(c: &Cluster) -> PathBuf {
+    let remote = c.t.path().join("remote");
+    std::fs::create_dir_all(&remote).expect("mkdir");
+    for host in &c.net.hosts {
+        let config = c.home(host).join("user/.config/larder/config.toml");
+        std::fs::create_dir_all(config.parent().expect("parent")).expect("mkdir");
+        let toml = format!(
+            "[[remote]]\nname = \"shared\"\nurl = \"file://{}\"\nmode = \"write-through\"\n",
+            remote.display()
+        );
+        std::fs::write(config, toml).expect("config");
+    }
+    remote
+}
+
+#[test]
+fn a_directory_held_on_two_hosts_has_a_copy_on_each_and_goes_everywhere_when_both_let_go() {
+    let c = Cluster::new(2);
+    let (a, b) = (&c.net.hosts[0], &c.net.hosts[1]);
+    shared_remote(&c);
+    let go = c.t.path().join("go");
+    // A shell on host1 makes `results`, writes into it, pushes it, and
+    // holds it until told to go on.
+    let holder = c.spawn_ready(
+        a,
+        &format!(
+            "d=$($L use --name results) && echo computed > \"$d/out\" && \
+             $L dir push results >/dev/null && echo ready && \
+             while [ ! -e {go} ]; do sleep 0.1; done; $L unuse --name results",
+            go = go.display()
+        ),
+    );
+    let on_a = c.ok(a, "$L dir show results --json");
+    let on_a: serde_json::Value = serde_json::from_str(&on_a).expect("json");
+    let path_a = PathBuf::from(on_a["path"].as_str().expect("path"));
+
+    // host2 uses the same name: its own copy, restored from the remote.
+    let path_b = c.ok(b, "$L use --name results --holder on-b");
+    let path_b = PathBuf::from(path_b.trim());
+    assert_ne!(path_a, path_b, "each host keeps its own copy");
+    assert!(path_b.starts_with(c.home(b)), "{path_b:?}");
+    assert_eq!(std::fs::read_to_string(path_b.join("out")).expect("restored"), "computed\n");
+    let shown: serde_json::Value =
+        serde_json::from_str(&c.ok(b, "$L dir show results --json")).expect("json");
+    let copies = shown["copies"].as_object().expect("copies");
+    assert_eq!(copies.len(), 2, "{shown}");
+    assert_eq!(copies["host1"], path_a.display().to_string());
+    assert_eq!(copies["host2"], path_b.display().to_string());
+    assert_eq!(shown["holders"].as_array().map(Vec::len), Some(2), "one count for both hosts");
+
+    // host1 lets go: host2 still holds it, so every copy stays.
+    std::fs::write(&go, "").expect("go");
+    assert!(holder.wait_with_output().expect("wait").status.success());
+    assert!(path_a.join("out").exists() && path_b.join("out").exists());
+
+    // host2 lets go, the last holder anywhere: its copy and the remote copy
+    // go now, host1's on host1's next look.
+    c.ok(b, "$L unuse --name results --holder on-b");
+    assert!(!path_b.exists(), "the deleting host's copy goes at once");
+    assert!(dirs_seen_from(&c, b).is_empty());
+    let restore = c.bash(b, "$L use --name results --from-remote shared").output().expect("run");
+    let said = String::from_utf8_lossy(&restore.stderr);
+    assert!(!restore.status.success() && said.contains("no directory results"), "{said}");
+    wait_for("host1's copy to go on its next look", || {
+        c.ok(a, "$L dir ls >/dev/null");
+        !path_a.exists()
+    });
+}
+
 /// A command source `vm` with at most `maximum` instances, each a folder
 /// under `machines/`, defined in the project every host works in.
 fn vm_source(c: &Cluster, maximum: u32) -> PathBuf {

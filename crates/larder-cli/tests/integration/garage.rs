@@ -25,17 +25,66 @@ fn binary() -> PathBuf {
     PathBuf::from(path)
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// Three distinct free ports: the listeners are held together so the system
+/// cannot hand out one port twice.
+fn free_ports() -> [u16; 3] {
+    let listeners: Vec<_> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    let port = |i: usize| listeners[i].local_addr().expect("addr").port();
+    [port(0), port(1), port(2)]
 }
 
 impl Garage {
     /// Starts Garage in a folder under `root`, with the bucket `larder`.
     pub fn start(root: &Path) -> Garage {
-        let dir = root.join("garage");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+        // A port found free can be taken by another test before Garage binds
+        // it (Garage then panics with "Address already in use"): such a start
+        // is tried again on other ports.
+        let mut garage = None;
+        for attempt in 1..=5 {
+            match Garage::launch(&root.join(format!("garage-{attempt}"))) {
+                Ok(started) => {
+                    garage = Some(started);
+                    break;
+                }
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("garage did not start: {log}"),
+            }
+        }
+        let mut garage = garage.expect("garage started");
+        let id = garage.ok(&["node", "id", "-q"]);
+        let node = id.trim().split('@').next().expect("node id").to_string();
+        garage.ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        garage.ok(&["layout", "apply", "--version", "1"]);
+        garage.ok(&["bucket", "create", "larder"]);
+        garage.ok(&["key", "create", "larder-key"]);
+        let info = garage.ok(&["key", "info", "larder-key", "--show-secret"]);
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no {name} in {info}"))
+        };
+        garage.key_id = field("Key ID:");
+        garage.secret = field("Secret key:");
+        garage.ok(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            "larder",
+            "--key",
+            "larder-key",
+        ]);
+        garage.wait_for_s3();
+        garage
+    }
+
+    /// Starts one Garage server in `dir` and waits for it to answer, or
+    /// returns its log when it exits first.
+    fn launch(dir: &Path) -> Result<Garage, String> {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let [s3, rpc, admin] = free_ports();
         let secret: String =
             (0..32).map(|i| format!("{:02x}", (i * 37 + s3 as usize) % 256)).collect();
         let config = dir.join("garage.toml");
@@ -63,35 +112,13 @@ impl Garage {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !garage.cli(&["status"]).status.success() {
+            if garage.child.try_wait().expect("garage's status").is_some() {
+                return Err(garage.log());
+            }
             assert!(Instant::now() < deadline, "garage did not start: {}", garage.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        let id = garage.ok(&["node", "id", "-q"]);
-        let node = id.trim().split('@').next().expect("node id").to_string();
-        garage.ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        garage.ok(&["layout", "apply", "--version", "1"]);
-        garage.ok(&["bucket", "create", "larder"]);
-        garage.ok(&["key", "create", "larder-key"]);
-        let info = garage.ok(&["key", "info", "larder-key", "--show-secret"]);
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
-                .unwrap_or_else(|| panic!("no {name} in {info}"))
-        };
-        garage.key_id = field("Key ID:");
-        garage.secret = field("Secret key:");
-        garage.ok(&[
-            "bucket",
-            "allow",
-            "--read",
-            "--write",
-            "--owner",
-            "larder",
-            "--key",
-            "larder-key",
-        ]);
-        garage.wait_for_s3();
-        garage
+        Ok(garage)
     }
 
     /// Waits until the S3 API accepts connections.

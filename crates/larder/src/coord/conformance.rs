@@ -42,6 +42,25 @@ pub fn run(coord: &dyn Coordinator) {
     one_builds_the_others_wait_and_a_dead_builder_is_taken_over(coord);
     a_failed_build_is_reported_and_built_again(coord);
     fences_only_grow_and_refuse_late_finishes(coord);
+    a_hosts_copy_is_recorded_once_per_generation(coord);
+}
+
+/// The host that makes a directory has its copy at the path it gave; a
+/// host's copy is recorded once, and only for the directory's generation.
+fn a_hosts_copy_is_recorded_once_per_generation(coord: &dyn Coordinator) {
+    let me = Holder::current_process();
+    let (record, _) = held(coord.attach("g", &me, &new_dir("/x/g")).expect("attach"));
+    assert!(record.has_copy_here(), "{record:?}");
+    assert_eq!(record.path, "/x/g");
+    let again = coord.add_copy("g", record.generation, "/y/g").expect("add").expect("record");
+    assert_eq!(again.path, "/x/g", "this host had its copy already");
+    assert_eq!(again.copies.len(), 1, "{again:?}");
+    assert_eq!(coord.add_copy("g", record.generation + 1, "/y/g").expect("add"), None);
+    coord.detach("g", &me).expect("detach");
+    let deleting = coord.begin_delete("g", &me, false).expect("begin").expect("free");
+    assert_eq!(coord.add_copy("g", record.generation, "/x/g").expect("add"), None, "deleting");
+    coord.finish_delete("g", deleting.fence).expect("finish");
+    assert_eq!(coord.add_copy("g", record.generation, "/x/g").expect("add"), None, "gone");
 }
 
 /// Every grant carries a token greater than every earlier one of the same

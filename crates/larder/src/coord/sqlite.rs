@@ -181,9 +181,12 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<DirRecord>> {
         (None, None, Some(error)) => DirState::Failed { error },
         (None, None, None) => DirState::Ready,
     };
+    // One host: its copy is the one path.
+    let copies = BTreeMap::from([(super::Host::current().name.clone(), row.path.clone())]);
     Ok(Some(DirRecord {
         name: name.to_string(),
         path: row.path,
+        copies,
         generation: row.generation as u64,
         fence: row.fence as u64,
         state,
@@ -436,6 +439,13 @@ impl Coordinator for SqliteCoordinator {
             )?
             .exists(params![name, fence as i64, holder])
         })
+    }
+
+    fn add_copy(&self, name: &str, generation: u64, _path: &str) -> Result<Option<DirRecord>> {
+        // One host, one copy: the record's path, there since its creation.
+        Ok(self.get(name)?.filter(|r| {
+            r.generation == generation && !matches!(r.state, DirState::Deleting { .. })
+        }))
     }
 }
 

@@ -172,9 +172,16 @@ impl Dirs {
     ) -> Result<()> {
         let name = &record.name;
         tracing::info!("building directory {name} from `{}`", spec.recipe);
+        // A build taken over from another host goes into this host's copy.
+        let here = record.has_copy_here();
+        let path = if here {
+            PathBuf::from(&record.path)
+        } else {
+            self.place(name, spec.size.max(record.size))?.join(name)
+        };
         // Held until the record says how the build ended: its release wakes
         // those who wait, and so does the kernel's if this process dies.
-        let lock = lock_for_build(&build_lock_path(Path::new(&record.path), name));
+        let lock = lock_for_build(&build_lock_path(&path, name));
         let built = std::thread::scope(|scope| {
             // Where grants are leases, they are renewed while the build runs;
             // a stopped builder stops renewing, and is taken over.
@@ -190,7 +197,18 @@ impl Dirs {
                     }
                 });
             }
-            let built = self.build_into_place(record, spec, progress);
+            let built = self
+                .build_into_place(record, spec, &path, Some(record.fence), progress)
+                .and_then(|()| {
+                    if here {
+                        return Ok(());
+                    }
+                    let at = path.display().to_string();
+                    match self.coord.add_copy(name, record.generation, &at)? {
+                        Some(_) => Ok(()),
+                        None => Err(build_taken_over(name)),
+                    }
+                });
             drop(stop);
             built
         });
@@ -216,14 +234,19 @@ impl Dirs {
         result
     }
 
-    fn build_into_place(
+    /// Builds `record`'s recipe into `path`: under the grant `fence`, whose
+    /// waiters are told how far it has come, or without one for this host's
+    /// copy of a directory built elsewhere.
+    pub(super) fn build_into_place(
         &self,
         record: &DirRecord,
         spec: &DirSpec,
+        path: &Path,
+        fence: Option<u64>,
         progress: &dyn Progress,
     ) -> Result<()> {
         let name = &record.name;
-        let path = PathBuf::from(&record.path);
+        let path = path.to_path_buf();
         let parent = path.parent().ok_or_else(|| {
             Error::new(ErrorKind::InvalidInput, format!("directory {name} has no parent folder"))
         })?;
@@ -245,7 +268,7 @@ impl Dirs {
                 inner: progress,
                 coord: &*self.coord,
                 name,
-                fence: record.fence,
+                fence,
                 me: &self.me,
                 budget: &budget,
                 state: Mutex::new(ReportState::default()),
@@ -274,8 +297,9 @@ impl Dirs {
             // A builder stopped past its lease must not put its build over
             // the one that took over: the grant is checked (and renewed)
             // right before the build is put in place.
-            if self.coord.lease().is_some()
-                && !self.coord.renew_grant(name, record.fence, &self.me)?
+            if let Some(fence) = fence
+                && self.coord.lease().is_some()
+                && !self.coord.renew_grant(name, fence, &self.me)?
             {
                 return Err(build_taken_over(name));
             }
@@ -367,7 +391,7 @@ pub(super) fn build_lock_path(path: &Path, name: &str) -> PathBuf {
 
 /// Locks `path` for a build. Without it (a folder that refuses the file), those
 /// who wait still poll, only less promptly.
-fn lock_for_build(path: &Path) -> Option<fs::File> {
+pub(super) fn lock_for_build(path: &Path) -> Option<fs::File> {
     if let Some(parent) = path.parent() {
         let _ = fs::create_dir_all(parent);
     }
@@ -451,7 +475,9 @@ struct Reporter<'a> {
     inner: &'a dyn Progress,
     coord: &'a dyn Coordinator,
     name: &'a str,
-    fence: u64,
+    /// The build's grant; `None`: a host's own copy, which nobody waits on
+    /// through the coordinator.
+    fence: Option<u64>,
     me: &'a Holder,
     budget: &'a Budget,
     state: Mutex<ReportState>,
@@ -468,13 +494,14 @@ struct ReportState {
 impl Reporter<'_> {
     fn send(&self, state: &mut ReportState) {
         state.last = Some(Instant::now());
+        let Some(fence) = self.fence else { return };
         let progress = BuildProgress {
             phase: state.phase.clone(),
             done: state.done,
             total: state.total,
             written: self.budget.written(),
         };
-        if let Err(e) = self.coord.report_progress(self.name, self.fence, self.me, &progress) {
+        if let Err(e) = self.coord.report_progress(self.name, fence, self.me, &progress) {
             tracing::debug!("reporting progress: {e}");
         }
     }

@@ -16,8 +16,11 @@ use crate::size::format_size;
 pub struct DirStatus {
     /// Its name.
     pub name: String,
-    /// Where it is.
+    /// Where it is: this host's copy, or where the host that made it keeps
+    /// it while this host has none.
     pub path: String,
+    /// Every host's copy, by host name.
+    pub copies: BTreeMap<String, String>,
     /// `building`, `ready`, `failed` or `deleting`.
     pub state: &'static str,
     /// The state with who builds or deletes it, how far a build has come,
@@ -60,11 +63,13 @@ impl DirStatus {
         DirStatus {
             name: record.name.clone(),
             path: record.path.clone(),
+            copies: record.copies.clone(),
             state: state_word(&record.state),
             detail: detail(record),
             generation: record.generation,
             locked: record.locked,
-            size: disk_usage(Path::new(&record.path)),
+            // Another host's copy cannot be measured from here.
+            size: if record.has_copy_here() { disk_usage(Path::new(&record.path)) } else { 0 },
             reserved: record.size,
             recipe: record.recipe.clone(),
             recipe_hash: record.recipe_hash.clone(),

@@ -123,9 +123,18 @@ impl RedisCoordinator {
             })
             .collect();
         holdings.sort_by(|(ka, a), (kb, b)| (a.since, ka).cmp(&(b.since, kb)));
+        let path = fields.get("path").cloned().unwrap_or_default();
+        // A record from before copies were kept: its one path is everyone's.
+        let copies = match fields.get("copies") {
+            Some(c) => {
+                serde_json::from_str(c).map_err(|e| self.unreadable(name, &e.to_string()))?
+            }
+            None => BTreeMap::from([(Host::current().name.clone(), path.clone())]),
+        };
         Ok(DirRecord {
             name: name.to_string(),
-            path: fields.get("path").cloned().unwrap_or_default(),
+            path,
+            copies,
             generation: number("generation").max(0) as u64,
             fence: number("fence").max(0) as u64,
             state,
@@ -137,7 +146,8 @@ impl RedisCoordinator {
             created_at: number("created_at"),
             meta: fields.get("meta").and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default(),
             holders: holdings.into_iter().map(|(_, h)| h).collect(),
-        })
+        }
+        .with_local_path())
     }
 
     pub(super) fn set_index(&self, name: &str, generation: u64) -> Result<()> {
@@ -193,6 +203,7 @@ impl Coordinator for RedisCoordinator {
             builder_json,
             builder_key,
             builder_ttl.to_string(),
+            Host::current().name.clone(),
         ];
         let script = &self.dir_scripts.attach;
         let first = self.dir_eval(script, name, &[], &args)?;
@@ -320,6 +331,12 @@ impl Coordinator for RedisCoordinator {
         let args =
             [fence.to_string(), holder.key(), self.ttl_ms(holder).to_string(), String::new()];
         Ok(self.dir_eval(&self.dir_scripts.renew_grant, name, &[], &args)?.status() == 1)
+    }
+
+    fn add_copy(&self, name: &str, generation: u64, path: &str) -> Result<Option<DirRecord>> {
+        let args = [generation.to_string(), Host::current().name.clone(), path.to_string()];
+        let reply = self.dir_call(&self.dir_scripts.add_copy, name, &args)?;
+        Ok(if reply.status() == 1 { reply.record } else { None })
     }
 
     fn lease(&self) -> Option<Duration> {

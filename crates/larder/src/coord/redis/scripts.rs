@@ -70,7 +70,8 @@ end
 "#;
 
 /// `ARGV[4..]` = holder key, holder JSON, hold TTL, path, recipe hash,
-/// recipe, meta JSON, size, builder JSON, builder key, builder TTL.
+/// recipe, meta JSON, size, builder JSON, builder key, builder TTL, host.
+/// The path of a new record is its creating host's copy.
 /// Status: 1 created, 0 existed, `deleting`.
 const ATTACH: &str = r#"
 reap()
@@ -80,7 +81,8 @@ if redis.call('EXISTS', rec) == 1 then
 else
   local g = next_fence()
   redis.call('HSET', rec, 'path', ARGV[7], 'generation', num(g), 'fence', num(g),
-    'locked', '0', 'size', ARGV[11], 'created_at', num(now), 'meta', ARGV[10], 'state', 'ready')
+    'locked', '0', 'size', ARGV[11], 'created_at', num(now), 'meta', ARGV[10], 'state', 'ready',
+    'copies', cjson.encode({[ARGV[15]] = ARGV[7]}))
   if ARGV[8] ~= '' then redis.call('HSET', rec, 'recipe_hash', ARGV[8], 'recipe', ARGV[9]) end
   if ARGV[12] ~= '' then
     redis.call('HSET', rec, 'state', 'building', 'grant', ARGV[12], 'grant_key', ARGV[13],
@@ -143,6 +145,20 @@ reap()
 return {0, load()}
 "#;
 
+/// `ARGV[4..]` = generation, host, path. Status: 1 recorded (or the host
+/// had a copy already), 0 the directory is gone, another or being deleted.
+const ADD_COPY: &str = r#"
+reap()
+local r = redis.call('HMGET', rec, 'generation', 'state', 'copies')
+if not r[1] or r[1] ~= ARGV[4] or r[2] == 'deleting' then return {0, false} end
+local copies = cjson.decode(r[3] or '{}')
+if not copies[ARGV[5]] then
+  copies[ARGV[5]] = ARGV[6]
+  redis.call('HSET', rec, 'copies', cjson.encode(copies))
+end
+return {1, load()}
+"#;
+
 /// `ARGV[4..]` = deleter key, deleter JSON, grant TTL, force (`0`/`1`).
 /// Status: 1 granted.
 const BEGIN_DELETE: &str = r#"
@@ -188,6 +204,8 @@ local free = state == 'failed' or (state == 'building'
   and (redis.call('HGET', rec, 'grant_key') == ARGV[4] or not grant_alive()))
 if not free then return {0, load()} end
 redis.call('HDEL', rec, 'failure', 'progress')
+-- A build anew: no host's copy is of it until its builder records its own.
+redis.call('HSET', rec, 'copies', '{}')
 redis.call('HSET', rec, 'state', 'building', 'fence', num(next_fence()), 'grant', ARGV[5],
   'grant_key', ARGV[4], 'grant_expires', num(now + tonumber(ARGV[6])))
 return {1, load()}
@@ -302,6 +320,7 @@ pub struct DirScripts {
     pub finish_build: redis::Script,
     pub renew_grant: redis::Script,
     pub renew_hold: redis::Script,
+    pub add_copy: redis::Script,
 }
 
 impl DirScripts {
@@ -321,6 +340,7 @@ impl DirScripts {
             finish_build: script(FINISH_BUILD),
             renew_grant: script(RENEW_GRANT),
             renew_hold: script(RENEW_HOLD),
+            add_copy: script(ADD_COPY),
         }
     }
 }
