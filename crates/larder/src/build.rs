@@ -59,6 +59,9 @@ pub(crate) struct Build<'a> {
     pub(crate) scratch: &'a Path,
     /// Download again what the store keeps from earlier downloads.
     pub(crate) refresh: bool,
+    /// The remote tiers, asked for a download before its origin and sent it
+    /// after, so hosts that share them download each file once.
+    pub(crate) tiers: Option<&'a dyn crate::dirs::RemoteTiers>,
 }
 
 /// Builds every source of `recipe` into `staging`.
@@ -219,6 +222,11 @@ fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<Option
                 _ => {
                     let digest =
                         through_store(b, plan, opened.reader, opened.total, &key, staging)?;
+                    if let (Some(tiers), Some(digest)) = (b.tiers, digest)
+                        && let Err(e) = tiers.send_download(&digest, &key)
+                    {
+                        tracing::warn!("cannot send {} to the remotes: {e}", plan.label);
+                    }
                     if let Some(digest) = digest.filter(|_| !opened.validators.is_empty()) {
                         let v = &opened.validators;
                         let recorded = b.store.set_download_validators(
@@ -291,14 +299,28 @@ fn kept_download(b: &Build<'_>, plan: &Plan<'_>, key: &str) -> Result<Kept> {
         tracing::info!("{}: downloading it again (--refresh)", plan.label);
         return Ok(Kept::None);
     }
-    let (digest, file, size) =
-        match b.store.open_verified(&Target::Key(key.to_string()), b.progress) {
-            Ok(found) => found,
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {
-                return Ok(Kept::None);
+    let target = Target::Key(key.to_string());
+    let mut found = b.store.open_verified(&target, b.progress);
+    // Another host may have downloaded it into a remote tier.
+    if let (Err(e), Some(tiers)) = (&found, b.tiers)
+        && e.kind() == ErrorKind::NotFound
+    {
+        match tiers.fetch_download(key, b.progress) {
+            Ok(true) => {
+                tracing::info!(key, "{} came from a remote tier", plan.label);
+                found = b.store.open_verified(&target, b.progress);
             }
-            Err(e) => return Err(e),
-        };
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot ask the remotes for {}: {e}", plan.label),
+        }
+    }
+    let (digest, file, size) = match found {
+        Ok(found) => found,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {
+            return Ok(Kept::None);
+        }
+        Err(e) => return Err(e),
+    };
     // The key is computable from a public recipe, so what it names is checked
     // against the recipe like a fresh download before anything is unpacked.
     if let Some(m) = cached_matches(b, plan, digest, &file, size)? {

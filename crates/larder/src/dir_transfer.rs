@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::coord::{DirRecord, Holder};
 use crate::digest::Digest;
-use crate::dirs::{Dirs, RemoteCopies};
+use crate::dirs::{Dirs, RemoteTiers};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::remote::Tier;
@@ -351,17 +351,17 @@ impl Larder {
     }
 }
 
-/// The remote tiers' side of pushed directories ([`RemoteCopies`]), over
-/// the store and remotes of a home, opened when first needed.
-pub struct TierCopies {
+/// What directories need of the remote tiers ([`RemoteTiers`]), over the
+/// store and remotes of a home, opened when first needed.
+pub struct HomeTiers {
     open: Box<dyn Fn() -> Result<Larder> + Send + Sync>,
     larder: OnceLock<Larder>,
 }
 
-impl TierCopies {
+impl HomeTiers {
     /// Copies kept by the tiers that `open` opens.
-    pub fn new(open: impl Fn() -> Result<Larder> + Send + Sync + 'static) -> TierCopies {
-        TierCopies { open: Box::new(open), larder: OnceLock::new() }
+    pub fn new(open: impl Fn() -> Result<Larder> + Send + Sync + 'static) -> HomeTiers {
+        HomeTiers { open: Box::new(open), larder: OnceLock::new() }
     }
 
     fn larder(&self) -> Result<&Larder> {
@@ -373,8 +373,8 @@ impl TierCopies {
     }
 }
 
-impl RemoteCopies for TierCopies {
-    fn restore(
+impl RemoteTiers for HomeTiers {
+    fn restore_dir(
         &self,
         name: &str,
         remotes: &[String],
@@ -397,7 +397,7 @@ impl RemoteCopies for TierCopies {
         }))
     }
 
-    fn delete(&self, name: &str, remotes: &[String]) -> Result<()> {
+    fn delete_dir(&self, name: &str, remotes: &[String]) -> Result<()> {
         let larder = self.larder()?;
         let key = Target::Key(manifest_key(name));
         for name in remotes {
@@ -406,6 +406,18 @@ impl RemoteCopies for TierCopies {
             }
         }
         Ok(())
+    }
+
+    fn fetch_download(&self, key: &str, progress: &dyn Progress) -> Result<bool> {
+        match self.larder()?.fetch(&Target::Key(key.to_string()), progress) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_download(&self, digest: &Digest, key: &str) -> Result<()> {
+        self.larder()?.send_now(digest, Some(key))
     }
 }
 

@@ -14,7 +14,7 @@ mod copies;
 mod place;
 mod status;
 
-pub use copies::{PUSHED_TO, RemoteCopies};
+pub use copies::{PUSHED_TO, RemoteTiers};
 pub use status::{DirStatus, HeldBy};
 
 use std::collections::BTreeMap;
@@ -131,8 +131,8 @@ pub struct Dirs {
     remotes: Vec<RemoteConfig>,
     /// Credentials and defaults for `s3://` loaders.
     env: Environment,
-    /// The remote tiers' side of directories pushed to them.
-    remote_copies: Option<Arc<dyn RemoteCopies>>,
+    /// The remote tiers, for pushed directories and recipes' downloads.
+    remote_tiers: Option<Arc<dyn RemoteTiers>>,
 }
 
 impl std::fmt::Debug for Dirs {
@@ -172,15 +172,15 @@ impl Dirs {
             http: HttpOptions::default(),
             remotes: Vec::new(),
             env: Environment::default(),
-            remote_copies: None,
+            remote_tiers: None,
         }
     }
 
     /// Directories pushed to remote tiers are restored from them on a host
-    /// without a copy, and deleted from them with the directory, through
-    /// `copies`.
-    pub fn with_remote_copies(mut self, copies: Arc<dyn RemoteCopies>) -> Dirs {
-        self.remote_copies = Some(copies);
+    /// without a copy and deleted from them with the directory, and recipes'
+    /// downloads are shared through them, by `copies`.
+    pub fn with_remote_tiers(mut self, copies: Arc<dyn RemoteTiers>) -> Dirs {
+        self.remote_tiers = Some(copies);
         self
     }
 
@@ -558,8 +558,8 @@ impl Dirs {
             return Err(deletion_taken_over(name));
         }
         let remotes = copies::pushed_to(&record);
-        if let (Some(copies), false) = (&self.remote_copies, remotes.is_empty())
-            && let Err(e) = copies.delete(name, &remotes)
+        if let (Some(copies), false) = (&self.remote_tiers, remotes.is_empty())
+            && let Err(e) = copies.delete_dir(name, &remotes)
         {
             tracing::warn!("deleting the remote copy of directory {name}: {e}");
         }

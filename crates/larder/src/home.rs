@@ -162,7 +162,7 @@ impl Home {
         // Directories pushed to the remotes are restored from them and
         // deleted from them with the directory.
         let home = self.clone();
-        Ok(dirs.with_remote_copies(Arc::new(crate::dir_transfer::TierCopies::new(move || {
+        Ok(dirs.with_remote_tiers(Arc::new(crate::dir_transfer::HomeTiers::new(move || {
             home.larder()
         }))))
     }

@@ -210,6 +210,181 @@ fn a_directory_held_on_two_hosts_has_a_copy_on_each_and_goes_everywhere_when_bot
     });
 }
 
+/// An origin every host reaches: Python's HTTP server on the bridge,
+/// serving `dir` and logging each request to `log`.
+struct Origin {
+    child: Child,
+    log: PathBuf,
+    url: String,
+}
+
+/// Python's file server, sending at most 64 KiB per `argv[3]` seconds.
+const SLOW_SERVER: &str = r#"
+import functools, http.server, sys, time
+class Slow(http.server.SimpleHTTPRequestHandler):
+    def copyfile(self, source, out):
+        while True:
+            chunk = source.read(65536)
+            if not chunk:
+                return
+            out.write(chunk)
+            out.flush()
+            time.sleep(float(sys.argv[3]))
+handler = functools.partial(Slow, directory=sys.argv[2])
+http.server.ThreadingHTTPServer((sys.argv[1], 8080), handler).serve_forever()
+"#;
+
+impl Origin {
+    /// Serves `dir`, 64 KiB per `pause` seconds (0: at full speed).
+    fn start(c: &Cluster, dir: &std::path::Path, pause: f64) -> Origin {
+        let log = c.t.path().join("origin.log");
+        let addr = c.net.service_addr();
+        let child = c
+            .net
+            .service_command("python3")
+            .args(["-c", SLOW_SERVER, &addr])
+            .arg(dir)
+            .arg(pause.to_string())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("python3 -m http.server");
+        let url = format!("http://{addr}:8080");
+        let host = &c.net.hosts[0];
+        wait_for("the origin to listen", || {
+            c.bash(host, &format!("exec 3<>/dev/tcp/{addr}/8080"))
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        Origin { child, log, url }
+    }
+
+    /// The GET requests for `path` the origin answered.
+    fn gets(&self, path: &str) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().filter(|l| l.contains(&format!("\"GET {path} "))).count()
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn three_hosts_of_eight_processes_using_one_recipe_download_it_from_its_origin_once() {
+    let c = Cluster::new(3);
+    shared_remote(&c);
+    let (files, sha) = origin_files(&c);
+    let content = c.t.path().join("content");
+    let origin = Origin::start(&c, &files, 0.0);
+    let go = c.t.path().join("go");
+    // Eight processes on each host at once, each holding the directory
+    // until told to go on, so that all of them hold it together.
+    let children: Vec<(String, Child)> = c
+        .net
+        .hosts
+        .iter()
+        .flat_map(|host| (0..8).map(move |i| (host, i)))
+        .map(|(host, i)| {
+            let script = format!(
+                "$L use --name data {url}/data.tar sha256:{sha} tar -- sh -c \
+                 'cat \"$LARDER_DIR/hello\"; cmp -s \"$LARDER_DIR/data.bin\" {data} && echo same; \
+                  while [ ! -e {go} ]; do sleep 0.1; done'",
+                url = origin.url,
+                data = content.join("data.bin").display(),
+                go = go.display()
+            );
+            let child = c.bash(host, &script).stdout(Stdio::piped()).spawn().expect("spawn");
+            (format!("{} #{i}", host.name), child)
+        })
+        .collect();
+    // Each says what it found once it holds the directory, complete.
+    let mut children: Vec<(String, Child, String)> = children
+        .into_iter()
+        .map(|(who, mut child)| {
+            let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+            let mut said = String::new();
+            for _ in 0..2 {
+                out.read_line(&mut said).expect("read");
+            }
+            (who, child, said)
+        })
+        .collect();
+    let shown: serde_json::Value =
+        serde_json::from_str(&c.ok(&c.net.hosts[1], "$L dir show data --json")).expect("json");
+    assert_eq!(shown["holders"].as_array().map(Vec::len), Some(24), "{shown}");
+    assert_eq!(shown["copies"].as_object().map(|o| o.len()), Some(3), "a copy on each host");
+    std::fs::write(&go, "").expect("go");
+    for (who, child, said) in children.drain(..) {
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{who}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(said, "hello from the origin\nsame\n", "{who}");
+    }
+    assert_eq!(origin.gets("/data.tar"), 1, "one origin download for 24 processes on 3 hosts");
+}
+
+/// A folder to serve holding `data.tar` (a 2 MiB file and `hello`), and
+/// the tar's sha256.
+fn origin_files(c: &Cluster) -> (PathBuf, String) {
+    let files = c.t.path().join("origin");
+    let content = c.t.path().join("content");
+    std::fs::create_dir_all(&files).expect("mkdir");
+    std::fs::create_dir_all(&content).expect("mkdir");
+    std::fs::write(content.join("data.bin"), crate::util::bytes(7, 2 << 20)).expect("write");
+    std::fs::write(content.join("hello"), "hello from the origin\n").expect("write");
+    let tar = files.join("data.tar");
+    let made = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&content)
+        .args(["data.bin", "hello"])
+        .status()
+        .expect("tar");
+    assert!(made.success());
+    let sha = crate::util::digest_of(&std::fs::read(&tar).expect("tar"));
+    (files, sha.trim_start_matches("sha256:").to_string())
+}
+
+#[test]
+fn a_builders_host_killed_mid_download_is_taken_over_by_a_waiter_on_another_host() {
+    let mut c = Cluster::new(2);
+    let (files, sha) = origin_files(&c);
+    // 2 MiB at 512 KiB/s: four seconds of download to die in.
+    let origin = Origin::start(&c, &files, 0.125);
+    let use_data = format!(
+        "$L use --name data {}/data.tar sha256:{sha} tar -- sh -c 'cat \"$LARDER_DIR/hello\"'",
+        origin.url
+    );
+    let builder = c.bash(&c.net.hosts[0], &use_data).spawn().expect("spawn");
+    wait_for("host1 to start downloading", || origin.gets("/data.tar") == 1);
+    let waiter = c
+        .bash(&c.net.hosts[1], &format!("{use_data} 2>&1"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_for("host2 to wait for host1's build", || {
+        let shown = c.ok(&c.net.hosts[1], "$L dir show data --json");
+        shown.contains("host1") && shown.contains("\"building\"")
+    });
+    // host1 loses power mid-download: host2 takes the build over once
+    // host1's lease runs out, downloads it again and uses it.
+    c.net.hosts[0].kill();
+    let out = waiter.wait_with_output().expect("wait");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("hello from the origin"), "{said}");
+    assert!(said.contains("host1") && said.contains("building it here"), "{said}");
+    drop(builder);
+    assert_eq!(origin.gets("/data.tar"), 2, "the dead builder's download and the new one");
+    let shown: serde_json::Value =
+        serde_json::from_str(&c.ok(&c.net.hosts[1], "$L dir ls --json")).expect("json");
+    assert_eq!(shown, serde_json::json!([]), "the last holder's end deleted it");
+}
+
 /// A command source `vm` with at most `maximum` instances, each a folder
 /// under `machines/`, defined in the project every host works in.
 fn vm_source(c: &Cluster, maximum: u32) -> PathBuf {

@@ -282,6 +282,7 @@ impl Dirs {
                 budget: &budget,
                 scratch: &scratch,
                 refresh: spec.refresh,
+                tiers: self.remote_tiers.as_deref(),
             };
             build::build(&b, &spec.recipe, &staging)?;
             // In a folder shared with a group, whichever user lets the

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use super::building::{build_lock_path, lock_for_build, move_aside};
 use super::{DirSpec, Dirs};
 use crate::coord::{DirRecord, DirState};
+use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 
@@ -26,13 +27,16 @@ use crate::progress::Progress;
 /// comma-separated: its remote copy is restored from them and deleted with it.
 pub const PUSHED_TO: &str = "pushed_to";
 
-/// What a directory's remote copy (`larder dir push`) needs of the remote
-/// tiers, which the directories do not open themselves: the composition
-/// root ([`crate::Home::dirs`]) gives it.
-pub trait RemoteCopies: Send + Sync {
+/// What the directories need of the remote tiers, which they do not open
+/// themselves: the composition root ([`crate::Home::dirs`]) gives it. A
+/// directory's remote copy (`larder dir push`) is restored on a host without
+/// one and deleted with the directory; a recipe's downloads are looked for
+/// there before their origin, and sent there once downloaded, so hosts
+/// sharing a remote download each file from its origin once.
+pub trait RemoteTiers: Send + Sync {
     /// Writes the directory `name` as the first of `remotes` that has it
     /// keeps it into the empty folder `into`.
-    fn restore(
+    fn restore_dir(
         &self,
         name: &str,
         remotes: &[String],
@@ -41,7 +45,15 @@ pub trait RemoteCopies: Send + Sync {
     ) -> Result<()>;
 
     /// Deletes the remote copy of `name` from `remotes`.
-    fn delete(&self, name: &str, remotes: &[String]) -> Result<()>;
+    fn delete_dir(&self, name: &str, remotes: &[String]) -> Result<()>;
+
+    /// Fetches the download kept under `key` into the local store from the
+    /// first remote that has it; false if none has.
+    fn fetch_download(&self, key: &str, progress: &dyn Progress) -> Result<bool>;
+
+    /// Sends the stored download `digest`, bound to `key`, to the remotes
+    /// that take writes.
+    fn send_download(&self, digest: &Digest, key: &str) -> Result<()>;
 }
 
 /// The remotes `record` says it was pushed to.
@@ -83,12 +95,12 @@ impl Dirs {
             let spec = recipe_of(&record, spec)?;
             tracing::info!("building this host's copy of directory {name}");
             self.build_into_place(&record, &spec, &path, None, progress)?;
-        } else if let (Some(copies), false) = (&self.remote_copies, remotes.is_empty()) {
+        } else if let (Some(copies), false) = (&self.remote_tiers, remotes.is_empty()) {
             let parent = path.parent().unwrap_or(Path::new("/"));
             let staging = parent.join(format!(".{name}.filling-{}", std::process::id()));
             let _ = fs::remove_dir_all(&staging);
             fs::create_dir_all(&staging).map_err(|e| Error::io("create", &staging, e))?;
-            let filled = copies.restore(&name, &remotes, &staging, progress).and_then(|()| {
+            let filled = copies.restore_dir(&name, &remotes, &staging, progress).and_then(|()| {
                 crate::fsutil::sync_filesystem(&staging)
                     .map_err(|e| Error::io("flush", &staging, e))?;
                 fs::rename(&staging, &path).map_err(|e| Error::io("move into place", &path, e))
