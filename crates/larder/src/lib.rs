@@ -61,7 +61,7 @@ mod tiers;
 
 pub use config::Config;
 pub use digest::{Digest, Hasher};
-pub use dirs::{DirLease, DirSpec, DirStatus, Dirs, HeldBy, disk_usage};
+pub use dirs::{DirLease, DirSpec, DirStatus, Dirs, HeldBy, PUSHED_TO, RemoteTiers, disk_usage};
 pub use error::{Error, ErrorKind, Result};
 pub use home::{Home, RemoteCheck, StartUploader};
 pub use http::HttpOptions;

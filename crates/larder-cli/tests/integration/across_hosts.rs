@@ -253,6 +253,7 @@ impl Origin {
         let host = &c.net.hosts[0];
         wait_for("the origin to listen", || {
             c.bash(host, &format!("exec 3<>/dev/tcp/{addr}/8080"))
+                .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         });
@@ -383,6 +384,58 @@ fn a_builders_host_killed_mid_download_is_taken_over_by_a_waiter_on_another_host
     let shown: serde_json::Value =
         serde_json::from_str(&c.ok(&c.net.hosts[1], "$L dir ls --json")).expect("json");
     assert_eq!(shown, serde_json::json!([]), "the last holder's end deleted it");
+}
+
+#[test]
+fn a_builder_stopped_past_its_lease_finds_its_late_finish_refused_after_sigcont() {
+    let c = Cluster::new(2);
+    let (a, b) = (&c.net.hosts[0], &c.net.hosts[1]);
+    let (files, sha) = origin_files(&c);
+    let origin = Origin::start(&c, &files, 0.125);
+    let recipe = format!("{}/data.tar sha256:{sha} tar", origin.url);
+    let pid_file = c.t.path().join("builder.pid");
+    // host1's builder runs in the background so that its pid is known on
+    // its host; the shell says how it ended.
+    let builder = c
+        .bash(
+            a,
+            &format!(
+                "$L use --name data {recipe} -- true 2>&1 & echo $! > {pid}; wait $!; echo \"exit: $?\"",
+                pid = pid_file.display()
+            ),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_for("host1 to start downloading", || origin.gets("/data.tar") == 1);
+    let pid = std::fs::read_to_string(&pid_file).expect("pid");
+    c.ok(a, &format!("kill -STOP {}", pid.trim()));
+    // Frozen, host1's builder stops renewing its grant: host2 takes the
+    // build over after the lease.
+    let path_b = c.ok(b, &format!("$L use --name data {recipe} --holder on-b"));
+    let path_b = PathBuf::from(path_b.trim());
+    assert_eq!(
+        std::fs::read_to_string(path_b.join("hello")).expect("built"),
+        "hello from the origin\n"
+    );
+    assert_eq!(origin.gets("/data.tar"), 2);
+    // Woken, host1's builder finishes its download, and its finish is refused.
+    c.ok(a, &format!("kill -CONT {}", pid.trim()));
+    let out = builder.wait_with_output().expect("wait");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("was taken over by another larder process"), "{said}");
+    assert!(said.contains("exit: 2"), "{said}");
+    // What host2 built stands: ready, host2's copy the only one, intact.
+    let shown: serde_json::Value =
+        serde_json::from_str(&c.ok(b, "$L dir show data --json")).expect("json");
+    assert_eq!(shown["state"], "ready", "{shown}");
+    assert_eq!(shown["copies"], serde_json::json!({"host2": path_b.display().to_string()}));
+    assert_eq!(
+        std::fs::read_to_string(path_b.join("hello")).expect("kept"),
+        "hello from the origin\n"
+    );
+    c.ok(b, "$L unuse --name data --holder on-b");
+    assert!(!path_b.exists());
 }
 
 /// A command source `vm` with at most `maximum` instances, each a folder
