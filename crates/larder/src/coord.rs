@@ -376,6 +376,13 @@ pub trait Coordinator: Send + Sync {
     /// `None`: the directory is gone, made anew, or being deleted.
     fn add_copy(&self, name: &str, generation: u64, path: &str) -> Result<Option<DirRecord>>;
 
+    /// The latest generation of `name` that was deleted, if the coordinator
+    /// remembers (for a while): hosts delete their copies of it only then,
+    /// never because a record went missing (a Redis restarted empty).
+    fn deleted_generation(&self, _name: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// How long a grant or a hold lasts unless renewed, for backends shared
     /// by hosts that cannot see each other's processes. `None`: they last as
     /// long as their process (one host).

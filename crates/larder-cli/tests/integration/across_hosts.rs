@@ -18,21 +18,26 @@ const LEASE: &str = "2s";
 /// Hosts, their Redis and where their homes are.
 struct Cluster {
     net: Network,
-    _redis: RedisServer,
+    redis: RedisServer,
     url: String,
     t: TestDir,
 }
 
 impl Cluster {
+    /// `hosts` hosts and a Redis that keeps nothing on disk.
     fn new(hosts: usize) -> Cluster {
+        Cluster::with_redis(hosts, &["--appendonly", "no"])
+    }
+
+    /// `hosts` hosts and a Redis started with `extra` arguments.
+    fn with_redis(hosts: usize, extra: &[&str]) -> Cluster {
         let net = Network::new(hosts);
         let addr = net.service_addr();
-        let redis = RedisServer::start_by(
-            &net.service_launcher(),
-            &["--port", "6379", "--bind", &addr, "--protected-mode", "no"],
-        );
+        let mut args = vec!["--port", "6379", "--bind", &addr, "--protected-mode", "no"];
+        args.extend_from_slice(extra);
+        let redis = RedisServer::start_by(&net.service_launcher(), &args);
         let url = format!("redis://{addr}:6379/0");
-        Cluster { net, _redis: redis, url, t: TestDir::new() }
+        Cluster { net, redis, url, t: TestDir::new() }
     }
 
     fn home(&self, host: &Host) -> PathBuf {
@@ -436,6 +441,110 @@ fn a_builder_stopped_past_its_lease_finds_its_late_finish_refused_after_sigcont(
     );
     c.ok(b, "$L unuse --name data --holder on-b");
     assert!(!path_b.exists());
+}
+
+/// A shell on `host` that holds the scratch directory `name`, writes
+/// `file` into it, says `ready` and holds it until `go` exists; then it
+/// lets go and says how that went.
+fn holding_shell(c: &Cluster, host: &Host, name: &str, file: &str, go: &std::path::Path) -> Child {
+    c.spawn_ready(
+        host,
+        &format!(
+            "d=$($L use --name {name}) && echo kept > \"$d/{file}\" && echo ready && \
+             while [ ! -e {go} ]; do sleep 0.1; done; $L unuse --name {name}; echo \"unuse: $?\"",
+            go = go.display()
+        ),
+    )
+}
+
+/// The copies of `name` as `host` sees them (host name → path).
+fn copies_seen_from(c: &Cluster, host: &Host, name: &str) -> serde_json::Value {
+    let shown = c.bash(host, &format!("$L dir show {name} --json")).output().expect("run");
+    serde_json::from_slice::<serde_json::Value>(&shown.stdout)
+        .map(|v| v["copies"].clone())
+        .unwrap_or_default()
+}
+
+/// Both hosts hold `kept`, each with a file in its copy; Redis is killed
+/// (SIGKILL) and started again. Returns the shells, the copies before and
+/// the go file.
+fn kept_on_two_hosts_through_a_redis_crash(
+    c: &mut Cluster,
+) -> (Vec<Child>, serde_json::Value, PathBuf) {
+    let go = c.t.path().join("go");
+    let shells = vec![
+        holding_shell(c, &c.net.hosts[0], "kept", "from-host1", &go),
+        holding_shell(c, &c.net.hosts[1], "kept", "from-host2", &go),
+    ];
+    let copies = copies_seen_from(c, &c.net.hosts[1], "kept");
+    assert_eq!(copies.as_object().map(|o| o.len()), Some(2), "{copies}");
+    // Copies older than a lease are those a look may take for orphans.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    c.redis.kill();
+    c.redis.restart();
+    (shells, copies, go)
+}
+
+/// Every copy in `copies` still has the file its host wrote.
+fn assert_copies_intact(copies: &serde_json::Value) {
+    for (host, path) in copies.as_object().expect("copies") {
+        let file = PathBuf::from(path.as_str().expect("path")).join(format!("from-{host}"));
+        assert_eq!(std::fs::read_to_string(&file).expect("kept"), "kept\n", "{host}");
+    }
+}
+
+/// Lets the shells go; each let go of the directory without an error.
+fn let_go(shells: Vec<Child>, go: &std::path::Path) {
+    std::fs::write(go, "").expect("go");
+    for shell in shells {
+        let out = shell.wait_with_output().expect("wait");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("unuse: 0"), "{said}");
+    }
+}
+
+#[test]
+fn redis_killed_and_restarted_empty_deletes_nothing_in_use_and_live_holds_come_back() {
+    let mut c = Cluster::new(2);
+    let (shells, copies, go) = kept_on_two_hosts_through_a_redis_crash(&mut c);
+    // Redis forgot everything: no host reads that as "nobody holds it", and
+    // each host's agent records its holds again, with its copy.
+    wait_for("both hosts' holds to come back", || {
+        dirs_seen_from(&c, &c.net.hosts[1])
+            .first()
+            .and_then(|d| d["holders"].as_array().map(Vec::len))
+            == Some(2)
+    });
+    wait_for("both copies to be recorded again", || {
+        copies_seen_from(&c, &c.net.hosts[0], "kept") == copies
+    });
+    assert_copies_intact(&copies);
+    // As before the crash, the last to let go deletes it everywhere.
+    let_go(shells, &go);
+    assert!(dirs_seen_from(&c, &c.net.hosts[0]).is_empty());
+    wait_for("every copy to go", || {
+        c.net.hosts.iter().for_each(|h| drop(c.ok(h, "$L dir ls >/dev/null")));
+        copies
+            .as_object()
+            .expect("copies")
+            .values()
+            .all(|p| !std::path::Path::new(p.as_str().expect("path")).exists())
+    });
+}
+
+#[test]
+fn redis_killed_and_restarted_with_its_data_keeps_every_hold() {
+    let mut c = Cluster::with_redis(2, &["--appendonly", "yes", "--appendfsync", "always"]);
+    c.ok(&c.net.hosts[1], "$L use --name kept --holder a-token >/dev/null");
+    let (shells, copies, go) = kept_on_two_hosts_through_a_redis_crash(&mut c);
+    let seen = dirs_seen_from(&c, &c.net.hosts[0]);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["holders"].as_array().map(Vec::len), Some(3), "{seen:?}");
+    assert_eq!(seen[0]["copies"], copies);
+    assert_copies_intact(&copies);
+    let_go(shells, &go);
+    let seen = dirs_seen_from(&c, &c.net.hosts[0]);
+    assert_eq!(seen[0]["holders"][0]["holder"]["id"], "a-token", "{seen:?}");
 }
 
 /// A command source `vm` with at most `maximum` instances, each a folder

@@ -496,7 +496,12 @@ fn ccache_hits_the_server_in_all_three_layouts_with_and_without_auth() {
     for layout in ["subdirs", "flat", "bazel"] {
         for (server, creds) in [(&open, ""), (&closed, "builder:s3cret@")] {
             n += 1;
-            let url = format!("http://{creds}{}/ccache-{layout}|layout={layout}", server.addr);
+            // ccache's default timeouts (100 ms to connect) are for a quiet
+            // network, not a machine running every test at once.
+            let url = format!(
+                "http://{creds}{}/ccache-{layout}|layout={layout}|connect-timeout=5000|operation-timeout=60000",
+                server.addr
+            );
             let [first, second] = ccache_twice(&t, &url, n);
             assert_eq!(counter(&first, "remote_storage_error"), 0, "{url}: {first}");
             assert_eq!(counter(&first, "remote_storage_write"), 2, "{url}: {first}");

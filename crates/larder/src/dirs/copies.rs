@@ -9,8 +9,10 @@
 //! The host that deletes the directory deletes its own copy and the remote
 //! copy; every other host deletes its copy on its next look, when it finds
 //! the directory gone or made anew (a copy the coordinator does not name).
-//! A copy is known by the lock file beside it, so a look never touches a
-//! folder larder did not make.
+//! A copy is known by the lock file beside it, which names the generation
+//! it is a copy of, so a look never touches a folder larder did not make;
+//! and it goes only once the coordinator says that generation was deleted,
+//! never because a record went missing (a Redis restarted empty).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -133,15 +135,27 @@ impl Dirs {
         }
     }
 
-    /// Marks this host's copy of `record` as larder's (see
-    /// [`Dirs::sweep_orphaned_copies`]), where hosts share the coordinator.
+    /// Marks this host's copy of `record` as larder's, with the generation
+    /// it is a copy of (see [`Dirs::sweep_orphaned_copies`]), where hosts
+    /// share the coordinator.
     pub(super) fn mark_copy(&self, record: &DirRecord) {
         if self.coord.lease().is_none() || !record.has_copy_here() {
             return;
         }
         let marker = build_lock_path(Path::new(&record.path), &record.name);
-        if marker.symlink_metadata().is_err() {
-            let _ = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&marker);
+        let generation = record.generation.to_string();
+        if fs::read_to_string(&marker).ok().as_deref() != Some(generation.as_str()) {
+            // Written in place: the file is also the lock of builds.
+            let _ = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&marker)
+                .and_then(|mut f| {
+                    use std::io::Write;
+                    f.set_len(0)?;
+                    f.write_all(generation.as_bytes())
+                });
         }
     }
 
@@ -179,26 +193,36 @@ impl Dirs {
                     continue;
                 }
                 // Only folders larder made: each copy has its lock file beside
-                // it, whatever else the place holds.
+                // it, naming the generation it is a copy of, whatever else
+                // the place holds.
                 let marker = build_lock_path(&path, &name);
-                if super::validate_name(&name).is_err() || !marker.exists() {
+                let marked = fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse().ok());
+                let Some(generation) = marked else { continue };
+                if super::validate_name(&name).is_err() {
                     continue;
                 }
-                match self.coord.peek(&name) {
-                    Ok(Some(record)) if names_copy(&record, &path) => {}
-                    Ok(Some(DirRecord { state: DirState::Deleting { .. }, .. })) => {}
-                    Ok(_) => {
-                        tracing::info!(
-                            "deleting {}: this host's copy of a directory that is gone",
-                            path.display()
-                        );
-                        if move_aside(&path, &name).is_ok() {
-                            let _ = fs::remove_file(&marker);
-                        }
-                    }
+                // A copy goes only once the coordinator says its generation
+                // was deleted: a record gone missing (a Redis restarted
+                // empty) is not "nobody holds it".
+                let gone = match self.coord.peek(&name) {
+                    Ok(Some(record)) if names_copy(&record, &path) => false,
+                    Ok(Some(DirRecord { state: DirState::Deleting { .. }, .. })) => false,
+                    Ok(_) => self
+                        .coord
+                        .deleted_generation(&name)
+                        .is_ok_and(|g| g.is_some_and(|g| g >= generation)),
                     Err(e) => {
                         tracing::debug!("looking for copies nobody names: {e}");
                         return;
+                    }
+                };
+                if gone {
+                    tracing::info!(
+                        "deleting {}: this host's copy of a directory that is gone",
+                        path.display()
+                    );
+                    if move_aside(&path, &name).is_ok() {
+                        let _ = fs::remove_file(&marker);
                     }
                 }
             }

@@ -348,7 +348,13 @@ impl Agent {
             size: *size,
         };
         match coord.attach(name, holder, &new)? {
-            crate::coord::Attached::Held { record, .. } => {
+            crate::coord::Attached::Held { mut record, .. } => {
+                // Made anew by another host: this host's folder is its copy.
+                if !record.has_copy_here()
+                    && let Some(with_copy) = coord.add_copy(name, record.generation, path)?
+                {
+                    record = with_copy;
+                }
                 tracing::info!("recorded directory {name} again after the coordinator lost it");
                 Ok(Some(Entry::dir(name, holder, &record)))
             }

@@ -29,12 +29,13 @@ impl Reply {
 }
 
 impl RedisCoordinator {
-    pub(super) fn dir_keys(&self, name: &str) -> [String; 4] {
+    pub(super) fn dir_keys(&self, name: &str) -> [String; 5] {
         let rec = self.key(&format!("{{dir:{name}}}"));
         let holders = format!("{rec}:holders");
         let leases = format!("{rec}:leases");
         let fence = format!("{rec}:fence");
-        [rec, holders, leases, fence]
+        let gone = format!("{rec}:gone");
+        [rec, holders, leases, fence, gone]
     }
 
     /// Runs a directory script. If the record it returns has holders (or a
@@ -221,7 +222,14 @@ impl Coordinator for RedisCoordinator {
             self.set_index(name, record.generation)?;
         }
         if holder.is_on_this_host() {
-            let entry = agent::Entry::dir(name, holder, &record);
+            let mut entry = agent::Entry::dir(name, holder, &record);
+            // Without a copy here yet, the one this host makes goes where it
+            // asked: an agent that makes the record anew finds it there.
+            if !record.has_copy_here()
+                && let agent::Entry::Dir { path, .. } = &mut entry
+            {
+                path.clone_from(&new.path);
+            }
             if let Err(e) = self.register(&[(agent::dir_field(name, holder), entry.to_json())]) {
                 // Nobody would renew the hold: it is not kept.
                 let _ = self.detach(name, holder);
@@ -336,7 +344,30 @@ impl Coordinator for RedisCoordinator {
     fn add_copy(&self, name: &str, generation: u64, path: &str) -> Result<Option<DirRecord>> {
         let args = [generation.to_string(), Host::current().name.clone(), path.to_string()];
         let reply = self.dir_call(&self.dir_scripts.add_copy, name, &args)?;
-        Ok(if reply.status() == 1 { reply.record } else { None })
+        let (1, Some(record)) = (reply.status(), reply.record) else { return Ok(None) };
+        // This host's holds of it name its copy now, so that an agent that
+        // makes the record anew after Redis lost it finds the folder.
+        let stale: Vec<(String, String)> = agent::read_registry(self)?
+            .into_iter()
+            .filter_map(|(field, entry)| match &entry {
+                agent::Entry::Dir { name: held, holder, path, .. }
+                    if held == name && *path != record.path =>
+                {
+                    Some((field, agent::Entry::dir(name, holder, &record).to_json()))
+                }
+                _ => None,
+            })
+            .collect();
+        if !stale.is_empty() {
+            self.register(&stale)?;
+        }
+        Ok(Some(record))
+    }
+
+    fn deleted_generation(&self, name: &str) -> Result<Option<u64>> {
+        let [.., gone] = self.dir_keys(name);
+        let value: Option<u64> = self.with_conn(|conn| redis::cmd("GET").arg(&gone).query(conn))?;
+        Ok(value)
     }
 
     fn lease(&self) -> Option<Duration> {

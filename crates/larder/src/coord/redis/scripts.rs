@@ -2,8 +2,9 @@
 //! server; the keys of one script share one hash tag, so each runs on one
 //! node of a Redis Cluster.
 //!
-//! Directory scripts take `KEYS` = the record, its holders, its leases and
-//! its fence counter (`P:{dir:NAME}`, `…:holders`, `…:leases`, `…:fence`),
+//! Directory scripts take `KEYS` = the record, its holders, its leases, its
+//! fence counter and the generation last deleted (`P:{dir:NAME}`,
+//! `…:holders`, `…:leases`, `…:fence`, `…:gone`),
 //! and start with `ARGV` = the time before which larder's own leases do not
 //! expire (a restarted Redis gives every host one lease to renew), the
 //! holders their own hosts found dead (JSON array of keys), and the lease in
@@ -12,7 +13,7 @@
 
 /// What every directory script starts with.
 const PRELUDE: &str = r#"
-local rec, holders, leases, fencekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rec, holders, leases, fencekey, gonekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expiring = now >= tonumber(ARGV[1])
@@ -192,6 +193,8 @@ redis.call('DEL', rec, holders, leases)
 -- Kept a day for the next directory of this name; past that, the clock
 -- floor of next_fence keeps fences growing.
 redis.call('PEXPIRE', fencekey, 86400000)
+-- Kept a day too: other hosts delete their copies of it once they see it.
+redis.call('SET', gonekey, r[3], 'PX', 86400000)
 return {tonumber(r[3]), false}
 "#;
 

@@ -218,7 +218,7 @@ fn the_agent_renews_holds_while_their_process_lives_then_exits() {
     let holder = Holder::process(id);
     let folder = home.path().join("a");
     coord.attach("a", &holder, &scratch(&folder)).expect("attach");
-    let [_, _, leases, _] = coord.dir_keys("a");
+    let [_, _, leases, ..] = coord.dir_keys("a");
     let score = |c: &RedisCoordinator| -> Option<i64> {
         let key = holder.key();
         c.with_conn(|conn| redis::cmd("ZSCORE").arg(&leases).arg(&key).query(conn)).expect("zscore")
@@ -254,7 +254,7 @@ fn holds_come_back_after_redis_restarts_empty() {
     let dirs = crate::Dirs::with_coordinator(vec![home.path().join("dirs")], coord.clone());
     let lease = dirs.lease(&crate::dirs::DirSpec::scratch(Some("kept"))).expect("lease");
     std::fs::write(lease.path().join("data"), b"precious").expect("write");
-    let [_, _, leases, _] = coord.dir_keys("kept");
+    let [_, _, leases, ..] = coord.dir_keys("kept");
     let key = Holder::current_process().key();
     let score = || -> Option<i64> {
         coord
