@@ -2,6 +2,8 @@
 //! servers, started per test. Built for tests and with the `testing`
 //! feature, never into the program.
 
+pub mod hosts;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 
 use larder::testing::RedisServer;
 
-use crate::hosts::{Host, Network};
 use crate::util::{LARDER, TestDir, wait_for};
+use larder::testing::hosts::{FileServer, Host, Network};
 
 /// How long a hold lasts unless its host renews it, in the tests.
 const LEASE: &str = "2s";
@@ -215,68 +215,10 @@ fn a_directory_held_on_two_hosts_has_a_copy_on_each_and_goes_everywhere_when_bot
     });
 }
 
-/// An origin every host reaches: Python's HTTP server on the bridge,
-/// serving `dir` and logging each request to `log`.
-struct Origin {
-    child: Child,
-    log: PathBuf,
-    url: String,
-}
-
-/// Python's file server, sending at most 64 KiB per `argv[3]` seconds.
-const SLOW_SERVER: &str = r#"
-import functools, http.server, sys, time
-class Slow(http.server.SimpleHTTPRequestHandler):
-    def copyfile(self, source, out):
-        while True:
-            chunk = source.read(65536)
-            if not chunk:
-                return
-            out.write(chunk)
-            out.flush()
-            time.sleep(float(sys.argv[3]))
-handler = functools.partial(Slow, directory=sys.argv[2])
-http.server.ThreadingHTTPServer((sys.argv[1], 8080), handler).serve_forever()
-"#;
-
-impl Origin {
-    /// Serves `dir`, 64 KiB per `pause` seconds (0: at full speed).
-    fn start(c: &Cluster, dir: &std::path::Path, pause: f64) -> Origin {
-        let log = c.t.path().join("origin.log");
-        let addr = c.net.service_addr();
-        let child = c
-            .net
-            .service_command("python3")
-            .args(["-c", SLOW_SERVER, &addr])
-            .arg(dir)
-            .arg(pause.to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("python3 -m http.server");
-        let url = format!("http://{addr}:8080");
-        let host = &c.net.hosts[0];
-        wait_for("the origin to listen", || {
-            c.bash(host, &format!("exec 3<>/dev/tcp/{addr}/8080"))
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        Origin { child, log, url }
-    }
-
-    /// The GET requests for `path` the origin answered.
-    fn gets(&self, path: &str) -> usize {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines().filter(|l| l.contains(&format!("\"GET {path} "))).count()
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An origin every host reaches, serving `dir` at 64 KiB per `pause`
+/// seconds (0: at full speed).
+fn origin(c: &Cluster, dir: &std::path::Path, pause: f64) -> FileServer {
+    c.net.file_server(dir, pause, &c.t.path().join("origin.log"))
 }
 
 #[test]
@@ -285,7 +227,7 @@ fn three_hosts_of_eight_processes_using_one_recipe_download_it_from_its_origin_o
     shared_remote(&c);
     let (files, sha) = origin_files(&c);
     let content = c.t.path().join("content");
-    let origin = Origin::start(&c, &files, 0.0);
+    let origin = origin(&c, &files, 0.0);
     let go = c.t.path().join("go");
     // Eight processes on each host at once, each holding the directory
     // until told to go on, so that all of them hold it together.
@@ -360,7 +302,7 @@ fn a_builders_host_killed_mid_download_is_taken_over_by_a_waiter_on_another_host
     let mut c = Cluster::new(2);
     let (files, sha) = origin_files(&c);
     // 2 MiB at 512 KiB/s: four seconds of download to die in.
-    let origin = Origin::start(&c, &files, 0.125);
+    let origin = origin(&c, &files, 0.125);
     let use_data = format!(
         "$L use --name data {}/data.tar sha256:{sha} tar -- sh -c 'cat \"$LARDER_DIR/hello\"'",
         origin.url
@@ -396,7 +338,7 @@ fn a_builder_stopped_past_its_lease_finds_its_late_finish_refused_after_sigcont(
     let c = Cluster::new(2);
     let (a, b) = (&c.net.hosts[0], &c.net.hosts[1]);
     let (files, sha) = origin_files(&c);
-    let origin = Origin::start(&c, &files, 0.125);
+    let origin = origin(&c, &files, 0.125);
     let recipe = format!("{}/data.tar sha256:{sha} tar", origin.url);
     let pid_file = c.t.path().join("builder.pid");
     // host1's builder runs in the background so that its pid is known on
@@ -441,6 +383,40 @@ fn a_builder_stopped_past_its_lease_finds_its_late_finish_refused_after_sigcont(
     );
     c.ok(b, "$L unuse --name data --holder on-b");
     assert!(!path_b.exists());
+}
+
+#[test]
+fn a_redis_paused_past_the_lease_takes_no_build_over() {
+    let c = Cluster::new(2);
+    let (a, b) = (&c.net.hosts[0], &c.net.hosts[1]);
+    shared_remote(&c);
+    let (files, sha) = origin_files(&c);
+    let origin = origin(&c, &files, 0.125);
+    let use_data = format!(
+        "$L use --name data {}/data.tar sha256:{sha} tar -- sh -c 'cat \"$LARDER_DIR/hello\"' 2>&1",
+        origin.url
+    );
+    let builder = c.bash(a, &use_data).stdout(Stdio::piped()).spawn().expect("spawn");
+    wait_for("host1 to start downloading", || origin.gets("/data.tar") == 1);
+    let waiter = c.bash(b, &use_data).stdout(Stdio::piped()).spawn().expect("spawn");
+    wait_for("host2 to wait for host1's build", || {
+        let shown = c.ok(b, "$L dir show data --json");
+        shown.contains("host1") && shown.contains("\"building\"")
+    });
+    // Every client, the builder's renewals and the waiter's claims alike,
+    // waits out a pause twice the lease: the builder keeps its build.
+    c.redis.command(&["CLIENT", "PAUSE", "4000", "ALL"]).expect("pause");
+    for (who, child) in [("host1", builder), ("host2", waiter)] {
+        let out = child.wait_with_output().expect("wait");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{who}: {said}");
+        assert!(said.contains("hello from the origin"), "{who}: {said}");
+        assert!(
+            !said.contains("building it here") && !said.contains("taken over"),
+            "{who}: {said}"
+        );
+    }
+    assert_eq!(origin.gets("/data.tar"), 1, "one download: nothing was taken over");
 }
 
 /// A shell on `host` that holds the scratch directory `name`, writes

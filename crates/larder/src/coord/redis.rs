@@ -179,6 +179,8 @@ struct ServerInfo {
     /// Until when (server time, ms) larder's own leases do not run out: one
     /// lease after the server started.
     grace_until: i64,
+    /// The server's clock minus this host's, in ms, as last seen.
+    offset_ms: i64,
 }
 
 type Connection = Box<dyn ConnectionLike + Send>;
@@ -281,6 +283,7 @@ impl RedisCoordinator {
         let mut checked = |conn: &mut dyn ConnectionLike| -> Result<()> {
             let found = self.check_server(conn)?;
             server.grace_until = server.grace_until.max(found.grace_until);
+            server.offset_ms = found.offset_ms;
             server.run_id.push_str(&found.run_id);
             Ok(())
         };
@@ -347,6 +350,7 @@ impl RedisCoordinator {
         Ok(ServerInfo {
             run_id: field("run_id").unwrap_or_default().to_string(),
             grace_until: started + self.lease_ms(),
+            offset_ms: now - now_ms(),
         })
     }
 
@@ -455,6 +459,20 @@ impl RedisCoordinator {
 
     fn grace_until(&self) -> i64 {
         self.server.lock().unwrap_or_else(|p| p.into_inner()).grace_until
+    }
+
+    /// Now by the server's clock, as this host reckons it: when a command
+    /// is sent. A script that finds it ran much later than that waited in
+    /// the server's queue (a `CLIENT PAUSE`, a stall), and so did every
+    /// host's renewals: it lets no process's lease run out.
+    fn sent_at(&self) -> i64 {
+        now_ms() + self.server.lock().unwrap_or_else(|p| p.into_inner()).offset_ms
+    }
+
+    /// Whether a reply computed at `server_now` by a command sent at `sent`
+    /// waited in the server's queue past a quarter lease.
+    fn waited_in_queue(&self, sent: i64, server_now: i64) -> bool {
+        server_now - sent > self.lease_ms() / 4
     }
 
     fn run_id(&self) -> String {

@@ -58,7 +58,7 @@ impl RedisCoordinator {
         args: &[String],
     ) -> Result<Reply> {
         let mut all = vec![
-            self.grace_until().to_string(),
+            format!("{} {}", self.grace_until(), self.sent_at()),
             serde_json::to_string(dead).unwrap_or_else(|_| "[]".into()),
             self.lease_ms().to_string(),
         ];

@@ -12,6 +12,7 @@ impl RedisCoordinator {
     /// The pools' state, its version and the liveness of hosts as the
     /// server sees them now.
     fn read_pools(&self) -> Result<(Option<String>, String, Liveness)> {
+        let sent = self.sent_at();
         let value =
             self.eval(&self.pool_read, &[self.coord_key("pools"), self.hosts_key()], &[])?;
         let Value::Array(parts) = value else {
@@ -23,8 +24,9 @@ impl RedisCoordinator {
         let now: i64 =
             parts.next().and_then(|v| text(&v)).and_then(|t| t.parse().ok()).unwrap_or(0);
         let leases = pairs(parts.next().unwrap_or_default());
-        let alive = if now < self.grace_until() {
-            // Just restarted: hosts have had no time to renew.
+        let alive = if now < self.grace_until() || self.waited_in_queue(sent, now) {
+            // Just restarted, or the read waited in a stalled server's queue
+            // with every host's renewal: hosts have had no time to renew.
             Liveness::local(now_ms())
         } else {
             let hosts = leases

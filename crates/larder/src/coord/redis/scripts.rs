@@ -6,7 +6,8 @@
 //! fence counter and the generation last deleted (`P:{dir:NAME}`,
 //! `…:holders`, `…:leases`, `…:fence`, `…:gone`),
 //! and start with `ARGV` = the time before which larder's own leases do not
-//! expire (a restarted Redis gives every host one lease to renew), the
+//! expire (a restarted Redis gives every host one lease to renew) and when
+//! the command was sent (both server time, space-separated), the
 //! holders their own hosts found dead (JSON array of keys), and the lease in
 //! milliseconds. They return `{status, record}`, the record being the two
 //! `HGETALL`s of the record and its holders, or false.
@@ -16,8 +17,12 @@ const PRELUDE: &str = r#"
 local rec, holders, leases, fencekey, gonekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expiring = now >= tonumber(ARGV[1])
+local grace, sent = string.match(ARGV[1], '^(%-?%d+) (%-?%d+)$')
 local lease = tonumber(ARGV[3])
+-- A command that waited in the server's queue past a quarter lease (a
+-- CLIENT PAUSE, a stall) lets no process's lease run out: its holders'
+-- renewals waited in the same queue.
+local expiring = now >= tonumber(grace) and now - tonumber(sent) <= lease / 4
 local dead = {}
 for _, k in ipairs(cjson.decode(ARGV[2])) do dead[k] = true end
 

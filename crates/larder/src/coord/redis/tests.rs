@@ -127,7 +127,7 @@ fn a_holder_on_another_host_is_released_once_its_lease_runs_out() {
 }
 
 #[test]
-fn a_builder_paused_past_its_lease_is_taken_over_and_its_late_finish_refused() {
+fn a_redis_pause_takes_nothing_over_but_a_builder_silent_after_it_loses_its_grant() {
     let server = RedisServer::start();
     let coord = Arc::new(connect(&server, options(300)));
     let builder = Holder::current_process();
@@ -137,15 +137,20 @@ fn a_builder_paused_past_its_lease_is_taken_over_and_its_late_finish_refused() {
         Attached::Held { record, created } => (record, created),
         other => panic!("{other:?}"),
     };
-    // Redis stalls every client for longer than the lease: the builder's
-    // renewals cannot get through, and the waiter's claim runs first after.
+    // Redis stalls every client for longer than the lease: a claim that
+    // waited in its queue takes nothing over, since the builder's renewals
+    // waited in the same queue.
     server.command(&["CLIENT", "PAUSE", "2000", "ALL"]).expect("pause");
     let claimant = {
         let coord = Arc::clone(&coord);
         let waiter = waiter.clone();
         std::thread::spawn(move || coord.claim_build("p", &waiter))
     };
-    let claimed = claimant.join().expect("thread").expect("claim").expect("taken over");
+    let queued = claimant.join().expect("thread").expect("claim");
+    assert_eq!(queued, None, "a claim that waited out the pause takes nothing over");
+    // A builder that does not renew once the server answers again has lost
+    // its grant to the next claim.
+    let claimed = coord.claim_build("p", &waiter).expect("claim").expect("taken over");
     assert_eq!(claimed.state, DirState::Building { by: waiter.clone() });
     assert!(claimed.fence > record.fence);
     assert!(!coord.renew_grant("p", record.fence, &builder).expect("renew"), "lost");
