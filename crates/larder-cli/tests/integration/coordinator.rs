@@ -217,3 +217,19 @@ fn a_redis_that_is_down_fails_coordinating_commands_with_exit_6_and_leaves_the_s
     let got = t.run(&["get", &digest]).ok();
     assert_eq!(got, "works without redis");
 }
+
+#[test]
+fn a_redis_that_evicts_keys_is_refused_with_the_setting_to_change() {
+    let t = TestDir::new();
+    let server = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    t.user_config(&format!("coordinator = \"{}\"\n", server.url()));
+    for args in [&["use", "--name", "evicted"][..], &["dir", "ls"], &["pool", "status"]] {
+        let err = t.run(args).fails(2);
+        assert_eq!(err.trim().lines().count(), 1, "one line for {args:?}: {err}");
+        assert!(err.contains("maxmemory-policy allkeys-lru"), "{args:?}: {err}");
+        assert!(err.contains("set maxmemory-policy to noeviction"), "{args:?}: {err}");
+    }
+    assert!(!t.home.join("dirs").join("evicted").exists(), "nothing was made");
+    let keys: Vec<String> = server.query(&["KEYS", "*"]).expect("keys");
+    assert!(keys.is_empty(), "nothing was written: {keys:?}");
+}
