@@ -233,3 +233,92 @@ fn a_redis_that_evicts_keys_is_refused_with_the_setting_to_change() {
     let keys: Vec<String> = server.query(&["KEYS", "*"]).expect("keys");
     assert!(keys.is_empty(), "nothing was written: {keys:?}");
 }
+
+/// A CA, and a certificate it signed for 127.0.0.1 with its key, made by
+/// openssl in `t`'s folder.
+fn ca_and_server_certificate(t: &TestDir) -> [std::path::PathBuf; 3] {
+    let dir = t.path().join("tls");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (the test command installs it)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+            .iter()
+            .chain(&["-subj", "/CN=larder test CA", "-keyout", "ca.key", "-out", "ca.pem"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+        "-out",
+        "server.pem",
+    ]);
+    [dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key")]
+}
+
+#[test]
+fn a_redis_over_tls_coordinates_and_a_certificate_not_trusted_is_named() {
+    let t = TestDir::new();
+    let [ca, cert, key] = ca_and_server_certificate(&t);
+    let port = crate::sshd::free_port().to_string();
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let server = RedisServer::start_with(&[
+        "--tls-port",
+        &port,
+        "--tls-cert-file",
+        &path(&cert),
+        "--tls-key-file",
+        &path(&key),
+        "--tls-ca-cert-file",
+        &path(&ca),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    t.user_config(&format!("coordinator = \"rediss://127.0.0.1:{port}/0\"\n"));
+    let trusting = |args: &[&str]| {
+        let mut cmd = t.command();
+        cmd.args(args).env("SSL_CERT_FILE", &ca);
+        t.run_with(&mut cmd)
+    };
+    trusting(&["use", "--name", "over-tls", "--holder", "h"]).ok();
+    let listed = trusting(&["dir", "ls", "--json"]).ok();
+    assert!(listed.contains("over-tls"), "{listed}");
+    let keys: Vec<String> = server.query(&["KEYS", "*over-tls*"]).expect("keys");
+    assert!(!keys.is_empty(), "the record is in the Redis behind TLS");
+    // Without its CA, the server's certificate is refused, saying what to do.
+    let err = t.run(&["dir", "ls"]).fails(5);
+    assert!(err.contains("TLS certificate this host does not trust"), "{err}");
+    assert!(err.contains("SSL_CERT_FILE"), "{err}");
+}

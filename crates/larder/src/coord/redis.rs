@@ -401,7 +401,15 @@ impl RedisCoordinator {
     fn error(&self, e: &RedisError) -> Error {
         let url = &self.shown;
         let code = e.code().unwrap_or_default();
-        let (kind, message) = if e.is_connection_refusal()
+        let text = one_line(e);
+        let (kind, message) = if text.contains("invalid peer certificate") {
+            (
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the coordinator at {url} shows a TLS certificate this host does not trust ({text}); give its CA in SSL_CERT_FILE, or check the host name in the coordinator URL"
+                ),
+            )
+        } else if e.is_connection_refusal()
             || e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
