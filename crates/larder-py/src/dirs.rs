@@ -217,19 +217,22 @@ impl Dirs {
     }
 
     /// Sends the directory `name` to `remote` (else every remote that takes
-    /// writes): its files' blobs and a manifest. Returns the manifest's digest.
-    #[pyo3(signature = (tiers, name, remote=None))]
+    /// writes): its files' blobs and a manifest, kept after the directory is
+    /// deleted if `keep`. Returns the manifest's digest.
+    #[pyo3(signature = (tiers, name, remote=None, keep=false))]
     fn push(
         &self,
         py: Python<'_>,
         tiers: &Tiers,
         name: String,
         remote: Option<String>,
+        keep: bool,
     ) -> PyResult<Option<String>> {
         let opened = tiers.opened()?;
         py.detach(|| {
             let dirs = self.handle.get()?;
-            let pushed = opened.larder.push_dir(&dirs, &name, remote.as_deref(), &NoProgress)?;
+            let pushed =
+                opened.larder.push_dir(&dirs, &name, remote.as_deref(), keep, &NoProgress)?;
             Ok(pushed.manifest.map(|d| d.to_string()))
         })
         .py()

@@ -91,12 +91,15 @@ pub fn manifest_key(name: &str) -> String {
 
 impl Larder {
     /// Sends the directory `name` to `remote` (every remote that takes
-    /// writes if `None`): its files' blobs, then its manifest.
+    /// writes if `None`): its files' blobs, then its manifest. The remote
+    /// copy is deleted with the directory, unless `keep` (an archive that
+    /// outlives it, as Monolith's S3 caches do).
     pub fn push_dir(
         &self,
         dirs: &Dirs,
         name: &str,
         remote: Option<&str>,
+        keep: bool,
         progress: &dyn Progress,
     ) -> Result<PushedDir> {
         let targets = self.write_targets(remote)?;
@@ -163,7 +166,9 @@ impl Larder {
             self.send_to(remote, &digest, Some(&key))?;
         }
         report.manifest = Some(digest);
-        dirs.record_push(name, &report.remotes)?;
+        if !keep {
+            dirs.record_push(name, &report.remotes)?;
+        }
         Ok(report)
     }
 

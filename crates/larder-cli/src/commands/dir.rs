@@ -63,6 +63,10 @@ enum DirCommand {
         /// The remote to send it to [default: every remote that takes writes]
         #[arg(long)]
         remote: Option<String>,
+        /// Keep the remote copy after the directory is deleted (an archive); without it,
+        /// the remote copy goes with the directory
+        #[arg(long)]
+        keep: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -199,10 +203,10 @@ pub fn run(home: &Home, args: Args, verbose: u8) -> Result<ExitCode> {
             dirs.remove(&name, force)?;
             println!("deleted {name}");
         }
-        DirCommand::Push { name, remote, json } => {
+        DirCommand::Push { name, remote, keep, json } => {
             let larder = home.larder()?;
-            let pushed =
-                larder.push_dir(&dirs, &name, remote.as_deref(), &crate::progress::Bars::new())?;
+            let progress = crate::progress::Bars::new();
+            let pushed = larder.push_dir(&dirs, &name, remote.as_deref(), keep, &progress)?;
             larder.close_local()?;
             if json {
                 output::print_json(&pushed)?;

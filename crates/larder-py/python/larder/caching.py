@@ -222,7 +222,7 @@ class CacheManager:
         happens when the manager lets go of it); returns the manifest's
         digest."""
         cache = self._need()
-        return self._dirs.push(self._remotes()._tiers, cache._current().name, None)
+        return self._dirs.push(self._remotes()._tiers, cache._current().name, None, True)
 
     def wipe_cache(self) -> None:
         """Deletes the cache now, whoever else holds it and even if locked."""
@@ -243,7 +243,7 @@ class CacheManager:
             return
         try:
             if self.s3 and cache._hold.pid == os.getpid():
-                self._dirs.push(self._remotes()._tiers, cache.name, None)
+                self._dirs.push(self._remotes()._tiers, cache.name, None, True)
         finally:
             cache.release()
 

@@ -67,9 +67,9 @@ pub(super) fn pushed_to(record: &DirRecord) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The file whose time says when this host last looked for copies nobody
-/// names, in each place.
-const ORPHANS_SWEPT: &str = ".larder-copies-swept";
+/// The file in the home whose time says when this host last looked for
+/// copies nobody names.
+const ORPHANS_SWEPT: &str = "copies-swept";
 
 impl Dirs {
     /// Makes this host's copy of `record` (ready, held by the caller, made
@@ -170,14 +170,16 @@ impl Dirs {
         let old = |t: std::io::Result<SystemTime>| {
             t.ok().and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age >= orphan_age)
         };
-        for place in &self.places {
-            let stamp = place.join(ORPHANS_SWEPT);
-            if !old(fs::metadata(&stamp).and_then(|m| m.modified())) && stamp.exists() {
-                continue;
+        // In the home, not in the places, which hold only directories.
+        if let Some(stamp) = self.home.as_ref().map(|h| h.join(ORPHANS_SWEPT)) {
+            if stamp.exists() && !old(fs::metadata(&stamp).and_then(|m| m.modified())) {
+                return;
             }
             if fs::write(&stamp, b"").is_err() {
-                continue;
+                return;
             }
+        }
+        for place in &self.places {
             let Ok(entries) = fs::read_dir(place) else { continue };
             for entry in entries.flatten() {
                 let path = entry.path();
