@@ -205,8 +205,27 @@ fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<Option
                 Kept::None => {}
             }
             let scratch = b.scratch.join(format!("fetch-{}", plan.number));
-            let opened = match changed {
-                Some(download) => Ok(Opened::http(download)),
+            let mut opened = changed.map(Opened::http);
+            // Another host may have downloaded it into a remote tier: read
+            // from there, checked as from its origin. Not an unpinned
+            // download, which is checked with its origin anyway.
+            let mut from_remote = false;
+            if let (None, Some(tiers), false) = (&opened, b.tiers, b.refresh)
+                && plan.revalidated_url().is_none()
+            {
+                match tiers.open_download(&key) {
+                    Ok(Some(blob)) => {
+                        tracing::info!(key, "{}: from a remote tier", plan.label);
+                        let (reader, total) = (blob.reader, blob.size);
+                        opened = Some(Opened { reader, total, validators: Validators::default() });
+                        from_remote = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("cannot ask the remotes for {}: {e}", plan.label),
+                }
+            }
+            let opened = match opened {
+                Some(opened) => Ok(opened),
                 None => source::open_remote(b, &plan.source.loader, &scratch),
             };
             let fetched = opened.and_then(|opened| match opened.total {
@@ -222,7 +241,7 @@ fn build_source(b: &Build<'_>, plan: &Plan<'_>, staging: &Path) -> Result<Option
                 _ => {
                     let digest =
                         through_store(b, plan, opened.reader, opened.total, &key, staging)?;
-                    if let (Some(tiers), Some(digest)) = (b.tiers, digest)
+                    if let (Some(tiers), Some(digest), false) = (b.tiers, digest, from_remote)
                         && let Err(e) = tiers.send_download(&digest, &key)
                     {
                         tracing::warn!("cannot send {} to the remotes: {e}", plan.label);
@@ -299,21 +318,7 @@ fn kept_download(b: &Build<'_>, plan: &Plan<'_>, key: &str) -> Result<Kept> {
         tracing::info!("{}: downloading it again (--refresh)", plan.label);
         return Ok(Kept::None);
     }
-    let target = Target::Key(key.to_string());
-    let mut found = b.store.open_verified(&target, b.progress);
-    // Another host may have downloaded it into a remote tier.
-    if let (Err(e), Some(tiers)) = (&found, b.tiers)
-        && e.kind() == ErrorKind::NotFound
-    {
-        match tiers.fetch_download(key, b.progress) {
-            Ok(true) => {
-                tracing::info!(key, "{} came from a remote tier", plan.label);
-                found = b.store.open_verified(&target, b.progress);
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!("cannot ask the remotes for {}: {e}", plan.label),
-        }
-    }
+    let found = b.store.open_verified(&Target::Key(key.to_string()), b.progress);
     let (digest, file, size) = match found {
         Ok(found) => found,
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {

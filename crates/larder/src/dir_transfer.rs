@@ -413,12 +413,16 @@ impl RemoteTiers for HomeTiers {
         Ok(())
     }
 
-    fn fetch_download(&self, key: &str, progress: &dyn Progress) -> Result<bool> {
-        match self.larder()?.fetch(&Target::Key(key.to_string()), progress) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+    fn open_download(&self, key: &str) -> Result<Option<crate::remote::RemoteBlob>> {
+        let target = Target::Key(key.to_string());
+        for tier in self.larder()?.remotes() {
+            match tier.remote().open(&target) {
+                Ok(Some(blob)) => return Ok(Some(blob)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("asking remote {} for {key}: {e}", tier.name()),
+            }
         }
+        Ok(None)
     }
 
     fn send_download(&self, digest: &Digest, key: &str) -> Result<()> {

@@ -49,9 +49,9 @@ pub trait RemoteTiers: Send + Sync {
     /// Deletes the remote copy of `name` from `remotes`.
     fn delete_dir(&self, name: &str, remotes: &[String]) -> Result<()>;
 
-    /// Fetches the download kept under `key` into the local store from the
-    /// first remote that has it; false if none has.
-    fn fetch_download(&self, key: &str, progress: &dyn Progress) -> Result<bool>;
+    /// The download kept under `key` by the first remote that has it, to
+    /// read; `None` if none has.
+    fn open_download(&self, key: &str) -> Result<Option<crate::remote::RemoteBlob>>;
 
     /// Sends the stored download `digest`, bound to `key`, to the remotes
     /// that take writes.
