@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -61,6 +62,10 @@ pub struct ObjectRemote {
     /// For WebDAV, which OpenDAL writes in one piece from memory: a client
     /// that streams a blob's file in one PUT instead.
     dav: Option<DavUpload>,
+    /// For a folder (`file://`): its root and the folder beside it that
+    /// whole files are written in before they are renamed into place. A
+    /// blob is copied there file to file, by the kernel where it can.
+    folder: Option<(PathBuf, PathBuf)>,
 }
 
 /// Streams uploads to a WebDAV server.
@@ -134,6 +139,7 @@ impl ObjectRemote {
         let path = crate::percent::decode_lossy(url.path());
         let root = format!("/{}/", path.trim_matches('/')).replace("//", "/");
         let mut dav = None;
+        let mut folder = None;
         let operator = match scheme {
             "s3" => {
                 if bucket.is_empty() {
@@ -222,6 +228,7 @@ impl ObjectRemote {
                 let tmp = format!("{root}.tmp");
                 std::fs::create_dir_all(&tmp)
                     .map_err(|e| bad(format!("cannot make the folder {tmp}: {e}")))?;
+                folder = Some((PathBuf::from(&root), PathBuf::from(&tmp)));
                 opendal::Operator::new(services::Fs::default().root(&root).atomic_write_dir(&tmp))
             }
             other => {
@@ -256,6 +263,7 @@ impl ObjectRemote {
             bucketed: matches!(scheme, "s3" | "gs" | "gcs" | "azblob"),
             checked: OnceLock::new(),
             dav,
+            folder,
         })
     }
 
@@ -376,6 +384,29 @@ impl ObjectRemote {
 
 impl ObjectRemote {
     /// One streaming PUT, after OpenDAL made the folders (MKCOL).
+    /// Copies `file` to `path` in the folder `root`: into a temporary file
+    /// in `tmp`, renamed into place whole.
+    fn upload_to_folder(
+        &self,
+        root: &Path,
+        tmp: &Path,
+        path: &str,
+        blob: &str,
+        mut file: File,
+    ) -> Result<()> {
+        let dest = root.join(path.trim_start_matches('/'));
+        let action = format!("write {blob} to remote {} at", self.name);
+        let fail = |e: std::io::Error| Error::io(&action, &dest, e);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(fail)?;
+        }
+        let mut staged = tempfile::NamedTempFile::new_in(tmp).map_err(fail)?;
+        // File to file: copy_file_range, so the bytes never pass through here.
+        std::io::copy(&mut file, staged.as_file_mut()).map_err(fail)?;
+        staged.persist(&dest).map_err(|e| fail(e.error))?;
+        Ok(())
+    }
+
     fn upload_dav(
         &self,
         dav: &DavUpload,
@@ -487,6 +518,10 @@ impl Remote for ObjectRemote {
         }
         if let Some(dav) = &self.dav {
             return self.upload_dav(dav, &path, &what, file, size).map(|()| true);
+        }
+        if let Some((root, tmp)) = &self.folder {
+            let blob = digest.to_string();
+            return self.upload_to_folder(root, tmp, &path, &blob, file).map(|()| true);
         }
         let options =
             WriteOptions { chunk: Some(PART), concurrent: PARTS_AT_ONCE, ..Default::default() };
