@@ -252,13 +252,13 @@ impl Dirs {
         // A directory that exists stays where it is; only a new one is placed
         // (and this host's copy of one made elsewhere, once it is ready).
         let path = match self.coord.get(&name)? {
-            Some(record) if record.has_copy_here() => {
-                check_recipe(&record, spec)?;
-                PathBuf::from(record.path)
-            }
             Some(record) => {
                 check_recipe(&record, spec)?;
-                self.place(&name, spec.size.max(record.size))?.join(&name)
+                if record.has_copy_here() {
+                    PathBuf::from(record.path)
+                } else {
+                    self.place(&name, spec.size.max(record.size))?.join(&name)
+                }
             }
             None => self.place(&name, spec.size)?.join(&name),
         };
@@ -343,26 +343,8 @@ impl Dirs {
             return Ok((self.use_dir(&spec, holder, &NoProgress)?, false));
         }
         let path = self.place(name, size)?.join(name);
-        let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let staging = parent.join(format!(".{name}.filling-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&staging);
-        fs::create_dir_all(&staging).map_err(|e| Error::io("create", &staging, e))?;
-        let filled = fill(&staging).and_then(|()| {
-            if crate::sharing::folder_is_shared(&parent) {
-                crate::sharing::share_tree(&staging)
-                    .map_err(|e| Error::io("share with the group", &staging, e))?;
-            }
-            crate::fsutil::sync_filesystem(&staging).map_err(|e| Error::io("flush", &staging, e))
-        });
-        if let Err(e) = filled {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
         // Someone else's directory got there first: theirs is used.
-        let placed = fs::rename(&staging, &path).is_ok();
-        if !placed {
-            let _ = fs::remove_dir_all(&staging);
-        }
+        let placed = fill_into_place(&path, name, fill)?;
         match self.use_dir(&spec, holder, &NoProgress) {
             Ok(record) => Ok((record, placed)),
             Err(e) => {
@@ -574,6 +556,37 @@ impl Dirs {
         tracing::info!(name, "deleted a shared directory");
         Ok(true)
     }
+}
+
+/// Fills a folder beside `path` with `fill` and renames it to `path` whole,
+/// so nobody sees it half-filled (shared with the group where the place is,
+/// flushed first). Returns false if something was at `path` already: the
+/// filled folder is thrown away.
+fn fill_into_place(
+    path: &Path,
+    name: &str,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<bool> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let staging = parent.join(format!(".{name}.filling-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).map_err(|e| Error::io("create", &staging, e))?;
+    let filled = fill(&staging).and_then(|()| {
+        if crate::sharing::folder_is_shared(parent) {
+            crate::sharing::share_tree(&staging)
+                .map_err(|e| Error::io("share with the group", &staging, e))?;
+        }
+        crate::fsutil::sync_filesystem(&staging).map_err(|e| Error::io("flush", &staging, e))
+    });
+    if let Err(e) = filled {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    let placed = fs::rename(&staging, path).is_ok();
+    if !placed {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    Ok(placed)
 }
 
 /// A hold on a shared directory by the calling process, released on drop.

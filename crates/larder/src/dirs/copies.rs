@@ -98,18 +98,15 @@ impl Dirs {
             tracing::info!("building this host's copy of directory {name}");
             self.build_into_place(&record, &spec, &path, None, progress)?;
         } else if let (Some(copies), false) = (&self.remote_tiers, remotes.is_empty()) {
-            let parent = path.parent().unwrap_or(Path::new("/"));
-            let staging = parent.join(format!(".{name}.filling-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&staging);
-            fs::create_dir_all(&staging).map_err(|e| Error::io("create", &staging, e))?;
-            let filled = copies.restore_dir(&name, &remotes, &staging, progress).and_then(|()| {
-                crate::fsutil::sync_filesystem(&staging)
-                    .map_err(|e| Error::io("flush", &staging, e))?;
-                fs::rename(&staging, &path).map_err(|e| Error::io("move into place", &path, e))
-            });
-            if let Err(e) = filled {
-                let _ = fs::remove_dir_all(&staging);
-                return Err(e);
+            let fill = |into: &Path| copies.restore_dir(&name, &remotes, into, progress);
+            if !super::fill_into_place(&path, &name, fill)? {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "{} appeared while this host restored its copy; try again",
+                        path.display()
+                    ),
+                ));
             }
         } else {
             fs::create_dir_all(&path).map_err(|e| Error::io("create", &path, e))?;
@@ -163,12 +160,12 @@ impl Dirs {
     /// anew, at most once per lease. Only a coordinator shared by hosts
     /// leaves such copies: on one host, the deleter deletes the one copy.
     pub(super) fn sweep_orphaned_copies(&self) {
-        // A copy is put in place moments before it is recorded: only a
-        // folder there for a lease or longer may be one nobody names.
-        let Some(orphan_age) = self.coord.lease() else { return };
+        // At most once per lease; and only a folder there for a lease or
+        // longer may be one nobody names.
+        let Some(lease) = self.coord.lease() else { return };
         let now = SystemTime::now();
         let old = |t: std::io::Result<SystemTime>| {
-            t.ok().and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age >= orphan_age)
+            t.ok().and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age >= lease)
         };
         // In the home, not in the places, which hold only directories.
         if let Some(stamp) = self.home.as_ref().map(|h| h.join(ORPHANS_SWEPT)) {
@@ -185,8 +182,9 @@ impl Dirs {
                 let path = entry.path();
                 let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
                 let Ok(meta) = fs::symlink_metadata(&path) else { continue };
-                // A copy is renamed into place before it is recorded: its
-                // change time (a rename sets it) must be older than that.
+                // A copy is renamed into place before it is recorded (beside a
+                // lock file that may still name the generation before): its
+                // change time, which a rename sets, must be older than a lease.
                 let changed = std::time::UNIX_EPOCH
                     + Duration::from_secs(
                         std::os::unix::fs::MetadataExt::ctime(&meta).max(0) as u64
