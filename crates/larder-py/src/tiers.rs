@@ -1,6 +1,7 @@
 //! `_larder.Tiers`: the store, with or without the configured remotes behind
 //! it. The Python package's `Store`, `Larder` and `CloudManager` wrap it.
 
+use std::io::Read;
 use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::PyBytes;
 
 use larder::{Config, Digest, GetMode, Larder, NoProgress, Removed, Target};
 
@@ -59,6 +61,31 @@ impl Opened {
             return self.flush(&mut reads);
         }
         Ok(())
+    }
+
+    /// The blob `text` names, ready to read: fetched from a remote if the
+    /// local tier lacks it, and hashed unless its file is unchanged since it
+    /// last hashed right. The read is noted.
+    fn found(&self, text: &str) -> larder::Result<larder::Found> {
+        let target = Target::parse(text)?;
+        let store = self.larder.store();
+        let mut found = match store.lookup(&target)? {
+            Some(found) => found,
+            None => {
+                // Fetched from a remote, or the miss counted and named as
+                // the store names it.
+                self.larder.warm_up(&target)?;
+                store.lookup(&target)?.ok_or_else(|| {
+                    larder::Error::new(
+                        larder::ErrorKind::NotFound,
+                        format!("{text} was evicted as it was fetched; try again"),
+                    )
+                })?
+            }
+        };
+        store.check_found(&mut found)?;
+        self.note_read(found.digest)?;
+        Ok(found)
     }
 
     fn flush_reads(&self) -> larder::Result<()> {
@@ -243,30 +270,29 @@ impl Tiers {
     /// start), digest and size. Its bytes hashed right since its file last
     /// changed, or are hashed now, before the descriptor is handed out.
     fn open(&self, py: Python<'_>, target: &str) -> PyResult<(i32, String, u64)> {
-        let text = target;
-        let target = self::target(text)?;
         let opened = self.opened()?;
         py.detach(|| {
-            let store = opened.larder.store();
-            let mut found = match store.lookup(&target)? {
-                Some(found) => found,
-                None => {
-                    // Fetched from a remote, or the miss counted and named
-                    // as the store names it.
-                    opened.larder.warm_up(&target)?;
-                    store.lookup(&target)?.ok_or_else(|| {
-                        larder::Error::new(
-                            larder::ErrorKind::NotFound,
-                            format!("{text} was evicted as it was fetched; try again"),
-                        )
-                    })?
-                }
-            };
-            store.check_found(&mut found)?;
-            opened.note_read(found.digest)?;
+            let found = opened.found(target)?;
             Ok((found.file.into_raw_fd(), found.digest.to_string(), found.size))
         })
         .py()
+    }
+
+    /// The bytes of the blob `target` names, checked as [`Self::open`]
+    /// checks them: one call, where opening and reading takes several.
+    fn read<'py>(&self, py: Python<'py>, target: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let opened = self.opened()?;
+        let bytes = py
+            .detach(|| {
+                let mut found = opened.found(target)?;
+                let mut bytes = Vec::with_capacity(found.size as usize);
+                found.file.read_to_end(&mut bytes).map_err(|e| {
+                    larder::Error::new(larder::ErrorKind::Io, format!("reading {target}: {e}"))
+                })?;
+                Ok(bytes)
+            })
+            .py()?;
+        Ok(PyBytes::new(py, &bytes))
     }
 
     /// Whether the local tier holds `target` (`local`), or any tier does.

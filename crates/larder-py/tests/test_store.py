@@ -32,6 +32,7 @@ def test_put_get_open_has_and_stats(env):
         f.seek(0)
         assert f.read() == b"alpha" * 1000
     assert store.read_bytes(digest) == b"alpha" * 1000
+    assert store.get(digest) == b"alpha" * 1000, "without a destination, get returns the bytes"
 
     stats = store.stats()
     assert (stats.entries, stats.bytes) == (1, 5000)
@@ -100,6 +101,7 @@ def test_a_store_can_be_pickled_and_closed(env):
     [
         (lambda s, e: s.get("sha256:" + "z" * 64, e.root / "o"), larder.InvalidInput, ValueError, "sha256:zzz"),
         (lambda s, e: s.get("sha256:" + "0" * 64, e.root / "o"), larder.NotFound, KeyError, "is not in the store"),
+        (lambda s, e: s.get("sha256:" + "0" * 64), larder.NotFound, KeyError, "is not in the store"),
         (lambda s, e: s.open("sha256:" + "1" * 64), larder.NotFound, FileNotFoundError, "is not in the store"),
         (lambda s, e: s.put(e.root / "missing.txt"), larder.NotFound, FileNotFoundError, "missing.txt"),
         (lambda s, e: s.put(e.root), larder.InvalidInput, ValueError, "is a folder"),
@@ -110,7 +112,7 @@ def test_a_store_can_be_pickled_and_closed(env):
         (lambda s, e: larder.Store(capacity=-1), larder.InvalidInput, ValueError, "negative"),
         (lambda s, e: s.put_bytes(b"x" * 2048, pin=True) and s.put_bytes(b"y" * 4096), larder.NoRoom, larder.Error, "capacity"),
     ],
-    ids=["malformed-digest", "unknown-digest", "open-unknown", "missing-file", "folder", "unknown-key",
+    ids=["malformed-digest", "unknown-digest", "get-unknown-bytes", "open-unknown", "missing-file", "folder", "unknown-key",
          "internal-key", "bad-size", "bad-gc-size", "negative-size", "no-room"],
 )
 def test_bad_input_raises_the_right_class_with_one_line(env, call, error, builtin, message):

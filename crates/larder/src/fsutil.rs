@@ -64,8 +64,10 @@ pub fn read_full(reader: &mut dyn io::Read, buf: &mut [u8]) -> io::Result<usize>
 
 /// A fresh temporary name beside `dest` for a file that is renamed to `dest`
 /// once complete: `.NAME.larder-get.OWNER.N`, naming its owner process. The
-/// leftovers of owners that died (killed mid-write) are removed first, so
-/// they never pile up beside the output.
+/// leftovers of owners that died (killed mid-write) are removed the first
+/// time a process writes into a folder, so they never pile up beside the
+/// outputs; only the first time, so that writing many files into one folder
+/// does not list it once per file.
 pub(crate) fn output_temp(dest: &Path) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NONCE: AtomicU64 = AtomicU64::new(0);
@@ -75,19 +77,70 @@ pub(crate) fn output_temp(dest: &Path) -> std::path::PathBuf {
     };
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let prefix = format!(".{name}.larder-get.");
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                continue;
-            };
-            let owner = rest.rsplit_once('.').map_or(rest, |(owner, _)| owner);
-            if owner.parse::<crate::holder::ProcessId>().is_ok_and(|o| !o.is_alive()) {
-                tracing::info!("removing {}, left by a process that died", entry.path().display());
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+    if first_write_into(dir) {
+        remove_dead_outputs(dir);
     }
     let me = crate::holder::ProcessId::current();
     dir.join(format!("{prefix}{me}.{}", NONCE.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Whether this process writes into `dir` for the first time (as far as a
+/// bounded memory of folders tells).
+fn first_write_into(dir: &Path) -> bool {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<std::path::PathBuf>>> =
+        std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seen = seen.get_or_insert_with(Default::default);
+    if seen.len() >= 4096 {
+        seen.clear();
+    }
+    seen.insert(dir.to_path_buf())
+}
+
+/// Removes the `.NAME.larder-get.OWNER.N` files in `dir` whose owner died.
+fn remove_dead_outputs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some((_, rest)) = file_name
+            .to_str()
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.split_once(".larder-get."))
+        else {
+            continue;
+        };
+        let owner = rest.rsplit_once('.').map_or(rest, |(owner, _)| owner);
+        if owner.parse::<crate::holder::ProcessId>().is_ok_and(|o| !o.is_alive()) {
+            tracing::info!("removing {}, left by a process that died", entry.path().display());
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: every output written into a folder listed the whole
+    /// folder first, so `Store.get` of 10,000 blobs into one folder took
+    /// 35 s (quadratic); the folder is now looked through once.
+    #[test]
+    fn a_folder_is_looked_through_for_dead_outputs_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("spawn");
+        let dead = crate::holder::ProcessId::of_pid(child.id()).expect("running");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        let first = dir.path().join(format!(".a.larder-get.{dead}.0"));
+        std::fs::write(&first, "half").expect("write");
+        let temp = output_temp(&dir.path().join("a"));
+        assert!(
+            temp.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".a.larder-get."))
+        );
+        assert!(!first.exists(), "the first write into a folder removes dead outputs");
+        let second = dir.path().join(format!(".b.larder-get.{dead}.0"));
+        std::fs::write(&second, "half").expect("write");
+        output_temp(&dir.path().join("b"));
+        assert!(second.exists(), "later writes do not list the folder again");
+    }
 }

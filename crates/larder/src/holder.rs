@@ -17,10 +17,22 @@ pub struct ProcessId {
 }
 
 impl ProcessId {
-    /// The calling process.
+    /// The calling process. Read from `/proc` once per process: a forked
+    /// child has a pid of its own, and reads its own.
     pub fn current() -> ProcessId {
+        static CURRENT: std::sync::Mutex<Option<ProcessId>> = std::sync::Mutex::new(None);
         let pid = std::process::id();
-        ProcessId { pid, start: start_time(pid).unwrap_or(0) }
+        let mut known = CURRENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *known {
+            Some(me) if me.pid == pid => me,
+            _ => {
+                let me = ProcessId { pid, start: start_time(pid).unwrap_or(0) };
+                if me.start != 0 {
+                    *known = Some(me);
+                }
+                me
+            }
+        }
     }
 
     /// The process `pid` as it is now, if it is running.

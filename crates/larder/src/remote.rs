@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
-use crate::store::Target;
+use crate::store::{Follower, Target};
 
 pub use endpoint::{Endpoint, redact};
 pub use failing::{FailingRemote, Outage};
@@ -143,6 +143,17 @@ pub struct Capabilities {
     pub list: bool,
 }
 
+/// An upload fed range by range as a blob is staged (see
+/// [`Remote::begin_upload`]). Dropped unfinished, it leaves nothing behind.
+pub trait GrowingUpload: Follower {
+    /// How many bytes from the start it holds.
+    fn covered(&self) -> u64;
+
+    /// Puts the bytes it holds in place as the blob `digest`, unless the
+    /// remote has it already. Returns whether bytes were sent.
+    fn finish(self: Box<Self>, digest: &Digest) -> Result<bool>;
+}
+
 /// A store behind the local tier: what a backend does, and nothing of how
 /// larder uses it (that is [`Tier`]'s). Every backend passes
 /// [`conformance::run`].
@@ -167,6 +178,13 @@ pub trait Remote: Send + Sync {
     /// Stores the blob `digest`, `size` bytes read from `file`, unless the
     /// remote has it already. Returns whether bytes were sent.
     fn upload(&self, digest: &Digest, file: File, size: u64) -> Result<bool>;
+
+    /// Starts an upload that takes a blob's bytes while they are staged,
+    /// before their digest is known, so that sending overlaps hashing (a
+    /// folder). `None` where the remote takes blobs whole, once hashed.
+    fn begin_upload(&self) -> Result<Option<Box<dyn GrowingUpload>>> {
+        Ok(None)
+    }
 
     /// Binds `key` to the blob `digest`, which the remote must hold.
     fn bind(&self, key: &str, digest: &Digest) -> Result<()>;

@@ -39,6 +39,8 @@ use crate::fsutil;
 use crate::holder::ProcessId;
 use crate::progress::{NoProgress, Progress};
 use crate::size::format_size;
+pub use copy::Follower;
+pub(crate) use copy::copy_range;
 use copy::{CopyError, copy_file_plain, copy_file_to_file, copy_hashing};
 pub(crate) use index::DownloadVersion;
 pub use index::QueuedUpload;

@@ -3,13 +3,14 @@
 //! against its digest; writes go local first, then to every write-through
 //! remote at once, and to write-back remotes from the upload queue.
 
+use std::fs::File;
 use std::path::Path;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use crate::remote::{RemoteMode, Tier};
-use crate::store::{PutOptions, Store, Target};
+use crate::remote::{GrowingUpload, RemoteMode, Tier};
+use crate::store::{Follower, PutOptions, Store, Target};
 
 mod ops;
 mod queue;
@@ -460,9 +461,11 @@ impl Larder {
     }
 
     /// Stores the file at `path` and sends it to every remote that takes
-    /// writes, the upload reading the staged bytes while the local copy is
-    /// flushed and recorded, rather than after. If the upload fails the
-    /// local copy stays, and the error says so.
+    /// writes. A remote that can take the bytes as they are staged (a
+    /// folder) is sent them while they are hashed; the others are sent the
+    /// staged file once hashed, while the local copy is flushed and
+    /// recorded. If an upload fails the local copy stays, and the error
+    /// says so.
     pub fn put_uploading(
         &self,
         path: &Path,
@@ -472,22 +475,51 @@ impl Larder {
         if let Some(key) = &opts.key {
             crate::validate_key(key)?;
         }
-        let pending = self.store.stage_path(path, progress)?;
+        let mut growing = Vec::new();
+        let mut whole = Vec::new();
+        for remote in self.remotes.iter().filter(|r| r.writable()) {
+            match remote.remote().begin_upload() {
+                Ok(Some(upload)) => growing.push((remote.remote(), upload)),
+                Ok(None) => whole.push(remote.remote()),
+                Err(e) => {
+                    // Sent whole instead, which says what is wrong if it still is.
+                    tracing::info!("remote {}: {e}", remote.name());
+                    whole.push(remote.remote());
+                }
+            }
+        }
+        let pending = {
+            let mut followers: Vec<&mut dyn Follower> =
+                growing.iter_mut().map(|(_, upload)| &mut **upload as &mut dyn Follower).collect();
+            self.store.stage_path_following(path, &mut followers, progress)?
+        };
         let (Some(digest), size) = (pending.digest(), pending.size()) else {
             return Err(Error::new(ErrorKind::Io, "nothing was staged"));
         };
-        // One handle per remote, opened before the commit renames the file.
+        // Whole files: one handle per remote, opened before the commit
+        // renames the file. A growing upload that missed bytes (the kernel
+        // could not copy them) is sent whole too.
         let mut sends = Vec::new();
-        for remote in self.remotes.iter().filter(|r| r.writable()) {
-            sends.push((remote.remote(), pending.open()?));
+        for (remote, upload) in growing {
+            if upload.covered() == size {
+                sends.push((remote, Outgoing::Growing(upload)));
+            } else {
+                sends.push((remote, Outgoing::Whole(pending.open()?)));
+            }
+        }
+        for remote in whole {
+            sends.push((remote, Outgoing::Whole(pending.open()?)));
         }
         let key = opts.key.as_deref();
         let (stored, sent) = std::thread::scope(|scope| {
             let uploads: Vec<_> = sends
                 .into_iter()
-                .map(|(remote, file)| {
+                .map(|(remote, send)| {
                     scope.spawn(move || {
-                        remote.upload(&digest, file, size)?;
+                        match send {
+                            Outgoing::Whole(file) => remote.upload(&digest, file, size)?,
+                            Outgoing::Growing(upload) => upload.finish(&digest)?,
+                        };
                         if let Some(key) = key {
                             remote.bind(key, &digest)?;
                         }
@@ -643,3 +675,11 @@ impl std::io::Read for Metered<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// How a staged blob goes to one remote.
+enum Outgoing {
+    /// The staged file, read whole once hashed.
+    Whole(File),
+    /// The bytes it was handed while they were staged.
+    Growing(Box<dyn GrowingUpload>),
+}

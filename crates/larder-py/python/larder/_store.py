@@ -8,7 +8,7 @@ import io
 import pathlib
 import weakref
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple, overload
 
 from . import _larder, _util
 from ._util import PathArg, Size
@@ -171,11 +171,21 @@ class Store:
         """Stores ``data`` (``bytes`` or ``bytearray``) and returns its digest."""
         return self._tiers.put_bytes(data, key, pin)
 
-    def get(self, target: str, dest: PathArg, *, link: bool = False) -> str:
-        """Writes the blob ``target`` names to ``dest`` (a file, or a folder to
-        put it in) and returns its digest. The file appears only complete and
+    @overload
+    def get(self, target: str) -> bytes: ...
+
+    @overload
+    def get(self, target: str, dest: PathArg, *, link: bool = False) -> str: ...
+
+    def get(self, target: str, dest: Optional[PathArg] = None, *, link: bool = False):
+        """Without ``dest``, the bytes of the blob ``target`` names, verified.
+
+        With ``dest`` (a file, or a folder to put it in), writes the blob
+        there and returns its digest. The file appears only complete and
         verified. ``link`` hands out a reflink or read-only hardlink where the
         filesystem allows."""
+        if dest is None:
+            return self._tiers.read(_util.target(target))
         return self._tiers.get(_util.target(target), _util.path(dest), link)
 
     def open(self, target: str) -> BlobReader:
@@ -189,9 +199,8 @@ class Store:
         return reader
 
     def read_bytes(self, target: str) -> bytes:
-        """The whole blob ``target`` names, verified."""
-        with self.open(target) as f:
-            return f.read()
+        """The whole blob ``target`` names, verified (``get(target)``)."""
+        return self._tiers.read(_util.target(target))
 
     def has(self, target: str) -> bool:
         """Whether the store holds ``target``."""

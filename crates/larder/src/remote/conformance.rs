@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 
-use super::Remote;
+use super::{GrowingUpload, Remote};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind};
 use crate::store::Target;
@@ -62,6 +62,36 @@ pub fn run(remote: &dyn Remote, write: bool) -> Result<(), Error> {
             )));
         }
         None => return Err(unexpected("a large blob uploaded is not there")),
+    }
+
+    // A remote that takes a blob's bytes as they are staged: fed in ranges,
+    // it is there once finished, skipped if already there, and nothing if
+    // dropped unfinished.
+    if let Some(upload) = remote.begin_upload()? {
+        let grown: Vec<u8> = large[..(5 << 20) + 7].iter().map(|b| b ^ 0x5a).collect();
+        let d_grown = Digest::of(&grown);
+        let staged = staged(&grown)?;
+        check(feed(upload, &staged, grown.len())?.finish(&d_grown)?, true, "a growing upload")?;
+        check(
+            read(remote, &Target::Digest(d_grown))?,
+            Some((grown.clone(), Some(d_grown))),
+            "a grown blob read back",
+        )?;
+        if let Some(again) = remote.begin_upload()? {
+            let again = feed(again, &staged, grown.len())?;
+            check(again.finish(&d_grown)?, false, "a growing upload of a blob the remote has")?;
+        }
+        if let Some(dropped) = remote.begin_upload()? {
+            drop(feed(dropped, &staged, grown.len() / 2)?);
+            let d_half = Digest::of(&grown[..grown.len() / 2]);
+            expect(
+                remote.head(&Target::Digest(d_half)).map(|e| e.is_none()),
+                "a growing upload dropped unfinished",
+            )?;
+        }
+        if caps.delete {
+            remote.delete(&Target::Digest(d_grown))?;
+        }
     }
 
     // Keys: bound, read with their digest, rebound, nested.
@@ -138,6 +168,31 @@ fn upload(remote: &dyn Remote, bytes: &[u8]) -> crate::Result<bool> {
     file.write_all(bytes).map_err(|e| crate::Error::new(crate::ErrorKind::Io, e.to_string()))?;
     let file = reopen(file)?;
     remote.upload(&Digest::of(bytes), file, bytes.len() as u64)
+}
+
+/// An unlinked file holding `bytes`, as a staged blob.
+fn staged(bytes: &[u8]) -> crate::Result<std::fs::File> {
+    let mut file = tempfile_in_tmp()?;
+    file.write_all(bytes).map_err(|e| crate::Error::new(crate::ErrorKind::Io, e.to_string()))?;
+    Ok(file)
+}
+
+/// Hands `upload` the first `len` bytes of `staged`, 2 MiB at a time.
+fn feed(
+    mut upload: Box<dyn GrowingUpload>,
+    staged: &std::fs::File,
+    len: usize,
+) -> Result<Box<dyn GrowingUpload>, Error> {
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(2 << 20);
+        upload
+            .follow(staged, offset as u64, n)
+            .map_err(|e| unexpected(format!("feeding a growing upload: {e}")))?;
+        offset += n;
+    }
+    check(upload.covered(), len as u64, "the bytes a growing upload holds")?;
+    Ok(upload)
 }
 
 fn tempfile_in_tmp() -> crate::Result<std::fs::File> {

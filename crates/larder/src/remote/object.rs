@@ -19,12 +19,15 @@ use opendal::services;
 use opendal_http_transport_reqwest::ReqwestTransport;
 
 use super::layout;
-use super::{Capabilities, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode, RemoteStats};
+use super::{
+    Capabilities, GrowingUpload, Remote, RemoteBlob, RemoteConfig, RemoteEntry, RemoteMode,
+    RemoteStats,
+};
 use crate::digest::Digest;
 use crate::env::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpOptions;
-use crate::store::Target;
+use crate::store::{Follower, Target};
 
 /// The runtime OpenDAL's blocking operators run on: one per process, made
 /// when the first object remote is opened.
@@ -66,6 +69,74 @@ pub struct ObjectRemote {
     /// whole files are written in before they are renamed into place. A
     /// blob is copied there file to file, by the kernel where it can.
     folder: Option<(PathBuf, PathBuf)>,
+}
+
+/// A blob on its way into a folder remote: a temporary file beside the
+/// folder, renamed into place once complete. As a [`GrowingUpload`] it is
+/// filled range by range while the blob is staged.
+struct FolderUpload {
+    /// The remote's name, for messages.
+    remote: String,
+    root: PathBuf,
+    temp: tempfile::NamedTempFile,
+    covered: u64,
+}
+
+impl FolderUpload {
+    fn new(remote: &str, root: &Path, tmp: &Path) -> Result<FolderUpload> {
+        let temp = tempfile::NamedTempFile::new_in(tmp)
+            .map_err(|e| Error::io(&format!("write a blob to remote {remote} in"), tmp, e))?;
+        Ok(FolderUpload { remote: remote.to_string(), root: root.to_path_buf(), temp, covered: 0 })
+    }
+
+    fn dest(&self, digest: &Digest) -> PathBuf {
+        self.root.join(layout::blob_path(digest).trim_start_matches('/'))
+    }
+
+    fn error(&self, digest: &Digest, e: std::io::Error) -> Error {
+        Error::io(&format!("write {digest} to remote {} at", self.remote), &self.dest(digest), e)
+    }
+
+    /// Renames the temporary file to the blob's place.
+    fn place(self, digest: &Digest) -> Result<()> {
+        let dest = self.dest(digest);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| self.error(digest, e))?;
+        }
+        let remote = self.remote;
+        self.temp.persist(&dest).map_err(|e| {
+            Error::io(&format!("write {digest} to remote {remote} at"), &dest, e.error)
+        })?;
+        Ok(())
+    }
+}
+
+impl Follower for FolderUpload {
+    fn follow(&mut self, staged: &File, offset: u64, len: usize) -> std::io::Result<()> {
+        if offset != self.covered {
+            return Err(std::io::Error::other(format!(
+                "bytes at {offset} came while {} were held",
+                self.covered
+            )));
+        }
+        crate::store::copy_range(staged, self.temp.as_file(), offset, len)?;
+        self.covered += len as u64;
+        Ok(())
+    }
+}
+
+impl GrowingUpload for FolderUpload {
+    fn covered(&self) -> u64 {
+        self.covered
+    }
+
+    fn finish(self: Box<Self>, digest: &Digest) -> Result<bool> {
+        // Content-addressed: what is there with this size is these bytes.
+        if std::fs::metadata(self.dest(digest)).is_ok_and(|m| m.len() == self.covered) {
+            return Ok(false);
+        }
+        self.place(digest).map(|()| true)
+    }
 }
 
 /// Streams uploads to a WebDAV server.
@@ -383,28 +454,19 @@ impl ObjectRemote {
 }
 
 impl ObjectRemote {
-    /// One streaming PUT, after OpenDAL made the folders (MKCOL).
-    /// Copies `file` to `path` in the folder `root`: into a temporary file
-    /// in `tmp`, renamed into place whole.
+    /// Copies `file` to the blob `digest`'s place in the folder `root`: into
+    /// a temporary file in `tmp`, renamed into place whole.
     fn upload_to_folder(
         &self,
         root: &Path,
         tmp: &Path,
-        path: &str,
-        blob: &str,
+        digest: &Digest,
         mut file: File,
     ) -> Result<()> {
-        let dest = root.join(path.trim_start_matches('/'));
-        let action = format!("write {blob} to remote {} at", self.name);
-        let fail = |e: std::io::Error| Error::io(&action, &dest, e);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(fail)?;
-        }
-        let mut staged = tempfile::NamedTempFile::new_in(tmp).map_err(fail)?;
+        let mut upload = FolderUpload::new(&self.name, root, tmp)?;
         // File to file: copy_file_range, so the bytes never pass through here.
-        std::io::copy(&mut file, staged.as_file_mut()).map_err(fail)?;
-        staged.persist(&dest).map_err(|e| fail(e.error))?;
-        Ok(())
+        std::io::copy(&mut file, upload.temp.as_file_mut()).map_err(|e| upload.error(digest, e))?;
+        upload.place(digest)
     }
 
     fn upload_dav(
@@ -520,8 +582,7 @@ impl Remote for ObjectRemote {
             return self.upload_dav(dav, &path, &what, file, size).map(|()| true);
         }
         if let Some((root, tmp)) = &self.folder {
-            let blob = digest.to_string();
-            return self.upload_to_folder(root, tmp, &path, &blob, file).map(|()| true);
+            return self.upload_to_folder(root, tmp, digest, file).map(|()| true);
         }
         let options =
             WriteOptions { chunk: Some(PART), concurrent: PARTS_AT_ONCE, ..Default::default() };
@@ -549,6 +610,13 @@ impl Remote for ObjectRemote {
             )
         })?;
         Ok(true)
+    }
+
+    fn begin_upload(&self) -> Result<Option<Box<dyn GrowingUpload>>> {
+        match &self.folder {
+            Some((root, tmp)) => Ok(Some(Box::new(FolderUpload::new(&self.name, root, tmp)?))),
+            None => Ok(None),
+        }
     }
 
     fn bind(&self, key: &str, digest: &Digest) -> Result<()> {

@@ -191,7 +191,8 @@ impl Store {
         let copied = if trusted {
             copy_file_plain(&mut file, size, &mut out, progress).map(|_| digest)
         } else {
-            copy_file_to_file(&mut file, size, &mut out, u64::MAX, false, progress).map(|(d, _)| d)
+            copy_file_to_file(&mut file, size, &mut out, u64::MAX, false, &mut [], progress)
+                .map(|(d, _)| d)
         };
         progress.finish();
         drop(out);

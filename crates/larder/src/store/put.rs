@@ -52,7 +52,7 @@ impl Store {
         for (i, path) in paths.iter().enumerate() {
             let path = path.as_ref();
             results.push(Err(Error::new(ErrorKind::Io, "not stored")));
-            match self.stage_file(path, progress) {
+            match self.stage_file(path, &mut [], progress) {
                 Ok(s) => {
                     staged_bytes += s.size;
                     staged.push((i, s));
@@ -89,7 +89,7 @@ impl Store {
                 results[i] = Err(e);
                 continue;
             }
-            match self.stage_file(path.as_ref(), progress) {
+            match self.stage_file(path.as_ref(), &mut [], progress) {
                 Ok(s) => {
                     staged_bytes += s.size;
                     staged.push((i, s));
@@ -139,7 +139,19 @@ impl Store {
     /// Streams the file at `path` into the store without recording it yet,
     /// as [`Store::stage_stream`] does for a reader.
     pub fn stage_path(&self, path: &Path, progress: &dyn Progress) -> Result<Pending<'_>> {
-        let staged = self.stage_file(path, progress)?;
+        self.stage_path_following(path, &mut [], progress)
+    }
+
+    /// Stages the file at `path` as [`Store::stage_path`] does, handing each
+    /// of `followers` the staged bytes as they land (when the kernel copies
+    /// them; a follower that then holds less than the whole was left out).
+    pub fn stage_path_following(
+        &self,
+        path: &Path,
+        followers: &mut [&mut dyn Follower],
+        progress: &dyn Progress,
+    ) -> Result<Pending<'_>> {
+        let staged = self.stage_file(path, followers, progress)?;
         Ok(Pending { store: self, staged: Some(staged) })
     }
 
@@ -165,7 +177,12 @@ impl Store {
         self.put_reader(&mut &bytes[..], opts, &NoProgress)
     }
 
-    fn stage_file(&self, path: &Path, progress: &dyn Progress) -> Result<Staged> {
+    fn stage_file(
+        &self,
+        path: &Path,
+        followers: &mut [&mut dyn Follower],
+        progress: &dyn Progress,
+    ) -> Result<Staged> {
         let mut file = File::open(path).map_err(|e| input_error(path, e))?;
         let meta = file.metadata().map_err(|e| input_error(path, e))?;
         if meta.is_dir() {
@@ -183,7 +200,7 @@ impl Store {
         }
         let what = path.display().to_string();
         let input = if meta.is_file() {
-            Input::File(&mut file, meta.len())
+            Input::File(&mut file, meta.len(), followers)
         } else {
             Input::Stream(&mut file, None)
         };
@@ -191,7 +208,7 @@ impl Store {
     }
 
     /// Streams `reader` into a new file in `tmp/`, hashing as it goes.
-    fn stage(&self, input: Input<'_>, what: &str, progress: &dyn Progress) -> Result<Staged> {
+    fn stage(&self, input: Input<'_, '_>, what: &str, progress: &dyn Progress) -> Result<Staged> {
         let partial = self.layout.partial(self.me);
         // Created read-only: this descriptor can write, nobody else can.
         let mut file = OpenOptions::new()
@@ -202,9 +219,9 @@ impl Store {
             .open(&partial)
             .map_err(|e| Error::io("create", &partial, e))?;
         let copied = match input {
-            Input::File(src, len) => {
+            Input::File(src, len, followers) => {
                 progress.start(what, Some(len));
-                copy_file_to_file(src, len, &mut file, self.capacity, true, progress)
+                copy_file_to_file(src, len, &mut file, self.capacity, true, followers, progress)
             }
             Input::Stream(reader, total) => {
                 progress.start(what, total);
@@ -418,9 +435,9 @@ impl Store {
 }
 
 /// What a put reads from.
-enum Input<'a> {
-    /// A regular file and its length when opened.
-    File(&'a mut File, u64),
+enum Input<'a, 'f> {
+    /// A regular file, its length when opened, and who copies it on.
+    File(&'a mut File, u64, &'a mut [&'f mut dyn Follower]),
     /// Anything else: a pipe, a socket, bytes in memory; and its length if known.
     Stream(&'a mut dyn Read, Option<u64>),
 }

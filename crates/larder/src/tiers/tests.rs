@@ -271,3 +271,43 @@ fn cloud_managers_calls_on_a_write_back_remote() {
     assert_eq!(second.download(&Target::Digest(digest)).expect("download"), digest);
     second.close().expect("close");
 }
+
+/// A folder remote takes a large file's bytes as they are staged (before
+/// they are hashed) and a small one's whole once hashed; either way it holds
+/// exactly the blob, and nothing half-written is left beside it.
+#[test]
+fn uploads_to_a_folder_are_copied_as_they_are_staged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("cloud");
+    let config = RemoteConfig {
+        name: "folder".into(),
+        url: format!("file://{}", folder.display()),
+        mode: RemoteMode::WriteThrough,
+        endpoint: None,
+        region: None,
+    };
+    let tier = Tier::open(&config, &Default::default(), &Default::default()).expect("remote");
+    let larder =
+        Larder::new(Store::open(&dir.path().join("home"), 1 << 30).expect("store"), vec![tier]);
+    let large: Vec<u8> =
+        (0..(17u32 << 20) + 3).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    for bytes in [&large[..], b"small"] {
+        let file = dir.path().join("f");
+        std::fs::write(&file, bytes).expect("write");
+        let digest = larder.upload(&file).expect("upload");
+        assert_eq!(digest, Digest::of(bytes));
+        let mut blob = larder.remotes()[0]
+            .remote()
+            .open(&Target::Digest(digest))
+            .expect("open")
+            .expect("the remote has it");
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut blob.reader, &mut back).expect("read");
+        assert!(back == bytes, "the remote holds exactly the blob");
+    }
+    let tmp = folder.join(".tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left beside the folder: {left:?}");
+}
