@@ -78,7 +78,7 @@ pub(crate) fn output_temp(dest: &Path) -> std::path::PathBuf {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let prefix = format!(".{name}.larder-get.");
     if first_write_into(dir) {
-        remove_dead_outputs(dir);
+        remove_dead_temps(dir, ".larder-get.");
     }
     let me = crate::holder::ProcessId::current();
     dir.join(format!("{prefix}{me}.{}", NONCE.fetch_add(1, Ordering::Relaxed)))
@@ -86,7 +86,7 @@ pub(crate) fn output_temp(dest: &Path) -> std::path::PathBuf {
 
 /// Whether this process writes into `dir` for the first time (as far as a
 /// bounded memory of folders tells).
-fn first_write_into(dir: &Path) -> bool {
+pub(crate) fn first_write_into(dir: &Path) -> bool {
     static SEEN: std::sync::Mutex<Option<std::collections::HashSet<std::path::PathBuf>>> =
         std::sync::Mutex::new(None);
     let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -97,15 +97,13 @@ fn first_write_into(dir: &Path) -> bool {
     seen.insert(dir.to_path_buf())
 }
 
-/// Removes the `.NAME.larder-get.OWNER.N` files in `dir` whose owner died.
-fn remove_dead_outputs(dir: &Path) {
+/// Removes the `.NAME{marker}OWNER.N` files in `dir` whose owner died.
+pub(crate) fn remove_dead_temps(dir: &Path, marker: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some((_, rest)) = file_name
-            .to_str()
-            .filter(|n| n.starts_with('.'))
-            .and_then(|n| n.split_once(".larder-get."))
+        let Some((_, rest)) =
+            file_name.to_str().filter(|n| n.starts_with('.')).and_then(|n| n.split_once(marker))
         else {
             continue;
         };

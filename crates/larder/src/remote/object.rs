@@ -71,6 +71,9 @@ pub struct ObjectRemote {
     folder: Option<(PathBuf, PathBuf)>,
 }
 
+/// What names a folder remote's temporary files, before their owner.
+const UPLOAD_MARKER: &str = ".larder-upload.";
+
 /// A blob on its way into a folder remote: a temporary file beside the
 /// folder, renamed into place once complete. As a [`GrowingUpload`] it is
 /// filled range by range while the blob is staged.
@@ -84,7 +87,15 @@ struct FolderUpload {
 
 impl FolderUpload {
     fn new(remote: &str, root: &Path, tmp: &Path) -> Result<FolderUpload> {
-        let temp = tempfile::NamedTempFile::new_in(tmp)
+        // Named after its owner, so that what a killed upload left is removed
+        // by the next process that uploads here.
+        if crate::fsutil::first_write_into(tmp) {
+            crate::fsutil::remove_dead_temps(tmp, UPLOAD_MARKER);
+        }
+        let owner = crate::holder::ProcessId::current();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".blob{UPLOAD_MARKER}{owner}."))
+            .tempfile_in(tmp)
             .map_err(|e| Error::io(&format!("write a blob to remote {remote} in"), tmp, e))?;
         Ok(FolderUpload { remote: remote.to_string(), root: root.to_path_buf(), temp, covered: 0 })
     }

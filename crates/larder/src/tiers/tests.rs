@@ -274,7 +274,8 @@ fn cloud_managers_calls_on_a_write_back_remote() {
 
 /// A folder remote takes a large file's bytes as they are staged (before
 /// they are hashed) and a small one's whole once hashed; either way it holds
-/// exactly the blob, and nothing half-written is left beside it.
+/// exactly the blob, and nothing half-written is left beside it, not even
+/// by an upload killed before.
 #[test]
 fn uploads_to_a_folder_are_copied_as_they_are_staged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -289,6 +290,13 @@ fn uploads_to_a_folder_are_copied_as_they_are_staged() {
     let tier = Tier::open(&config, &Default::default(), &Default::default()).expect("remote");
     let larder =
         Larder::new(Store::open(&dir.path().join("home"), 1 << 30).expect("store"), vec![tier]);
+    // What an upload killed mid-way left goes with the next upload.
+    let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("spawn");
+    let dead = crate::holder::ProcessId::of_pid(child.id()).expect("running");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let leftover = folder.join(format!(".tmp/.blob.larder-upload.{dead}.x1y2z3"));
+    std::fs::write(&leftover, "half a blob").expect("write");
     let large: Vec<u8> =
         (0..(17u32 << 20) + 3).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
     for bytes in [&large[..], b"small"] {
