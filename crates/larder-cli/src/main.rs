@@ -61,7 +61,11 @@ fn main() -> ExitCode {
     let called_as = argv.first().and_then(|a| seeds::Seed::called_as(a));
     let result = match called_as {
         // Called as a seed's command: its syntax, done by larder.
-        Some(seed) => seeds::run(seed, argv).and_then(|run| match run {
+        Some(seed) => {
+            output::set_program(seed.name());
+            seeds::run(seed, argv)
+        }
+        .and_then(|run| match run {
             seeds::SeedRun::Larder(argv) => commands::run(Cli::parse_from(argv)),
             seeds::SeedRun::Done(code) => Ok(code),
         }),

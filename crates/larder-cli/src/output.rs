@@ -5,6 +5,15 @@ use std::io::Write;
 
 use larder::ErrorKind;
 
+/// The name errors are printed under: `larder`, or the seed's command
+/// (`sc`, `crcache`, …) larder was called as.
+static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Prints errors under `name` from now on.
+pub fn set_program(name: &'static str) {
+    let _ = PROGRAM.set(name);
+}
+
 /// Prints `err` as one line, with the causes a non-larder error carries.
 pub fn print_error(err: &anyhow::Error) {
     let mut line = String::new();
@@ -22,7 +31,27 @@ pub fn print_error(err: &anyhow::Error) {
             break;
         }
     }
-    let _ = writeln!(std::io::stderr(), "larder: error: {line}");
+    let program = PROGRAM.get().copied().unwrap_or("larder");
+    let _ = writeln!(std::io::stderr(), "{program}: error: {line}");
+}
+
+/// Reports that `program` could not be started, and returns the exit code a
+/// shell gives: 127 for a command not found, 126 for one that cannot run.
+/// `what` says which command it was (`for vm-0`), `fix` where to look.
+pub fn cannot_run(
+    program: &str,
+    what: &str,
+    err: std::io::Error,
+    fix: &str,
+) -> std::process::ExitCode {
+    let not_found = err.kind() == std::io::ErrorKind::NotFound;
+    let why = if not_found {
+        "no such command (it is not in PATH)".to_string()
+    } else {
+        larder::Error::io("run", std::path::Path::new(program), err).to_string()
+    };
+    print_error(&anyhow::anyhow!("cannot run `{program}`{what}: {why}; {fix}"));
+    std::process::ExitCode::from(if not_found { 127 } else { 126 })
 }
 
 /// The documented exit code for an error (see `larder --help`).

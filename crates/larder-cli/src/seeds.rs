@@ -36,12 +36,18 @@ impl Seed {
     /// The seed `argv0` names, if any (`larder` is none).
     pub fn called_as(argv0: &OsStr) -> Option<Seed> {
         let name = Path::new(argv0).file_name()?.to_str()?;
-        match name {
-            "sc" => Some(Seed::Sc),
-            "crcache" => Some(Seed::Crcache),
-            "curd-server" => Some(Seed::CurdServer),
-            "curd" => Some(Seed::Curd),
-            _ => None,
+        [Seed::Sc, Seed::Crcache, Seed::CurdServer, Seed::Curd]
+            .into_iter()
+            .find(|seed| seed.name() == name)
+    }
+
+    /// Its command's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Seed::Sc => "sc",
+            Seed::Crcache => "crcache",
+            Seed::CurdServer => "curd-server",
+            Seed::Curd => "curd",
         }
     }
 }
@@ -158,6 +164,13 @@ fn sc(args: Sc) -> Result<ExitCode> {
         return Err(output::usage("say what to do: --use, --unuse or --location").into());
     }
     let _ = &args.file;
+    if args.loaders.is_empty() && args.name.is_none() {
+        // shared-cache names a repository by its loaders or by --name.
+        return Err(output::usage(
+            "name the repository: give its loader stack (sc --use https://host/a.tar.gz tar) or --name=NAME",
+        )
+        .into());
+    }
     let size = args.size.as_deref().map(sc_size).transpose()?.unwrap_or(0);
     let home = home()?;
     let config = home.config();

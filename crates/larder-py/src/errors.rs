@@ -26,6 +26,19 @@ fn class_name(kind: ErrorKind) -> &'static str {
 
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
+/// The command line's options that the library's messages name as a fix,
+/// and the arguments that are the same fix from Python.
+const OPTIONS_AS_ARGUMENTS: [(&str, &str); 3] =
+    [("--capacity", "capacity="), ("--dirs", "dirs="), ("--size", "size=")];
+
+/// A library message as a Python user reads it: fixes name arguments, not
+/// command-line options.
+fn for_python(message: &str) -> String {
+    OPTIONS_AS_ARGUMENTS
+        .iter()
+        .fold(message.to_string(), |text, (option, argument)| text.replace(option, argument))
+}
+
 /// The Python exception for a library error.
 pub fn to_py(err: Error) -> PyErr {
     Python::attach(|py| {
@@ -36,7 +49,7 @@ pub fn to_py(err: Error) -> PyErr {
             };
         let made = module
             .getattr(class_name(err.kind()))
-            .and_then(|class| class.call1((err.to_string(),)));
+            .and_then(|class| class.call1((for_python(&err.to_string()),)));
         match made {
             Ok(exception) => PyErr::from_value(exception),
             Err(e) => e,

@@ -23,6 +23,10 @@ mod _larder {
     #[pymodule_export]
     use tiers::Tiers;
 
+    /// The version of larder this package is built from.
+    #[pymodule_export]
+    const VERSION: &str = env!("CARGO_PKG_VERSION");
+
     /// Coordinators this build knows (`local`, and later `redis`).
     #[pymodule_export]
     const COORDINATORS: &[&str] = home::COORDINATORS;

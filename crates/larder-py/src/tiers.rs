@@ -169,6 +169,12 @@ impl Tiers {
         self.remotes.clone()
     }
 
+    /// Raises `ConfigError`, saying how to add one, unless a remote takes
+    /// writes.
+    fn require_writable_remote(&self) -> PyResult<()> {
+        self.opened()?.larder.require_writable_remote().py()
+    }
+
     /// Stores files; one digest each, in order. Every file is tried; the first
     /// failure is raised after the others are stored.
     #[pyo3(signature = (paths, key=None, pin=false))]

@@ -129,3 +129,7 @@ def test_cache_manager_wipe_and_context(env):
         CacheManager(local_cache_path=env.root / "caches").create_cache(existing_cache=env.root / "nope")
     with pytest.raises(larder.InvalidInput, match="is a URL"):
         CacheManager(s3_cache_path="s3://bucket/caches", s3=True)
+    # Without a remote to send caches to, s3=True is refused at once, not
+    # found out when a cache that was never sent is asked for again.
+    with pytest.raises(larder.ConfigError, match=r"s3=True sends caches to larder's remotes, but no remote takes writes: add a \[\[remote\]\]"):
+        CacheManager(local_cache_path=env.root / "caches", s3=True)

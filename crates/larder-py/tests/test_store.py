@@ -33,6 +33,7 @@ def test_put_get_open_has_and_stats(env):
         assert f.read() == b"alpha" * 1000
     assert store.read_bytes(digest) == b"alpha" * 1000
     assert store.get(digest) == b"alpha" * 1000, "without a destination, get returns the bytes"
+    assert larder.__version__ and larder.__version__[0].isdigit()
 
     stats = store.stats()
     assert (stats.entries, stats.bytes) == (1, 5000)
@@ -110,10 +111,11 @@ def test_a_store_can_be_pickled_and_closed(env):
         (lambda s, e: larder.Store(capacity="20Gibbon"), larder.InvalidInput, ValueError, "malformed size `20Gibbon`"),
         (lambda s, e: s.gc(to="lots"), larder.InvalidInput, ValueError, "malformed size `lots`"),
         (lambda s, e: larder.Store(capacity=-1), larder.InvalidInput, ValueError, "negative"),
-        (lambda s, e: s.put_bytes(b"x" * 2048, pin=True) and s.put_bytes(b"y" * 4096), larder.NoRoom, larder.Error, "capacity"),
+        (lambda s, e: s.put_bytes(b"x" * 2048, pin=True) and s.put_bytes(b"y" * 4096), larder.NoRoom, OSError, "capacity"),
+        (lambda s, e: s.put_bytes(b"z" * 8192), larder.NoRoom, OSError, "the blob (over 4.0 KiB) is larger than the store's whole capacity (4.0 KiB); raise the capacity (LARDER_CAPACITY or capacity=)"),
     ],
     ids=["malformed-digest", "unknown-digest", "get-unknown-bytes", "open-unknown", "missing-file", "folder", "unknown-key",
-         "internal-key", "bad-size", "bad-gc-size", "negative-size", "no-room"],
+         "internal-key", "bad-size", "bad-gc-size", "negative-size", "no-room", "larger-than-capacity"],
 )
 def test_bad_input_raises_the_right_class_with_one_line(env, call, error, builtin, message):
     store = larder.Store(capacity="4KiB")
@@ -122,6 +124,8 @@ def test_bad_input_raises_the_right_class_with_one_line(env, call, error, builti
     assert isinstance(err.value, builtin) and isinstance(err.value, larder.Error)
     text = str(err.value)
     assert message in text and "\n" not in text, text
+    if isinstance(err.value, OSError):
+        assert err.value.errno is not None and err.value.strerror == text, "an OSError carries its errno"
 
 
 def test_wrong_types_are_type_errors(env):

@@ -426,6 +426,10 @@ impl Pools {
     /// them away whatever the reserve. Every name is checked before any is
     /// released.
     pub fn release(&self, names: &[String], discard: bool) -> Result<Vec<ReleasedInstance>> {
+        // An instance named twice (by its name and as `SOURCE-N`) is released once.
+        let mut seen = std::collections::HashSet::new();
+        let names: Vec<String> = names.iter().filter(|n| seen.insert(*n)).cloned().collect();
+        let names = &names[..];
         self.sweep()?;
         let decided = update(&*self.coord, |state| {
             let mut trial = state.clone();

@@ -378,6 +378,11 @@ impl Larder {
         self.remotes.iter().any(Tier::writable)
     }
 
+    /// An error saying how to add one unless a remote takes writes.
+    pub fn require_writable_remote(&self) -> Result<()> {
+        if self.has_writable_remote() { Ok(()) } else { Err(no_writable_remote()) }
+    }
+
     /// Whether uploads are owed to a write-back remote: then a background
     /// uploader should be running (the binary starts one; it exits at once
     /// if another drains this home's queue).
@@ -454,9 +459,7 @@ impl Larder {
     /// Stores a file and sends it to every remote that takes writes; the
     /// digest comes back only once they have it (cloud-manager's `upload`).
     pub fn upload(&self, path: &Path) -> Result<Digest> {
-        if !self.has_writable_remote() {
-            return Err(no_writable_remote());
-        }
+        self.require_writable_remote()?;
         self.put_uploading(path, &self.put_options(None, false), &crate::progress::NoProgress)
     }
 
@@ -549,9 +552,7 @@ impl Larder {
     /// Sends everything the local tier holds to every remote that takes
     /// writes, blobs the remote lacks and every key.
     pub fn push(&self, progress: &dyn Progress) -> Result<Vec<PushReport>> {
-        if !self.has_writable_remote() {
-            return Err(no_writable_remote());
-        }
+        self.require_writable_remote()?;
         // What the queue owes goes first, so it leaves the queue.
         self.drain(true, progress)?;
         let entries = self.store.list()?;

@@ -151,11 +151,8 @@ pub fn run(home: &Home, args: Args, verbose: u8) -> Result<ExitCode> {
             // status are the command's own.
             use std::os::unix::process::CommandExt;
             let err = cmd.exec();
-            Err(output::usage(format!(
-                "cannot run `{}` for {instance}: {err}",
-                command.first().map_or("a shell", String::as_str)
-            ))
-            .into())
+            let program = cmd.get_program().to_string_lossy().into_owned();
+            Ok(output::cannot_run(&program, &format!(" for {instance}"), err, "check the command"))
         }
         PoolCommand::Cp { from, to } => {
             home.pools()?.copy(&from, &to)?;

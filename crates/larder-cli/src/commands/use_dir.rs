@@ -109,17 +109,8 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     let status = match status {
         Ok(status) => status,
         Err(e) => {
-            let not_found = e.kind() == std::io::ErrorKind::NotFound;
-            let program = &args.command[0];
-            let why = if not_found {
-                "no such command (it is not in PATH)".to_string()
-            } else {
-                larder::Error::io("run", std::path::Path::new(program), e).to_string()
-            };
-            let message = format!("cannot run `{program}`: {why}; check the command after --");
-            crate::output::print_error(&anyhow::anyhow!(message));
-            // As shells say it: 127 for a command not found, 126 for one that cannot run.
-            return Ok(ExitCode::from(if not_found { 127 } else { 126 }));
+            let fix = "check the command after --";
+            return Ok(crate::output::cannot_run(&args.command[0], "", e, fix));
         }
     };
     Ok(match status.code() {

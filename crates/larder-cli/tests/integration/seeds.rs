@@ -70,6 +70,9 @@ fn sc_use_and_unuse_as_shared_cache_documents_them() {
     assert!(err.contains("--size 10GiB is not a size"), "{err}");
     let err = t.seed_script("sc --name=x").fails(2);
     assert!(err.contains("--use, --unuse or --location"), "{err}");
+    // Neither loaders nor a name: nothing names a repository.
+    let err = t.seed_script("sc --use").fails(2);
+    assert!(err.starts_with("sc: error: name the repository: give its loader stack"), "{err}");
 }
 
 /// `line` with its runs of spaces made one, for comparing tables.
@@ -130,7 +133,20 @@ fn crcache_as_its_manual_writes_it() {
     let out = t.seed_script("crcache -s pool acquire 1 && crcache run local echo bar").ok();
     assert_eq!(out, "local\nbar\n");
     let err = t.seed_script("crcache run -s nope echo x").fails(1);
-    assert!(err.contains("nope"), "{err}");
+    assert!(err.starts_with("crcache: error: ") && err.contains("nope"), "{err}");
+    // A command that is not there exits 127, as a shell's does.
+    let err = t.seed_script("crcache run -s pool-0 no-such-command-here").fails(127);
+    assert!(
+        err.contains(
+            "crcache: error: cannot run `no-such-command-here` for local: no such command"
+        ),
+        "{err}"
+    );
+    // An instance named twice, by its name and as crcache numbers it, is
+    // released once.
+    t.seed_script("crcache release pool-0 local && crcache status pool").ok();
+    let out = t.seed_script("crcache status pool").ok();
+    assert_eq!(squeeze(&out), "source cached in-use max\npool 1 0 1");
 }
 
 /// `curd-server DIRECTORY`, with its defaults (0.0.0.0:8000) in a network of

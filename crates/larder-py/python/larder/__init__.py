@@ -36,6 +36,9 @@ from . import pool
 from .caching import CacheManager
 from .cloudmanager import CloudManager
 
+#: The version of larder this package is built from.
+__version__: str = _larder.VERSION
+
 
 def parse_size(text: str) -> int:
     """Bytes in a size written for people: ``"20GiB"``, ``"10GB"``,

@@ -12,8 +12,8 @@ class                  when                                             also a
                                                                         ``FileNotFoundError``
 ``InvalidInput``       a malformed digest, size, key, recipe or name    ``ValueError``
 ``ConfigError``        the configuration is wrong                       ``InvalidInput``
-``CorruptData``        stored bytes no longer match their digest
-``NoRoom``             the capacity, the disk or a pool is full
+``CorruptData``        stored bytes no longer match their digest        ``OSError`` (EIO)
+``NoRoom``             the capacity, the disk or a pool is full         ``OSError`` (ENOSPC)
 ``PermissionDenied``   the system refused access                        ``PermissionError``
 ``Conflict``           the state forbids it (removing a pinned blob)
 ``Busy``               another process held it longer than we waited    ``TimeoutError``
@@ -22,10 +22,15 @@ class                  when                                             also a
 
 ``NotFound`` is both a ``KeyError`` (a store is a mapping from digests and keys
 to bytes) and a ``FileNotFoundError`` (a missing input file is one); unlike a
-plain ``KeyError``, ``str()`` of it is the message, not its repr.
+plain ``KeyError``, ``str()`` of it is the message, not its repr. The classes
+that are ``OSError`` s carry the matching ``errno`` (``ENOENT``, ``EACCES``,
+``ETIMEDOUT``, ``EIO``, ``ENOSPC``) and the message as ``strerror``.
 """
 
 from __future__ import annotations
+
+import errno
+from typing import Optional
 
 
 class Error(Exception):
@@ -33,6 +38,14 @@ class Error(Exception):
 
     #: What went wrong, as the library's ``ErrorKind`` names it.
     kind: str = "io"
+    #: The ``errno`` of the classes that are ``OSError`` s too.
+    _errno: Optional[int] = None
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        if isinstance(self, OSError) and self._errno is not None:
+            self.errno = self._errno
+            self.strerror = str(self)
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
@@ -42,6 +55,7 @@ class NotFound(Error, KeyError, FileNotFoundError):
     """The digest, key, file or directory asked for does not exist."""
 
     kind = "not_found"
+    _errno = errno.ENOENT
 
 
 class InvalidInput(Error, ValueError):
@@ -56,23 +70,26 @@ class ConfigError(InvalidInput):
     kind = "config"
 
 
-class CorruptData(Error):
+class CorruptData(Error, OSError):
     """Stored bytes do not match their digest (they were quarantined)."""
 
     kind = "corrupt"
+    _errno = errno.EIO
 
 
-class NoRoom(Error):
+class NoRoom(Error, OSError):
     """The store cannot make room (pinned entries, or an item larger than the
     capacity), or the disk is full."""
 
     kind = "no_room"
+    _errno = errno.ENOSPC
 
 
 class PermissionDenied(Error, PermissionError):
     """The operating system refused access, or the home is someone else's."""
 
     kind = "permission_denied"
+    _errno = errno.EACCES
 
 
 class Conflict(Error):
@@ -86,6 +103,7 @@ class Busy(Error, TimeoutError):
     """Another process held what was needed longer than larder waited."""
 
     kind = "busy"
+    _errno = errno.ETIMEDOUT
 
 
 for _class in (Error, NotFound, InvalidInput, ConfigError, CorruptData, NoRoom, PermissionDenied,

@@ -27,7 +27,7 @@ import weakref
 from typing import Dict, Optional
 
 from . import _dirs, _larder, _util
-from ._errors import InvalidInput, NotFound
+from ._errors import ConfigError, InvalidInput, NotFound
 from ._store import Larder
 from ._util import PathArg
 
@@ -112,6 +112,13 @@ class CacheManager:
         self._larder: Optional[Larder] = None
         self._cache: Optional[_dirs.ScratchDir] = None
         self._mutex = threading.RLock()
+        if self.s3:
+            # Said now, not found out when a cache that was never sent is
+            # asked for again.
+            try:
+                self._remotes()._tiers.require_writable_remote()
+            except ConfigError as e:
+                raise ConfigError(f"s3=True sends caches to larder's remotes, but {e}") from None
         _live.add(self)
 
     def __reduce__(self):

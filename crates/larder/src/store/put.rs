@@ -105,17 +105,28 @@ impl Store {
         results
     }
 
-    /// Stores everything `reader` yields.
+    /// Stores everything `reader` (standard input) yields.
     pub fn put_reader(
         &self,
         reader: &mut dyn Read,
         opts: &PutOptions,
         progress: &dyn Progress,
     ) -> Result<Digest> {
+        self.put_named(reader, "standard input", opts, progress)
+    }
+
+    /// Stores everything `reader` yields; `what` names it in errors.
+    fn put_named(
+        &self,
+        reader: &mut dyn Read,
+        what: &str,
+        opts: &PutOptions,
+        progress: &dyn Progress,
+    ) -> Result<Digest> {
         if let Some(key) = &opts.key {
             validate_key(key)?;
         }
-        let staged = self.stage(Input::Stream(reader, None), "standard input", progress)?;
+        let staged = self.stage(Input::Stream(reader, None), what, progress)?;
         let mut results = vec![Err(Error::new(ErrorKind::Io, "not stored"))];
         self.commit_batch(vec![(0, staged)], &|_| opts, &mut results);
         results.pop().unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put returned nothing")))
@@ -174,7 +185,7 @@ impl Store {
 
     /// Stores `bytes`.
     pub fn put_bytes(&self, bytes: &[u8], opts: &PutOptions) -> Result<Digest> {
-        self.put_reader(&mut &bytes[..], opts, &NoProgress)
+        self.put_named(&mut &bytes[..], "the blob", opts, &NoProgress)
     }
 
     fn stage_file(
