@@ -269,9 +269,13 @@ fn crcache(args: Crcache) -> Result<SeedRun> {
         }
         CrcacheCommand::Acquire { count } => {
             let source = args.source.unwrap_or_else(|| "local".to_string());
-            let request = Acquire { source, count, holder: Holder::caller()?, wait: None };
-            let mut names: Vec<String> =
+            let request =
+                Acquire { source: source.clone(), count, holder: Holder::caller()?, wait: None };
+            let acquired: Vec<String> =
                 pools.acquire(&request)?.into_iter().map(|a| a.name).collect();
+            // As crcache's manual shows them: `pool-0`, the names `run`,
+            // `cp` and `release` take.
+            let mut names = crcache_names(&pools, &source, &acquired)?;
             names.sort();
             println!("{}", names.join(" "));
         }
@@ -314,26 +318,52 @@ fn crcache(args: Crcache) -> Result<SeedRun> {
     Ok(SeedRun::Done(ExitCode::SUCCESS))
 }
 
+/// The names crcache gives `acquired`, taken through `source`: `SOURCE-N`,
+/// the Nth, from 0, of the instances taken through it, oldest first (what
+/// [`crcache_instance`] reads back); an instance already named so keeps its
+/// name.
+fn crcache_names(
+    pools: &larder::pool::Pools,
+    source: &str,
+    acquired: &[String],
+) -> Result<Vec<String>> {
+    let through = taken_through(pools, source)?;
+    Ok(acquired
+        .iter()
+        .map(|name| match through.iter().position(|n| n == name) {
+            Some(n) if !name.starts_with(&format!("{source}-")) => format!("{source}-{n}"),
+            _ => name.clone(),
+        })
+        .collect())
+}
+
+/// The instances taken through `source` (by it or by a pool over it),
+/// oldest first.
+fn taken_through(pools: &larder::pool::Pools, source: &str) -> Result<Vec<String>> {
+    let report = pools.report(&[], true)?;
+    let mut instances = report.instances.unwrap_or_default();
+    instances.sort_by(|a, b| (a.since, &a.name).cmp(&(b.since, &b.name)));
+    Ok(instances
+        .into_iter()
+        .filter(|i| i.path.first().map(String::as_str) == Some(source) || i.source == source)
+        .map(|i| i.name)
+        .collect())
+}
+
 /// An instance as a crcache user names it: by its name, or as crcache's
 /// manual writes them, `SOURCE-N` (or `SOURCEN`): the Nth, from 0, of the
 /// instances taken through the source SOURCE, oldest first.
 fn crcache_instance(pools: &larder::pool::Pools, name: &str) -> Result<String> {
     let report = pools.report(&[], true)?;
-    let mut instances = report.instances.unwrap_or_default();
-    if instances.iter().any(|i| i.name == name) {
+    if report.instances.unwrap_or_default().iter().any(|i| i.name == name) {
         return Ok(name.to_string());
     }
     let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     let (source, number) = name.split_at(name.len() - digits);
     let source = source.strip_suffix('-').unwrap_or(source);
     let Ok(number) = number.parse::<usize>() else { return Ok(name.to_string()) };
-    instances.sort_by(|a, b| (a.since, &a.name).cmp(&(b.since, &b.name)));
-    let through: Vec<&str> = instances
-        .iter()
-        .filter(|i| i.path.first().map(String::as_str) == Some(source) || i.source == source)
-        .map(|i| i.name.as_str())
-        .collect();
-    Ok(through.get(number).map_or(name, |n| *n).to_string())
+    let through = taken_through(pools, source)?;
+    Ok(through.get(number).map_or(name, String::as_str).to_string())
 }
 
 // ---------------------------------------------------------------- curdling

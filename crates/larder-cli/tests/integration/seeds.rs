@@ -127,11 +127,11 @@ fn crcache_as_its_manual_writes_it() {
         .ok();
     assert_eq!(
         squeeze(&out),
-        "local\nsource cached in-use max\npool 0 1 1\nfoo\nhello\nsource cached in-use max\npool 1 0 1"
+        "pool-0\nsource cached in-use max\npool 0 1 1\nfoo\nhello\nsource cached in-use max\npool 1 0 1"
     );
     // What crcache's code also takes: `run INSTANCE CMD…`, and `acquire N`.
     let out = t.seed_script("crcache -s pool acquire 1 && crcache run local echo bar").ok();
-    assert_eq!(out, "local\nbar\n");
+    assert_eq!(out, "pool-0\nbar\n");
     let err = t.seed_script("crcache run -s nope echo x").fails(1);
     assert!(err.starts_with("crcache: error: ") && err.contains("nope"), "{err}");
     // A command that is not there exits 127, as a shell's does.
