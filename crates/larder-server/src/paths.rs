@@ -1,5 +1,8 @@
 //! What a request path names: a blob by digest (Bazel's `cas/`), or a key
 //! (everything else, Bazel's `ac/` included), or a folder of keys (WebDAV).
+//! Only a 64-hex-digit name after `ac/` or `cas/` is Bazel's: other clients
+//! write `ac` and `cas` as folder names too (ccache's `subdirs` layout names
+//! a folder by a key's first two characters, `ac` among them).
 
 use larder::Digest;
 
@@ -47,14 +50,11 @@ pub fn classify(raw: &str) -> Result<Resource, String> {
     if folder {
         return Ok(Resource::Folder(format!("{rest}/")));
     }
-    if let [instance @ .., kind @ ("ac" | "cas"), name] = segments.as_slice() {
-        // Bazel's paths: the digest in either case is the same digest, and
-        // anything else under `ac/` or `cas/` is a client's mistake.
-        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "`{kind}/{name}` is not a Bazel cache path: it must end in the 64 hex digits of a sha256"
-            ));
-        }
+    if let [instance @ .., kind @ ("ac" | "cas"), name] = segments.as_slice()
+        && name.len() == 64
+        && name.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        // Bazel's paths: the digest in either case is the same digest.
         let hex = name.to_ascii_lowercase();
         if *kind == "cas" {
             let digest =
@@ -123,14 +123,17 @@ mod tests {
         check("/ab/cdef0123", "key ab/cdef0123");
         check("/cache/x%20y", "key cache/x y");
         check(&format!("/cas/{}", "A".repeat(64)), &format!("blob sha256:{hex}"));
+        // Regression: ccache's `subdirs` layout put a key whose first two
+        // characters are `ac` at `…/ac/<rest>`, and it was refused as a bad
+        // Bazel path (ccache counted a remote storage error, now and then).
         check(
-            "/cas/abc",
-            "error: `cas/abc` is not a Bazel cache path: it must end in the 64 hex digits of a sha256",
+            "/ccache-subdirs/ac/5kt3nl8odq0mh1v2b4c6e8g0i2k4m6oqR",
+            "key ccache-subdirs/ac/5kt3nl8odq0mh1v2b4c6e8g0i2k4m6oqR",
         );
-        check(
-            "/main/ac/xyz",
-            "error: `ac/xyz` is not a Bazel cache path: it must end in the 64 hex digits of a sha256",
-        );
+        check("/ac/0123abcdM", "key ac/0123abcdM");
+        check("/cas/abc", "key cas/abc");
+        check("/main/ac/xyz", "key main/ac/xyz");
+        check(&format!("/ac/{}", "g".repeat(64)), &format!("key ac/{}", "g".repeat(64)));
         check("/9/6/e/", "folder 9/6/e/");
         check("/a/../b", "error: the path has a `..` segment");
         check("/a/%2e%2e/b", "error: the path has a `..` segment");
