@@ -204,12 +204,22 @@ impl Host {
 
     /// Kills every process of this host at once, as a power cut would.
     pub fn kill(&mut self) {
-        // SAFETY: kill with a pid we started and a valid signal; the PID
-        // namespace dies with its init, taking every process in it.
-        unsafe {
-            libc::kill(self.init_pid as i32, libc::SIGKILL);
-        }
+        // `unshare` is killed, and `--kill-child` kills the init with it: the
+        // PID namespace dies with its init, taking every process in it.
+        // (Killing the init first makes `unshare` print a spurious
+        // "sigprocmask unblock failed" as it tries to pass SIGKILL on.)
+        let _ = self.init.kill();
         let _ = self.init.wait();
+        let init = format!("/proc/{}", self.init_pid);
+        wait_for("the host's processes to end", || {
+            match std::fs::read_to_string(format!("{init}/stat")) {
+                // Gone, or a zombie waiting for whoever adopted it.
+                Err(_) => true,
+                Ok(stat) => stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            }
+        });
     }
 
     /// Whether the host still runs.
