@@ -288,10 +288,7 @@ fn sha256_hex(path: &Path) -> String {
 
 fn main() {
     let n = if full_scale() { 200 } else { 5 };
-    let tmp = tempfile::Builder::new()
-        .prefix("larder-bench-coordinator.")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("tempdir");
+    let tmp = bench_folder();
     let server = RedisServer::start();
     let sqlite = Setup::new(&tmp.path().join("sqlite"), String::new());
     let redis = Setup::new(&tmp.path().join("redis"), server.url());

@@ -62,10 +62,7 @@ const TINY: Scale =
 
 fn main() {
     let scale = if full_scale() { FULL } else { TINY };
-    let tmp = tempfile::Builder::new()
-        .prefix("larder-bench.")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("create the benchmark's temporary folder");
+    let tmp = bench_folder();
     let root = tmp.path().to_path_buf();
     let start = Instant::now();
     let (archive, probe) = make_archive(&scale);

@@ -42,10 +42,7 @@ const TINY: Scale = Scale { name: "tiny", projects: 4, versions: 5, seconds: 1 }
 
 fn main() {
     let scale = if full_scale() { FULL } else { TINY };
-    let tmp = tempfile::Builder::new()
-        .prefix("larder-bench.")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("create the benchmark's temporary folder");
+    let tmp = bench_folder();
     let root = tmp.path().to_path_buf();
     let folder = root.join("packages");
     let start = Instant::now();

@@ -51,10 +51,7 @@ const PIECE: usize = 1 << 20;
 
 fn main() {
     let scale = if full_scale() { FULL } else { TINY };
-    let tmp = tempfile::Builder::new()
-        .prefix("larder-bench.")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("create the benchmark's temporary folder");
+    let tmp = bench_folder();
     let root = tmp.path().to_path_buf();
     let home = root.join("home");
     println!("larder serve REAPI benchmark, {} sizes", scale.name);

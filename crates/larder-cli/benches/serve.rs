@@ -44,10 +44,7 @@ const TINY: Scale =
 
 fn main() {
     let scale = if full_scale() { FULL } else { TINY };
-    let tmp = tempfile::Builder::new()
-        .prefix("larder-bench.")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("create the benchmark's temporary folder");
+    let tmp = bench_folder();
     let root = tmp.path().to_path_buf();
     let www = root.join("www");
     fs::create_dir_all(&www).expect("mkdir");

@@ -91,10 +91,7 @@ fn scale() -> Scale {
 
 fn main() {
     let scale = scale();
-    let tmp = tempfile::Builder::new()
-        .prefix("larder-bench.")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("create the benchmark's temporary folder");
+    let tmp = bench_folder();
     let bench = Bench::new(tmp.path().to_path_buf(), scale);
     println!("larder store benchmark, {} sizes", scale.name);
     println!("  binary:  {LARDER}");

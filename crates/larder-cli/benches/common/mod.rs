@@ -24,6 +24,15 @@ pub fn full_scale() -> bool {
     }
 }
 
+/// The benchmark's temporary folder, under Cargo's `CARGO_TARGET_TMPDIR`
+/// (`target/tmp/larder-bench.*`): on the build's disk, removed when dropped.
+pub fn bench_folder() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("larder-bench.")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create the benchmark's temporary folder")
+}
+
 /// Flushes all dirty data, so a timed step does not pay for an earlier one.
 pub fn settle() {
     let status = Command::new("sync").status().expect("run sync");
