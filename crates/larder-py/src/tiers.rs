@@ -66,19 +66,18 @@ impl Opened {
     /// The blob `text` names, ready to read: fetched from a remote if the
     /// local tier lacks it, and hashed unless its file is unchanged since it
     /// last hashed right. The read is noted.
-    fn found(&self, text: &str) -> larder::Result<larder::Found> {
-        let target = Target::parse(text)?;
+    fn found(&self, target: &Target) -> larder::Result<larder::Found> {
         let store = self.larder.store();
-        let mut found = match store.lookup(&target)? {
+        let mut found = match store.lookup(target)? {
             Some(found) => found,
             None => {
                 // Fetched from a remote, or the miss counted and named as
                 // the store names it.
-                self.larder.warm_up(&target)?;
-                store.lookup(&target)?.ok_or_else(|| {
+                self.larder.warm_up(target)?;
+                store.lookup(target)?.ok_or_else(|| {
                     larder::Error::new(
                         larder::ErrorKind::NotFound,
-                        format!("{text} was evicted as it was fetched; try again"),
+                        format!("{target} was evicted as it was fetched; try again"),
                     )
                 })?
             }
@@ -266,7 +265,11 @@ impl Tiers {
                 }
             }
             let mode = if link { GetMode::Link } else { GetMode::Copy };
-            let (digest, _) = larder.store().get_to_path(&target, &dest, mode, &NoProgress)?;
+            // Looked up and noted in a batch, as `open` does: no write to
+            // the index per blob.
+            let store = larder.store();
+            let found = opened.found(&target)?;
+            let (digest, _) = store.get_found_to_path(found, &target, &dest, mode, &NoProgress)?;
             Ok(digest.to_string())
         })
         .py()
@@ -276,9 +279,10 @@ impl Tiers {
     /// start), digest and size. Its bytes hashed right since its file last
     /// changed, or are hashed now, before the descriptor is handed out.
     fn open(&self, py: Python<'_>, target: &str) -> PyResult<(i32, String, u64)> {
+        let target = self::target(target)?;
         let opened = self.opened()?;
         py.detach(|| {
-            let found = opened.found(target)?;
+            let found = opened.found(&target)?;
             Ok((found.file.into_raw_fd(), found.digest.to_string(), found.size))
         })
         .py()
@@ -287,13 +291,15 @@ impl Tiers {
     /// The bytes of the blob `target` names, checked as [`Self::open`]
     /// checks them: one call, where opening and reading takes several.
     fn read<'py>(&self, py: Python<'py>, target: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let text = target;
+        let target = self::target(text)?;
         let opened = self.opened()?;
         let bytes = py
             .detach(|| {
-                let mut found = opened.found(target)?;
+                let mut found = opened.found(&target)?;
                 let mut bytes = Vec::with_capacity(found.size as usize);
                 found.file.read_to_end(&mut bytes).map_err(|e| {
-                    larder::Error::new(larder::ErrorKind::Io, format!("reading {target}: {e}"))
+                    larder::Error::new(larder::ErrorKind::Io, format!("reading {text}: {e}"))
                 })?;
                 Ok(bytes)
             })

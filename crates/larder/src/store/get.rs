@@ -130,7 +130,33 @@ impl Store {
         mode: GetMode,
         progress: &dyn Progress,
     ) -> Result<(Digest, Delivery)> {
-        let Opened { digest, mut file, size, trusted } = self.open_blob(target)?;
+        let opened = self.open_blob(target)?;
+        self.deliver_to_path(opened, target, dest, mode, progress)
+    }
+
+    /// Writes a blob found by [`Store::lookup`] (its read noted by the
+    /// caller, in a batch) to `dest`, as [`Store::get_to_path`] does.
+    pub fn get_found_to_path(
+        &self,
+        found: Found,
+        target: &Target,
+        dest: &Path,
+        mode: GetMode,
+        progress: &dyn Progress,
+    ) -> Result<(Digest, Delivery)> {
+        let Found { digest, file, size, trusted, .. } = found;
+        self.deliver_to_path(Opened { digest, file, size, trusted }, target, dest, mode, progress)
+    }
+
+    fn deliver_to_path(
+        &self,
+        opened: Opened,
+        target: &Target,
+        dest: &Path,
+        mode: GetMode,
+        progress: &dyn Progress,
+    ) -> Result<(Digest, Delivery)> {
+        let Opened { digest, mut file, size, trusted } = opened;
         // A device or a fifo (`-o /dev/null`) is written to, never replaced.
         if let Ok(meta) = fs::metadata(dest)
             && !meta.is_file()
