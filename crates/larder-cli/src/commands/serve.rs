@@ -125,6 +125,14 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
     larder_server::run(options, |addr| {
         // The address goes to standard output, so a script can read the port.
         println!("{scheme}://{addr}");
+        // The warning before the line saying it serves: whoever waits for
+        // that line has the warning too.
+        if open_to_all {
+            eprintln!(
+                "larder: warning: listening on {} without -u: anyone who can reach it may read and write; give -u USERS.htpasswd (htpasswd -B), or -H 127.0.0.1 to serve this host only",
+                addr.ip()
+            );
+        }
         match &folder {
             Some(folder) => eprintln!(
                 "larder: serving the packages in {} and the store of {} on {scheme}://{addr}",
@@ -132,12 +140,6 @@ pub fn run(home: &Home, args: Args) -> Result<ExitCode> {
                 home.display()
             ),
             None => eprintln!("larder: serving {} on {scheme}://{addr}", home.display()),
-        }
-        if open_to_all {
-            eprintln!(
-                "larder: warning: listening on {} without -u: anyone who can reach it may read and write; give -u USERS.htpasswd (htpasswd -B), or -H 127.0.0.1 to serve this host only",
-                addr.ip()
-            );
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
