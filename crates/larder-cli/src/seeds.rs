@@ -13,7 +13,7 @@ use clap::Parser;
 use larder::DirSpec;
 use larder::config::{Origin, Sources};
 use larder::coord::Holder;
-use larder::pool::Acquire;
+use larder::pool::{Acquire, InstanceStatus};
 use larder::recipe::Recipe;
 
 use crate::commands::{self, pool::Dialect};
@@ -327,7 +327,7 @@ fn crcache_names(
     source: &str,
     acquired: &[String],
 ) -> Result<Vec<String>> {
-    let through = taken_through(pools, source)?;
+    let through = taken_through(&instances(pools)?, source);
     Ok(acquired
         .iter()
         .map(|name| match through.iter().position(|n| n == name) {
@@ -337,32 +337,35 @@ fn crcache_names(
         .collect())
 }
 
-/// The instances taken through `source` (by it or by a pool over it),
-/// oldest first.
-fn taken_through(pools: &larder::pool::Pools, source: &str) -> Result<Vec<String>> {
-    let report = pools.report(&[], true)?;
-    let mut instances = report.instances.unwrap_or_default();
-    instances.sort_by(|a, b| (a.since, &a.name).cmp(&(b.since, &b.name)));
-    Ok(instances
-        .into_iter()
+/// Every instance the pools know of.
+fn instances(pools: &larder::pool::Pools) -> Result<Vec<InstanceStatus>> {
+    Ok(pools.report(&[], true)?.instances.unwrap_or_default())
+}
+
+/// The names of the instances taken through `source` (by it or by a pool
+/// over it), oldest first.
+fn taken_through(instances: &[InstanceStatus], source: &str) -> Vec<String> {
+    let mut through: Vec<&InstanceStatus> = instances
+        .iter()
         .filter(|i| i.path.first().map(String::as_str) == Some(source) || i.source == source)
-        .map(|i| i.name)
-        .collect())
+        .collect();
+    through.sort_by(|a, b| (a.since, &a.name).cmp(&(b.since, &b.name)));
+    through.into_iter().map(|i| i.name.clone()).collect()
 }
 
 /// An instance as a crcache user names it: by its name, or as crcache's
 /// manual writes them, `SOURCE-N` (or `SOURCEN`): the Nth, from 0, of the
 /// instances taken through the source SOURCE, oldest first.
 fn crcache_instance(pools: &larder::pool::Pools, name: &str) -> Result<String> {
-    let report = pools.report(&[], true)?;
-    if report.instances.unwrap_or_default().iter().any(|i| i.name == name) {
+    let instances = instances(pools)?;
+    if instances.iter().any(|i| i.name == name) {
         return Ok(name.to_string());
     }
     let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     let (source, number) = name.split_at(name.len() - digits);
     let source = source.strip_suffix('-').unwrap_or(source);
     let Ok(number) = number.parse::<usize>() else { return Ok(name.to_string()) };
-    let through = taken_through(pools, source)?;
+    let through = taken_through(&instances, source);
     Ok(through.get(number).map_or(name, String::as_str).to_string())
 }
 

@@ -63,7 +63,7 @@ impl Opened {
         Ok(())
     }
 
-    /// The blob `text` names, ready to read: fetched from a remote if the
+    /// The blob `target` names, ready to read: fetched from a remote if the
     /// local tier lacks it, and hashed unless its file is unchanged since it
     /// last hashed right. The read is noted.
     fn found(&self, target: &Target) -> larder::Result<larder::Found> {

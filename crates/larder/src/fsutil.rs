@@ -77,28 +77,28 @@ pub(crate) fn output_temp(dest: &Path) -> std::path::PathBuf {
     };
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let prefix = format!(".{name}.larder-get.");
-    if first_write_into(dir) {
-        remove_dead_temps(dir, ".larder-get.");
-    }
+    remove_dead_temps_once(dir, ".larder-get.");
     let me = crate::holder::ProcessId::current();
     dir.join(format!("{prefix}{me}.{}", NONCE.fetch_add(1, Ordering::Relaxed)))
 }
 
-/// Whether this process writes into `dir` for the first time (as far as a
-/// bounded memory of folders tells).
-pub(crate) fn first_write_into(dir: &Path) -> bool {
-    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<std::path::PathBuf>>> =
-        std::sync::Mutex::new(None);
-    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let seen = seen.get_or_insert_with(Default::default);
-    if seen.len() >= 4096 {
-        seen.clear();
+/// Removes the `.NAME{marker}OWNER.N` files in `dir` whose owner died, the
+/// first time this process asks for `dir` and `marker` (as far as a bounded
+/// memory tells): writing many files into one folder lists it once.
+pub(crate) fn remove_dead_temps_once(dir: &Path, marker: &str) {
+    static SWEPT: std::sync::Mutex<
+        Option<std::collections::HashSet<(std::path::PathBuf, String)>>,
+    > = std::sync::Mutex::new(None);
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let swept = swept.get_or_insert_with(Default::default);
+        if swept.len() >= 4096 {
+            swept.clear();
+        }
+        if !swept.insert((dir.to_path_buf(), marker.to_string())) {
+            return;
+        }
     }
-    seen.insert(dir.to_path_buf())
-}
-
-/// Removes the `.NAME{marker}OWNER.N` files in `dir` whose owner died.
-pub(crate) fn remove_dead_temps(dir: &Path, marker: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let file_name = entry.file_name();

@@ -674,9 +674,6 @@ impl std::io::Read for Metered<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 /// How a staged blob goes to one remote.
 enum Outgoing {
     /// The staged file, read whole once hashed.
@@ -684,3 +681,6 @@ enum Outgoing {
     /// The bytes it was handed while they were staged.
     Growing(Box<dyn GrowingUpload>),
 }
+
+#[cfg(test)]
+mod tests;

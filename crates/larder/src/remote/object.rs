@@ -89,9 +89,7 @@ impl FolderUpload {
     fn new(remote: &str, root: &Path, tmp: &Path) -> Result<FolderUpload> {
         // Named after its owner, so that what a killed upload left is removed
         // by the next process that uploads here.
-        if crate::fsutil::first_write_into(tmp) {
-            crate::fsutil::remove_dead_temps(tmp, UPLOAD_MARKER);
-        }
+        crate::fsutil::remove_dead_temps_once(tmp, UPLOAD_MARKER);
         let owner = crate::holder::ProcessId::current();
         let temp = tempfile::Builder::new()
             .prefix(&format!(".blob{UPLOAD_MARKER}{owner}."))
@@ -104,22 +102,33 @@ impl FolderUpload {
         self.root.join(layout::blob_path(digest).trim_start_matches('/'))
     }
 
+    /// Fills the temporary file from `file`, whole: file to file, by
+    /// `copy_file_range`, so the bytes never pass through here.
+    fn fill(&mut self, digest: &Digest, mut file: File) -> Result<()> {
+        std::io::copy(&mut file, self.temp.as_file_mut())
+            .map(|_| ())
+            .map_err(|e| self.error(digest, e))
+    }
+
     fn error(&self, digest: &Digest, e: std::io::Error) -> Error {
-        Error::io(&format!("write {digest} to remote {} at", self.remote), &self.dest(digest), e)
+        write_error(&self.remote, digest, &self.dest(digest), e)
     }
 
     /// Renames the temporary file to the blob's place.
     fn place(self, digest: &Digest) -> Result<()> {
         let dest = self.dest(digest);
+        let FolderUpload { remote, temp, .. } = self;
+        let fail = |e| write_error(&remote, digest, &dest, e);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| self.error(digest, e))?;
+            std::fs::create_dir_all(parent).map_err(fail)?;
         }
-        let remote = self.remote;
-        self.temp.persist(&dest).map_err(|e| {
-            Error::io(&format!("write {digest} to remote {remote} at"), &dest, e.error)
-        })?;
-        Ok(())
+        temp.persist(&dest).map(|_| ()).map_err(|e| fail(e.error))
     }
+}
+
+/// Writing `digest` to `dest` in the folder remote `remote` failed.
+fn write_error(remote: &str, digest: &Digest, dest: &Path, e: std::io::Error) -> Error {
+    Error::io(&format!("write {digest} to remote {remote} at"), dest, e)
 }
 
 impl Follower for FolderUpload {
@@ -467,16 +476,9 @@ impl ObjectRemote {
 impl ObjectRemote {
     /// Copies `file` to the blob `digest`'s place in the folder `root`: into
     /// a temporary file in `tmp`, renamed into place whole.
-    fn upload_to_folder(
-        &self,
-        root: &Path,
-        tmp: &Path,
-        digest: &Digest,
-        mut file: File,
-    ) -> Result<()> {
+    fn upload_to_folder(&self, root: &Path, tmp: &Path, digest: &Digest, file: File) -> Result<()> {
         let mut upload = FolderUpload::new(&self.name, root, tmp)?;
-        // File to file: copy_file_range, so the bytes never pass through here.
-        std::io::copy(&mut file, upload.temp.as_file_mut()).map_err(|e| upload.error(digest, e))?;
+        upload.fill(digest, file)?;
         upload.place(digest)
     }
 
